@@ -1,0 +1,3 @@
+from l4lb.cli import main
+
+raise SystemExit(main())

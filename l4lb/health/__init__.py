@@ -1,0 +1,1 @@
+"""Server health: the sans-IO hysteresis (`state`) and the probes that feed it (`checker`)."""
