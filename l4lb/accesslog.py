@@ -1,0 +1,73 @@
+"""One line per closed connection, text (HAProxy tcplog-like) or JSON.
+
+Lines are formatted with plain string operations and written to a buffered stream that is
+flushed by the event loop at most a few times a second: the `logging` module's per-record
+overhead would cost more than the relay itself for short connections.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+__all__ = ["AccessLog", "ConnectionRecord"]
+
+
+@dataclass(slots=True)
+class ConnectionRecord:
+    client: str
+    listener: str
+    pool: str
+    server: str
+    bytes_in: int  # client to server
+    bytes_out: int  # server to client
+    duration: float  # seconds from accept to close
+    end: str  # client_close, server_close, idle_timeout, connect_timeout, refused, ...
+    retries: int = 0
+
+
+class AccessLog:
+    def __init__(self, fmt: str = "text", stream: TextIO | None = None) -> None:
+        self.fmt = fmt
+        self.stream = stream or sys.stdout
+        self.enabled = True
+
+    def write(self, rec: ConnectionRecord) -> None:
+        if not self.enabled:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        if self.fmt == "json":
+            line = json.dumps({"time": stamp + "Z", "type": "connection", **_fields(rec)})
+        else:
+            line = (
+                f"{stamp}Z {rec.client} {rec.listener} {rec.pool}/{rec.server or '-'} "
+                f"in={rec.bytes_in} out={rec.bytes_out} dur={rec.duration:.3f}s "
+                f"end={rec.end} retries={rec.retries}"
+            )
+        try:
+            self.stream.write(line + "\n")
+        except (OSError, ValueError):  # a closed or broken log stream must not stop proxying
+            self.enabled = False
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.enabled = False
+
+
+def _fields(rec: ConnectionRecord) -> dict[str, object]:
+    return {
+        "client": rec.client,
+        "listener": rec.listener,
+        "pool": rec.pool,
+        "server": rec.server,
+        "bytes_in": rec.bytes_in,
+        "bytes_out": rec.bytes_out,
+        "duration": round(rec.duration, 6),
+        "end": rec.end,
+        "retries": rec.retries,
+    }

@@ -1,0 +1,379 @@
+"""Read a TOML config and validate it into `Config`, collecting every error before raising.
+
+Each error names the file, the key path, the line and what is allowed, with a "did you mean"
+for misspelled keys: an operator fixes all of them in one pass instead of one per run.
+Unknown keys are errors, because a misspelled option that is silently ignored is the most
+expensive kind of config bug.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from l4lb import balance
+from l4lb.config.lines import LineMap, format_path
+from l4lb.config.schema import (
+    Config,
+    DemoBackend,
+    HealthConfig,
+    ListenerConfig,
+    PassiveConfig,
+    PoolConfig,
+    ServerConfig,
+    Settings,
+)
+from l4lb.config.values import (
+    Address,
+    BadValue,
+    boolean,
+    choice,
+    duration,
+    integer,
+    parse_address,
+    status_ranges,
+    string,
+)
+from l4lb.errors import ConfigError, ConfigErrors
+
+__all__ = ["LISTENER_PROTOCOLS", "load", "load_text"]
+
+#: Listener protocols this build serves; the others in DESIGN.md's vocabulary come later.
+LISTENER_PROTOCOLS = ("tcp",)
+
+_REQUIRED = object()
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+Path_ = list[str | int]
+Fields = dict[str, tuple[Callable[[Any], Any], Any]]
+
+
+def _seconds(value: Any) -> float:
+    return duration(value)
+
+
+def _seconds_or_zero(value: Any) -> float:
+    return duration(value, allow_zero=True)
+
+
+def _bind_address(value: Any) -> Address:
+    addr = parse_address(value, default_host="0.0.0.0")
+    if addr.host == "localhost":
+        return Address("127.0.0.1", addr.port)
+    try:
+        ipaddress.ip_address(addr.host)
+    except ValueError:
+        raise BadValue(
+            f"{addr.host!r} is not an IP address", 'an IP literal such as "0.0.0.0" or "[::]"'
+        ) from None
+    return addr
+
+
+def _bind_list(value: Any) -> tuple[Address, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise BadValue("the list is empty", "an address or a list of addresses")
+    return tuple(_bind_address(item) for item in items)
+
+
+_SETTINGS: Fields = {
+    "log_format": (choice("text", "json"), "text"),
+    "access_log": (boolean, True),
+    "drain_timeout": (_seconds_or_zero, 30.0),
+}
+_LISTENER: Fields = {
+    "bind": (_bind_list, _REQUIRED),
+    "pool": (string, _REQUIRED),
+    "protocol": (choice(*LISTENER_PROTOCOLS), "tcp"),
+    "max_connections": (integer(1, 1_000_000), 10_000),
+    "idle_timeout": (_seconds, 300.0),
+    "backlog": (integer(1, 65535), 1024),
+}
+_POOL: Fields = {
+    "servers": (lambda v: v, _REQUIRED),
+    "balance": (lambda v: v, "round_robin"),
+    "connect_timeout": (_seconds, 5.0),
+    "retries": (integer(0, 100), 2),
+    "slow_start": (_seconds_or_zero, 0.0),
+    "health": (lambda v: v, None),
+    "passive": (lambda v: v, None),
+}
+_SERVER: Fields = {
+    "address": (parse_address, _REQUIRED),
+    "name": (string, None),
+    "weight": (integer(1, 1000), 1),
+    "backup": (boolean, False),
+    "max_connections": (integer(0, 1_000_000), 0),
+    "drain": (boolean, False),
+}
+_HEALTH: Fields = {
+    "type": (choice("tcp", "http"), "tcp"),
+    "interval": (_seconds, 2.0),
+    "timeout": (_seconds, 1.0),
+    "rise": (integer(1, 100), 2),
+    "fall": (integer(1, 100), 3),
+    "path": (string, "/"),
+    "host": (string, ""),
+    "expect_status": (status_ranges, ((200, 399),)),
+}
+_PASSIVE: Fields = {
+    "max_fails": (integer(0, 1000), 1),
+    "fail_timeout": (_seconds, 10.0),
+}
+_DEMO: Fields = {"backends": (lambda v: v, _REQUIRED)}
+_TOP = ("global", "demo", "listener", "pool")
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate `path`. Raises `ConfigErrors` listing every problem found."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigErrors([ConfigError(name, "", 0, "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigErrors([ConfigError(name, "", 0, f"cannot read the file: {exc}")]) from None
+    return load_text(text, name)
+
+
+def load_text(text: str, file: str = "<config>") -> Config:
+    """Validate TOML `text` as if read from `file`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        m = re.search(r"\(at line (\d+), column \d+\)", message)
+        line = int(m.group(1)) if m else 0
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        raise ConfigErrors([ConfigError(file, "", line, f"not valid TOML: {message}")]) from None
+    loader = _Loader(file, LineMap(text))
+    config = loader.config(data)
+    if loader.errors or config is None:
+        raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line == 0, e.line)))
+    return config
+
+
+class _Loader:
+    def __init__(self, file: str, lines: LineMap) -> None:
+        self.file = file
+        self.lines = lines
+        self.errors: list[ConfigError] = []
+
+    def error(self, parts: Path_, message: str, allowed: str = "") -> None:
+        line = self.lines.line_of(parts)
+        self.errors.append(ConfigError(self.file, format_path(parts), line, message, allowed))
+
+    def unknown(self, parts: Path_, key: str, known: list[str] | tuple[str, ...]) -> None:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        self.error([*parts, key], f"unknown key {key!r}{hint}", ", ".join(known))
+
+    def table(self, value: Any, parts: Path_, fields: Fields) -> dict[str, Any] | None:
+        """Convert the keys of one table; None if anything in it was wrong."""
+        if not isinstance(value, dict):
+            self.error(parts, f"expected a table, got {value!r}")
+            return None
+        before = len(self.errors)
+        for key in value:
+            if key not in fields:
+                self.unknown(parts, key, list(fields))
+        out: dict[str, Any] = {}
+        for key, (convert, default) in fields.items():
+            if key in value:
+                try:
+                    out[key] = convert(value[key])
+                except BadValue as exc:
+                    self.error([*parts, key], exc.message, exc.allowed)
+            elif default is _REQUIRED:
+                self.error([*parts, key], f"missing required key {key!r}")
+            else:
+                out[key] = default
+        return out if len(self.errors) == before else None
+
+    def named_tables(self, value: Any, parts: Path_) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.error(parts, "expected tables such as [" + format_path(parts) + ".NAME]")
+            return {}
+        good = {}
+        for name, body in value.items():
+            if not _NAME.match(name):
+                self.error(
+                    [*parts, name],
+                    f"{name!r} is not a valid name",
+                    "letters, digits, '_', '-', '.', up to 64 characters",
+                )
+            else:
+                good[name] = body
+        return good
+
+    def config(self, data: dict[str, Any]) -> Config | None:
+        for key in data:
+            if key not in _TOP:
+                self.unknown([], key, _TOP)
+        settings_raw = self.table(data.get("global", {}), ["global"], _SETTINGS)
+        settings = Settings(**settings_raw) if settings_raw else Settings()
+        pools = [
+            p
+            for name, body in self.named_tables(data.get("pool", {}), ["pool"]).items()
+            if (p := self.pool(name, body)) is not None
+        ]
+        listeners = [
+            item
+            for name, body in self.named_tables(data.get("listener", {}), ["listener"]).items()
+            if (item := self.listener(name, body)) is not None
+        ]
+        demo = self.demo(data["demo"]) if "demo" in data else ()
+        if "listener" not in data:
+            self.error([], "no listeners: add a [listener.NAME] table", "see docs/CONFIG.md")
+        self.cross_check(data, listeners, pools, demo)
+        return Config(self.file, settings, tuple(listeners), tuple(pools), tuple(demo))
+
+    def listener(self, name: str, body: Any) -> ListenerConfig | None:
+        raw = self.table(body, ["listener", name], _LISTENER)
+        return ListenerConfig(name=name, **raw) if raw else None
+
+    def pool(self, name: str, body: Any) -> PoolConfig | None:
+        parts: Path_ = ["pool", name]
+        raw = self.table(body, parts, _POOL)
+        if raw is None:
+            if isinstance(body, dict):  # still report problems inside the nested tables
+                self.nested(body, parts)
+            return None
+        ok = True
+        if raw["balance"] not in balance.NAMES:
+            self.error(
+                [*parts, "balance"],
+                f"unknown algorithm {raw['balance']!r}",
+                ", ".join(balance.NAMES),
+            )
+            ok = False
+        servers = self.servers(raw["servers"], [*parts, "servers"])
+        health = passive = None
+        if raw["health"] is not None:
+            h = self.table(raw["health"], [*parts, "health"], _HEALTH)
+            if h and h["timeout"] > h["interval"]:
+                self.error(
+                    [*parts, "health", "timeout"],
+                    "the check timeout is longer than the interval",
+                    f"at most interval ({h['interval']:g}s)",
+                )
+                h = None
+            health = HealthConfig(**h) if h else None
+            ok = ok and health is not None
+        if raw["passive"] is not None:
+            p = self.table(raw["passive"], [*parts, "passive"], _PASSIVE)
+            passive = PassiveConfig(**p) if p else None
+            ok = ok and passive is not None
+        if servers is None or not ok:
+            return None
+        raw.update(servers=servers, health=health, passive=passive or PassiveConfig())
+        return PoolConfig(name=name, **raw)
+
+    def nested(self, body: dict[str, Any], parts: Path_) -> None:
+        if isinstance(body.get("health"), dict):
+            self.table(body["health"], [*parts, "health"], _HEALTH)
+        if isinstance(body.get("passive"), dict):
+            self.table(body["passive"], [*parts, "passive"], _PASSIVE)
+        if "servers" in body:
+            self.servers(body["servers"], [*parts, "servers"])
+
+    def servers(self, value: Any, parts: Path_) -> tuple[ServerConfig, ...] | None:
+        allowed = 'a list of "host:port" strings or [[' + format_path(parts) + "]] tables"
+        if not isinstance(value, list):
+            self.error(parts, "expected a list of servers", allowed)
+            return None
+        if not value:
+            self.error(parts, "a pool needs at least one server", allowed)
+            return None
+        out: list[ServerConfig] = []
+        names: set[str] = set()
+        ok = True
+        for i, item in enumerate(value):
+            here = [*parts, i]
+            if isinstance(item, str):
+                item = {"address": item}
+            elif not isinstance(item, dict):
+                self.error(here, f"expected a server, got {item!r}", allowed)
+                ok = False
+                continue
+            raw = self.table(item, here, _SERVER)
+            if raw is None:
+                ok = False
+                continue
+            raw["name"] = raw["name"] or str(raw["address"])
+            if raw["name"] in names:
+                self.error(
+                    [*here, "name"],
+                    f"duplicate server name {raw['name']!r} in this pool",
+                    "a name unique within the pool",
+                )
+                ok = False
+            names.add(raw["name"])
+            out.append(ServerConfig(**raw))
+        return tuple(out) if ok else None
+
+    def demo(self, value: Any) -> tuple[DemoBackend, ...]:
+        raw = self.table(value, ["demo"], _DEMO)
+        if raw is None:
+            return ()
+        items = raw["backends"]
+        if not isinstance(items, list) or not items:
+            self.error(
+                ["demo", "backends"], "expected a list of addresses", 'loopback "host:port" strings'
+            )
+            return ()
+        out = []
+        for i, text in enumerate(items):
+            try:
+                addr = parse_address(text)
+            except BadValue as exc:
+                self.error(["demo", "backends", i], exc.message, exc.allowed)
+                continue
+            if not addr.is_loopback:
+                self.error(
+                    ["demo", "backends", i],
+                    f"{text!r} is not a loopback address",
+                    "127.0.0.0/8 or [::1]: demo backends only listen locally",
+                )
+                continue
+            out.append(DemoBackend(f"demo-{i + 1}", addr))
+        return tuple(out)
+
+    def cross_check(
+        self,
+        data: dict[str, Any],
+        listeners: list[ListenerConfig],
+        pools: list[PoolConfig],
+        demo: tuple[DemoBackend, ...],
+    ) -> None:
+        declared_pools = list(data.get("pool", {})) if isinstance(data.get("pool"), dict) else []
+        bound: dict[Address, str] = {}
+        for listener in listeners:
+            parts: Path_ = ["listener", listener.name]
+            if listener.pool not in declared_pools:
+                close = difflib.get_close_matches(listener.pool, declared_pools, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.error(
+                    [*parts, "pool"],
+                    f"no pool named {listener.pool!r}{hint}",
+                    ", ".join(declared_pools) or "declare one with [pool.NAME]",
+                )
+            for addr in listener.bind:
+                if addr in bound:
+                    self.error(
+                        [*parts, "bind"],
+                        f"{addr} is already bound by listener {bound[addr]!r}",
+                        "an address used by one listener only",
+                    )
+                bound[addr] = listener.name
+        for backend in demo:
+            if backend.address in bound:
+                self.error(
+                    ["demo", "backends"],
+                    f"{backend.address} is also bound by listener {bound[backend.address]!r}",
+                    "a port no listener uses",
+                )

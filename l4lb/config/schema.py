@@ -1,0 +1,107 @@
+"""The validated config: frozen dataclasses built by `l4lb.config.load`.
+
+Words follow DESIGN.md: a listener binds addresses and hands connections to a pool; a pool
+holds servers and a balancing algorithm. Defaults are documented in docs/CONFIG.md and
+chosen to match what HAProxy and nginx operators expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from l4lb.config.values import Address
+
+__all__ = [
+    "Config",
+    "DemoBackend",
+    "HealthConfig",
+    "ListenerConfig",
+    "PassiveConfig",
+    "PoolConfig",
+    "ServerConfig",
+    "Settings",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    log_format: str = "text"  # "text" | "json"
+    access_log: bool = True
+    drain_timeout: float = 30.0  # seconds a shutdown waits for connections to finish
+
+
+@dataclass(frozen=True, slots=True)
+class DemoBackend:
+    name: str
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """Active checks. `type = "http"` sends `GET path` and expects a status in `expect_status`."""
+
+    type: str = "tcp"  # "tcp" | "http"
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    path: str = "/"
+    host: str = ""
+    expect_status: tuple[tuple[int, int], ...] = ((200, 399),)
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveConfig:
+    """nginx's max_fails / fail_timeout: this many connect failures in a row take a server out
+    for `fail_timeout` seconds. `max_fails = 0` turns passive detection off."""
+
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    name: str
+    address: Address
+    weight: int = 1
+    backup: bool = False
+    max_connections: int = 0  # 0: no limit
+    drain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    name: str
+    servers: tuple[ServerConfig, ...]
+    balance: str = "round_robin"
+    connect_timeout: float = 5.0
+    retries: int = 2  # further servers tried when a connect fails
+    slow_start: float = 0.0  # seconds over which a returning server's weight ramps up
+    health: HealthConfig | None = None
+    passive: PassiveConfig = PassiveConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    name: str
+    bind: tuple[Address, ...]
+    pool: str
+    protocol: str = "tcp"
+    max_connections: int = 10_000
+    idle_timeout: float = 300.0
+    backlog: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    file: str
+    settings: Settings
+    listeners: tuple[ListenerConfig, ...]
+    pools: tuple[PoolConfig, ...]
+    demo: tuple[DemoBackend, ...] = ()
+
+    def pool(self, name: str) -> PoolConfig:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)

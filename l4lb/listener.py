@@ -1,0 +1,320 @@
+"""TCP listeners: accept, choose a server, connect (retrying others), then hand off to a Relay.
+
+Everything here runs as loop callbacks on raw non-blocking sockets: accepting drains the
+backlog in one callback, connecting uses `connect_ex` plus one writer callback and one timer,
+and the relay takes over once connected. No task or Future is made per connection, because
+per-connection setup is where a Python proxy loses most against C (bench/RESULTS.md).
+
+A listener stops reading its sockets while it is at `max_connections` (the kernel backlog
+queues new clients, as HAProxy's `maxconn` does) and resumes as connections end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from l4lb.accesslog import AccessLog, ConnectionRecord
+from l4lb.config.schema import ListenerConfig
+from l4lb.config.values import Address
+from l4lb.pool import Pool
+from l4lb.relay import Relay
+from l4lb.server import Server
+
+__all__ = ["Listener", "Session", "open_listening_socket"]
+
+log = logging.getLogger("l4lb")
+_ACCEPT_BATCH = 64
+_FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def open_listening_socket(addr: Address, backlog: int, reuse_port: bool = False) -> socket.socket:
+    """Bind and listen on `addr`. IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can coexist."""
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr.host, addr.port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _format_peer(peer: tuple) -> str:
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Listener:
+    """One `[listener.NAME]`: bound sockets, the accept callback and live sessions.
+
+    The runtime owns the sockets (a reload may hand them to the next Listener); `update`
+    points the listener at a reloaded config and pool without touching live sessions.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        config: ListenerConfig,
+        pool: Pool,
+        sockets: list[socket.socket],
+        access_log: AccessLog,
+        on_session_end: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.config = config
+        self.pool = pool
+        self.sockets = sockets
+        self.access_log = access_log
+        self.on_session_end = on_session_end
+        self.sessions: set[Session] = set()
+        self.accepting = False  # open for business (false once stopped)
+        self.reading = False  # listening sockets registered with the loop
+        self.total = 0
+        self.refused = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def update(self, config: ListenerConfig, pool: Pool) -> None:
+        self.config = config
+        self.pool = pool
+        self._resume_if_room()
+
+    def start(self) -> None:
+        self.accepting = True
+        self._resume_if_room()
+
+    def stop(self) -> None:
+        """Stop accepting; live sessions go on. The caller closes the sockets it owns."""
+        self.accepting = False
+        self._pause()
+
+    def _pause(self) -> None:
+        if self.reading:
+            for sock in self.sockets:
+                self.loop.remove_reader(sock.fileno())
+            self.reading = False
+
+    def _resume_if_room(self) -> None:
+        if self.accepting and not self.reading and len(self.sessions) < self.config.max_connections:
+            for sock in self.sockets:
+                self.loop.add_reader(sock.fileno(), self._on_accept, sock)
+            self.reading = True
+
+    def _on_accept(self, lsock: socket.socket) -> None:
+        limit = self.config.max_connections
+        for _ in range(_ACCEPT_BATCH):
+            if len(self.sessions) >= limit:
+                self._pause()
+                return
+            try:
+                csock, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno in _FD_EXHAUSTED:
+                    # Out of descriptors: back off instead of spinning on a readable socket.
+                    log.warning("listener %s: accept failed (%s); pausing 0.5s", self.name, exc)
+                    self._pause()
+                    self.loop.call_later(0.5, self._resume_if_room)
+                return
+            csock.setblocking(False)
+            csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.total += 1
+            session = Session(self, csock, peer)
+            self.sessions.add(session)
+            session.connect()
+
+    def session_ended(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if self.on_session_end is not None:
+            self.on_session_end(session)
+        self._resume_if_room()
+
+    def sweep(self, now: float) -> None:
+        """End relays that saw no activity for the idle timeout (called about once a second)."""
+        timeout = self.config.idle_timeout
+        for session in list(self.sessions):
+            relay = session.relay
+            if relay is None:
+                continue
+            if relay.touched:
+                relay.touched = False
+                session.idle_since = now
+            elif now - session.idle_since >= timeout:
+                relay.close("idle_timeout")
+
+
+class Session:
+    """One client connection: server choice, connect with retries, relay, and its log line."""
+
+    __slots__ = (
+        "client",
+        "ended",
+        "idle_since",
+        "listener",
+        "peer",
+        "pool",
+        "relay",
+        "retries",
+        "server",
+        "ssock",
+        "started",
+        "timer",
+        "tried",
+    )
+
+    def __init__(self, listener: Listener, client: socket.socket, peer: tuple) -> None:
+        self.listener = listener
+        self.pool = listener.pool  # a reload does not move a connection to the new pool
+        self.client = client
+        self.peer = peer
+        self.server: Server | None = None
+        self.ssock: socket.socket | None = None
+        self.relay: Relay | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.tried: list[Server] = []
+        self.retries = 0
+        self.started = time.monotonic()
+        self.idle_since = 0.0
+        self.ended = False
+
+    def connect(self) -> None:
+        loop = self.listener.loop
+        server = self.pool.pick(loop.time(), self.peer[0].encode(), self.tried)
+        if server is None:
+            self._fail("no_server" if not self.tried else "connect_failed")
+            return
+        self.server = server
+        server.active += 1
+        server.total += 1
+        sock = socket.socket(server.family, socket.SOCK_STREAM)
+        self.ssock = sock
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(server.sockaddr)
+        if err == 0:
+            self._connected()
+        elif err == errno.EINPROGRESS:
+            fd = sock.fileno()
+            loop.add_writer(fd, self._on_connect, fd)
+            self.timer = loop.call_later(self.pool.config.connect_timeout, self._on_timeout, fd)
+        else:
+            self._connect_failed(os_error_name(err))
+
+    def _on_connect(self, fd: int) -> None:
+        loop = self.listener.loop
+        loop.remove_writer(fd)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        assert self.ssock is not None
+        err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._connect_failed(os_error_name(err))
+        else:
+            self._connected()
+
+    def _on_timeout(self, fd: int) -> None:
+        self.timer = None
+        self.listener.loop.remove_writer(fd)
+        self._connect_failed("connect_timeout")
+
+    def _connect_failed(self, why: str) -> None:
+        server, sock = self.server, self.ssock
+        assert server is not None and sock is not None
+        sock.close()
+        self.ssock = None
+        server.active -= 1
+        now = self.listener.loop.time()
+        if server.on_connect_failed(now):
+            log.warning(
+                "server %s/%s ejected for %gs after %s (passive check)",
+                server.pool,
+                server.name,
+                server.passive.fail_timeout,
+                why,
+            )
+        self.tried.append(server)
+        if self.retries < self.pool.config.retries:
+            self.retries += 1
+            self.connect()
+        else:
+            self._fail(why)
+
+    def _connected(self) -> None:
+        assert self.server is not None and self.ssock is not None
+        self.server.on_connected()
+        self.idle_since = self.listener.loop.time()
+        self.relay = Relay(self.listener.loop, self.client, self.ssock, self._relay_done)
+
+    def _relay_done(self, relay: Relay, how: str) -> None:
+        server = self.server
+        assert server is not None
+        server.active -= 1
+        server.bytes_in += relay.bytes_in
+        server.bytes_out += relay.bytes_out
+        self._end(how, relay.bytes_in, relay.bytes_out)
+
+    def _fail(self, why: str) -> None:
+        self.client.close()
+        self._end(why, 0, 0)
+
+    def abort(self, how: str = "shutdown") -> None:
+        """End the session now, whatever phase it is in (shutdown deadline)."""
+        if self.relay is not None:
+            self.relay.close(how)
+            return
+        if self.ssock is not None:
+            self.listener.loop.remove_writer(self.ssock.fileno())
+            self.ssock.close()
+            self.ssock = None
+            if self.server is not None:
+                self.server.active -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+        self.client.close()
+        self._end(how, 0, 0)
+
+    def _end(self, how: str, bytes_in: int, bytes_out: int) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        listener = self.listener
+        listener.access_log.write(
+            ConnectionRecord(
+                client=_format_peer(self.peer),
+                listener=listener.name,
+                pool=self.pool.name,
+                server=self.server.name if self.server else "",
+                bytes_in=bytes_in,
+                bytes_out=bytes_out,
+                duration=time.monotonic() - self.started,
+                end=how or "closed",
+                retries=self.retries,
+            )
+        )
+        listener.session_ended(self)
+
+
+def os_error_name(err: int) -> str:
+    """`ECONNREFUSED` -> `refused`: short words for the log's `end=` field."""
+    return {
+        errno.ECONNREFUSED: "refused",
+        errno.EHOSTUNREACH: "unreachable",
+        errno.ENETUNREACH: "unreachable",
+        errno.ETIMEDOUT: "connect_timeout",
+    }.get(err, errno.errorcode.get(err, str(err)).lower())

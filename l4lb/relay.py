@@ -1,0 +1,322 @@
+"""The L4 byte mover: both directions of one proxied connection, driven by loop callbacks.
+
+This is the hottest code in the project. Per direction it reads from one socket and writes to
+the other through a kernel pipe with `os.splice`, so payload bytes never enter Python
+(measured in ../shared/research/python-peers.md: about twice the bytes per CPU-second of
+asyncio Protocol callbacks). Where splice is missing it copies through a reusable buffer with
+`recv_into`/`send` behind the same interface.
+
+Rules that keep it small and correct:
+- Readiness is level-triggered through the loop's `add_reader`/`add_writer` on raw,
+  non-blocking sockets; no task and no Future per connection or per chunk.
+- A direction holds a pipe (or buffer) only while bytes are in flight, and gives it back to a
+  shared free list when the pipe is empty: an idle connection holds its two sockets and
+  nothing else (these machines cap a process at 20,000 descriptors).
+- Backpressure: while bytes wait in the pipe for the destination, the source is not read.
+- Half-close: EOF from one side is passed on as `shutdown(SHUT_WR)` once the pipe is empty;
+  the relay ends when both directions have ended, or at once on a reset.
+- `touched` is set on every callback; the listener's idle sweep clears it and ends relays
+  that stayed untouched for the idle timeout, so no timer is re-armed per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+from collections.abc import Callable
+
+__all__ = ["CHUNK", "Relay", "close_pipes", "splice_available"]
+
+CHUNK = 1 << 20  # bytes moved per splice call; the pipe is grown to match where allowed
+_FREE_PIPES_MAX = 256
+_F_SETPIPE_SZ = 1031
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_free_pipes: list[tuple[int, int]] = []
+_free_buffers: list[bytearray] = []
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ECONNABORTED})
+
+
+def splice_available() -> bool:
+    return hasattr(os, "splice")
+
+
+def _take_pipe() -> tuple[int, int]:
+    if _free_pipes:
+        return _free_pipes.pop()
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, _F_SETPIPE_SZ, CHUNK)
+    except OSError:  # over the per-user pipe budget: keep the default 64 KiB
+        pass
+    return r, w
+
+
+def _give_pipe(pipe: tuple[int, int]) -> None:
+    if len(_free_pipes) < _FREE_PIPES_MAX:
+        _free_pipes.append(pipe)
+    else:
+        os.close(pipe[0])
+        os.close(pipe[1])
+
+
+def close_pipes() -> None:
+    """Close the free list (at shutdown, so descriptors do not outlive the proxy)."""
+    while _free_pipes:
+        r, w = _free_pipes.pop()
+        os.close(r)
+        os.close(w)
+
+
+class _Direction:
+    """One way of the relay: `src` socket to `dst` socket."""
+
+    __slots__ = ("dst", "dst_fd", "eof", "moved", "pending", "pipe", "relay", "src", "src_fd")
+
+    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket) -> None:
+        self.relay = relay
+        self.src = src
+        self.dst = dst
+        self.src_fd = src.fileno()
+        self.dst_fd = dst.fileno()
+        self.pipe: tuple[int, int] | None = None  # or a (buffer, start) pair in copy mode
+        self.pending = 0
+        self.moved = 0
+        self.eof = False
+
+
+class Relay:
+    """Splice two connected, non-blocking sockets together until both directions end.
+
+    `on_done(relay, how)` is called exactly once, after both sockets are closed; `how` is
+    "client_close", "server_close", "client_reset", "server_reset", "idle_timeout" or
+    "shutdown" (what ended it first).
+    """
+
+    __slots__ = (
+        "client",
+        "closed",
+        "down",
+        "first_end",
+        "loop",
+        "on_done",
+        "server",
+        "touched",
+        "up",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        client: socket.socket,
+        server: socket.socket,
+        on_done: Callable[[Relay, str], None],
+    ) -> None:
+        self.loop = loop
+        self.client = client
+        self.server = server
+        self.on_done = on_done
+        self.up = _Direction(self, client, server)  # client -> server
+        self.down = _Direction(self, server, client)  # server -> client
+        self.first_end = ""
+        self.touched = True
+        self.closed = False
+        if splice_available():
+            loop.add_reader(self.up.src_fd, self._read, self.up)
+            loop.add_reader(self.down.src_fd, self._read, self.down)
+        else:
+            loop.add_reader(self.up.src_fd, self._read_copy, self.up)
+            loop.add_reader(self.down.src_fd, self._read_copy, self.down)
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes from the client to the server."""
+        return self.up.moved
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes from the server to the client."""
+        return self.down.moved
+
+    # -- splice mode -------------------------------------------------------------------------
+
+    def _read(self, d: _Direction) -> None:
+        self.touched = True
+        pipe = d.pipe or _take_pipe()
+        try:
+            n = os.splice(d.src_fd, pipe[1], CHUNK, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            if d.pipe is None:
+                _give_pipe(pipe)
+            return
+        except OSError as exc:
+            if d.pipe is None:
+                _give_pipe(pipe)
+            self._reset(d, exc)
+            return
+        if n == 0:
+            if d.pipe is None:
+                _give_pipe(pipe)
+            self._eof(d)
+            return
+        d.pending += n
+        d.moved += n
+        d.pipe = pipe
+        self._flush(d)
+
+    def _flush(self, d: _Direction) -> None:
+        pipe = d.pipe
+        assert pipe is not None
+        try:
+            while d.pending:
+                m = os.splice(pipe[0], d.dst_fd, d.pending, flags=_SPLICE_FLAGS)
+                d.pending -= m
+        except BlockingIOError:
+            # The destination is full: stop reading the source until the pipe drains.
+            self.loop.remove_reader(d.src_fd)
+            self.loop.add_writer(d.dst_fd, self._writable, d)
+            return
+        except OSError as exc:
+            self._reset_dst(d, exc)
+            return
+        d.pipe = None
+        _give_pipe(pipe)
+
+    def _writable(self, d: _Direction) -> None:
+        self.touched = True
+        pipe = d.pipe
+        assert pipe is not None
+        try:
+            while d.pending:
+                d.pending -= os.splice(pipe[0], d.dst_fd, d.pending, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._reset_dst(d, exc)
+            return
+        d.pipe = None
+        _give_pipe(pipe)
+        self.loop.remove_writer(d.dst_fd)
+        if d.eof:
+            self._finish_direction(d)
+        else:
+            self.loop.add_reader(d.src_fd, self._read, d)
+
+    # -- copy mode (no splice) ---------------------------------------------------------------
+
+    def _read_copy(self, d: _Direction) -> None:
+        self.touched = True
+        buf = _free_buffers.pop() if _free_buffers else bytearray(256 * 1024)
+        try:
+            n = d.src.recv_into(buf)
+        except BlockingIOError:
+            _free_buffers.append(buf)
+            return
+        except OSError as exc:
+            _free_buffers.append(buf)
+            self._reset(d, exc)
+            return
+        if n == 0:
+            _free_buffers.append(buf)
+            self._eof(d)
+            return
+        d.moved += n
+        view = memoryview(buf)[:n]
+        try:
+            sent = d.dst.send(view)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            _free_buffers.append(buf)
+            self._reset_dst(d, exc)
+            return
+        if sent == n:
+            _free_buffers.append(buf)
+            return
+        d.pipe = (buf, sent)  # type: ignore[assignment]
+        d.pending = n - sent
+        self.loop.remove_reader(d.src_fd)
+        self.loop.add_writer(d.dst_fd, self._writable_copy, d)
+
+    def _writable_copy(self, d: _Direction) -> None:
+        self.touched = True
+        buf, start = d.pipe  # type: ignore[misc]
+        try:
+            sent = d.dst.send(memoryview(buf)[start : start + d.pending])
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._reset_dst(d, exc)
+            return
+        d.pending -= sent
+        if d.pending:
+            d.pipe = (buf, start + sent)  # type: ignore[assignment]
+            return
+        d.pipe = None
+        _free_buffers.append(buf)
+        self.loop.remove_writer(d.dst_fd)
+        if d.eof:
+            self._finish_direction(d)
+        else:
+            self.loop.add_reader(d.src_fd, self._read_copy, d)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def _side(self, sock: socket.socket) -> str:
+        return "client" if sock is self.client else "server"
+
+    def _eof(self, d: _Direction) -> None:
+        d.eof = True
+        self.loop.remove_reader(d.src_fd)
+        if not self.first_end:
+            self.first_end = self._side(d.src) + "_close"
+        if not d.pending:
+            self._finish_direction(d)
+
+    def _finish_direction(self, d: _Direction) -> None:
+        try:
+            d.dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if self.up.eof and self.down.eof and not self.up.pending and not self.down.pending:
+            self.close("")
+
+    def _reset(self, d: _Direction, exc: OSError) -> None:
+        """Reading `d.src` failed: that side reset the connection."""
+        self.close(self._side(d.src) + ("_reset" if exc.errno in _RESET_ERRNOS else "_error"))
+
+    def _reset_dst(self, d: _Direction, exc: OSError) -> None:
+        """Writing `d.dst` failed: that side is gone."""
+        self.close(self._side(d.dst) + ("_reset" if exc.errno in _RESET_ERRNOS else "_error"))
+
+    def close(self, how: str) -> None:
+        """End the relay now (idempotent) and report how it ended."""
+        if self.closed:
+            return
+        self.closed = True
+        if how and not self.first_end:
+            self.first_end = how
+        loop = self.loop
+        for d in (self.up, self.down):
+            loop.remove_reader(d.src_fd)
+            loop.remove_writer(d.dst_fd)
+            if d.pipe is not None:
+                if splice_available():
+                    # Bytes left in the pipe are lost with the connection: drop the pipe.
+                    os.close(d.pipe[0])
+                    os.close(d.pipe[1])
+                d.pipe = None
+        if how.endswith(("_reset", "_error")):
+            # An abortive end: reset rather than FIN, so the peer does not take a cut stream
+            # for a complete one.
+            for sock in (self.client, self.server):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                except OSError:
+                    pass
+        self.client.close()
+        self.server.close()
+        self.on_done(self, self.first_end or how)

@@ -1,0 +1,209 @@
+"""The running proxy: owns listeners, pools, health checks, demo backends, signals and reload.
+
+Structure comes from anyio: one task group owns the health checks, the housekeeping ticker
+and the signal handler, and nothing outlives `run`. The data path itself is loop callbacks
+(`listener.py`, `relay.py`) registered and unregistered by this object.
+
+Reload (SIGHUP) builds the new config beside the old one. If it does not validate, or a new
+address cannot be bound, the old config keeps running and the errors are logged. Otherwise
+the swap is one synchronous step on the loop: listening sockets whose address is kept are
+handed over as they are (no connection is refused), established connections finish on the
+pool and servers they started with, servers that keep their pool and name keep their health
+and counters, and removed listeners stop accepting and drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+
+import anyio
+
+from l4lb.accesslog import AccessLog
+from l4lb.config import Address, Config, load
+from l4lb.demo import start_demo_backends
+from l4lb.errors import ConfigErrors, L4lbError
+from l4lb.health.checker import watch_server
+from l4lb.listener import Listener, open_listening_socket
+from l4lb.pool import Pool, build_pools
+from l4lb.relay import close_pipes
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("l4lb")
+
+
+class Runtime:
+    def __init__(self, config: Config, access_log: AccessLog) -> None:
+        self.config = config
+        self.access_log = access_log
+        self.pools: dict[str, Pool] = {}
+        self.listeners: dict[str, Listener] = {}
+        self.retired: list[Listener] = []  # removed by a reload, draining their sessions
+        self.sockets: dict[Address, socket.socket] = {}
+        self.reloads = 0
+        self._stop = anyio.Event()
+        self._health_scope: anyio.CancelScope | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or `stop()`), then drain and return."""
+        self._loop = asyncio.get_running_loop()
+        demo = await start_demo_backends(self.config.demo) if self.config.demo else []
+        try:
+            self.apply(self.config)
+            for listener in self.listeners.values():
+                binds = ", ".join(str(a) for a in listener.config.bind)
+                log.info(
+                    "listener %s: %s on %s -> pool %s",
+                    listener.name,
+                    listener.config.protocol,
+                    binds,
+                    listener.config.pool,
+                )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._health_checks)
+                tg.start_soon(self._housekeeping)
+                tg.start_soon(self._signals)
+                await self._stop.wait()
+                await self._drain()
+                tg.cancel_scope.cancel()
+        finally:
+            for server in demo:
+                server.close()
+            for sock in self.sockets.values():
+                sock.close()
+            close_pipes()
+            self.access_log.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _drain(self) -> None:
+        """Stop accepting, let connections finish up to `drain_timeout`, then end the rest."""
+        for listener in self.listeners.values():
+            listener.stop()
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+        timeout = self.config.settings.drain_timeout
+        live = self._sessions()
+        if live:
+            log.info("draining %d connection(s) for up to %gs", len(live), timeout)
+        with anyio.move_on_after(timeout):
+            while self._sessions():
+                await anyio.sleep(0.05)
+        left = self._sessions()
+        if left:
+            log.warning("drain deadline reached; closing %d connection(s)", len(left))
+        for session in left:
+            session.abort("shutdown")
+
+    def _sessions(self) -> list:
+        out = []
+        for listener in [*self.listeners.values(), *self.retired]:
+            out.extend(listener.sessions)
+        return out
+
+    # -- config ------------------------------------------------------------------------------
+
+    def apply(self, config: Config) -> None:
+        """Swap to `config` in one step. Raises L4lbError (and changes nothing) if a new
+        address cannot be bound."""
+        loop = self._loop
+        assert loop is not None
+        opened: dict[Address, socket.socket] = {}
+        wanted: dict[Address, socket.socket] = {}
+        try:
+            for lc in config.listeners:
+                for addr in lc.bind:
+                    sock = self.sockets.get(addr)
+                    if sock is None:
+                        sock = opened[addr] = open_listening_socket(addr, lc.backlog)
+                    wanted[addr] = sock
+        except OSError as exc:
+            for sock in opened.values():
+                sock.close()
+            raise L4lbError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+        previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
+        pools = build_pools(config.pools, previous, loop.time())
+        # Unregister every listening socket, then register them again under the new config.
+        # Both happen in this one synchronous step, so clients that arrive meanwhile wait in
+        # the kernel's backlog: none is refused.
+        for listener in self.listeners.values():
+            listener.stop()
+        listeners: dict[str, Listener] = {}
+        for lc in config.listeners:
+            socks = [wanted[a] for a in lc.bind]
+            listener = self.listeners.pop(lc.name, None)
+            if listener is None:
+                listener = Listener(loop, lc, pools[lc.pool], socks, self.access_log)
+            listener.sockets = socks
+            listener.update(lc, pools[lc.pool])
+            listener.start()
+            listeners[lc.name] = listener
+        self.retired.extend(self.listeners.values())
+        for addr, sock in self.sockets.items():
+            if addr not in wanted:
+                sock.close()
+        self.listeners = listeners
+        self.sockets = wanted
+        self.pools = pools
+        self.config = config
+        if self._health_scope is not None:
+            self._health_scope.cancel()  # restart checks on the new pools
+
+    def reload(self) -> bool:
+        """Re-read the config file; keep the running config on any error. True if applied."""
+        try:
+            config = load(self.config.file)
+            self.apply(config)
+        except ConfigErrors as exc:
+            log.error("reload failed; still running the previous config:\n%s", exc)
+            return False
+        except L4lbError as exc:
+            log.error("reload failed; still running the previous config: %s", exc)
+            return False
+        self.reloads += 1
+        log.info("reload %d applied from %s", self.reloads, config.file)
+        return True
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def _health_checks(self) -> None:
+        while True:
+            async with anyio.create_task_group() as tg:
+                self._health_scope = tg.cancel_scope
+                for pool in self.pools.values():
+                    if pool.config.health is None:
+                        continue
+                    for server in pool.servers:
+                        tg.start_soon(watch_server, server, pool.config.health)
+                await anyio.sleep_forever()
+
+    async def _housekeeping(self) -> None:
+        """Idle sweeps once a second, access-log flushes four times a second."""
+        tick = 0
+        while True:
+            await anyio.sleep(0.25)
+            self.access_log.flush()
+            tick += 1
+            if tick % 4 == 0:
+                now = anyio.current_time()
+                for listener in [*self.listeners.values(), *self.retired]:
+                    listener.sweep(now)
+                self.retired = [r for r in self.retired if r.sessions]
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: reloading %s", self.config.file)
+                    self.reload()
+                else:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    self.stop()
