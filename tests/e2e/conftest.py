@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.helpers import Backend, Proxy
+
+
+@pytest.fixture
+def backends():
+    made: list[Backend] = []
+
+    def make(*names: str, mode: str = "echo") -> list[Backend]:
+        new = [Backend(n, mode) for n in names]
+        made.extend(new)
+        return new
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    started: list[Proxy] = []
+
+    def start(config: str, **kw) -> Proxy:
+        p = Proxy(tmp_path, config, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()

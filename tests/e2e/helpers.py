@@ -1,0 +1,216 @@
+"""Real parts for end-to-end tests: threaded TCP backends and an l4lb subprocess.
+
+Everything listens on 127.0.0.1 (or ::1) on ephemeral ports. Nothing here mocks the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["Backend", "Proxy", "free_port", "name_of", "pool_toml", "wait_until"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        backend: Backend = self.server.backend  # type: ignore[attr-defined]
+        sock: socket.socket = self.request
+        with backend.lock:
+            backend.accepted += 1
+            backend.conns.add(sock)
+        try:
+            if backend.mode == "digest":
+                self._digest(sock)
+            else:
+                self._echo(sock, backend)
+        except OSError:
+            pass
+        finally:
+            with backend.lock:
+                backend.conns.discard(sock)
+
+    def _echo(self, sock: socket.socket, backend: Backend) -> None:
+        sock.sendall(f"{backend.name}\n".encode())
+        while True:
+            data = sock.recv(262144)
+            if not data:
+                break
+            sock.sendall(data)
+
+    def _digest(self, sock: socket.socket) -> None:
+        """Read to EOF, then answer with the digest of what came and 1 MiB of payload: the
+        client's half-close must not cut the response."""
+        h = hashlib.sha256()
+        while True:
+            data = sock.recv(262144)
+            if not data:
+                break
+            h.update(data)
+        sock.sendall(h.hexdigest().encode() + b"\n" + b"x" * (1 << 20))
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class Backend:
+    """A TCP server in a thread. Modes: "echo" (sends its name line, then echoes) and
+    "digest" (see `_Handler._digest`)."""
+
+    def __init__(self, name: str, mode: str = "echo", port: int = 0) -> None:
+        self.name = name
+        self.mode = mode
+        self.accepted = 0
+        self.conns: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self._server: _Server | None = None
+        self.port = port
+        self.start()
+
+    def start(self) -> None:
+        server = _Server(("127.0.0.1", self.port), _Handler)
+        server.backend = self  # type: ignore[attr-defined]
+        self.port = server.server_address[1]
+        self._server = server
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Close the listening socket and every open connection (a killed server)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+        with self.lock:
+            for sock in list(self.conns):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def name_of(port: int, host: str = "127.0.0.1", source: str | None = None) -> str:
+    """Connect through the proxy and return the name line the backend sends first."""
+    with socket.create_connection(
+        (host, port), timeout=5, source_address=(source, 0) if source else None
+    ) as s:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(100)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode().strip()
+
+
+def pool_toml(name: str, servers: list[Backend | str], **options: object) -> str:
+    """A [pool.NAME] table; `options` are TOML values already formatted, nested tables as
+    dicts of formatted values."""
+    lines = [f"[pool.{name}]"]
+    tables = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            tables[key] = value
+        else:
+            lines.append(f"{key} = {value}")
+    for key, body in tables.items():
+        lines.append(f"[pool.{name}.{key}]")
+        lines += [f"{k} = {v}" for k, v in body.items()]
+    for server in servers:
+        lines.append(f"[[pool.{name}.servers]]")
+        if isinstance(server, Backend):
+            lines += [f'name = "{server.name}"', f'address = "{server.address}"']
+        else:
+            lines.append(server)
+    return "\n".join(lines) + "\n"
+
+
+class Proxy:
+    """`l4lb up` as a subprocess, with its logs in files for the test to read."""
+
+    def __init__(self, tmp: Path, config: str, *, loop: str = "", args: tuple[str, ...] = ()):
+        self.tmp = tmp
+        self.path = tmp / "l4lb.toml"
+        self.path.write_text(config)
+        self.out = tmp / "stdout.log"
+        self.err = tmp / "stderr.log"
+        env = dict(os.environ)
+        if loop:
+            env["L4LB_LOOP"] = loop
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "l4lb", "up", str(self.path), "--no-tui", *args],
+            stdout=self.out.open("wb"),
+            stderr=self.err.open("wb"),
+            env=env,
+        )
+        count = len(re.findall(r"^\[listener\.", config, re.M))
+        ready = re.compile(r"listener \S+: \S+ on ")
+        if not wait_until(
+            lambda: len(ready.findall(self.log())) >= count or self.proc.poll() is not None
+        ):
+            raise AssertionError("l4lb did not start:\n" + self.log())
+        if self.proc.poll() is not None:
+            raise AssertionError(f"l4lb exited with {self.proc.returncode}:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.err.read_text(errors="replace") + self.out.read_text(errors="replace")
+
+    def access_lines(self) -> list[str]:
+        return [line for line in self.out.read_text().splitlines() if line]
+
+    def wait_log(self, pattern: str, timeout: float = 10.0) -> bool:
+        return wait_until(lambda: re.search(pattern, self.log()) is not None, timeout)
+
+    def reload(self, config: str) -> bool:
+        """Write `config`, send SIGHUP, and say whether it was applied."""
+
+        def counts() -> tuple[int, int]:
+            text = self.log()
+            return len(re.findall(r"reload \d+ applied", text)), text.count("reload failed")
+
+        applied, failed = counts()
+        self.path.write_text(config)
+        self.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: counts() != (applied, failed)), self.log()
+        return counts()[0] > applied
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
