@@ -97,7 +97,8 @@ class LineMap:
             if stripped.startswith("["):
                 name = stripped[1 : stripped.find("]")]
                 table = self._resolve(_split_key(name), array_counts)
-                self._lines.setdefault(format_path(table), number)
+                for end in range(1, len(table) + 1):  # implicit parents start here too
+                    self._lines.setdefault(format_path(table[:end]), number)
                 continue
             m = _KEY_LINE.match(line)
             if not m:

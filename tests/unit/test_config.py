@@ -1,0 +1,242 @@
+"""Config validation: every kind of error names file, key path, line and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from l4lb.config import load, load_text
+from l4lb.errors import ConfigErrors
+
+GOOD = """\
+[global]
+log_format = "json"
+drain_timeout = "5s"
+
+[listener.web]
+bind = ["127.0.0.1:8080", "[::1]:8080"]
+pool = "api"
+idle_timeout = "90s"
+
+[pool.api]
+balance = "least_conn"
+connect_timeout = "250ms"
+slow_start = "30s"
+
+[pool.api.health]
+type = "http"
+path = "/healthz"
+expect_status = ["2xx", 301]
+
+[[pool.api.servers]]
+address = "127.0.0.1:9001"
+weight = 3
+
+[[pool.api.servers]]
+address = "127.0.0.1:9002"
+name = "b"
+backup = true
+"""
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigErrors) as info:
+        load_text(text, "site.toml")
+    return [str(e) for e in info.value.errors]
+
+
+def replace(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+def test_good_config_loads_into_typed_values():
+    config = load_text(GOOD, "site.toml")
+    (listener,) = config.listeners
+    assert [str(a) for a in listener.bind] == ["127.0.0.1:8080", "[::1]:8080"]
+    assert listener.idle_timeout == 90.0
+    pool = config.pool("api")
+    assert pool.balance == "least_conn" and pool.connect_timeout == 0.25
+    assert pool.slow_start == 30.0
+    assert pool.health is not None and pool.health.expect_status == ((200, 299), (301, 301))
+    assert [s.name for s in pool.servers] == ["127.0.0.1:9001", "b"]
+    assert pool.servers[0].weight == 3 and pool.servers[1].backup
+    assert config.settings.log_format == "json" and config.settings.drain_timeout == 5.0
+
+
+def test_server_out_of_range_names_path_line_and_allowed():
+    text = replace('name = "b"', 'name = "b"\nweight = 0')
+    assert errors_of(text) == [
+        "site.toml:27: pool.api.servers[1].weight: 0 is out of range (allowed: 1 to 1000)"
+    ]
+
+
+def test_unknown_key_suggests_the_right_one():
+    (err,) = errors_of(replace("slow_start", "slowstart"))
+    assert err.startswith(
+        "site.toml:13: pool.api.slowstart: unknown key 'slowstart'; did you mean 'slow_start'?"
+    )
+    assert "allowed: servers, balance, connect_timeout" in err
+
+
+def test_unknown_top_level_table():
+    (err,) = errors_of(GOOD + "\n[pools.x]\nservers = []\n")
+    assert "pools: unknown key 'pools'; did you mean 'pool'?" in err
+    assert err.startswith("site.toml:29:")
+
+
+def test_bad_duration_and_type():
+    errs = errors_of(replace('"250ms"', '"fast"').replace("weight = 3", 'weight = "3"'))
+    assert errs == [
+        "site.toml:12: pool.api.connect_timeout: 'fast' is not a duration (allowed: a duration "
+        'such as "250ms", "5s", "2m", "1h", or a number of seconds)',
+        "site.toml:22: pool.api.servers[0].weight: expected a whole number, got '3' "
+        "(allowed: 1 to 1000)",
+    ]
+
+
+def test_missing_required_key():
+    (err,) = errors_of(replace('pool = "api"\n', ""))
+    assert err == "site.toml:5: listener.web.pool: missing required key 'pool'"
+
+
+def test_listener_names_a_missing_pool():
+    (err,) = errors_of(replace('pool = "api"', 'pool = "apj"'))
+    assert err.startswith(
+        "site.toml:7: listener.web.pool: no pool named 'apj'; did you mean 'api'?"
+    )
+
+
+def test_unknown_algorithm_lists_the_known_ones():
+    (err,) = errors_of(replace('"least_conn"', '"fastest"'))
+    assert err == (
+        "site.toml:11: pool.api.balance: unknown algorithm 'fastest' (allowed: hash, "
+        "least_conn, random_two, round_robin, weighted_round_robin)"
+    )
+
+
+def test_bad_addresses():
+    errs = errors_of(
+        replace('"[::1]:8080"', '"example.com:8080"').replace("127.0.0.1:9002", "127.0.0.1:99999")
+    )
+    assert errs[0].startswith("site.toml:6: listener.web.bind: 'example.com' is not an IP address")
+    assert errs[1] == (
+        "site.toml:25: pool.api.servers[1].address: '127.0.0.1:99999' has no "
+        "valid port (allowed: a port from 1 to 65535)"
+    )
+
+
+def test_toml_syntax_error_has_a_line():
+    (err,) = errors_of(replace("weight = 3", "weight = = 3"))
+    assert err.startswith("site.toml:22: not valid TOML:")
+
+
+def test_all_errors_reported_at_once():
+    text = (
+        replace("weight = 3", "weight = -1")
+        .replace('"http"', '"grpc"')
+        .replace("drain_timeout", "drain_timout")
+    )
+    errs = errors_of(text)
+    assert len(errs) == 3
+    assert [e.split(":")[1] for e in errs] == ["3", "16", "22"]
+
+
+def test_duplicate_binds_and_server_names():
+    text = GOOD + '\n[listener.again]\nbind = "127.0.0.1:8080"\npool = "api"\n'
+    text = text.replace('name = "b"', 'name = "127.0.0.1:9001"')
+    errs = errors_of(text)
+    assert any("pool.api.servers[1].name: duplicate server name" in e for e in errs)
+    assert any(
+        "listener.again.bind: 127.0.0.1:8080 is already bound by listener 'web'" in e for e in errs
+    )
+
+
+def test_health_timeout_longer_than_interval():
+    (err,) = errors_of(
+        replace('path = "/healthz"', 'path = "/healthz"\ninterval = "1s"\ntimeout = "2s"')
+    )
+    assert "pool.api.health.timeout: the check timeout is longer than the interval" in err
+
+
+def test_servers_as_plain_strings():
+    text = (
+        '[listener.l]\nbind = ":9000"\npool = "p"\n[pool.p]\n'
+        'servers = ["127.0.0.1:1", "localhost:2"]\n'
+    )
+    config = load_text(text)
+    assert [s.name for s in config.pool("p").servers] == ["127.0.0.1:1", "localhost:2"]
+    assert str(config.listeners[0].bind[0]) == "0.0.0.0:9000"
+
+
+def test_inline_table_servers_have_lines():
+    text = (
+        '[listener.l]\nbind = ":9000"\npool = "p"\n[pool.p]\nservers = [\n'
+        '  { address = "127.0.0.1:1" },\n  { address = "127.0.0.1:2", weight = "x" },\n]\n'
+    )
+    (err,) = errors_of(text)
+    assert err.startswith("site.toml:7: pool.p.servers[1].weight:")
+
+
+def test_demo_backends_must_be_loopback():
+    text = GOOD + '\n[demo]\nbackends = ["127.0.0.1:9101", "10.0.0.1:80"]\n'
+    (err,) = errors_of(text)
+    assert "demo.backends[1]: '10.0.0.1:80' is not a loopback address" in err
+
+
+def test_no_listeners():
+    (err,) = errors_of('[pool.p]\nservers = ["127.0.0.1:1"]\n')
+    assert "no listeners" in err
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigErrors) as info:
+        load(tmp_path / "nope.toml")
+    assert str(info.value).endswith("nope.toml: file not found")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "l4lb", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_cli_check_good_and_bad(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    result = run_cli("check", str(good))
+    assert result.returncode == 0
+    assert "OK (1 listener(s), 1 pool(s), 2 server(s))" in result.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(replace("weight = 3", "wieght = 3"))
+    result = run_cli("check", str(bad))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert (
+        "bad.toml:22: pool.api.servers[0].wieght: unknown key 'wieght'; did you mean "
+        "'weight'?" in result.stderr
+    )
+    assert result.stderr.strip().endswith("1 error in " + str(bad))
+
+
+def test_cli_up_with_bad_config_exits_cleanly(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[listener.x]\n")
+    result = run_cli("up", str(bad))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "listener.x.bind: missing required key 'bind'" in result.stderr
+
+
+def test_cli_version_and_help():
+    assert run_cli("--version").stdout.startswith("l4lb ")
+    assert "check" in run_cli("--help").stdout
+    assert "SIGHUP" in run_cli("up", "--help").stdout
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.toml")):
+        load(path)
