@@ -27,6 +27,7 @@ class ConnectionRecord:
     duration: float  # seconds from accept to close
     end: str  # client_close, server_close, idle_timeout, connect_timeout, refused, ...
     retries: int = 0
+    sni: str = ""  # tls-passthrough: the name the client asked for
 
 
 class AccessLog:
@@ -47,6 +48,8 @@ class AccessLog:
                 f"in={rec.bytes_in} out={rec.bytes_out} dur={rec.duration:.3f}s "
                 f"end={rec.end} retries={rec.retries}"
             )
+            if rec.sni:
+                line += f" sni={rec.sni}"
         try:
             self.stream.write(line + "\n")
         except (OSError, ValueError):  # a closed or broken log stream must not stop proxying
@@ -70,4 +73,5 @@ def _fields(rec: ConnectionRecord) -> dict[str, object]:
         "duration": round(rec.duration, 6),
         "end": rec.end,
         "retries": rec.retries,
+        "sni": rec.sni or None,
     }

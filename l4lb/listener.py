@@ -21,14 +21,19 @@ from collections.abc import Callable
 from l4lb.accesslog import AccessLog, ConnectionRecord
 from l4lb.config.schema import ListenerConfig
 from l4lb.config.values import Address
+from l4lb.errors import RemoteProtocolError
 from l4lb.pool import Pool
+from l4lb.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderReader, encode_v1, encode_v2
 from l4lb.relay import Relay
 from l4lb.server import Server
+from l4lb.sni import SniRouter
+from l4lb.tls.clienthello import ClientHello, ClientHelloReader, NotTLS
 
 __all__ = ["Listener", "Session", "open_listening_socket"]
 
 log = logging.getLogger("l4lb")
 _ACCEPT_BATCH = 64
+_PREREAD_CHUNK = 16384
 _FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -67,14 +72,15 @@ class Listener:
         self,
         loop: asyncio.AbstractEventLoop,
         config: ListenerConfig,
-        pool: Pool,
+        pools: dict[str, Pool],
         sockets: list[socket.socket],
         access_log: AccessLog,
         on_session_end: Callable[[Session], None] | None = None,
     ) -> None:
         self.loop = loop
         self.config = config
-        self.pool = pool
+        self.pools = pools
+        self.router = SniRouter(config.routes, config.pool)
         self.sockets = sockets
         self.access_log = access_log
         self.on_session_end = on_session_end
@@ -88,9 +94,10 @@ class Listener:
     def name(self) -> str:
         return self.config.name
 
-    def update(self, config: ListenerConfig, pool: Pool) -> None:
+    def update(self, config: ListenerConfig, pools: dict[str, Pool]) -> None:
         self.config = config
-        self.pool = pool
+        self.pools = pools
+        self.router = SniRouter(config.routes, config.pool)
         self._resume_if_room()
 
     def start(self) -> None:
@@ -136,7 +143,7 @@ class Listener:
             self.total += 1
             session = Session(self, csock, peer)
             self.sessions.add(session)
-            session.connect()
+            session.start()
 
     def session_ended(self, session: Session) -> None:
         self.sessions.discard(session)
@@ -159,18 +166,27 @@ class Listener:
 
 
 class Session:
-    """One client connection: server choice, connect with retries, relay, and its log line."""
+    """One client connection, in phases: preread (PROXY header and/or ClientHello, when the
+    listener wants them), server choice, connect with retries, preface (the PROXY header for the
+    server and the bytes already read), relay; and its access-log line."""
 
     __slots__ = (
+        "alpn",
         "client",
         "ended",
+        "hello_reader",
         "idle_since",
         "listener",
+        "local",
         "peer",
         "pool",
+        "pools",
+        "preface",
+        "proxy_reader",
         "relay",
         "retries",
         "server",
+        "sni",
         "ssock",
         "started",
         "timer",
@@ -179,9 +195,11 @@ class Session:
 
     def __init__(self, listener: Listener, client: socket.socket, peer: tuple) -> None:
         self.listener = listener
-        self.pool = listener.pool  # a reload does not move a connection to the new pool
+        self.pools = listener.pools  # a reload does not move a connection to new pools
+        self.pool: Pool | None = None
         self.client = client
         self.peer = peer
+        self.local: tuple | None = None  # the address the client connected to, if known
         self.server: Server | None = None
         self.ssock: socket.socket | None = None
         self.relay: Relay | None = None
@@ -191,10 +209,100 @@ class Session:
         self.started = time.monotonic()
         self.idle_since = 0.0
         self.ended = False
+        self.preface = b""  # bytes for the server before relaying starts
+        self.proxy_reader: ProxyHeaderReader | None = None
+        self.hello_reader: ClientHelloReader | None = None
+        self.sni: str | None = None
+        self.alpn: tuple[str, ...] = ()
+
+    def start(self) -> None:
+        config = self.listener.config
+        if not config.accept_proxy and config.protocol == "tcp":
+            self.pool = self.pools[config.pool]  # type: ignore[index]
+            self.connect()
+            return
+        if config.accept_proxy:
+            self.proxy_reader = ProxyHeaderReader()
+        if config.protocol == "tls-passthrough":
+            self.hello_reader = ClientHelloReader()
+        loop = self.listener.loop
+        loop.add_reader(self.client.fileno(), self._on_preread)
+        self.timer = loop.call_later(config.preread_timeout, self._preread_timeout)
+
+    # -- preread -----------------------------------------------------------------------------
+
+    def _on_preread(self) -> None:
+        try:
+            data = self.client.recv(_PREREAD_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._stop_preread()
+            self._fail("client_reset")
+            return
+        if not data:
+            self._stop_preread()
+            self._fail("client_close")
+            return
+        try:
+            if self.proxy_reader is not None:
+                self.proxy_reader.feed(data)
+                header = self.proxy_reader.next_event()
+                if not isinstance(header, ProxyHeader):
+                    return
+                if header.src is not None:
+                    self.peer, self.local = header.src, header.dst
+                data = self.proxy_reader.rest()
+                self.proxy_reader = None
+            self.preface += data
+            if self.hello_reader is not None:
+                self.hello_reader.feed(data)
+                hello = self.hello_reader.next_event()
+                if not isinstance(hello, ClientHello):
+                    return
+                self.sni, self.alpn = hello.sni, hello.alpn
+                self.hello_reader = None
+        except RemoteProtocolError as exc:
+            self._stop_preread()
+            log.info(
+                "listener %s: %s from %s: %s",
+                self.listener.name,
+                _error_word(exc),
+                _format_peer(self.peer),
+                exc,
+            )
+            self._fail(_error_word(exc))
+            return
+        self._stop_preread()
+        config = self.listener.config
+        if config.protocol == "tls-passthrough":
+            name = self.listener.router.match(self.sni, self.alpn)
+        else:
+            name = config.pool
+        if name is None:
+            self._fail("no_route")
+            return
+        self.pool = self.pools[name]
+        self.connect()
+
+    def _stop_preread(self) -> None:
+        self.listener.loop.remove_reader(self.client.fileno())
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _preread_timeout(self) -> None:
+        self.timer = None
+        self.listener.loop.remove_reader(self.client.fileno())
+        self._fail("preread_timeout")
+
+    # -- connect -----------------------------------------------------------------------------
 
     def connect(self) -> None:
         loop = self.listener.loop
-        server = self.pool.pick(loop.time(), self.peer[0].encode(), self.tried)
+        pool = self.pool
+        assert pool is not None
+        server = pool.pick(loop.time(), self.peer[0].encode(), self.tried)
         if server is None:
             self._fail("no_server" if not self.tried else "connect_failed")
             return
@@ -211,7 +319,7 @@ class Session:
         elif err == errno.EINPROGRESS:
             fd = sock.fileno()
             loop.add_writer(fd, self._on_connect, fd)
-            self.timer = loop.call_later(self.pool.config.connect_timeout, self._on_timeout, fd)
+            self.timer = loop.call_later(pool.config.connect_timeout, self._on_timeout, fd)
         else:
             self._connect_failed(os_error_name(err))
 
@@ -234,8 +342,8 @@ class Session:
         self._connect_failed("connect_timeout")
 
     def _connect_failed(self, why: str) -> None:
-        server, sock = self.server, self.ssock
-        assert server is not None and sock is not None
+        server, sock, pool = self.server, self.ssock, self.pool
+        assert server is not None and sock is not None and pool is not None
         sock.close()
         self.ssock = None
         server.active -= 1
@@ -249,17 +357,72 @@ class Session:
                 why,
             )
         self.tried.append(server)
-        if self.retries < self.pool.config.retries:
+        if self.retries < pool.config.retries:
             self.retries += 1
             self.connect()
         else:
             self._fail(why)
 
     def _connected(self) -> None:
-        assert self.server is not None and self.ssock is not None
+        assert self.server is not None and self.ssock is not None and self.pool is not None
         self.server.on_connected()
+        mode = self.pool.config.proxy_protocol
+        if mode != "off":
+            self.preface = self._proxy_header(mode) + self.preface
+        if self.preface:
+            self._send_preface()
+        else:
+            self._start_relay()
+
+    def _proxy_header(self, mode: str) -> bytes:
+        src = (self.peer[0], self.peer[1])
+        dst = self.local
+        if dst is None:
+            try:
+                dst = self.client.getsockname()
+            except OSError:
+                dst = None
+        dst = (dst[0], dst[1]) if dst else None
+        try:
+            return encode_v2(src, dst) if mode == "v2" else encode_v1(src, dst)
+        except RemoteProtocolError:  # pragma: no cover - addresses come from the kernel
+            return encode_v2(None, None, local=True) if mode == "v2" else encode_v1(None, None)
+
+    def _send_preface(self) -> None:
+        sock = self.ssock
+        assert sock is not None
+        try:
+            sent = sock.send(self.preface)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._abort_connected("server_reset")
+            return
+        self.preface = self.preface[sent:]
+        loop = self.listener.loop
+        if self.preface:
+            fd = sock.fileno()
+            loop.add_writer(fd, self._preface_writable, fd)
+        else:
+            self._start_relay()
+
+    def _preface_writable(self, fd: int) -> None:
+        self.listener.loop.remove_writer(fd)
+        self._send_preface()
+
+    def _start_relay(self) -> None:
+        assert self.ssock is not None
         self.idle_since = self.listener.loop.time()
         self.relay = Relay(self.listener.loop, self.client, self.ssock, self._relay_done)
+
+    def _abort_connected(self, why: str) -> None:
+        assert self.server is not None and self.ssock is not None
+        self.ssock.close()
+        self.ssock = None
+        self.server.active -= 1
+        self._fail(why)
+
+    # -- end ---------------------------------------------------------------------------------
 
     def _relay_done(self, relay: Relay, how: str) -> None:
         server = self.server
@@ -278,16 +441,20 @@ class Session:
         if self.relay is not None:
             self.relay.close(how)
             return
+        if self.ended:
+            return
+        loop = self.listener.loop
+        loop.remove_reader(self.client.fileno())
         if self.ssock is not None:
-            self.listener.loop.remove_writer(self.ssock.fileno())
+            loop.remove_writer(self.ssock.fileno())
             self.ssock.close()
             self.ssock = None
             if self.server is not None:
                 self.server.active -= 1
         if self.timer is not None:
             self.timer.cancel()
-        self.client.close()
-        self._end(how, 0, 0)
+            self.timer = None
+        self._fail(how)
 
     def _end(self, how: str, bytes_in: int, bytes_out: int) -> None:
         if self.ended:
@@ -298,16 +465,26 @@ class Session:
             ConnectionRecord(
                 client=_format_peer(self.peer),
                 listener=listener.name,
-                pool=self.pool.name,
+                pool=self.pool.name if self.pool else "-",
                 server=self.server.name if self.server else "",
                 bytes_in=bytes_in,
                 bytes_out=bytes_out,
                 duration=time.monotonic() - self.started,
                 end=how or "closed",
                 retries=self.retries,
+                sni=self.sni or "",
             )
         )
         listener.session_ended(self)
+
+
+def _error_word(exc: RemoteProtocolError) -> str:
+    """The access log's `end=` word for a preread failure."""
+    if isinstance(exc, BadProxyHeader):
+        return "bad_proxy_header"
+    if isinstance(exc, NotTLS):
+        return "not_tls"
+    return "bad_client_hello"
 
 
 def os_error_name(err: int) -> str:

@@ -141,9 +141,9 @@ class Runtime:
             socks = [wanted[a] for a in lc.bind]
             listener = self.listeners.pop(lc.name, None)
             if listener is None:
-                listener = Listener(loop, lc, pools[lc.pool], socks, self.access_log)
+                listener = Listener(loop, lc, pools, socks, self.access_log)
             listener.sockets = socks
-            listener.update(lc, pools[lc.pool])
+            listener.update(lc, pools)
             listener.start()
             listeners[lc.name] = listener
         self.retired.extend(self.listeners.values())

@@ -27,6 +27,7 @@ from l4lb.config.schema import (
     PoolConfig,
     ServerConfig,
     Settings,
+    SniRoute,
 )
 from l4lb.config.values import (
     Address,
@@ -44,7 +45,7 @@ from l4lb.errors import ConfigError, ConfigErrors
 __all__ = ["LISTENER_PROTOCOLS", "load", "load_text"]
 
 #: Listener protocols this build serves; the others in DESIGN.md's vocabulary come later.
-LISTENER_PROTOCOLS = ("tcp",)
+LISTENER_PROTOCOLS = ("tcp", "tls-passthrough")
 
 _REQUIRED = object()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -80,6 +81,33 @@ def _bind_list(value: Any) -> tuple[Address, ...]:
     return tuple(_bind_address(item) for item in items)
 
 
+_HOSTNAME = re.compile(
+    r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
+    r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$"
+)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(i, str) and i for i in items):
+        raise BadValue(
+            f"expected a string or a list of strings, got {value!r}",
+            "a string or a list of strings",
+        )
+    return tuple(items)
+
+
+def _names(value: Any, *, wildcard: bool) -> tuple[str, ...]:
+    allowed = 'host names such as "api.example.com"' + (' or "*.example.com"' if wildcard else "")
+    out = []
+    for name in _strings(value):
+        name = name.lower().rstrip(".")
+        if not _HOSTNAME.match(name) or (name.startswith("*") and not wildcard):
+            raise BadValue(f"{name!r} is not a host name", allowed)
+        out.append(name)
+    return tuple(out)
+
+
 _SETTINGS: Fields = {
     "log_format": (choice("text", "json"), "text"),
     "access_log": (boolean, True),
@@ -87,11 +115,19 @@ _SETTINGS: Fields = {
 }
 _LISTENER: Fields = {
     "bind": (_bind_list, _REQUIRED),
-    "pool": (string, _REQUIRED),
+    "pool": (string, None),
     "protocol": (choice(*LISTENER_PROTOCOLS), "tcp"),
     "max_connections": (integer(1, 1_000_000), 10_000),
     "idle_timeout": (_seconds, 300.0),
     "backlog": (integer(1, 65535), 1024),
+    "routes": (lambda v: v, ()),
+    "accept_proxy": (boolean, False),
+    "preread_timeout": (_seconds, 5.0),
+}
+_ROUTE: Fields = {
+    "sni": (lambda v: _names(v, wildcard=True), _REQUIRED),
+    "pool": (string, _REQUIRED),
+    "alpn": (lambda v: _strings(v), ()),
 }
 _POOL: Fields = {
     "servers": (lambda v: v, _REQUIRED),
@@ -101,6 +137,7 @@ _POOL: Fields = {
     "slow_start": (_seconds_or_zero, 0.0),
     "health": (lambda v: v, None),
     "passive": (lambda v: v, None),
+    "proxy_protocol": (choice("off", "v1", "v2"), "off"),
 }
 _SERVER: Fields = {
     "address": (parse_address, _REQUIRED),
@@ -233,8 +270,45 @@ class _Loader:
         return Config(self.file, settings, tuple(listeners), tuple(pools), tuple(demo))
 
     def listener(self, name: str, body: Any) -> ListenerConfig | None:
-        raw = self.table(body, ["listener", name], _LISTENER)
-        return ListenerConfig(name=name, **raw) if raw else None
+        parts: Path_ = ["listener", name]
+        raw = self.table(body, parts, _LISTENER)
+        if raw is None:
+            return None
+        routes = self.routes(raw["routes"], [*parts, "routes"])
+        if routes is None:
+            return None
+        if raw["protocol"] == "tcp":
+            if routes:
+                self.error(
+                    [*parts, "routes"],
+                    "a tcp listener has no routes",
+                    'protocol = "tls-passthrough" routes by SNI; tcp uses pool',
+                )
+                return None
+            if raw["pool"] is None:
+                self.error([*parts, "pool"], "missing required key 'pool'")
+                return None
+        elif raw["pool"] is None and not routes:
+            self.error(
+                [*parts, "routes"],
+                "no routes and no default pool",
+                "[[" + format_path([*parts, "routes"]) + "]] tables, or pool = NAME",
+            )
+            return None
+        raw["routes"] = routes
+        return ListenerConfig(name=name, **raw)
+
+    def routes(self, value: Any, parts: Path_) -> tuple[SniRoute, ...] | None:
+        if not isinstance(value, list | tuple):
+            self.error(parts, "expected a list of routes", "[[" + format_path(parts) + "]] tables")
+            return None
+        out = []
+        for i, item in enumerate(value):
+            raw = self.table(item, [*parts, i], _ROUTE)
+            if raw is None:
+                return None
+            out.append(SniRoute(**raw))
+        return tuple(out)
 
     def pool(self, name: str, body: Any) -> PoolConfig | None:
         parts: Path_ = ["pool", name]
@@ -354,14 +428,17 @@ class _Loader:
         bound: dict[Address, str] = {}
         for listener in listeners:
             parts: Path_ = ["listener", listener.name]
-            if listener.pool not in declared_pools:
-                close = difflib.get_close_matches(listener.pool, declared_pools, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                self.error(
-                    [*parts, "pool"],
-                    f"no pool named {listener.pool!r}{hint}",
-                    ", ".join(declared_pools) or "declare one with [pool.NAME]",
-                )
+            refs: list[tuple[Path_, str]] = [([*parts, "pool"], listener.pool or "")]
+            refs += [([*parts, "routes", i, "pool"], r.pool) for i, r in enumerate(listener.routes)]
+            for where, pool in refs:
+                if pool and pool not in declared_pools:
+                    close = difflib.get_close_matches(pool, declared_pools, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    self.error(
+                        where,
+                        f"no pool named {pool!r}{hint}",
+                        ", ".join(declared_pools) or "declare one with [pool.NAME]",
+                    )
             for addr in listener.bind:
                 if addr in bound:
                     self.error(

@@ -20,6 +20,7 @@ __all__ = [
     "PoolConfig",
     "ServerConfig",
     "Settings",
+    "SniRoute",
 ]
 
 
@@ -79,17 +80,32 @@ class PoolConfig:
     slow_start: float = 0.0  # seconds over which a returning server's weight ramps up
     health: HealthConfig | None = None
     passive: PassiveConfig = PassiveConfig()
+    proxy_protocol: str = "off"  # "off" | "v1" | "v2": send a PROXY header to each server
+
+
+@dataclass(frozen=True, slots=True)
+class SniRoute:
+    """A `tls-passthrough` route: the ClientHello's SNI matches one of `sni` (exact names or
+    `*.suffix` wildcards, which match any depth below the suffix, as nginx's `map`), and, when
+    `alpn` is set, one of the client's ALPN protocols is in it."""
+
+    sni: tuple[str, ...]
+    pool: str
+    alpn: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
     name: str
     bind: tuple[Address, ...]
-    pool: str
+    pool: str | None  # the default route; required for "tcp"
     protocol: str = "tcp"
     max_connections: int = 10_000
     idle_timeout: float = 300.0
     backlog: int = 1024
+    routes: tuple[SniRoute, ...] = ()
+    accept_proxy: bool = False  # expect a PROXY v1/v2 header from a balancer in front
+    preread_timeout: float = 5.0  # time for the PROXY header and ClientHello to arrive
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,3 +240,62 @@ def test_shipped_configs_validate():
 
     for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.toml")):
         load(path)
+
+
+PASSTHROUGH = """\
+[listener.tls]
+bind = ":8443"
+protocol = "tls-passthrough"
+accept_proxy = true
+
+[[listener.tls.routes]]
+sni = ["api.example.com", "*.api.example.com"]
+pool = "api"
+
+[[listener.tls.routes]]
+sni = "Web.Example.com."
+alpn = ["h2"]
+pool = "api"
+
+[pool.api]
+servers = ["127.0.0.1:9443"]
+proxy_protocol = "v2"
+"""
+
+
+def test_passthrough_routes_load():
+    config = load_text(PASSTHROUGH)
+    (listener,) = config.listeners
+    assert listener.pool is None and listener.accept_proxy
+    assert [r.sni for r in listener.routes] == [
+        ("api.example.com", "*.api.example.com"),
+        ("web.example.com",),
+    ]
+    assert listener.routes[1].alpn == ("h2",)
+    assert config.pool("api").proxy_protocol == "v2"
+
+
+def test_route_errors_are_located():
+    text = PASSTHROUGH.replace('pool = "api"\n\n[[', 'pool = "apx"\n\n[[').replace(
+        '"Web.Example.com."', '"web..example.com"'
+    )
+    errs = errors_of(text)
+    assert errs == [
+        "site.toml:11: listener.tls.routes[1].sni: 'web..example.com' is not a host name "
+        '(allowed: host names such as "api.example.com" or "*.example.com")',
+    ]
+    errs = errors_of(PASSTHROUGH.replace('pool = "api"\n\n[[', 'pool = "apx"\n\n[['))
+    assert errs == [
+        "site.toml:8: listener.tls.routes[0].pool: no pool named 'apx'; did you "
+        "mean 'api'? (allowed: api)"
+    ]
+
+
+def test_tcp_listener_rejects_routes_and_passthrough_needs_a_target():
+    errs = errors_of(PASSTHROUGH.replace('"tls-passthrough"', '"tcp"'))
+    assert errs[0].startswith("site.toml:6: listener.tls.routes: a tcp listener has no routes")
+    text = (
+        '[listener.t]\nbind = ":1"\nprotocol = "tls-passthrough"\n'
+        '[pool.p]\nservers = ["127.0.0.1:1"]\n'
+    )
+    assert "listener.t.routes: no routes and no default pool" in errors_of(text)[0]
