@@ -337,3 +337,27 @@ def test_access_log_line_per_connection_json(proxy, backends):
     assert record["bytes_in"] == 5 and record["bytes_out"] == 7
     assert record["end"] == "client_close"
     assert record["client"].startswith("127.0.0.1:")
+
+
+def test_connect_timeout_moves_on_to_another_server(proxy, backends):
+    """A server whose accept queue is full drops SYNs: the connect hangs until the timeout."""
+    (good,) = backends("good")
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(0)
+    fillers = []
+    for _ in range(4):  # fill the accept queue; later SYNs are dropped
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(stuck.getsockname())
+        fillers.append(f)
+    try:
+        port = free_port()
+        servers = [f'name = "stuck"\naddress = "127.0.0.1:{stuck.getsockname()[1]}"', srv(good)]
+        p = proxy(listener_toml(port) + pool_toml("p", servers, connect_timeout='"300ms"'))
+        assert {name_of(port) for _ in range(4)} == {"good"}
+        assert p.wait_log(r"server p/stuck ejected for 10s after connect_timeout")
+    finally:
+        for f in fillers:
+            f.close()
+        stuck.close()
