@@ -179,6 +179,8 @@ class Proxy:
         if not wait_until(
             lambda: len(ready.findall(self.log())) >= count or self.proc.poll() is not None
         ):
+            self.proc.kill()
+            self.proc.wait()
             raise AssertionError("l4lb did not start:\n" + self.log())
         if self.proc.poll() is not None:
             raise AssertionError(f"l4lb exited with {self.proc.returncode}:\n{self.log()}")
