@@ -27,7 +27,8 @@ class ConnectionRecord:
     duration: float  # seconds from accept to close
     end: str  # client_close, server_close, idle_timeout, connect_timeout, refused, ...
     retries: int = 0
-    sni: str = ""  # tls-passthrough: the name the client asked for
+    sni: str = ""  # tls-passthrough and tls: the name the client asked for
+    client_cert: str = ""  # tls with client_cert: the verified subject, e.g. "CN=client"
 
 
 class AccessLog:
@@ -50,6 +51,8 @@ class AccessLog:
             )
             if rec.sni:
                 line += f" sni={rec.sni}"
+            if rec.client_cert:
+                line += f' client_cert="{rec.client_cert}"'
         try:
             self.stream.write(line + "\n")
         except (OSError, ValueError):  # a closed or broken log stream must not stop proxying
@@ -74,4 +77,5 @@ def _fields(rec: ConnectionRecord) -> dict[str, object]:
         "end": rec.end,
         "retries": rec.retries,
         "sni": rec.sni or None,
+        "client_cert": rec.client_cert or None,
     }

@@ -51,6 +51,27 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate a config; exit 1 with one line per error.",
     )
     check.add_argument("config", help="path to the TOML config")
+
+    cert = sub.add_parser(
+        "cert", help="certificate tools", description="Certificate tools for tls listeners."
+    )
+    cert_sub = cert.add_subparsers(dest="cert_command", metavar="TOOL", required=True)
+    selfsigned = cert_sub.add_parser(
+        "selfsigned",
+        help="write a self-signed certificate and key",
+        description="Write an EC P-256 key (mode 0600) and a self-signed certificate for the "
+        "given names and 127.0.0.1/::1. Clients trust it with e.g. curl --cacert CERT.",
+    )
+    selfsigned.add_argument("--cert", default="l4lb.crt", help="certificate file (l4lb.crt)")
+    selfsigned.add_argument("--key", default="l4lb.key", help="key file (l4lb.key)")
+    selfsigned.add_argument(
+        "--name",
+        action="append",
+        dest="names",
+        metavar="NAME",
+        help="a DNS name to cover (repeatable; default localhost)",
+    )
+    selfsigned.add_argument("--days", type=int, default=365, help="validity in days (365)")
     return parser
 
 
@@ -95,6 +116,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cert(args: argparse.Namespace) -> int:
+    from l4lb.tls.certs import generate_selfsigned
+
+    pair = generate_selfsigned(
+        args.cert, args.key, names=args.names or ["localhost"], days=args.days
+    )
+    print(
+        f"wrote {pair.cert_path} and {pair.key_path} for {', '.join(pair.names)}, valid "
+        f"until {pair.not_after:%Y-%m-%d}"
+    )
+    return 0
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     import anyio
 
@@ -131,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _cmd_check(args)
+        if args.command == "cert":
+            return _cmd_cert(args)
         return _cmd_up(args)
     except ConfigErrors as exc:
         count = len(exc.errors)

@@ -15,8 +15,10 @@ import asyncio
 import errno
 import logging
 import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from l4lb.accesslog import AccessLog, ConnectionRecord
 from l4lb.config.schema import ListenerConfig
@@ -27,7 +29,10 @@ from l4lb.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderReader, enco
 from l4lb.relay import Relay
 from l4lb.server import Server
 from l4lb.sni import SniRouter
+from l4lb.streamrelay import StreamRelay
+from l4lb.tls.build import UpstreamTls
 from l4lb.tls.clienthello import ClientHello, ClientHelloReader, NotTLS
+from l4lb.tls.context import peer_subject
 
 __all__ = ["Listener", "Session", "open_listening_socket"]
 
@@ -81,6 +86,8 @@ class Listener:
         self.config = config
         self.pools = pools
         self.router = SniRouter(config.routes, config.pool)
+        self.tls_context: ssl.SSLContext | None = None  # set by the runtime for "tls"
+        self.upstream_tls: dict[str, UpstreamTls] = {}  # pool name -> TLS to its servers
         self.sockets = sockets
         self.access_log = access_log
         self.on_session_end = on_session_end
@@ -189,6 +196,9 @@ class Session:
         "sni",
         "ssock",
         "started",
+        "stream",
+        "subject",
+        "task",
         "timer",
         "tried",
     )
@@ -202,7 +212,9 @@ class Session:
         self.local: tuple | None = None  # the address the client connected to, if known
         self.server: Server | None = None
         self.ssock: socket.socket | None = None
-        self.relay: Relay | None = None
+        self.relay: Relay | StreamRelay | None = None
+        self.stream: StreamRelay | None = None  # set when bytes pass through TLS transports
+        self.task: asyncio.Task | None = None  # a TLS handshake or transport setup under way
         self.timer: asyncio.TimerHandle | None = None
         self.tried: list[Server] = []
         self.retries = 0
@@ -214,9 +226,14 @@ class Session:
         self.hello_reader: ClientHelloReader | None = None
         self.sni: str | None = None
         self.alpn: tuple[str, ...] = ()
+        self.subject: str | None = None  # the verified client certificate (mTLS)
 
     def start(self) -> None:
         config = self.listener.config
+        if config.protocol == "tls":
+            self.stream = StreamRelay()
+            self.task = self._spawn(self._tls_accept())
+            return
         if not config.accept_proxy and config.protocol == "tcp":
             self.pool = self.pools[config.pool]  # type: ignore[index]
             self.connect()
@@ -228,6 +245,108 @@ class Session:
         loop = self.listener.loop
         loop.add_reader(self.client.fileno(), self._on_preread)
         self.timer = loop.call_later(config.preread_timeout, self._preread_timeout)
+
+    # -- TLS termination ---------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
+        task = self.listener.loop.create_task(coro)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A bug in a setup task must cost this one connection, logged, and nothing else."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error(
+            "listener %s: internal error on a connection from %s",
+            self.listener.name,
+            _format_peer(self.peer),
+            exc_info=exc,
+        )
+        self.task = None
+        if self.relay is not None:
+            self.relay.close("error")
+        elif not self.ended:
+            self._fail("error")
+
+    async def _tls_accept(self) -> None:
+        """Handshake with the client (the loop's TLS transport), then route and connect."""
+        stream = self.stream
+        assert stream is not None
+        listener = self.listener
+        try:
+            transport, _ = await listener.loop.connect_accepted_socket(
+                lambda: stream.client,
+                self.client,
+                ssl=listener.tls_context,
+                ssl_handshake_timeout=listener.config.preread_timeout,
+            )
+        except asyncio.CancelledError:
+            self._fail("shutdown")
+            raise
+        except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
+            log.info(
+                "listener %s: TLS handshake with %s failed: %s",
+                listener.name,
+                _format_peer(self.peer),
+                exc or type(exc).__name__,
+            )
+            self._fail("tls_handshake_failed")
+            return
+        finally:
+            self.task = None
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.sni = getattr(ssl_object, "l4lb_sni", None)
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        self.alpn = (alpn,) if alpn else ()
+        if listener.config.client_cert != "off" and ssl_object is not None:
+            self.subject = peer_subject(ssl_object)
+        name = listener.router.match(self.sni, self.alpn)
+        if name is None:
+            self._fail("no_route")
+            return
+        self.pool = self.pools[name]
+        self.connect()
+
+    async def _attach_server(self) -> None:
+        """Wrap the connected server socket in a transport (TLS when the pool says so)."""
+        stream, pool = self.stream, self.pool
+        assert stream is not None and pool is not None and self.ssock is not None
+        upstream = self.listener.upstream_tls.get(pool.name)
+        try:
+            await self.listener.loop.create_connection(
+                lambda: stream.server,
+                sock=self.ssock,
+                ssl=upstream.context if upstream else None,
+                server_hostname=(upstream.sni or self.server.host) if upstream else None,  # type: ignore[union-attr]
+                ssl_handshake_timeout=pool.config.connect_timeout if upstream else None,
+            )
+        except asyncio.CancelledError:
+            self._abort_connected("shutdown")
+            raise
+        except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
+            log.warning(
+                "server %s/%s: TLS handshake failed: %s",
+                pool.name,
+                self.server.name if self.server else "-",
+                exc or type(exc).__name__,
+            )
+            self._abort_connected("server_tls_failed")
+            return
+        finally:
+            self.task = None
+        self.ssock = None  # owned by the transport now
+        if stream.client.lost:
+            stream.server.transport.abort()  # type: ignore[union-attr]
+            self._relay_done(stream, "client_close")
+            return
+        if self.preface:
+            stream.server.transport.write(self.preface)  # type: ignore[union-attr]
+            self.preface = b""
+        self.idle_since = self.listener.loop.time()
+        self.relay = stream
+        stream.start(self._relay_done)
 
     # -- preread -----------------------------------------------------------------------------
 
@@ -369,6 +488,13 @@ class Session:
         mode = self.pool.config.proxy_protocol
         if mode != "off":
             self.preface = self._proxy_header(mode) + self.preface
+        if self.stream is None and self.pool.name in self.listener.upstream_tls:
+            self.stream = StreamRelay()  # plain client, TLS to the server
+            self.task = self._spawn(self._attach_plain_client())
+            return
+        if self.stream is not None:
+            self.task = self._spawn(self._attach_server())
+            return
         if self.preface:
             self._send_preface()
         else:
@@ -406,6 +532,16 @@ class Session:
         else:
             self._start_relay()
 
+    async def _attach_plain_client(self) -> None:
+        stream = self.stream
+        assert stream is not None
+        try:
+            await self.listener.loop.connect_accepted_socket(lambda: stream.client, self.client)
+        except OSError:
+            self._abort_connected("client_reset")
+            return
+        await self._attach_server()
+
     def _preface_writable(self, fd: int) -> None:
         self.listener.loop.remove_writer(fd)
         self._send_preface()
@@ -424,7 +560,7 @@ class Session:
 
     # -- end ---------------------------------------------------------------------------------
 
-    def _relay_done(self, relay: Relay, how: str) -> None:
+    def _relay_done(self, relay: Relay | StreamRelay, how: str) -> None:
         server = self.server
         assert server is not None
         server.active -= 1
@@ -433,7 +569,11 @@ class Session:
         self._end(how, relay.bytes_in, relay.bytes_out)
 
     def _fail(self, why: str) -> None:
-        self.client.close()
+        stream = self.stream
+        if stream is not None and stream.client.transport is not None:
+            stream.client.transport.abort()  # the transport owns the client socket
+        else:
+            self.client.close()
         self._end(why, 0, 0)
 
     def abort(self, how: str = "shutdown") -> None:
@@ -443,8 +583,12 @@ class Session:
             return
         if self.ended:
             return
+        if self.task is not None:
+            self.task.cancel()  # the task ends the session
+            return
         loop = self.listener.loop
-        loop.remove_reader(self.client.fileno())
+        if self.stream is None:
+            loop.remove_reader(self.client.fileno())
         if self.ssock is not None:
             loop.remove_writer(self.ssock.fileno())
             self.ssock.close()
@@ -473,6 +617,7 @@ class Session:
                 end=how or "closed",
                 retries=self.retries,
                 sni=self.sni or "",
+                client_cert=self.subject or "",
             )
         )
         listener.session_ended(self)

@@ -29,6 +29,7 @@ from l4lb.health.checker import watch_server
 from l4lb.listener import Listener, open_listening_socket
 from l4lb.pool import Pool, build_pools
 from l4lb.relay import close_pipes
+from l4lb.tls.build import listener_context, upstream_tls
 
 __all__ = ["Runtime"]
 
@@ -129,6 +130,15 @@ class Runtime:
             for sock in opened.values():
                 sock.close()
             raise L4lbError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+        try:
+            tls_contexts = {
+                lc.name: listener_context(lc) for lc in config.listeners if lc.protocol == "tls"
+            }
+            upstream = {pc.name: u for pc in config.pools if (u := upstream_tls(pc)) is not None}
+        except L4lbError:
+            for sock in opened.values():
+                sock.close()
+            raise
         previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
         pools = build_pools(config.pools, previous, loop.time())
         # Unregister every listening socket, then register them again under the new config.
@@ -143,6 +153,8 @@ class Runtime:
             if listener is None:
                 listener = Listener(loop, lc, pools, socks, self.access_log)
             listener.sockets = socks
+            listener.tls_context = tls_contexts.get(lc.name)
+            listener.upstream_tls = upstream
             listener.update(lc, pools)
             listener.start()
             listeners[lc.name] = listener

@@ -28,6 +28,8 @@ from l4lb.config.schema import (
     ServerConfig,
     Settings,
     SniRoute,
+    TlsCert,
+    UpstreamTlsConfig,
 )
 from l4lb.config.values import (
     Address,
@@ -45,7 +47,7 @@ from l4lb.errors import ConfigError, ConfigErrors
 __all__ = ["LISTENER_PROTOCOLS", "load", "load_text"]
 
 #: Listener protocols this build serves; the others in DESIGN.md's vocabulary come later.
-LISTENER_PROTOCOLS = ("tcp", "tls-passthrough")
+LISTENER_PROTOCOLS = ("tcp", "tls-passthrough", "tls")
 
 _REQUIRED = object()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -123,6 +125,26 @@ _LISTENER: Fields = {
     "routes": (lambda v: v, ()),
     "accept_proxy": (boolean, False),
     "preread_timeout": (_seconds, 5.0),
+    "certs": (lambda v: v, ()),
+    "tls_min_version": (choice("1.2", "1.3"), "1.2"),
+    "alpn": (lambda v: _strings(v), ()),
+    "client_ca": (string, ""),
+    "client_cert": (choice("off", "optional", "required"), "off"),
+}
+_CERT: Fields = {
+    "cert": (string, _REQUIRED),
+    "key": (string, _REQUIRED),
+    "ocsp": (string, ""),
+    "selfsigned": (boolean, False),
+    "names": (lambda v: _names(v, wildcard=True), ("localhost",)),
+}
+_UPSTREAM_TLS: Fields = {
+    "verify": (boolean, True),
+    "ca_file": (string, ""),
+    "sni": (string, ""),
+    "cert": (string, ""),
+    "key": (string, ""),
+    "alpn": (lambda v: _strings(v), ()),
 }
 _ROUTE: Fields = {
     "sni": (lambda v: _names(v, wildcard=True), _REQUIRED),
@@ -138,6 +160,7 @@ _POOL: Fields = {
     "health": (lambda v: v, None),
     "passive": (lambda v: v, None),
     "proxy_protocol": (choice("off", "v1", "v2"), "off"),
+    "tls": (lambda v: v, None),
 }
 _SERVER: Fields = {
     "address": (parse_address, _REQUIRED),
@@ -296,7 +319,77 @@ class _Loader:
             )
             return None
         raw["routes"] = routes
+        certs = self.certs(raw["certs"], [*parts, "certs"], raw["protocol"])
+        if certs is None:
+            return None
+        raw["certs"] = certs
+        if raw["protocol"] == "tls" and raw["accept_proxy"]:
+            self.error(
+                [*parts, "accept_proxy"],
+                'accept_proxy is not supported with protocol "tls" yet',
+                'protocol "tcp" or "tls-passthrough"',
+            )
+            return None
+        if raw["client_cert"] != "off" and not raw["client_ca"]:
+            self.error(
+                [*parts, "client_cert"],
+                "client certificates need client_ca",
+                "client_ca = a PEM file of the CAs that sign client certificates",
+            )
+            return None
+        if raw["client_ca"] and not self.readable([*parts, "client_ca"], raw["client_ca"]):
+            return None
         return ListenerConfig(name=name, **raw)
+
+    def path(self, value: str) -> Path:
+        """Relative paths in a config are relative to the config file's folder."""
+        path = Path(value)
+        return path if path.is_absolute() else Path(self.file).parent / path
+
+    def readable(self, parts: Path_, value: str) -> bool:
+        try:
+            self.path(value).read_bytes()
+        except OSError as exc:
+            self.error(parts, f"cannot read {value!r}: {exc.strerror or exc}", "a readable file")
+            return False
+        return True
+
+    def certs(self, value: Any, parts: Path_, protocol: str) -> tuple[TlsCert, ...] | None:
+        from l4lb.tls.certs import CertError, load_pair
+
+        if protocol != "tls":
+            if value:
+                self.error(
+                    parts,
+                    f"a {protocol} listener has no certificates",
+                    'protocol = "tls" terminates TLS with certs',
+                )
+                return None
+            return ()
+        if not isinstance(value, list) or not value:
+            self.error(
+                parts,
+                "a tls listener needs at least one certificate",
+                "[[" + format_path(parts) + "]] tables with cert and key",
+            )
+            return None
+        out = []
+        for i, item in enumerate(value):
+            raw = self.table(item, [*parts, i], _CERT)
+            if raw is None:
+                return None
+            cert, key = self.path(raw["cert"]), self.path(raw["key"])
+            raw.update(cert=str(cert), key=str(key))
+            if raw["ocsp"]:
+                raw["ocsp"] = str(self.path(raw["ocsp"]))
+            if not (raw["selfsigned"] and not cert.exists() and not key.exists()):
+                try:
+                    load_pair(cert, key)
+                except CertError as exc:
+                    self.error([*parts, i, "cert"], str(exc), "a PEM certificate chain and its key")
+                    return None
+            out.append(TlsCert(**raw))
+        return tuple(out)
 
     def routes(self, value: Any, parts: Path_) -> tuple[SniRoute, ...] | None:
         if not isinstance(value, list | tuple):
@@ -342,9 +435,21 @@ class _Loader:
             p = self.table(raw["passive"], [*parts, "passive"], _PASSIVE)
             passive = PassiveConfig(**p) if p else None
             ok = ok and passive is not None
+        tls = None
+        if raw["tls"] is not None:
+            t = self.table(raw["tls"], [*parts, "tls"], _UPSTREAM_TLS)
+            if t is not None:
+                for key in ("ca_file", "cert", "key"):
+                    if t[key]:
+                        t[key] = str(self.path(t[key]))
+                        if not self.readable([*parts, "tls", key], t[key]):
+                            t = None
+                            break
+            tls = UpstreamTlsConfig(**t) if t is not None else None
+            ok = ok and tls is not None
         if servers is None or not ok:
             return None
-        raw.update(servers=servers, health=health, passive=passive or PassiveConfig())
+        raw.update(servers=servers, health=health, passive=passive or PassiveConfig(), tls=tls)
         return PoolConfig(name=name, **raw)
 
     def nested(self, body: dict[str, Any], parts: Path_) -> None:

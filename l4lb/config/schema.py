@@ -21,6 +21,8 @@ __all__ = [
     "ServerConfig",
     "Settings",
     "SniRoute",
+    "TlsCert",
+    "UpstreamTlsConfig",
 ]
 
 
@@ -81,6 +83,31 @@ class PoolConfig:
     health: HealthConfig | None = None
     passive: PassiveConfig = PassiveConfig()
     proxy_protocol: str = "off"  # "off" | "v1" | "v2": send a PROXY header to each server
+    tls: UpstreamTlsConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsCert:
+    """A certificate chain and key for a `tls` listener. With `selfsigned`, missing files are
+    generated at start for `names` (the demo's way to work on a bare machine)."""
+
+    cert: str
+    key: str
+    ocsp: str = ""
+    selfsigned: bool = False
+    names: tuple[str, ...] = ("localhost",)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTlsConfig:
+    """`[pool.NAME.tls]`: the pool speaks TLS to its servers."""
+
+    verify: bool = True
+    ca_file: str = ""  # empty: the system store
+    sni: str = ""  # empty: the server's host
+    cert: str = ""
+    key: str = ""
+    alpn: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +132,12 @@ class ListenerConfig:
     backlog: int = 1024
     routes: tuple[SniRoute, ...] = ()
     accept_proxy: bool = False  # expect a PROXY v1/v2 header from a balancer in front
-    preread_timeout: float = 5.0  # time for the PROXY header and ClientHello to arrive
+    preread_timeout: float = 5.0  # time for the PROXY header, ClientHello or TLS handshake
+    certs: tuple[TlsCert, ...] = ()  # "tls": the first is the default certificate
+    tls_min_version: str = "1.2"
+    alpn: tuple[str, ...] = ()
+    client_ca: str = ""
+    client_cert: str = "off"  # "off" | "optional" | "required"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,2 @@
-"""TLS seen from a layer-4 router: read the ClientHello to route by SNI, never terminate here."""
+"""TLS: the ClientHello reader for passthrough routing, certificates and contexts for
+termination, and the contexts a config asks for (`build`)."""

@@ -11,13 +11,23 @@ import re
 import signal
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-__all__ = ["Backend", "Proxy", "free_port", "name_of", "pool_toml", "wait_until"]
+__all__ = [
+    "Backend",
+    "Proxy",
+    "TlsBackend",
+    "free_port",
+    "make_cert",
+    "name_of",
+    "pool_toml",
+    "wait_until",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -46,6 +56,8 @@ class _Handler(socketserver.BaseRequestHandler):
         try:
             if backend.mode == "digest":
                 self._digest(sock)
+            elif backend.mode == "http":
+                self._http(sock, backend)
             else:
                 self._echo(sock, backend)
         except OSError:
@@ -61,6 +73,17 @@ class _Handler(socketserver.BaseRequestHandler):
             if not data:
                 break
             sock.sendall(data)
+
+    def _http(self, sock: socket.socket, backend: Backend) -> None:
+        """One HTTP/1.0 response naming the backend, after the request head."""
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        body = f"{backend.name}\n".encode()
+        sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
     def _digest(self, sock: socket.socket) -> None:
         """Read to EOF, then answer with the digest of what came and 1 MiB of payload: the
@@ -216,3 +239,72 @@ class Proxy:
             self.proc.kill()
             self.proc.wait()
             raise
+
+
+def make_cert(tmp, name: str) -> tuple[str, str]:
+    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return str(cert), str(key)
+
+
+class TlsBackend:
+    """A TLS server with its own certificate; after the handshake it sends its name."""
+
+    def __init__(self, name: str, cert: str, key: str) -> None:
+        self.name = name
+        self.cert = cert
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.ctx = ctx
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(f"{self.name}\n".encode())
+                while data := tls.recv(65536):
+                    tls.sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.sock.close()

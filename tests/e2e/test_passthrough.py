@@ -11,76 +11,7 @@ import threading
 import pytest
 
 from l4lb.proxyproto import NEED_DATA, ProxyHeaderReader, encode_v1
-from tests.e2e.helpers import free_port, pool_toml
-
-
-def make_cert(tmp, name: str) -> tuple[str, str]:
-    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            f"subjectAltName=DNS:{name}",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return str(cert), str(key)
-
-
-class TlsBackend:
-    """A TLS server with its own certificate; after the handshake it sends its name."""
-
-    def __init__(self, name: str, cert: str, key: str) -> None:
-        self.name = name
-        self.cert = cert
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        ctx.set_alpn_protocols(["h2", "http/1.1"])
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.ctx = ctx
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        try:
-            with self.ctx.wrap_socket(conn, server_side=True) as tls:
-                tls.sendall(f"{self.name}\n".encode())
-                while data := tls.recv(65536):
-                    tls.sendall(data)
-        except (OSError, ssl.SSLError):
-            pass
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.e2e.helpers import TlsBackend, free_port, make_cert, pool_toml
 
 
 @pytest.fixture
