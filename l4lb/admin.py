@@ -1,0 +1,353 @@
+"""The admin HTTP API: status, metrics, drain/enable, reload and the running config.
+
+Control plane, not hot path, so it is written for clarity: h11 parses, anyio serves, one task
+per connection in the server's task group. The routing and the answers live in `AdminApp`,
+which takes a parsed request and returns a `Response` without touching a socket; `serve_admin`
+is the thin IO shell around it.
+
+Routes (JSON unless stated):
+    GET  /status                          the stats snapshot
+    GET  /metrics                         Prometheus text, format 0.0.4
+    GET  /config                          the running config, secrets redacted
+    POST /reload                          re-read the config file (like SIGHUP)
+    POST /servers/{pool}/{server}/drain   stop sending new connections to the server
+    POST /servers/{pool}/{server}/enable  take it back into rotation
+
+A drain set here lasts until the next reload, which sets every server's `drain` from the file
+again (HAProxy's runtime API behaves the same without a state file).
+
+Untrusted input is bounded: request heads over `MAX_HEAD` bytes and bodies over `MAX_BODY`
+are refused, every request must arrive within `READ_TIMEOUT` seconds, and at most
+`MAX_CONNECTIONS` connections are served at once. Bad requests get 400, never a crash.
+When a token is configured every request, whatever its path, needs `Authorization: Bearer`,
+so an unauthenticated client cannot even learn which paths exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import anyio
+import h11
+from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+
+from l4lb.config.values import Address
+from l4lb.errors import L4lbError
+from l4lb.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from l4lb.metrics import exposition
+from l4lb.stats import Stats
+
+__all__ = ["AdminApp", "Request", "Response", "redact", "serve_admin"]
+
+log = logging.getLogger("l4lb")
+
+MAX_HEAD = 16 * 1024  # bytes of request line + headers
+MAX_BODY = 64 * 1024  # no route needs a body; a small one is read and ignored
+READ_TIMEOUT = 10.0  # seconds to receive one whole request (or to send one response)
+MAX_CONNECTIONS = 64
+_RECEIVE = 64 * 1024
+_JSON = "application/json"
+_SECRET_WORDS = frozenset(
+    {"token", "key", "password", "passwd", "passphrase", "secret"}
+    | {"tokens", "keys", "passwords", "secrets"}
+)
+_SERVER_ACTION = re.compile(r"^/servers/([^/]+)/([^/]+)/(drain|enable)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str  # without the query string
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = _JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def json(cls, status: int, data: Any, *headers: tuple[str, str]) -> Response:
+        body = json.dumps(data, indent=2, allow_nan=False).encode() + b"\n"
+        return cls(status, body, _JSON, list(headers))
+
+    @classmethod
+    def error(cls, status: int, message: str, *headers: tuple[str, str]) -> Response:
+        return cls.json(status, {"error": message}, *headers)
+
+
+def redact(data: Any) -> Any:
+    """A copy of `data` (dicts, lists, scalars) with the value of every key that names a
+    secret (a `_`/`-`/`.`-separated word token, key, password, passphrase or secret, or
+    their plurals) replaced by "<redacted>". Over-redacting a path such as `key_file` is
+    the safe mistake."""
+    if isinstance(data, dict):
+        return {
+            k: "<redacted>" if _is_secret(str(k)) and v not in (None, "") else redact(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [redact(v) for v in data]
+    return data
+
+
+def _is_secret(name: str) -> bool:
+    return bool(_SECRET_WORDS.intersection(re.split(r"[_\-.]", name.lower())))
+
+
+def _config_json(config: Any) -> Any:
+    """The frozen config dataclasses as JSON-able data (what `dataclasses.asdict` gives, but
+    with addresses written `host:port` as in the config file), secrets redacted."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Address):
+            return str(value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return redact(plain(config)) if config is not None else {}
+
+
+class AdminApp:
+    """Routes one parsed request to an answer. Sans-IO apart from calling into the runtime
+    (`reload()` reads the config file and may bind sockets; it does not await)."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        stats: Stats,
+        token: str | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.stats = stats
+        self.token = token
+        self.clock = clock or anyio.current_time
+
+    def handle(self, request: Request) -> Response:
+        if self.token is not None and not self._authorized(request):
+            return Response.error(
+                401, "a bearer token is required", ("WWW-Authenticate", 'Bearer realm="l4lb"')
+            )
+        method, path = request.method, request.path
+        if path in ("/status", "/metrics", "/config"):
+            if method not in ("GET", "HEAD"):
+                return _not_allowed("GET, HEAD")
+            if path == "/status":
+                return Response.json(200, self.stats.snapshot(self.runtime, self.clock()))
+            if path == "/metrics":
+                snapshot = self.stats.snapshot(self.runtime, self.clock())
+                return Response(
+                    200, exposition(snapshot, self.stats).encode(), METRICS_CONTENT_TYPE
+                )
+            return Response.json(200, _config_json(getattr(self.runtime, "config", None)))
+        if path == "/reload":
+            return self._reload() if method == "POST" else _not_allowed("POST")
+        match = _SERVER_ACTION.match(path)
+        if match:
+            if method != "POST":
+                return _not_allowed("POST")
+            pool, server, action = unquote(match[1]), unquote(match[2]), match[3]
+            return self._set_draining(pool, server, action == "drain")
+        return Response.error(404, f"no such path: {path}")
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or self.token is None:
+            return False
+        return hmac.compare_digest(credentials.strip().encode(), self.token.encode())
+
+    def _set_draining(self, pool_name: str, server_name: str, draining: bool) -> Response:
+        pool = getattr(self.runtime, "pools", {}).get(pool_name)
+        if pool is None:
+            return Response.error(404, f"no pool named {pool_name!r}")
+        server = next((s for s in pool.servers if s.name == server_name), None)
+        if server is None:
+            return Response.error(404, f"pool {pool_name!r} has no server named {server_name!r}")
+        server.draining = draining
+        now = self.clock()
+        log.info("admin: %s %s/%s", "drain" if draining else "enable", pool_name, server_name)
+        state = server.state(now)
+        return Response.json(
+            200,
+            {
+                "pool": pool_name,
+                "server": server_name,
+                "draining": server.draining,
+                "state": getattr(state, "value", state),
+                "active": server.active,
+            },
+        )
+
+    def _reload(self) -> Response:
+        capture = _Capture()
+        logger = logging.getLogger("l4lb")
+        logger.addHandler(capture)
+        try:
+            ok = self.runtime.reload()
+        except L4lbError as exc:
+            return Response.json(500, {"reloaded": False, "error": str(exc)})
+        finally:
+            logger.removeHandler(capture)
+        if ok:
+            return Response.json(200, {"reloaded": True, "reloads": self.runtime.reloads})
+        error = getattr(self.runtime, "last_reload_error", "") or "\n".join(capture.messages)
+        return Response.json(
+            409,
+            {"reloaded": False, "error": error or "reload failed; the previous config still runs"},
+        )
+
+
+class _Capture(logging.Handler):
+    """Collects the error messages `Runtime.reload` logs, so the API can return them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _not_allowed(allow: str) -> Response:
+    return Response.error(405, "method not allowed", ("Allow", allow))
+
+
+# -- the IO shell ----------------------------------------------------------------------------
+
+
+async def serve_admin(
+    runtime: Any,
+    stats: Stats,
+    host: str,
+    port: int,
+    token: str | None,
+    *,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the admin API on `host:port` until cancelled. Reports the bound port through
+    `task_status.started(port)` (so `port=0` works with `task_group.start`). Raises OSError
+    if the address cannot be bound."""
+    app = AdminApp(runtime, stats, token)
+    limiter = anyio.CapacityLimiter(MAX_CONNECTIONS)
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    async with listener:
+        bound = listener.extra(SocketAttribute.local_port)
+        log.info("admin API on %s:%d%s", host, bound, "" if token else " (no token)")
+        task_status.started(bound)
+
+        async def handler(stream: SocketStream) -> None:
+            async with limiter, stream:
+                await _serve_connection(app, stream)
+
+        async with anyio.create_task_group() as tg:
+            await listener.serve(handler, task_group=tg)
+
+
+async def _serve_connection(app: AdminApp, stream: SocketStream) -> None:
+    """Answer requests on one connection until it closes, times out or errs."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+    try:
+        while True:
+            with anyio.move_on_after(READ_TIMEOUT) as scope:
+                result = await _read_request(conn, stream)
+            if scope.cancelled_caught or result is None:
+                return
+            request, error = result
+            if error is None:
+                try:
+                    response = app.handle(request)
+                except Exception:  # a bug in a route must not take the admin server down
+                    log.exception("admin: error answering %s %s", request.method, request.path)
+                    response = Response.error(500, "internal error; see the l4lb log")
+            else:
+                response = error
+            with anyio.fail_after(READ_TIMEOUT):
+                await _send(conn, stream, request.method, response)
+            if conn.our_state is h11.MUST_CLOSE or error is not None:
+                return
+            conn.start_next_cycle()
+    except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        return
+    except h11.ProtocolError:  # the peer broke HTTP while we were mid-response
+        return
+
+
+async def _read_request(
+    conn: h11.Connection, stream: SocketStream
+) -> tuple[Request, Response | None] | None:
+    """The next request and, if it cannot be served, the error to answer with instead.
+    None when the client went away."""
+    request: Request | None = None
+    size = 0  # body bytes so far
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            message = "request too large" if status == 431 else f"bad request: {exc}"
+            return request or Request("GET", "/"), Response.error(status, message)
+        if event is h11.NEED_DATA:
+            try:
+                data = await stream.receive(_RECEIVE)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                data = b""
+            if not data and request is None and conn.their_state is h11.IDLE:
+                return None
+            conn.receive_data(data)
+        elif isinstance(event, h11.Request):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+            target = event.target.decode("latin-1").split("?", 1)[0]
+            request = Request(event.method.decode("ascii", "replace"), target, headers)
+            # h11 bounds a head that arrives in pieces; one that came whole is measured here.
+            head = len(event.target) + sum(
+                len(k) + len(v) + 4 for k, v in event.headers.raw_items()
+            )
+            if head > MAX_HEAD:
+                return request, Response.error(431, "request head too large")
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > MAX_BODY:
+                return request, Response.error(413, f"request body over {MAX_BODY} bytes")
+        elif isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > MAX_BODY:
+                assert request is not None
+                return request, Response.error(413, f"request body over {MAX_BODY} bytes")
+        elif isinstance(event, h11.EndOfMessage):
+            assert request is not None
+            return request, None
+        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return None
+
+
+async def _send(conn: h11.Connection, stream: SocketStream, method: str, resp: Response) -> None:
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    headers = [
+        ("Content-Type", resp.content_type),
+        ("Content-Length", str(len(resp.body))),
+        ("Cache-Control", "no-store"),
+        *resp.headers,
+    ]
+    if resp.status >= 400 and conn.their_state is not h11.DONE:
+        headers.append(("Connection", "close"))  # the rest of the request was not read
+    out = conn.send(h11.Response(status_code=resp.status, headers=headers))
+    if method != "HEAD" and resp.body:
+        out += conn.send(h11.Data(data=resp.body))
+    out += conn.send(h11.EndOfMessage())
+    await stream.send(out)

@@ -1,0 +1,137 @@
+"""Prometheus text exposition (format 0.0.4) of a `Stats.snapshot`, for `GET /metrics`.
+
+Written by hand rather than through `prometheus_client`'s registry: the numbers already live
+in the snapshot, the format is a few lines of string building, and a registry would be a
+second copy of every counter to keep in step. The format rules followed are those of
+https://prometheus.io/docs/instrumenting/exposition_formats/ : one HELP and one TYPE line per
+family, label values escaped (backslash, double quote, newline), HELP text escaped (backslash,
+newline), histogram buckets cumulative with a final `le="+Inf"` equal to `_count`.
+
+Every family is listed in `FAMILIES` and documented in docs/METRICS.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from l4lb.stats import LatencyHistogram, Stats
+
+__all__ = ["CONTENT_TYPE", "FAMILIES", "escape_label", "exposition", "format_value"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: name -> (type, help). The order here is the order of the output.
+FAMILIES: dict[str, tuple[str, str]] = {
+    "l4lb_info": ("gauge", "Always 1; the version label says which l4lb is running."),
+    "l4lb_uptime_seconds": ("gauge", "Seconds since this l4lb process started."),
+    "l4lb_reloads_total": ("counter", "Config reloads applied since start."),
+    "l4lb_listener_connections_total": ("counter", "Client connections accepted."),
+    "l4lb_listener_active_connections": ("gauge", "Client connections open now."),
+    "l4lb_server_connections_total": ("counter", "Connections sent to the server."),
+    "l4lb_server_active_connections": ("gauge", "Connections to the server open now."),
+    "l4lb_server_up": ("gauge", "1 if the server passes health checks and is not ejected."),
+    "l4lb_server_draining": ("gauge", "1 if the server is draining (no new connections)."),
+    "l4lb_server_bytes_total": (
+        "counter",
+        "Bytes relayed through the server: in = client to server, out = server to client.",
+    ),
+    "l4lb_server_connect_failures_total": ("counter", "Failed connects to the server."),
+    "l4lb_server_connect_seconds": ("histogram", "Time to connect to the server."),
+}
+
+
+def escape_label(value: str) -> str:
+    """Escape a label value: backslash, double quote and newline."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float | int | bool) -> str:
+    """A sample value as Prometheus writes it: integers plainly, `+Inf`, `-Inf`, `NaN`."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+Sample = tuple[str, Mapping[str, str], float | int | bool]
+
+
+def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
+    """The whole `/metrics` page. Histograms come from `stats` (a snapshot carries only their
+    quantiles); without it every server's histogram is exported empty."""
+    samples: dict[str, list[Sample]] = {name: [] for name in FAMILIES}
+    version = str(snapshot.get("version", ""))
+    samples["l4lb_info"].append(("l4lb_info", {"version": version}, 1))
+    samples["l4lb_uptime_seconds"].append(
+        ("l4lb_uptime_seconds", {}, float(snapshot.get("uptime", 0.0)))
+    )
+    reloads = int(snapshot.get("config", {}).get("reloads", 0))
+    samples["l4lb_reloads_total"].append(("l4lb_reloads_total", {}, reloads))
+    for listener in snapshot.get("listeners", ()):
+        labels = {"listener": listener["name"]}
+        samples["l4lb_listener_connections_total"].append(
+            ("l4lb_listener_connections_total", labels, int(listener["total"]))
+        )
+        samples["l4lb_listener_active_connections"].append(
+            ("l4lb_listener_active_connections", labels, int(listener["active"]))
+        )
+    histograms = dict(stats.histograms()) if stats is not None else {}
+    for pool in snapshot.get("pools", ()):
+        for server in pool.get("servers", ()):
+            labels = {"pool": pool["name"], "server": server["name"]}
+            _server_samples(samples, labels, server)
+            hist = histograms.get((pool["name"], server["name"])) or LatencyHistogram()
+            samples["l4lb_server_connect_seconds"].extend(
+                _histogram_samples("l4lb_server_connect_seconds", labels, hist)
+            )
+    lines: list[str] = []
+    for name, (kind, help_text) in FAMILIES.items():
+        lines.append(f"# HELP {name} {_escape_help(help_text)}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(
+            f"{sample}{_labels(labels)} {format_value(value)}"
+            for sample, labels, value in samples[name]
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _server_samples(
+    samples: dict[str, list[Sample]], labels: dict[str, str], server: Mapping[str, Any]
+) -> None:
+    def add(name: str, value: float | int | bool, **extra: str) -> None:
+        samples[name].append((name, {**labels, **extra} if extra else labels, value))
+
+    add("l4lb_server_connections_total", int(server["total"]))
+    add("l4lb_server_active_connections", int(server["active"]))
+    add("l4lb_server_up", bool(server.get("up", server["state"] != "down")))
+    add("l4lb_server_draining", bool(server.get("draining", False)))
+    add("l4lb_server_bytes_total", int(server["bytes_in"]), direction="in")
+    add("l4lb_server_bytes_total", int(server["bytes_out"]), direction="out")
+    add("l4lb_server_connect_failures_total", int(server.get("connect_failures", 0)))
+
+
+def _histogram_samples(
+    name: str, labels: Mapping[str, str], hist: LatencyHistogram
+) -> Iterable[Sample]:
+    for bound, cumulative in hist.buckets():
+        yield (f"{name}_bucket", {**labels, "le": format_value(bound)}, cumulative)
+    yield (f"{name}_sum", labels, float(hist.sum))
+    yield (f"{name}_count", labels, hist.count)
