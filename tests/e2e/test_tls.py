@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -294,3 +295,28 @@ def test_sslyze_finds_nothing_old_or_weak(proxy, backends, tmp_path):
     assert accepted("tls_1_3_cipher_suites")
     reneg = result["session_renegotiation"]["result"]
     assert not reneg["is_vulnerable_to_client_renegotiation_dos"]
+
+
+def test_certificates_reload_on_sighup(proxy, backends, tmp_path):
+    (b,) = backends("plain")
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    old, new = make_cert(old_dir, "a.test"), make_cert(new_dir, "a.test")
+    live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
+    live_cert.write_bytes(Path(old[0]).read_bytes())
+    live_key.write_bytes(Path(old[1]).read_bytes())
+    port = free_port()
+    config = tls_listener(port, [(str(live_cert), str(live_key))]) + pool_toml("p", [b])
+    p = proxy(config)
+    held, _ = talk(port, client(old[0]), "a.test")
+    live_cert.write_bytes(Path(new[0]).read_bytes())
+    live_key.write_bytes(Path(new[1]).read_bytes())
+    assert p.reload(config)
+    tls, _ = talk(port, client(new[0]), "a.test")  # verifies only against the new cert
+    tls.close()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        talk(port, client(old[0]), "a.test")
+    held.sendall(b"still")  # the connection made before the reload goes on
+    assert held.recv(10) == b"still"
+    held.close()
