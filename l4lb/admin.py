@@ -105,7 +105,7 @@ def _is_secret(name: str) -> bool:
     return bool(_SECRET_WORDS.intersection(re.split(r"[_\-.]", name.lower())))
 
 
-def _config_json(config: Any) -> Any:
+def config_json(config: Any) -> Any:
     """The frozen config dataclasses as JSON-able data (what `dataclasses.asdict` gives, but
     with addresses written `host:port` as in the config file), secrets redacted."""
 
@@ -155,7 +155,7 @@ class AdminApp:
                 return Response(
                     200, exposition(snapshot, self.stats).encode(), METRICS_CONTENT_TYPE
                 )
-            return Response.json(200, _config_json(getattr(self.runtime, "config", None)))
+            return Response.json(200, config_json(getattr(self.runtime, "config", None)))
         if path == "/reload":
             return self._reload() if method == "POST" else _not_allowed("POST")
         match = _SERVER_ACTION.match(path)
@@ -179,7 +179,11 @@ class AdminApp:
         server = next((s for s in pool.servers if s.name == server_name), None)
         if server is None:
             return Response.error(404, f"pool {pool_name!r} has no server named {server_name!r}")
-        server.draining = draining
+        setter = getattr(self.runtime, "set_draining", None)
+        if setter is not None:
+            setter(pool_name, server_name, draining)  # kept across reloads
+        else:
+            server.draining = draining
         now = self.clock()
         log.info("admin: %s %s/%s", "drain" if draining else "enable", pool_name, server_name)
         state = server.state(now)
@@ -238,14 +242,17 @@ async def serve_admin(
     port: int,
     token: str | None,
     *,
+    listener: Any = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the admin API on `host:port` until cancelled. Reports the bound port through
     `task_status.started(port)` (so `port=0` works with `task_group.start`). Raises OSError
-    if the address cannot be bound."""
+    if the address cannot be bound. A caller that must report a bind failure before starting
+    anything else passes a `listener` it made with `anyio.create_tcp_listener`."""
     app = AdminApp(runtime, stats, token)
     limiter = anyio.CapacityLimiter(MAX_CONNECTIONS)
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    if listener is None:
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     async with listener:
         bound = listener.extra(SocketAttribute.local_port)
         log.info("admin API on %s:%d%s", host, bound, "" if token else " (no token)")

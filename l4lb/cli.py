@@ -8,10 +8,15 @@ import logging
 import os
 import sys
 import time
+from functools import partial
+from typing import TYPE_CHECKING, TextIO
 
 from l4lb import __version__
 from l4lb.config import Config, load
 from l4lb.errors import ConfigErrors, L4lbError
+
+if TYPE_CHECKING:
+    from l4lb.runtime import Runtime
 
 __all__ = ["main"]
 
@@ -40,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-access-log", action="store_true", help="do not write one line per closed connection"
     )
     up.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="write event and access logs to PATH (with the live view, logs go nowhere else)",
+    )
+    up.add_argument(
         "--no-tui",
         action="store_true",
         help="plain logs instead of the live view (the default when stdout is not a terminal)",
@@ -51,6 +61,52 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate a config; exit 1 with one line per error.",
     )
     check.add_argument("config", help="path to the TOML config")
+
+    def admin_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--admin",
+            metavar="ADDR",
+            help="the instance's admin API (default $L4LB_ADMIN or 127.0.0.1:9900)",
+        )
+        p.add_argument("--token", help="bearer token (default $L4LB_ADMIN_TOKEN)")
+
+    top = sub.add_parser(
+        "top",
+        help="the live view of a running instance",
+        description="Show the live view of a running instance, read from its "
+        "admin API (works over SSH). Keys: arrows select, d drains, e enables, "
+        "/ filters, q quits the view (not the proxy).",
+    )
+    admin_args(top)
+    reload = sub.add_parser(
+        "reload",
+        help="reload a running instance's config",
+        description="POST /reload to the admin API; exit 1 if the new "
+        "config was refused (the old one keeps running).",
+    )
+    admin_args(reload)
+    for verb, what in (
+        ("drain", "no new connections; established ones finish"),
+        ("enable", "take new connections again"),
+    ):
+        cmd = sub.add_parser(
+            verb,
+            help=f"{verb} a server of a running instance",
+            description=f"{verb.capitalize()} POOL SERVER: {what}. Kept across "
+            "reloads until changed again.",
+        )
+        cmd.add_argument("pool")
+        cmd.add_argument("server")
+        admin_args(cmd)
+    plan_cmd = sub.add_parser(
+        "plan",
+        help="show what reloading with a config would change",
+        description="Compare NEW with the config a running instance is "
+        "using (from its admin API), or with --against FILE.",
+    )
+    plan_cmd.add_argument("config", help="the new config")
+    plan_cmd.add_argument("--against", metavar="FILE", help="compare with this file instead")
+    admin_args(plan_cmd)
 
     cert = sub.add_parser(
         "cert", help="certificate tools", description="Certificate tools for tls listeners."
@@ -88,8 +144,8 @@ class _JsonFormatter(logging.Formatter):
         )
 
 
-def _setup_logging(fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def _setup_logging(fmt: str, stream: TextIO) -> None:
+    handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
@@ -129,6 +185,60 @@ def _cmd_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_admin(args: argparse.Namespace) -> int:
+    from l4lb.adminclient import AdminClient
+
+    client = AdminClient(args.admin, args.token)
+    if args.command == "reload":
+        status, data = client.call("POST", "/reload")
+        if status == 200:
+            print(f"reloaded (reload {data.get('reloads')})")
+            return 0
+        error = data.get("error") if isinstance(data, dict) else data
+        print(f"reload refused; the previous config keeps running:\n{error}", file=sys.stderr)
+        return 1
+    data = client.ok("POST", f"/servers/{args.pool}/{args.server}/{args.command}")
+    print(f"{data['pool']}/{data['server']}: {data['state']} ({data['active']} active)")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from l4lb.admin import config_json
+    from l4lb.plan import plan
+
+    new = config_json(load(args.config))
+    if args.against:
+        old = config_json(load(args.against))
+    else:
+        from l4lb.adminclient import AdminClient
+
+        old = AdminClient(args.admin, args.token).ok("GET", "/config")
+    lines = plan(old, new)
+    print("\n".join(lines) if lines else "no changes")
+    return 0
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    import anyio
+
+    from l4lb.adminclient import AdminClient
+    from l4lb.console import run_view
+
+    client = AdminClient(args.admin, args.token)
+    client.ok("GET", "/status")  # fail early, before taking over the terminal
+
+    async def snapshot() -> dict:
+        return await anyio.to_thread.run_sync(client.ok, "GET", "/status")
+
+    async def act(action: str, pool: str, server: str) -> str:
+        path = f"/servers/{pool}/{server}/{action}"
+        await anyio.to_thread.run_sync(client.ok, "POST", path)
+        return f"{action} {pool}/{server}"
+
+    anyio.run(run_view, snapshot, act)
+    return 0
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     import anyio
 
@@ -137,16 +247,51 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     config = load(args.config)
     fmt = args.log_format or config.settings.log_format
-    _setup_logging(fmt)
-    access_log = AccessLog(fmt, sys.stdout)
+    tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
+    log_stream: TextIO | None = None
+    if args.log_file:
+        try:
+            log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise L4lbError(f"--log-file {args.log_file}: {exc.strerror or exc}") from None
+    elif tui:
+        log_stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    _setup_logging(fmt, log_stream or sys.stderr)
+    access_log = AccessLog(fmt, log_stream or sys.stdout)
     access_log.enabled = config.settings.access_log and not args.no_access_log
     runtime = Runtime(config, access_log)
-    logging.getLogger("l4lb").info(
-        "l4lb %s starting with %s (pid %d)", __version__, config.file, os.getpid()
-    )
-    anyio.run(runtime.run, backend="asyncio", backend_options=_backend_options())
-    logging.getLogger("l4lb").info("stopped")
+    log = logging.getLogger("l4lb")
+    log.info("l4lb %s starting with %s (pid %d)", __version__, config.file, os.getpid())
+    main = partial(_up_with_view, runtime) if tui else runtime.run
+    anyio.run(main, backend="asyncio", backend_options=_backend_options())
+    log.info("stopped")
     return 0
+
+
+async def _up_with_view(runtime: Runtime) -> None:
+    """`l4lb up` on a terminal: the proxy and its live view; `q` stops both."""
+    import anyio
+
+    from l4lb.console import run_view
+
+    async def snapshot() -> dict:
+        while runtime.stats is None:
+            await anyio.sleep(0.05)
+        return runtime.stats.snapshot(runtime, anyio.current_time())
+
+    async def act(action: str, pool: str, server: str) -> str:
+        runtime.set_draining(pool, server, action == "drain")
+        return f"{action} {pool}/{server}"
+
+    async with anyio.create_task_group() as tg:
+
+        async def view() -> None:
+            await run_view(snapshot, act)
+            runtime.stop()
+
+        tg.start_soon(view)
+        await runtime.run()
+        tg.cancel_scope.cancel()
 
 
 def _backend_options() -> dict[str, bool]:
@@ -167,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_check(args)
         if args.command == "cert":
             return _cmd_cert(args)
+        if args.command in ("reload", "drain", "enable"):
+            return _cmd_admin(args)
+        if args.command == "plan":
+            return _cmd_plan(args)
+        if args.command == "top":
+            return _cmd_top(args)
         return _cmd_up(args)
     except ConfigErrors as exc:
         count = len(exc.errors)

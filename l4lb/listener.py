@@ -29,6 +29,7 @@ from l4lb.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderReader, enco
 from l4lb.relay import Relay
 from l4lb.server import Server
 from l4lb.sni import SniRouter
+from l4lb.stats import Stats
 from l4lb.streamrelay import StreamRelay
 from l4lb.tls.build import UpstreamTls
 from l4lb.tls.clienthello import ClientHello, ClientHelloReader, NotTLS
@@ -87,6 +88,7 @@ class Listener:
         self.pools = pools
         self.router = SniRouter(config.routes, config.pool)
         self.tls_context: ssl.SSLContext | None = None  # set by the runtime for "tls"
+        self.stats: Stats | None = None  # set by the runtime: connect latency goes there
         self.upstream_tls: dict[str, UpstreamTls] = {}  # pool name -> TLS to its servers
         self.sockets = sockets
         self.access_log = access_log
@@ -180,6 +182,7 @@ class Session:
     __slots__ = (
         "alpn",
         "client",
+        "connect_started",
         "ended",
         "hello_reader",
         "idle_since",
@@ -217,6 +220,7 @@ class Session:
         self.task: asyncio.Task | None = None  # a TLS handshake or transport setup under way
         self.timer: asyncio.TimerHandle | None = None
         self.tried: list[Server] = []
+        self.connect_started = 0.0
         self.retries = 0
         self.started = time.monotonic()
         self.idle_since = 0.0
@@ -432,6 +436,7 @@ class Session:
         self.ssock = sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connect_started = loop.time()
         err = sock.connect_ex(server.sockaddr)
         if err == 0:
             self._connected()
@@ -485,6 +490,10 @@ class Session:
     def _connected(self) -> None:
         assert self.server is not None and self.ssock is not None and self.pool is not None
         self.server.on_connected()
+        stats = self.listener.stats
+        if stats is not None:
+            elapsed = self.listener.loop.time() - self.connect_started
+            stats.connect_latency(self.pool.name, self.server.name).observe(elapsed)
         mode = self.pool.config.proxy_protocol
         if mode != "off":
             self.preface = self._proxy_header(mode) + self.preface

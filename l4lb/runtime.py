@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+import time
+from functools import partial
+from typing import Any
 
 import anyio
 
 from l4lb.accesslog import AccessLog
+from l4lb.admin import serve_admin
 from l4lb.config import Address, Config, load
 from l4lb.demo import start_demo_backends
 from l4lb.errors import ConfigErrors, L4lbError
@@ -29,6 +34,8 @@ from l4lb.health.checker import watch_server
 from l4lb.listener import Listener, open_listening_socket
 from l4lb.pool import Pool, build_pools
 from l4lb.relay import close_pipes
+from l4lb.server import Server
+from l4lb.stats import Stats
 from l4lb.tls.build import listener_context, upstream_tls
 
 __all__ = ["Runtime"]
@@ -45,6 +52,10 @@ class Runtime:
         self.retired: list[Listener] = []  # removed by a reload, draining their sessions
         self.sockets: dict[Address, socket.socket] = {}
         self.reloads = 0
+        self.last_reload_error = ""
+        self.stats: Stats | None = None
+        # Drains set at run time (admin API, TUI) outlive reloads, as an operator expects.
+        self.drain_overrides: dict[tuple[str, str], bool] = {}
         self._stop = anyio.Event()
         self._health_scope: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -54,6 +65,8 @@ class Runtime:
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or `stop()`), then drain and return."""
         self._loop = asyncio.get_running_loop()
+        self.stats = Stats(anyio.current_time(), time.time())
+        admin = await self._open_admin()
         demo = await start_demo_backends(self.config.demo) if self.config.demo else []
         try:
             self.apply(self.config)
@@ -70,6 +83,18 @@ class Runtime:
                 tg.start_soon(self._health_checks)
                 tg.start_soon(self._housekeeping)
                 tg.start_soon(self._signals)
+                if admin is not None:
+                    tg.start_soon(
+                        partial(
+                            serve_admin,
+                            self,
+                            self.stats,
+                            "",
+                            0,
+                            self._admin_token(),
+                            listener=admin,
+                        )
+                    )
                 await self._stop.wait()
                 await self._drain()
                 tg.cancel_scope.cancel()
@@ -83,6 +108,29 @@ class Runtime:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _open_admin(self) -> Any:
+        """Bind the admin API before anything else starts, so a busy port is a clear error."""
+        bind = self.config.admin.bind
+        if bind is None:
+            return None
+        try:
+            return await anyio.create_tcp_listener(local_host=bind.host, local_port=bind.port)
+        except OSError as exc:
+            raise L4lbError(f"cannot listen on {bind} (admin): {exc.strerror or exc}") from None
+
+    def _admin_token(self) -> str | None:
+        admin = self.config.admin
+        return admin.token or (os.environ.get(admin.token_env) if admin.token_env else None)
+
+    def set_draining(self, pool: str, server: str, draining: bool) -> Server | None:
+        """Drain or enable a server now and across reloads (admin API, TUI)."""
+        target = self.pools.get(pool)
+        found = next((s for s in target.servers if s.name == server), None) if target else None
+        if found is not None:
+            found.draining = draining
+            self.drain_overrides[(pool, server)] = draining
+        return found
 
     async def _drain(self) -> None:
         """Stop accepting, let connections finish up to `drain_timeout`, then end the rest."""
@@ -141,6 +189,10 @@ class Runtime:
             raise
         previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
         pools = build_pools(config.pools, previous, loop.time())
+        live = {(p.name, s.name): s for p in pools.values() for s in p.servers}
+        self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in live}
+        for key, draining in self.drain_overrides.items():
+            live[key].draining = draining
         # Unregister every listening socket, then register them again under the new config.
         # Both happen in this one synchronous step, so clients that arrive meanwhile wait in
         # the kernel's backlog: none is refused.
@@ -154,6 +206,7 @@ class Runtime:
                 listener = Listener(loop, lc, pools, socks, self.access_log)
             listener.sockets = socks
             listener.tls_context = tls_contexts.get(lc.name)
+            listener.stats = self.stats
             listener.upstream_tls = upstream
             listener.update(lc, pools)
             listener.start()
@@ -174,12 +227,14 @@ class Runtime:
         try:
             config = load(self.config.file)
             self.apply(config)
-        except ConfigErrors as exc:
-            log.error("reload failed; still running the previous config:\n%s", exc)
-            return False
         except L4lbError as exc:
-            log.error("reload failed; still running the previous config: %s", exc)
+            sep = "\n" if isinstance(exc, ConfigErrors) else " "
+            log.error("reload failed; still running the previous config:%s%s", sep, exc)
+            self.last_reload_error = str(exc)
+            if self.stats is not None and self._loop is not None:
+                self.stats.event(self._loop.time(), "reload_failed", str(exc).split("\n")[0])
             return False
+        self.last_reload_error = ""
         self.reloads += 1
         log.info("reload %d applied from %s", self.reloads, config.file)
         return True
@@ -208,6 +263,8 @@ class Runtime:
                 now = anyio.current_time()
                 for listener in [*self.listeners.values(), *self.retired]:
                     listener.sweep(now)
+                if self.stats is not None:
+                    self.stats.tick(self, now)
                 self.retired = [r for r in self.retired if r.sessions]
 
     async def _signals(self) -> None:

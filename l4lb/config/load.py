@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 from l4lb import balance
 from l4lb.config.lines import LineMap, format_path
 from l4lb.config.schema import (
+    AdminConfig,
     Config,
     DemoBackend,
     HealthConfig,
@@ -185,7 +187,12 @@ _PASSIVE: Fields = {
     "fail_timeout": (_seconds, 10.0),
 }
 _DEMO: Fields = {"backends": (lambda v: v, _REQUIRED)}
-_TOP = ("global", "demo", "listener", "pool")
+_ADMIN: Fields = {
+    "bind": (lambda v: _bind_address(v), _REQUIRED),
+    "token": (string, ""),
+    "token_env": (string, ""),
+}
+_TOP = ("global", "admin", "demo", "listener", "pool")
 
 
 def load(path: str | Path) -> Config:
@@ -287,10 +294,41 @@ class _Loader:
             if (item := self.listener(name, body)) is not None
         ]
         demo = self.demo(data["demo"]) if "demo" in data else ()
+        admin = self.admin(data["admin"]) if "admin" in data else AdminConfig()
         if "listener" not in data:
             self.error([], "no listeners: add a [listener.NAME] table", "see docs/CONFIG.md")
         self.cross_check(data, listeners, pools, demo)
-        return Config(self.file, settings, tuple(listeners), tuple(pools), tuple(demo))
+        if admin.bind is not None and any(admin.bind in lc.bind for lc in listeners):
+            self.error(
+                ["admin", "bind"],
+                f"{admin.bind} is also bound by a listener",
+                "a port no listener uses",
+            )
+        return Config(self.file, settings, tuple(listeners), tuple(pools), tuple(demo), admin)
+
+    def admin(self, value: Any) -> AdminConfig:
+        raw = self.table(value, ["admin"], _ADMIN)
+        if raw is None:
+            return AdminConfig()
+        if raw["token"] and raw["token_env"]:
+            self.error(["admin", "token_env"], "both token and token_env are set", "one of them")
+            return AdminConfig()
+        if raw["token_env"] and not os.environ.get(raw["token_env"]):
+            self.error(
+                ["admin", "token_env"],
+                f"the environment variable {raw['token_env']} is not set or empty",
+                "a variable holding the bearer token",
+            )
+            return AdminConfig()
+        config = AdminConfig(**raw)
+        if not config.bind.is_loopback and not (config.token or config.token_env):
+            self.error(
+                ["admin", "bind"],
+                f"{config.bind} is reachable from other hosts but the admin API has no token",
+                'a loopback address, or token = "..." / token_env = "VAR"',
+            )
+            return AdminConfig()
+        return config
 
     def listener(self, name: str, body: Any) -> ListenerConfig | None:
         parts: Path_ = ["listener", name]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from l4lb.config.values import Address
 
 __all__ = [
+    "AdminConfig",
     "Config",
     "DemoBackend",
     "HealthConfig",
@@ -31,6 +32,15 @@ class Settings:
     log_format: str = "text"  # "text" | "json"
     access_log: bool = True
     drain_timeout: float = 30.0  # seconds a shutdown waits for connections to finish
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin API (`/status`, `/metrics`, drain/enable, reload, `/config`)."""
+
+    bind: Address | None = None  # None: no admin API
+    token: str = ""  # bearer token; required when bind is not loopback
+    token_env: str = ""  # or: the environment variable holding it
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +157,7 @@ class Config:
     listeners: tuple[ListenerConfig, ...]
     pools: tuple[PoolConfig, ...]
     demo: tuple[DemoBackend, ...] = ()
+    admin: AdminConfig = AdminConfig()
 
     def pool(self, name: str) -> PoolConfig:
         for pool in self.pools:

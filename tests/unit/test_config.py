@@ -299,3 +299,15 @@ def test_tcp_listener_rejects_routes_and_passthrough_needs_a_target():
         '[pool.p]\nservers = ["127.0.0.1:1"]\n'
     )
     assert "listener.t.routes: no routes and no default pool" in errors_of(text)[0]
+
+
+def test_admin_off_loopback_needs_a_token(monkeypatch):
+    base = '[listener.l]\nbind = ":1"\npool = "p"\n[pool.p]\nservers = ["127.0.0.1:2"]\n'
+    (err,) = errors_of('[admin]\nbind = "0.0.0.0:9900"\n' + base)
+    assert err.startswith("site.toml:2: admin.bind: 0.0.0.0:9900 is reachable from other hosts")
+    assert load_text('[admin]\nbind = "0.0.0.0:9900"\ntoken = "t"\n' + base).admin.token == "t"
+    (err,) = errors_of('[admin]\nbind = "0.0.0.0:9900"\ntoken_env = "L4LB_TEST_TOKEN"\n' + base)
+    assert "L4LB_TEST_TOKEN is not set" in err
+    monkeypatch.setenv("L4LB_TEST_TOKEN", "x")
+    config = load_text('[admin]\nbind = "0.0.0.0:9900"\ntoken_env = "L4LB_TEST_TOKEN"\n' + base)
+    assert config.admin.token_env == "L4LB_TEST_TOKEN"
