@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -44,9 +45,23 @@ log = logging.getLogger("l4lb")
 
 
 class Runtime:
-    def __init__(self, config: Config, access_log: AccessLog) -> None:
+    def __init__(
+        self,
+        config: Config,
+        access_log: AccessLog,
+        *,
+        reuse_port: bool = False,
+        on_tick: Callable[[Runtime], None] | None = None,
+        admin: bool = True,
+    ) -> None:
+        """`reuse_port` binds listeners with SO_REUSEPORT (worker processes share ports);
+        `on_tick(runtime)` runs once a second after the stats tick (a worker reports to its
+        supervisor there); `admin=False` leaves the admin API to someone else."""
         self.config = config
         self.access_log = access_log
+        self.reuse_port = reuse_port
+        self.on_tick = on_tick
+        self.serve_admin = admin
         self.pools: dict[str, Pool] = {}
         self.listeners: dict[str, Listener] = {}
         self.retired: list[Listener] = []  # removed by a reload, draining their sessions
@@ -112,7 +127,7 @@ class Runtime:
     async def _open_admin(self) -> Any:
         """Bind the admin API before anything else starts, so a busy port is a clear error."""
         bind = self.config.admin.bind
-        if bind is None:
+        if bind is None or not self.serve_admin:
             return None
         try:
             return await anyio.create_tcp_listener(local_host=bind.host, local_port=bind.port)
@@ -172,7 +187,9 @@ class Runtime:
                 for addr in lc.bind:
                     sock = self.sockets.get(addr)
                     if sock is None:
-                        sock = opened[addr] = open_listening_socket(addr, lc.backlog)
+                        sock = opened[addr] = open_listening_socket(
+                            addr, lc.backlog, reuse_port=self.reuse_port
+                        )
                     wanted[addr] = sock
         except OSError as exc:
             for sock in opened.values():
@@ -265,6 +282,8 @@ class Runtime:
                     listener.sweep(now)
                 if self.stats is not None:
                     self.stats.tick(self, now)
+                if self.on_tick is not None:
+                    self.on_tick(self)
                 self.retired = [r for r in self.retired if r.sessions]
 
     async def _signals(self) -> None:

@@ -116,6 +116,7 @@ _SETTINGS: Fields = {
     "log_format": (choice("text", "json"), "text"),
     "access_log": (boolean, True),
     "drain_timeout": (_seconds_or_zero, 30.0),
+    "workers": (integer(0, 256), 1),
 }
 _LISTENER: Fields = {
     "bind": (_bind_list, _REQUIRED),

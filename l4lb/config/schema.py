@@ -32,6 +32,7 @@ class Settings:
     log_format: str = "text"  # "text" | "json"
     access_log: bool = True
     drain_timeout: float = 30.0  # seconds a shutdown waits for connections to finish
+    workers: int = 1  # processes sharing each port with SO_REUSEPORT (0: one per CPU)
 
 
 @dataclass(frozen=True, slots=True)
