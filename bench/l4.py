@@ -1,0 +1,1037 @@
+"""The L4 benchmark: l4lb beside HAProxy (plain and splice) and nginx `stream`, one CPU each.
+
+Run it through `bench/run-l4`, which installs the tools first. This file only measures:
+
+- bulk: `iperf3 -c ... -t SECONDS` through each proxy to an `iperf3 -s` backend; Gbit/s
+  received, median of ROUNDS, and the proxy's CPU use (utime+stime over wall time).
+- conn: `wrk -t1 -c32 -d SECONDS -H 'Connection: close'` through each proxy to a 1-worker
+  nginx serving a 32-byte file: every request is a new TCP connection through the proxy.
+- idle: IDLE_CONNS connections held open through a freshly started proxy to a backend that
+  holds them (bench/idle.py); the proxy's RSS growth divided by the connections.
+
+Proxies run pinned to CPU 0 (`taskset -c 0`); load generators and backends to CPU 1. Every
+config is generated into a temp dir with free ports on 127.0.0.1; no access logs anywhere.
+Every process started here is stopped on exit, on error and on SIGTERM/SIGINT/SIGHUP, and
+gets PR_SET_PDEATHSIG so the kernel kills it if this script dies without cleaning up. Each
+runs in its own process group, listed in $BENCH_PGID_FILE while it lives: bench/run-l4's trap
+kills what is left of those groups (nginx workers outlive a killed master) if this dies.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import datetime
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv" / "bin"
+PROXIES = ("l4lb", "haproxy", "haproxy-splice", "nginx")
+TARGETS = ("direct", *PROXIES)
+TESTS = ("bulk", "conn", "idle")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        sys.exit(f"l4: {name}={value!r} is not an integer")
+
+
+def _env_list(name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    value = os.environ.get(name, "")
+    if not value:
+        return allowed
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        sys.exit(f"l4: {name}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+    return items
+
+
+SECONDS = _env_int("BENCH_SECONDS", 5)
+ROUNDS = _env_int("BENCH_ROUNDS", 3)
+IDLE_CONNS = _env_int("BENCH_IDLE_CONNS", 9000)
+WRK_CONNS = _env_int("BENCH_WRK_CONNS", 32)
+PROXY_CPU = _env_int("BENCH_PROXY_CPU", 0)
+LOAD_CPU = _env_int("BENCH_LOAD_CPU", 1 if (os.cpu_count() or 1) > 1 else 0)
+RUN_TARGETS = _env_list("BENCH_TARGETS", TARGETS)
+RUN_TESTS = _env_list("BENCH_TESTS", TESTS)
+RETRIES = _env_int("BENCH_RETRIES", 2)
+RETRY_SECONDS = _env_int("BENCH_RETRY_SECONDS", 60)
+DISTURBED = 0.10  # another process used more than this share of a CPU we measure on
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _child_setup() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Proc:
+    def __init__(self, name: str, popen: subprocess.Popen, stderr_path: Path) -> None:
+        self.name = name
+        self.popen = popen
+        self.stderr_path = stderr_path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stderr_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class Procs:
+    """Every process this run started, each in its own session (process group)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[Proc] = []
+
+    def start(self, name: str, argv: list[str], cpu: int, **kw) -> Proc:
+        stderr_path = self.tmp / f"{name}.{len(self.procs)}.stderr"
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        with open(stderr_path, "wb") as err:
+            popen = subprocess.Popen(
+                ["taskset", "-c", str(cpu), *argv],
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=_child_setup,
+                **kw,
+            )
+        proc = Proc(name, popen, stderr_path)
+        self.procs.append(proc)
+        self._record()
+        return proc
+
+    def stop(self, proc: Proc, timeout: float = 5.0) -> None:
+        if proc.alive():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # whatever is left in its group (nginx workers), and a stuck leader
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            log(f"warning: {proc.name} (pid {proc.pid}) did not exit")
+        if proc in self.procs:
+            self.procs.remove(proc)
+            self._record()
+
+    def _record(self) -> None:
+        """Tell bench/run-l4 which process groups are live, for its trap if this one dies."""
+        path = os.environ.get("BENCH_PGID_FILE")
+        if path:
+            tmp = f"{path}.new"
+            Path(tmp).write_text("".join(f"{p.pid}\n" for p in self.procs))
+            os.replace(tmp, path)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc, timeout=3.0)
+
+
+def _on_signal(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# -- /proc -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    want = f":{port:04X}"
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1].endswith(want) and fields[3] == "0A":
+                return True
+    return False
+
+
+def wait_listening(proc: Proc, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if listening(port):
+            return
+        if not proc.alive():
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.popen.returncode} before listening on "
+                f"{port}:\n{proc.stderr_tail()}"
+            )
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} is not listening on {port} after {timeout}s")
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants (nginx master + worker)."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children[ppid].append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def fd_count(pid: int) -> int:
+    total = 0
+    for p in tree(pid):
+        try:
+            total += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            pass
+    return total
+
+
+def cpu_busy() -> dict[int, float]:
+    """Seconds each CPU spent in user, nice and system time (not irq/softirq, not idle)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            name, user, nice, system = line.split()[:4]
+            out[int(name[3:])] = (int(user) + int(nice) + int(system)) / CLK_TCK
+    return out
+
+
+def _rusage(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+class Meter:
+    """CPU use over one sample: the proxy's own, and what other processes took from each CPU.
+
+    "Other" is a CPU's busy time less what this run's processes used on it: the proxy on
+    PROXY_CPU; the backend, this script and the client it waited for on LOAD_CPU. It shows
+    samples disturbed by unrelated work on the machine (a test suite, a build).
+    """
+
+    def __init__(self, proxy: Proc | None, backend: Proc) -> None:
+        self.proxy, self.backend = proxy, backend
+        self.t0 = time.monotonic()
+        self.busy0 = cpu_busy()
+        self.proxy0 = cpu_seconds(proxy.pid) if proxy else 0.0
+        self.ours0 = cpu_seconds(backend.pid) + _rusage(resource.RUSAGE_CHILDREN)
+        self.ours0 += _rusage(resource.RUSAGE_SELF)
+
+    def stop(self) -> dict:
+        wall = time.monotonic() - self.t0
+        busy = cpu_busy()
+        proxy = cpu_seconds(self.proxy.pid) - self.proxy0 if self.proxy else 0.0
+        ours = cpu_seconds(self.backend.pid) + _rusage(resource.RUSAGE_CHILDREN)
+        ours += _rusage(resource.RUSAGE_SELF) - self.ours0
+
+        def busy_on(cpu: int) -> float:
+            return busy.get(cpu, 0.0) - self.busy0.get(cpu, 0.0)
+
+        return {
+            "proxy_cpu": proxy / wall if self.proxy else None,
+            "other_proxy_cpu": max(0.0, busy_on(PROXY_CPU) - proxy) / wall,
+            "other_load_cpu": max(0.0, busy_on(LOAD_CPU) - ours) / wall,
+        }
+
+
+# -- configs ---------------------------------------------------------------------------------
+
+
+def l4lb_config(port: int, backend: int) -> str:
+    return f"""[global]
+access_log = false
+drain_timeout = "1s"
+
+[listener.bench]
+bind = "127.0.0.1:{port}"
+protocol = "tcp"
+pool = "bench"
+max_connections = 10000
+idle_timeout = "10m"
+backlog = 4096
+
+[pool.bench]
+balance = "round_robin"
+
+[[pool.bench.servers]]
+address = "127.0.0.1:{backend}"
+"""
+
+
+def haproxy_config(port: int, backend: int, splice: bool) -> str:
+    opts = (
+        "    option splice-auto\n    option splice-request\n    option splice-response\n"
+        if splice
+        else ""
+    )
+    # HAProxy sizes its fd limit from maxconn and maxpipes (2 fds each, plus a few) and
+    # refuses to start above the hard limit (20,000 here): room for the idle test, no more.
+    maxconn = IDLE_CONNS + 200
+    return f"""global
+    nbthread 1
+    maxconn {maxconn}
+    maxpipes 256
+
+defaults
+    mode tcp
+    maxconn {maxconn}
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+
+listen bench
+    bind 127.0.0.1:{port}
+    server s1 127.0.0.1:{backend}
+{opts}"""
+
+
+def nginx_stream_config(tmp: Path, name: str, port: int, backend: int) -> str:
+    return f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+user root;
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {tmp}/{name}.pid;
+error_log stderr error;
+
+events {{
+    worker_connections 19500;
+}}
+
+stream {{
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        proxy_pass 127.0.0.1:{backend};
+        proxy_timeout 10m;
+    }}
+}}
+"""
+
+
+def nginx_http_config(tmp: Path, port: int, root: Path) -> str:
+    temps = "\n".join(
+        f"    {kind}_temp_path {tmp}/nginx-{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""user root;
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {tmp}/backend-http.pid;
+error_log stderr error;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+{temps}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs = Procs(tmp)
+        self.results: dict[str, dict[str, dict]] = {t: {} for t in TESTS}
+        self.notes: list[str] = []
+        self.profile: str = ""
+        self.retry_left = float(RETRY_SECONDS)
+
+    # proxies
+
+    def start_proxy(self, kind: str, backend: int, tag: str) -> tuple[Proc, int]:
+        port = free_port()
+        name = f"{kind}-{tag}"
+        if kind == "l4lb":
+            cfg = self.tmp / f"{name}.toml"
+            cfg.write_text(l4lb_config(port, backend))
+            argv = [str(VENV / "l4lb"), "up", str(cfg), "--no-access-log", "--no-tui"]
+        elif kind in ("haproxy", "haproxy-splice"):
+            cfg = self.tmp / f"{name}.cfg"
+            cfg.write_text(haproxy_config(port, backend, splice=kind == "haproxy-splice"))
+            argv = ["haproxy", "-db", "-f", str(cfg)]
+        elif kind == "nginx":
+            cfg = self.tmp / f"{name}.conf"
+            cfg.write_text(nginx_stream_config(self.tmp, name, port, backend))
+            argv = ["nginx", "-e", "stderr", "-p", str(self.tmp), "-c", str(cfg)]
+        else:
+            raise ValueError(kind)
+        proc = self.procs.start(name, argv, PROXY_CPU)
+        wait_listening(proc, port)
+        return proc, port
+
+    def start_proxies(self, backend: int, tag: str) -> dict[str, tuple[Proc | None, int]]:
+        out: dict[str, tuple[Proc | None, int]] = {}
+        for target in RUN_TARGETS:
+            if target == "direct":
+                out[target] = (None, backend)
+                continue
+            try:
+                out[target] = self.start_proxy(target, backend, tag)
+            except RuntimeError as exc:  # leave it out of this test, run the others
+                self.notes.append(f"{tag}: {target} did not start: {exc}")
+                log(f"{tag}: {target} did not start: {exc}")
+        time.sleep(0.5)
+        return out
+
+    def check_alive(self, targets: dict[str, tuple[Proc | None, int]], test: str) -> None:
+        for target, (proc, _port) in targets.items():
+            if proc is not None and not proc.alive():
+                self.notes.append(
+                    f"{test}: {target} exited with {proc.popen.returncode}: {proc.stderr_tail()}"
+                )
+
+    # one sample: a client command run to completion, with CPU accounting around it
+
+    def _run(
+        self,
+        test: str,
+        target: str,
+        proc: Proc | None,
+        backend: Proc,
+        argv: list[str],
+        timeout: float,
+        parse: Callable[[subprocess.CompletedProcess], float],
+    ) -> dict | None:
+        meter = Meter(proc, backend)
+        try:
+            run = subprocess.run(
+                ["taskset", "-c", str(LOAD_CPU), *argv],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                preexec_fn=_child_setup,
+            )
+        except subprocess.TimeoutExpired:
+            self.notes.append(f"{test}: {argv[0]} through {target} timed out")
+            return None
+        usage = meter.stop()
+        try:
+            value = parse(run)
+        except (ValueError, KeyError, json.JSONDecodeError) as exc:
+            out = (run.stdout[-300:] + run.stderr[-300:]).strip()
+            self.notes.append(f"{test}: {argv[0]} through {target} failed: {exc} {out}")
+            return None
+        return {"value": value, **usage}
+
+    def _series(
+        self,
+        test: str,
+        unit: str,
+        targets: dict[str, tuple[Proc | None, int]],
+        sample: Callable[[str, Proc | None, int], dict | None],
+    ) -> None:
+        samples: dict[str, list[dict]] = {t: [] for t in targets}
+        for rnd in range(ROUNDS):
+            for target, (proc, tport) in targets.items():
+                tries = 0
+                while True:
+                    t0 = time.monotonic()
+                    got = sample(target, proc, tport)
+                    if got is None:
+                        log(f"{test} round {rnd + 1}/{ROUNDS} {target}: failed")
+                        break
+                    got["disturbed"] = _disturbed(got, proxied=proc is not None)
+                    cpu = got["proxy_cpu"]
+                    log(
+                        f"{test} round {rnd + 1}/{ROUNDS} {target}: {got['value']:,.2f} {unit}"
+                        + (f", proxy CPU {cpu:.0%}" if cpu is not None else "")
+                        + f"; other processes: CPU {PROXY_CPU} {got['other_proxy_cpu']:.0%}, "
+                        f"CPU {LOAD_CPU} {got['other_load_cpu']:.0%}"
+                        + (" (disturbed)" if got["disturbed"] else "")
+                    )
+                    if not got["disturbed"] or tries >= RETRIES or self.retry_left <= 0:
+                        break
+                    # Unrelated work took a CPU: measure again, within the retry budget.
+                    tries += 1
+                    self.retry_left -= time.monotonic() - t0
+                    time.sleep(1.0)
+                if got is not None:
+                    samples[target].append(got)
+        self.check_alive(targets, test)
+        for target, vals in samples.items():
+            self.results[test][target] = _summary(vals)
+
+    def _stop_targets(self, targets: dict[str, tuple[Proc | None, int]]) -> None:
+        for proc, _ in targets.values():
+            if proc is not None:
+                self.procs.stop(proc)
+
+    # (a) bulk throughput
+
+    def bulk(self) -> None:
+        port = free_port()
+        server = self.procs.start(
+            "iperf3-server", ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)], LOAD_CPU
+        )
+        wait_listening(server, port)
+        targets = self.start_proxies(port, "bulk")
+
+        def parse(run: subprocess.CompletedProcess) -> float:
+            data = json.loads(run.stdout)
+            if "error" in data:
+                raise ValueError(data["error"])
+            return data["end"]["sum_received"]["bits_per_second"] / 1e9
+
+        def sample(target: str, proc: Proc | None, tport: int) -> dict | None:
+            argv = ["iperf3", "-c", "127.0.0.1", "-p", str(tport), "-t", str(SECONDS), "-J"]
+            return self._run("bulk", target, proc, server, argv, SECONDS + 30, parse)
+
+        try:
+            self._series("bulk", "Gbit/s", targets, sample)
+        finally:
+            self._stop_targets(targets)
+            self.procs.stop(server)
+
+    # (b) new connections per second
+
+    def conn(self) -> None:
+        port = free_port()
+        www = self.tmp / "www"
+        www.mkdir(exist_ok=True)
+        (www / "index.html").write_text("l4lb bench: 32 bytes of body..\n")
+        cfg = self.tmp / "backend-http.conf"
+        cfg.write_text(nginx_http_config(self.tmp, port, www))
+        backend = self.procs.start(
+            "backend-http", ["nginx", "-e", "stderr", "-p", str(self.tmp), "-c", str(cfg)], LOAD_CPU
+        )
+        wait_listening(backend, port)
+        targets = self.start_proxies(port, "conn")
+        try:
+            for target, (proc, tport) in targets.items():  # warm up: 1 s each
+                self._wrk(target, proc, backend, tport, 1)
+            self._series(
+                "conn",
+                "conn/s",
+                targets,
+                lambda target, proc, tport: self._wrk(target, proc, backend, tport, SECONDS),
+            )
+            if PROFILE and "l4lb" in targets:
+                proc, tport = targets["l4lb"]
+                assert proc is not None
+                self.profile = self._profile(proc, backend, tport)
+        finally:
+            self._stop_targets(targets)
+            self.procs.stop(backend)
+
+    def _wrk(
+        self, target: str, proc: Proc | None, backend: Proc, port: int, seconds: int
+    ) -> dict | None:
+        argv = ["wrk", "-t1", f"-c{WRK_CONNS}", f"-d{seconds}s", "-H", "Connection: close"]
+        argv.append(f"http://127.0.0.1:{port}/")
+
+        def parse(run: subprocess.CompletedProcess) -> float:
+            m = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
+            if run.returncode != 0 or not m:
+                raise ValueError(f"exit {run.returncode}")
+            for pattern in (r"Socket errors:[^\n]*", r"Non-2xx or 3xx responses:[^\n]*"):
+                err = re.search(pattern, run.stdout)
+                if err and seconds == SECONDS:
+                    self.notes.append(f"conn: wrk through {target}: {err.group(0).strip()}")
+            return float(m.group(1))
+
+        return self._run("conn", target, proc, backend, argv, seconds + 30, parse)
+
+    def _profile(self, proc: Proc, backend: Proc, port: int) -> str:
+        spy = VENV / "py-spy"
+        if not spy.exists():
+            log("installing py-spy into .venv for BENCH_PROFILE")
+            subprocess.run(
+                [str(VENV / "pip"), "install", "-q", "--disable-pip-version-check", "py-spy"],
+                check=False,
+            )
+        if not spy.exists():
+            return "py-spy could not be installed"
+        out = Path(os.environ.get("BENCH_PROFILE_OUT", "/tmp/l4lb-conn-profile.txt"))
+        argv = [str(spy), "record", "--nonblocking", "-f", "raw", "-r", "250"]
+        argv += ["-d", str(SECONDS + 1)]
+        argv += ["-o", str(out), "--pid", str(proc.pid)]
+        rec = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_child_setup,
+        )
+        time.sleep(0.5)
+        got = self._wrk("l4lb (profiled)", proc, backend, port, SECONDS)
+        rps = got["value"] if got else None
+        _, err = rec.communicate(timeout=SECONDS + 30)
+        if rec.returncode != 0 or not out.exists():
+            return f"py-spy failed ({rec.returncode}): {err.strip()[-500:]}"
+        log(f"profile written to {out} (collapsed stacks); wrk under py-spy: {rps} conn/s")
+        return summarize_profile(out, rps)
+
+    # (c) memory per idle connection
+
+    def idle(self) -> None:
+        for target in RUN_TARGETS:
+            if target == "direct":
+                continue
+            try:
+                self.results["idle"][target] = self._idle_one(target)
+            except RuntimeError as exc:
+                self.notes.append(f"idle: {target}: {exc}")
+                log(f"idle {target}: {exc}")
+
+    def _idle_one(self, target: str) -> dict:
+        port = free_port()
+        holder = self.procs.start(
+            "backend-hold",
+            [sys.executable, str(ROOT / "bench" / "idle.py"), "hold", str(port)],
+            LOAD_CPU,
+        )
+        proc = client = None
+        try:
+            wait_listening(holder, port)
+            proc, pport = self.start_proxy(target, port, "idle")
+            time.sleep(1.0)
+            rss0, fds0 = rss_kb(proc.pid), fd_count(proc.pid)
+            argv = [sys.executable, str(ROOT / "bench" / "idle.py"), "connect"]
+            argv += [str(pport), str(IDLE_CONNS)]
+            client = self.procs.start(
+                "idle-client",
+                argv,
+                LOAD_CPU,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert client.popen.stdout is not None and client.popen.stdin is not None
+            line = client.popen.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the client exited: {client.stderr_tail()}")
+            res = json.loads(line)
+            time.sleep(1.0)
+            rss1, fds1 = rss_kb(proc.pid), fd_count(proc.pid)
+            if not proc.alive():
+                raise RuntimeError(f"{target} exited: {proc.stderr_tail()}")
+            n = res["established"]
+            out = {
+                "established": n,
+                "failed": res["failed"],
+                "errors": res["errors"],
+                "connect_seconds": res["seconds"],
+                "rss_before_kb": rss0,
+                "rss_after_kb": rss1,
+                "fds_before": fds0,
+                "fds_after": fds1,
+                "kb_per_conn": (rss1 - rss0) / n if n else None,
+            }
+            if res["failed"]:
+                self.notes.append(
+                    f"idle: {target}: {res['failed']} of {IDLE_CONNS} connections failed "
+                    f"{res['errors']}"
+                )
+            log(
+                f"idle {target}: {n} held in {res['seconds']}s, RSS {rss0} -> {rss1} KB, "
+                f"fds {fds0} -> {fds1}" + (f", {out['kb_per_conn']:.2f} KB/conn" if n else "")
+            )
+            client.popen.stdin.write("done\n")
+            client.popen.stdin.flush()
+            client.popen.wait(30)
+            return out
+        finally:
+            for p in (client, proc, holder):
+                if p is not None:
+                    self.procs.stop(p)
+
+    # report
+
+    def report(self) -> str:
+        return render(self.results, self.notes, self.profile)
+
+
+def _disturbed(sample: dict, proxied: bool) -> bool:
+    return sample["other_load_cpu"] > DISTURBED or (
+        proxied and sample["other_proxy_cpu"] > DISTURBED
+    )
+
+
+def _summary(vals: list[dict]) -> dict:
+    if not vals:
+        return {}
+    xs = [v["value"] for v in vals]
+    cpus = [v["proxy_cpu"] for v in vals if v["proxy_cpu"] is not None]
+    per_core = [v["value"] / v["proxy_cpu"] for v in vals if v["proxy_cpu"]]
+    return {
+        "median": statistics.median(xs),
+        "min": min(xs),
+        "max": max(xs),
+        "n": len(xs),
+        "cpu": statistics.median(cpus) if cpus else None,
+        "per_core": statistics.median(per_core) if per_core else None,
+        "other_proxy_cpu_max": max(v["other_proxy_cpu"] for v in vals),
+        "other_load_cpu_max": max(v["other_load_cpu"] for v in vals),
+        "disturbed": sum(v["disturbed"] for v in vals),
+        "samples": vals,
+    }
+
+
+def summarize_profile(path: Path, rps: float | None, top: int = 15) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n  # by line: the line names the call (a syscall) that took it
+        for f in {re.sub(r":\d+\)$", ")", f) for f in frames}:
+            incl[f] += n
+    if not total:
+        return "py-spy recorded no samples"
+    lines = [
+        f"py-spy, {total} samples while l4lb was busy (wrk under the profiler: "
+        f"{rps or 0:,.0f} conn/s)",
+        "",
+        "| self % | function |",
+        "|---:|---|",
+    ]
+    lines += [f"| {n / total:.1%} | `{f}` |" for f, n in own.most_common(top)]
+    lines[2] = "| self % | function (file:line) |"
+    lines += ["", "| total % | function |", "|---:|---|"]
+    lines += [f"| {n / total:.1%} | `{f}` |" for f, n in incl.most_common(top)]
+    return "\n".join(lines)
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def render(results: dict, notes: list[str], profile: str) -> str:
+    bulk, conn, idle = results["bulk"], results["conn"], results["idle"]
+    direct = bulk.get("direct", {}).get("median")
+
+    def med(d: dict, t: str) -> float | None:
+        return d.get(t, {}).get("median")
+
+    def kb(t: str) -> float | None:
+        return idle.get(t, {}).get("kb_per_conn")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0%}"
+
+    def per_core(d: dict, t: str) -> float | None:
+        return d.get(t, {}).get("per_core")
+
+    rows = [
+        "| target | bulk Gbit/s (min-max) | ratio to direct | proxy CPU | Gbit/s per proxy core "
+        "| new conn/s (min-max) | proxy CPU | conn/s per proxy core | KB / idle conn |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in RUN_TARGETS:
+        b, c = bulk.get(t, {}), conn.get(t, {})
+        ratio = b["median"] / direct if b and direct else None
+        rows.append(
+            f"| {t} "
+            f"| {_fmt(b.get('median'), '.2f')} ({_fmt(b.get('min'), '.1f')}-"
+            f"{_fmt(b.get('max'), '.1f')}) "
+            f"| {_fmt(ratio, '.2f')} "
+            f"| {pct(b.get('cpu'))} "
+            f"| {_fmt(per_core(bulk, t), '.1f')} "
+            f"| {_fmt(c.get('median'), ',.0f')} ({_fmt(c.get('min'), ',.0f')}-"
+            f"{_fmt(c.get('max'), ',.0f')}) "
+            f"| {pct(c.get('cpu'))} "
+            f"| {_fmt(per_core(conn, t), ',.0f')} "
+            f"| {_fmt(kb(t), '.1f')} |"
+        )
+    out = ["\n".join(rows), ""]
+    if "l4lb" in RUN_TARGETS:
+        out += [
+            "| l4lb / peer | bulk | bulk per core | new conn/s | conn/s per core "
+            "| KB / idle conn |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for peer in ("haproxy", "haproxy-splice", "nginx"):
+            if peer not in RUN_TARGETS:
+                continue
+            cells = []
+            for a, b in (
+                (med(bulk, "l4lb"), med(bulk, peer)),
+                (per_core(bulk, "l4lb"), per_core(bulk, peer)),
+                (med(conn, "l4lb"), med(conn, peer)),
+                (per_core(conn, "l4lb"), per_core(conn, peer)),
+                (kb("l4lb"), kb(peer)),
+            ):
+                cells.append(_fmt(a / b if a is not None and b else None, ".2f"))
+            out.append(f"| l4lb / {peer} | " + " | ".join(cells) + " |")
+        out.append("")
+        out += ["Issue 2 targets:", ""]
+        checks: list[tuple[str, float | None, float | None, Callable[[float, float], bool]]] = [
+            (
+                "bulk throughput >= HAProxy with splice-auto",
+                med(bulk, "l4lb"),
+                med(bulk, "haproxy-splice"),
+                lambda a, b: a >= b,
+            ),
+            (
+                "new connections/s >= 50% of HAProxy's",
+                med(conn, "l4lb"),
+                med(conn, "haproxy"),
+                lambda a, b: a >= 0.5 * b,
+            ),
+            ("<= 20 KB per idle proxied connection", kb("l4lb"), 20.0, lambda a, b: a <= b),
+        ]
+        for label, a, b, ok in checks:
+            if a is None or b is None:
+                out.append(f"- {label}: not measured")
+                continue
+            verdict = "MET" if ok(a, b) else "NOT MET"
+            detail = f"{a:.1f} KB" if "KB" in label else f"l4lb/peer = {a / b:.2f}"
+            out.append(f"- {label}: {verdict} ({detail})")
+        out.append("")
+    if idle:
+        out += ["Idle test detail (proxy process tree, before -> with connections held):", ""]
+        for t, d in idle.items():
+            out.append(
+                f"- {t}: {d['established']} held (failed {d['failed']}) in "
+                f"{d['connect_seconds']}s; RSS {d['rss_before_kb']} -> {d['rss_after_kb']} KB; "
+                f"fds {d['fds_before']} -> {d['fds_after']}"
+            )
+        out.append("")
+    busy = []
+    for test in ("bulk", "conn"):
+        for t, d in results[test].items():
+            if d and d["disturbed"]:
+                busy.append(
+                    f"{test}/{t}: {d['disturbed']} of {d['n']} (up to "
+                    f"{d['other_proxy_cpu_max']:.0%} of CPU {PROXY_CPU}, "
+                    f"{d['other_load_cpu_max']:.0%} of CPU {LOAD_CPU})"
+                )
+    if busy:
+        out += [
+            f"Disturbed samples, kept after {RETRIES} retries or the retry budget ran out "
+            f"(another process used more than {DISTURBED:.0%} of a CPU the sample depends "
+            "on; those figures are low and noisy):",
+            "",
+            *[f"- {b}" for b in busy],
+            "",
+        ]
+    if notes:
+        out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    if profile:
+        out += ["l4lb profile during the connection test:", "", profile, ""]
+    return "\n".join(out)
+
+
+def versions() -> str:
+    def first(argv: list[str]) -> str:
+        try:
+            run = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+        return ((run.stdout or run.stderr).strip().splitlines() or ["?"])[0]
+
+    loop = os.environ.get("L4LB_LOOP") or (
+        "uvloop"
+        if (VENV / "python").exists()
+        and subprocess.run(
+            [str(VENV / "python"), "-c", "import uvloop"], capture_output=True, check=False
+        ).returncode
+        == 0
+        else "asyncio"
+    )
+    return "\n".join(
+        [
+            f"- l4lb: {first([str(VENV / 'l4lb'), '--version'])}, "
+            f"{first([str(VENV / 'python'), '--version'])}, loop {loop}",
+            f"- {first(['haproxy', '-v'])}",
+            f"- {first(['nginx', '-v'])}",
+            f"- {first(['iperf3', '--version'])}",
+            f"- {first(['wrk', '--version'])}",
+        ]
+    )
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        kb_total = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb_total / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), {mem}, Linux {os.uname().release}"
+
+
+def commit() -> str:
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        )
+        return run.stdout.strip()
+
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "l4lb")
+    return rev + (" (l4lb/ has uncommitted changes)" if dirty else "")
+
+
+def main() -> int:
+    if len(sys.argv) > 1:
+        print(__doc__)
+        return 0 if sys.argv[1] in ("-h", "--help") else 2
+    for tool in ("taskset", "iperf3", "wrk", "haproxy", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"l4: {tool} is missing; run bench/run-l4, which installs it")
+    if not (VENV / "l4lb").exists():
+        sys.exit("l4: .venv/bin/l4lb is missing; run ./scripts/setup (bench/run-l4 does)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < 2 * IDLE_CONNS + 200:
+        log(f"warning: fd limit {hard} is low for {IDLE_CONNS} idle connections")
+    if PROXY_CPU == LOAD_CPU:
+        log("warning: one CPU only; proxies and load generators share it")
+    os.sched_setaffinity(0, {LOAD_CPU})
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+    started = datetime.datetime.now(datetime.UTC)
+    header = [
+        "# L4 benchmark",
+        "",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC",
+        f"- commit: {commit()}",
+        f"- machine: {machine()}",
+        versions(),
+        f"- settings: BENCH_SECONDS={SECONDS} BENCH_ROUNDS={ROUNDS} "
+        f"BENCH_IDLE_CONNS={IDLE_CONNS} BENCH_WRK_CONNS={WRK_CONNS}; proxies on CPU {PROXY_CPU}, "
+        f"load and backends on CPU {LOAD_CPU}",
+        "",
+        "",
+    ]
+    log("\n".join(header[2:-1]))
+    tmp = Path(tempfile.mkdtemp(prefix="l4bench-", dir=os.environ.get("BENCH_TMPDIR") or None))
+    bench = Bench(tmp)
+    failed = False
+    try:
+        for test in RUN_TESTS:
+            log(f"--- {test}")
+            try:
+                getattr(bench, test)()
+            except RuntimeError as exc:
+                bench.notes.append(f"{test}: {exc}")
+                log(f"{test} failed: {exc}")
+                failed = True
+    except KeyboardInterrupt as exc:
+        log(f"interrupted ({exc}); stopping everything")
+        bench.procs.stop_all()
+        return 130
+    finally:
+        bench.procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+    text = "\n".join(header) + bench.report() + f"\nRun time: {elapsed:.0f}s\n"
+    print(text)
+    if os.environ.get("BENCH_JSON"):
+        Path(os.environ["BENCH_JSON"]).write_text(
+            json.dumps({"results": bench.results, "notes": bench.notes}, indent=2)
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
