@@ -58,11 +58,70 @@ class AccessLog:
         except (OSError, ValueError):  # a closed or broken log stream must not stop proxying
             self.enabled = False
 
+    def write_http(
+        self,
+        *,
+        client: tuple[str, int],
+        listener: str,
+        method: str,
+        host: str,
+        path: str,
+        status: int,
+        bytes_out: int,
+        route: str,
+        server: str,
+        connect: float,
+        response: float,
+        total: float,
+        request_id: str,
+        retries: int,
+    ) -> None:
+        """One line per HTTP request (nginx's combined log, plus what a proxy adds)."""
+        if not self.enabled:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        peer = f"[{client[0]}]:{client[1]}" if ":" in client[0] else f"{client[0]}:{client[1]}"
+        if self.fmt == "json":
+            line = json.dumps(
+                {
+                    "time": stamp + "Z",
+                    "type": "request",
+                    "client": peer,
+                    "listener": listener,
+                    "method": method,
+                    "host": host,
+                    "path": path,
+                    "status": status,
+                    "bytes": bytes_out,
+                    "route": route,
+                    "server": server,
+                    "connect_time": round(connect, 6) if connect >= 0 else None,
+                    "response_time": round(response, 6) if response >= 0 else None,
+                    "total_time": round(total, 6),
+                    "request_id": request_id,
+                    "retries": retries,
+                }
+            )
+        else:
+            line = (
+                f'{stamp}Z {peer} {listener} "{method} {host}{path}" {status} {bytes_out} '
+                f"route={route} server={server} connect={_ms(connect)} response={_ms(response)} "
+                f"total={total * 1000:.1f}ms id={request_id} retries={retries}"
+            )
+        try:
+            self.stream.write(line + "\n")
+        except (OSError, ValueError):
+            self.enabled = False
+
     def flush(self) -> None:
         try:
             self.stream.flush()
         except (OSError, ValueError):
             self.enabled = False
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}ms" if seconds >= 0 else "-"
 
 
 def _fields(rec: ConnectionRecord) -> dict[str, object]:

@@ -89,6 +89,7 @@ class Listener:
         self.router = SniRouter(config.routes, config.pool)
         self.tls_context: ssl.SSLContext | None = None  # set by the runtime for "tls"
         self.stats: Stats | None = None  # set by the runtime: connect latency goes there
+        self.engine: Any = None  # http(s): the l7.engine.HttpEngine of the current config
         self.upstream_tls: dict[str, UpstreamTls] = {}  # pool name -> TLS to its servers
         self.sockets = sockets
         self.access_log = access_log
@@ -185,6 +186,7 @@ class Session:
         "connect_started",
         "ended",
         "hello_reader",
+        "http",
         "idle_since",
         "listener",
         "local",
@@ -231,9 +233,13 @@ class Session:
         self.sni: str | None = None
         self.alpn: tuple[str, ...] = ()
         self.subject: str | None = None  # the verified client certificate (mTLS)
+        self.http: Any = None  # the HTTP adapter (l7.h1.H1Server) of an http(s) connection
 
     def start(self) -> None:
         config = self.listener.config
+        if config.protocol in ("http", "https"):
+            self.task = self._spawn(self._http_accept())
+            return
         if config.protocol == "tls":
             self.stream = StreamRelay()
             self.task = self._spawn(self._tls_accept())
@@ -312,6 +318,43 @@ class Session:
             return
         self.pool = self.pools[name]
         self.connect()
+
+    async def _http_accept(self) -> None:
+        """Hand the connection to the HTTP adapter, which reads the listener's engine for
+        every request, so a reload applies to the next request without closing anything."""
+        from l7.h1 import H1Server
+
+        listener = self.listener
+        https = listener.config.protocol == "https"
+        peer = (self.peer[0], self.peer[1])
+        try:
+            _, proto = await listener.loop.connect_accepted_socket(
+                lambda: H1Server(lambda: listener.engine, peer, self._http_closed),
+                self.client,
+                ssl=listener.tls_context if https else None,
+                ssl_handshake_timeout=listener.config.preread_timeout if https else None,
+            )
+        except asyncio.CancelledError:
+            self._fail("shutdown")
+            raise
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            log.info(
+                "listener %s: TLS handshake with %s failed: %s",
+                listener.name,
+                _format_peer(self.peer),
+                exc or type(exc).__name__,
+            )
+            self._fail("tls_handshake_failed")
+            return
+        finally:
+            self.task = None
+        self.http = proto
+
+    def _http_closed(self, proto: Any) -> None:
+        """The HTTP connection ended; its requests were logged one by one."""
+        if not self.ended:
+            self.ended = True
+            self.listener.session_ended(self)
 
     async def _attach_server(self) -> None:
         """Wrap the connected server socket in a transport (TLS when the pool says so)."""
@@ -436,7 +479,7 @@ class Session:
         self.ssock = sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.connect_started = loop.time()
+        self.connect_started = time.perf_counter()
         err = sock.connect_ex(server.sockaddr)
         if err == 0:
             self._connected()
@@ -492,7 +535,7 @@ class Session:
         self.server.on_connected()
         stats = self.listener.stats
         if stats is not None:
-            elapsed = self.listener.loop.time() - self.connect_started
+            elapsed = time.perf_counter() - self.connect_started
             stats.connect_latency(self.pool.name, self.server.name).observe(elapsed)
         mode = self.pool.config.proxy_protocol
         if mode != "off":
@@ -587,6 +630,9 @@ class Session:
 
     def abort(self, how: str = "shutdown") -> None:
         """End the session now, whatever phase it is in (shutdown deadline)."""
+        if self.http is not None:
+            self.http.abort()
+            return
         if self.relay is not None:
             self.relay.close(how)
             return

@@ -71,6 +71,9 @@ class Runtime:
         self.stats: Stats | None = None
         # Drains set at run time (admin API, TUI) outlive reloads, as an operator expects.
         self.drain_overrides: dict[tuple[str, str], bool] = {}
+        self.http_registry: Any = (
+            None  # l7.engine.UpstreamRegistry, made with the first http listener
+        )
         self._stop = anyio.Event()
         self._health_scope: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,6 +158,9 @@ class Runtime:
             sock.close()
         self.sockets.clear()
         timeout = self.config.settings.drain_timeout
+        for session in self._sessions():
+            if session.http is not None:
+                session.http.drain(min(1.0, timeout))
         live = self._sessions()
         if live:
             log.info("draining %d connection(s) for up to %gs", len(live), timeout)
@@ -197,7 +203,9 @@ class Runtime:
             raise L4lbError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
         try:
             tls_contexts = {
-                lc.name: listener_context(lc) for lc in config.listeners if lc.protocol == "tls"
+                lc.name: listener_context(lc)
+                for lc in config.listeners
+                if lc.protocol in ("tls", "https")
             }
             upstream = {pc.name: u for pc in config.pools if (u := upstream_tls(pc)) is not None}
         except L4lbError:
@@ -224,6 +232,8 @@ class Runtime:
             listener.sockets = socks
             listener.tls_context = tls_contexts.get(lc.name)
             listener.stats = self.stats
+            if lc.protocol in ("http", "https"):
+                listener.engine = self._http_engine(lc, pools, upstream)
             listener.upstream_tls = upstream
             listener.update(lc, pools)
             listener.start()
@@ -234,10 +244,23 @@ class Runtime:
                 sock.close()
         self.listeners = listeners
         self.sockets = wanted
+        if self.http_registry is not None:
+            self.http_registry.retain(
+                {(p.name, s.name, s.host, s.port) for p in pools.values() for s in p.servers}
+            )
         self.pools = pools
         self.config = config
         if self._health_scope is not None:
             self._health_scope.cancel()  # restart checks on the new pools
+
+    def _http_engine(self, lc: Any, pools: dict[str, Pool], upstream: dict) -> Any:
+        """l7 is imported only when a config has an http(s) listener (DESIGN.md)."""
+        from l7.engine import HttpEngine, UpstreamRegistry
+
+        if self.http_registry is None:
+            assert self._loop is not None
+            self.http_registry = UpstreamRegistry(self._loop)
+        return HttpEngine(lc, pools, self.http_registry, upstream, self.access_log, self.stats)
 
     def reload(self) -> bool:
         """Re-read the config file; keep the running config on any error. True if applied."""

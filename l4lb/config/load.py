@@ -24,6 +24,8 @@ from l4lb.config.schema import (
     Config,
     DemoBackend,
     HealthConfig,
+    HttpListenerSettings,
+    HttpPoolSettings,
     ListenerConfig,
     PassiveConfig,
     PoolConfig,
@@ -49,7 +51,8 @@ from l4lb.errors import ConfigError, ConfigErrors
 __all__ = ["LISTENER_PROTOCOLS", "load", "load_text"]
 
 #: Listener protocols this build serves; the others in DESIGN.md's vocabulary come later.
-LISTENER_PROTOCOLS = ("tcp", "tls-passthrough", "tls")
+LISTENER_PROTOCOLS = ("tcp", "tls-passthrough", "tls", "http", "https")
+_TLS_PROTOCOLS = ("tls", "https")
 
 _REQUIRED = object()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -116,7 +119,7 @@ _SETTINGS: Fields = {
     "log_format": (choice("text", "json"), "text"),
     "access_log": (boolean, True),
     "drain_timeout": (_seconds_or_zero, 30.0),
-    "workers": (integer(0, 256), 1),
+    "workers": (integer(0, 256), 0),
 }
 _LISTENER: Fields = {
     "bind": (_bind_list, _REQUIRED),
@@ -133,6 +136,61 @@ _LISTENER: Fields = {
     "alpn": (lambda v: _strings(v), ()),
     "client_ca": (string, ""),
     "client_cert": (choice("off", "optional", "required"), "off"),
+    "http": (lambda v: v, None),
+}
+
+
+def _size(value: Any) -> int:
+    """Bytes from `1024`, `"64k"`, `"10m"`, `"1g"` (nginx's size suffixes)."""
+    allowed = 'a size such as 1048576, "64k", "10m", "1g"'
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([kmg]?)\s*", value) if isinstance(value, str) else None
+    if not m:
+        raise BadValue(f"{value!r} is not a size", allowed)
+    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)]
+
+
+def _cidrs(value: Any) -> tuple[str, ...]:
+    out = []
+    for item in _strings(value):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise BadValue(
+                f"{item!r} is not an address range", '"10.0.0.0/8", "192.0.2.7", "::1/128"'
+            ) from None
+    return tuple(out)
+
+
+def _statuses(value: Any) -> tuple[int, ...]:
+    return tuple(sorted({s for lo, hi in status_ranges(value) for s in range(lo, hi + 1)}))
+
+
+_HTTP_LISTENER: Fields = {
+    "max_header_bytes": (_size, 32768),
+    "max_headers": (integer(1, 10000), 100),
+    "max_uri": (_size, 8192),
+    "max_body": (_size, 0),
+    "max_requests": (integer(1, 10_000_000), 1000),
+    "header_timeout": (_seconds, 10.0),
+    "body_timeout": (_seconds, 60.0),
+    "keepalive_timeout": (_seconds, 75.0),
+    "trusted_proxies": (_cidrs, ()),
+    "forwarded": (boolean, False),
+    "traceparent": (choice("pass", "create"), "pass"),
+    "redirect_https": (boolean, False),
+    "hsts": (integer(0, 10 * 365 * 86400), 0),
+}
+_HTTP_POOL: Fields = {
+    "response_timeout": (_seconds, 60.0),
+    "retry_on": (_statuses, ()),
+    "retry_budget": (lambda v: float(integer(0, 100)(v)), 20.0),
+    "max_idle": (integer(0, 10000), 32),
+    "idle_timeout": (_seconds, 60.0),
+    "breaker_failures": (integer(0, 1000), 5),
+    "breaker_cool_off": (_seconds, 10.0),
+    "breaker_half_open": (integer(1, 1000), 3),
 }
 _CERT: Fields = {
     "cert": (string, _REQUIRED),
@@ -164,6 +222,7 @@ _POOL: Fields = {
     "passive": (lambda v: v, None),
     "proxy_protocol": (choice("off", "v1", "v2"), "off"),
     "tls": (lambda v: v, None),
+    "http": (lambda v: v, None),
 }
 _SERVER: Fields = {
     "address": (parse_address, _REQUIRED),
@@ -336,9 +395,29 @@ class _Loader:
         raw = self.table(body, parts, _LISTENER)
         if raw is None:
             return None
-        routes = self.routes(raw["routes"], [*parts, "routes"])
+        http = raw["protocol"] in ("http", "https")
+        if http:
+            from l7.routes import parse_routes
+
+            routes = parse_routes(self, raw["routes"], [*parts, "routes"])
+        else:
+            routes = self.routes(raw["routes"], [*parts, "routes"])
         if routes is None:
             return None
+        settings = HttpListenerSettings()
+        if raw["http"] is not None:
+            if not http:
+                self.error(
+                    [*parts, "http"],
+                    f"a {raw['protocol']} listener has no http settings",
+                    'protocol = "http" or "https"',
+                )
+                return None
+            h = self.table(raw["http"], [*parts, "http"], _HTTP_LISTENER)
+            if h is None:
+                return None
+            settings = HttpListenerSettings(**h)
+        raw["http"] = settings
         if raw["protocol"] == "tcp":
             if routes:
                 self.error(
@@ -362,7 +441,7 @@ class _Loader:
         if certs is None:
             return None
         raw["certs"] = certs
-        if raw["protocol"] == "tls" and raw["accept_proxy"]:
+        if raw["protocol"] in _TLS_PROTOCOLS and raw["accept_proxy"]:
             self.error(
                 [*parts, "accept_proxy"],
                 'accept_proxy is not supported with protocol "tls" yet',
@@ -396,7 +475,7 @@ class _Loader:
     def certs(self, value: Any, parts: Path_, protocol: str) -> tuple[TlsCert, ...] | None:
         from l4lb.tls.certs import CertError, load_pair
 
-        if protocol != "tls":
+        if protocol not in _TLS_PROTOCOLS:
             if value:
                 self.error(
                     parts,
@@ -408,7 +487,7 @@ class _Loader:
         if not isinstance(value, list) or not value:
             self.error(
                 parts,
-                "a tls listener needs at least one certificate",
+                f"a {protocol} listener needs at least one certificate",
                 "[[" + format_path(parts) + "]] tables with cert and key",
             )
             return None
@@ -486,9 +565,16 @@ class _Loader:
                             break
             tls = UpstreamTlsConfig(**t) if t is not None else None
             ok = ok and tls is not None
+        http = HttpPoolSettings()
+        if raw["http"] is not None:
+            h = self.table(raw["http"], [*parts, "http"], _HTTP_POOL)
+            ok = ok and h is not None
+            http = HttpPoolSettings(**h) if h else http
         if servers is None or not ok:
             return None
-        raw.update(servers=servers, health=health, passive=passive or PassiveConfig(), tls=tls)
+        raw.update(
+            servers=servers, health=health, passive=passive or PassiveConfig(), tls=tls, http=http
+        )
         return PoolConfig(name=name, **raw)
 
     def nested(self, body: dict[str, Any], parts: Path_) -> None:
@@ -573,7 +659,16 @@ class _Loader:
         for listener in listeners:
             parts: Path_ = ["listener", listener.name]
             refs: list[tuple[Path_, str]] = [([*parts, "pool"], listener.pool or "")]
-            refs += [([*parts, "routes", i, "pool"], r.pool) for i, r in enumerate(listener.routes)]
+            if listener.protocol in ("http", "https"):
+                from l7.routes import referenced_pools
+
+                refs += [
+                    ([*parts, "routes", i, "pool"], p) for i, p in referenced_pools(listener.routes)
+                ]
+            else:
+                refs += [
+                    ([*parts, "routes", i, "pool"], r.pool) for i, r in enumerate(listener.routes)
+                ]
             for where, pool in refs:
                 if pool and pool not in declared_pools:
                     close = difflib.get_close_matches(pool, declared_pools, n=1)

@@ -16,6 +16,8 @@ __all__ = [
     "Config",
     "DemoBackend",
     "HealthConfig",
+    "HttpListenerSettings",
+    "HttpPoolSettings",
     "ListenerConfig",
     "PassiveConfig",
     "PoolConfig",
@@ -32,7 +34,7 @@ class Settings:
     log_format: str = "text"  # "text" | "json"
     access_log: bool = True
     drain_timeout: float = 30.0  # seconds a shutdown waits for connections to finish
-    workers: int = 1  # processes sharing each port with SO_REUSEPORT (0: one per CPU)
+    workers: int = 0  # processes sharing each port with SO_REUSEPORT (0: one per CPU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,40 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpListenerSettings:
+    """`[listener.NAME.http]`: limits and timeouts of an `http`/`https` listener. Defaults
+    follow nginx where it has one (keepalive_timeout 75s, keepalive_requests 1000)."""
+
+    max_header_bytes: int = 32768  # request line and headers together (431 beyond)
+    max_headers: int = 100  # 431 beyond
+    max_uri: int = 8192  # 414 beyond
+    max_body: int = 0  # bytes; 0: no limit (bodies stream, they are never held whole); 413
+    max_requests: int = 1000  # per keep-alive connection
+    header_timeout: float = 10.0  # to receive a whole request head (slowloris guard): 408
+    body_timeout: float = 60.0  # between two reads of a request body: 408
+    keepalive_timeout: float = 75.0  # an idle keep-alive connection is closed after this
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For / Forwarded is kept
+    forwarded: bool = False  # also send the RFC 7239 Forwarded header
+    traceparent: str = "pass"  # "pass" | "create": W3C traceparent when absent
+    redirect_https: bool = False  # answer every request with 301 to https://host/target
+    hsts: int = 0  # max-age for Strict-Transport-Security on responses (https); 0: off
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPoolSettings:
+    """`[pool.NAME.http]`: how an HTTP pool talks to its servers."""
+
+    response_timeout: float = 60.0  # from request sent to response head: 504
+    retry_on: tuple[int, ...] = ()  # statuses retried for idempotent requests, e.g. 502-504
+    retry_budget: float = 20.0  # retries allowed, as a percentage of requests in flight
+    max_idle: int = 32  # idle keep-alive connections kept per server
+    idle_timeout: float = 60.0  # an idle upstream connection is closed after this
+    breaker_failures: int = 5  # consecutive 5xx or timeouts that open a server's breaker; 0 off
+    breaker_cool_off: float = 10.0
+    breaker_half_open: int = 3  # trial requests let through a half-open breaker
+
+
+@dataclass(frozen=True, slots=True)
 class PoolConfig:
     name: str
     servers: tuple[ServerConfig, ...]
@@ -95,6 +131,7 @@ class PoolConfig:
     passive: PassiveConfig = PassiveConfig()
     proxy_protocol: str = "off"  # "off" | "v1" | "v2": send a PROXY header to each server
     tls: UpstreamTlsConfig | None = None
+    http: HttpPoolSettings = HttpPoolSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +178,7 @@ class ListenerConfig:
     max_connections: int = 10_000
     idle_timeout: float = 300.0
     backlog: int = 1024
-    routes: tuple[SniRoute, ...] = ()
+    routes: tuple = ()  # SniRoute for tls-passthrough/tls, l7.routes.HttpRoute for http(s)
     accept_proxy: bool = False  # expect a PROXY v1/v2 header from a balancer in front
     preread_timeout: float = 5.0  # time for the PROXY header, ClientHello or TLS handshake
     certs: tuple[TlsCert, ...] = ()  # "tls": the first is the default certificate
@@ -149,6 +186,7 @@ class ListenerConfig:
     alpn: tuple[str, ...] = ()
     client_ca: str = ""
     client_cert: str = "off"  # "off" | "optional" | "required"
+    http: HttpListenerSettings = HttpListenerSettings()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ __all__ = [
     "make_cert",
     "name_of",
     "pool_toml",
+    "single_process",
     "wait_until",
 ]
 
@@ -179,13 +180,25 @@ def pool_toml(name: str, servers: list[Backend | str], **options: object) -> str
     return "\n".join(lines) + "\n"
 
 
+def single_process(config: str) -> str:
+    """`config` with `workers = 1` in its [global] table (made if absent), unless it sets
+    `workers` itself: the tests' expectations (round robin order, least_conn, counts) are
+    those of one process, and the default (one worker per CPU) would change them."""
+    if re.search(r"^\s*workers\s*=", config, re.M):
+        return config
+    if re.search(r"^\[global\][ \t]*$", config, re.M):
+        return re.sub(r"^\[global\][ \t]*$", "[global]\nworkers = 1", config, count=1, flags=re.M)
+    return "[global]\nworkers = 1\n" + config
+
+
 class Proxy:
-    """`l4lb up` as a subprocess, with its logs in files for the test to read."""
+    """`l4lb up` as a subprocess, with its logs in files for the test to read. It runs one
+    process (see `single_process`) unless the config sets `workers`."""
 
     def __init__(self, tmp: Path, config: str, *, loop: str = "", args: tuple[str, ...] = ()):
         self.tmp = tmp
         self.path = tmp / "l4lb.toml"
-        self.path.write_text(config)
+        self.path.write_text(single_process(config))
         self.out = tmp / "stdout.log"
         self.err = tmp / "stderr.log"
         env = dict(os.environ)
@@ -197,7 +210,7 @@ class Proxy:
             stderr=self.err.open("wb"),
             env=env,
         )
-        count = len(re.findall(r"^\[listener\.", config, re.M))
+        count = len(re.findall(r"^\[listener\.[^.\]]+\]", config, re.M))
         ready = re.compile(r"listener \S+: \S+ on ")
         if not wait_until(
             lambda: len(ready.findall(self.log())) >= count or self.proc.poll() is not None
@@ -225,7 +238,7 @@ class Proxy:
             return len(re.findall(r"reload \d+ applied", text)), text.count("reload failed")
 
         applied, failed = counts()
-        self.path.write_text(config)
+        self.path.write_text(single_process(config))
         self.proc.send_signal(signal.SIGHUP)
         assert wait_until(lambda: counts() != (applied, failed)), self.log()
         return counts()[0] > applied

@@ -1,0 +1,117 @@
+"""What one `http`/`https` listener needs to serve a request, built at each (re)load.
+
+A connection reads `listener.engine` for every new request, so a reload applies to the next
+request even on a keep-alive connection that stays open, and nothing is closed to make it
+happen. Upstream connection pools live in the runtime and are handed from one engine to the
+next for the servers that stay, so a reload does not cost the keep-alive connections either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+from typing import TYPE_CHECKING
+
+from l4lb.config.schema import ListenerConfig
+from l7.breaker import CircuitBreaker
+from l7.budget import RetryBudget
+from l7.forwarded import security_headers
+from l7.router import Router
+from l7.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from l4lb.accesslog import AccessLog
+    from l4lb.pool import Pool
+    from l4lb.server import Server
+    from l4lb.stats import Stats
+    from l4lb.tls.build import UpstreamTls
+
+__all__ = ["HttpEngine", "UpstreamRegistry"]
+
+
+class UpstreamRegistry:
+    """Upstream pools, breakers and retry budgets that outlive an engine (owned by the
+    runtime): keyed by pool and server name plus address, so a changed address starts fresh."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pools: dict[tuple[str, str, str, int], UpstreamPool] = {}
+        self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self.budgets: dict[str, RetryBudget] = {}
+
+    def upstream(self, pool: Pool, server: Server, tls: UpstreamTls | None) -> UpstreamPool:
+        key = (pool.name, server.name, server.host, server.port)
+        up = self.pools.get(key)
+        settings = pool.config.http
+        if up is None:
+            up = self.pools[key] = UpstreamPool(
+                self.loop,
+                server.host,
+                server.port,
+                max_idle=settings.max_idle,
+                idle_timeout=settings.idle_timeout,
+                tls=tls.context if tls else None,
+                sni=tls.sni if tls else None,
+                connect_timeout=pool.config.connect_timeout,
+            )
+        else:
+            up.max_idle, up.idle_timeout = settings.max_idle, settings.idle_timeout
+            up.connect_timeout = pool.config.connect_timeout
+            up.tls, up.sni = (tls.context, tls.sni) if tls else (None, None)
+        return up
+
+    def breaker(self, pool: Pool, server: Server) -> CircuitBreaker | None:
+        s = pool.config.http
+        if not s.breaker_failures:
+            return None
+        key = (pool.name, server.name)
+        b = self.breakers.get(key)
+        if b is None:
+            b = self.breakers[key] = CircuitBreaker(
+                s.breaker_failures, s.breaker_cool_off, s.breaker_half_open
+            )
+        return b
+
+    def budget(self, pool: Pool) -> RetryBudget:
+        b = self.budgets.get(pool.name)
+        if b is None:
+            b = self.budgets[pool.name] = RetryBudget(pool.config.http.retry_budget)
+        b.percent = pool.config.http.retry_budget
+        return b
+
+    def retain(self, live: set[tuple[str, str, str, int]]) -> None:
+        """Close the idle connections of servers no longer in any pool."""
+        for key in [k for k in self.pools if k not in live]:
+            self.pools.pop(key).close()
+
+
+class HttpEngine:
+    """Router, pools and settings of one http(s) listener, plus the shared registries."""
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        pools: dict[str, Pool],
+        registry: UpstreamRegistry,
+        upstream_tls: dict[str, UpstreamTls],
+        access_log: AccessLog,
+        stats: Stats | None,
+    ) -> None:
+        self.config = config
+        self.settings = config.http
+        self.scheme = "https" if config.protocol == "https" else "http"
+        self.router = Router(config.routes)
+        self.pools = pools
+        self.registry = registry
+        self.upstream_tls = upstream_tls
+        self.access_log = access_log
+        self.stats = stats
+        self.trusted = tuple(ipaddress.ip_network(c) for c in self.settings.trusted_proxies)
+        hsts = self.settings.hsts if self.scheme == "https" else 0
+        self.extra_response_headers = security_headers(hsts_max_age=hsts or None)
+        self.draining = False
+
+    def tls_for(self, pool: str) -> ssl.SSLContext | None:
+        up = self.upstream_tls.get(pool)
+        return up.context if up else None

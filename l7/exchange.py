@@ -1,0 +1,575 @@
+"""One request through the pipeline: route, choose a server, forward, stream the answer back.
+
+Stages run in the order DESIGN.md fixes (limits are checked by the adapter before an exchange
+exists): route → upstream (pooled keep-alive connection, retries, breaker) → response
+headers. Bodies stream both ways in chunks as they arrive and are re-framed for the next hop
+(Content-Length kept, otherwise chunked to HTTP/1.1 clients or close-delimited to HTTP/1.0);
+a request body is buffered only until the server connection is ready, and reading from the
+client pauses while that buffer is over `_BODY_BUFFER`. Backpressure in both directions
+pauses the reading side while the writing side's transport buffer is full.
+
+Everything runs in loop callbacks; the only task is the one that opens a new server
+connection when the pool has no idle one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from l4lb.errors import RemoteProtocolError
+from l7.budget import is_retryable
+from l7.errors_page import error_response, reason_phrase
+from l7.forwarded import forward_headers, response_hop_by_hop_filter
+from l7.model import Request
+from l7.router import apply_request_headers, apply_response_headers, render_redirect
+from l7.routes import Forward, Redirect, Respond
+from l7.validate import BodyLimit
+
+if TYPE_CHECKING:
+    from l4lb.pool import Pool
+    from l4lb.server import Server
+    from l7.engine import HttpEngine
+    from l7.h1 import H1Server
+    from l7.routes import HttpRoute
+    from l7.upstream import UpstreamConn
+
+__all__ = ["Exchange"]
+
+_BODY_BUFFER = 256 * 1024  # request body held while the server connection is being made
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Exchange:
+    """A request and its response. `conn` is the client connection's adapter."""
+
+    def __init__(
+        self,
+        conn: H1Server,
+        engine: HttpEngine,
+        request: Request,
+        *,
+        keep_alive: bool,
+        body: str,  # "none", "length" or "chunked"
+        request_id: str,
+        upgrade: bool = False,
+    ) -> None:
+        self.conn = conn
+        self.engine = engine
+        self.request = request
+        self.keep_alive = keep_alive
+        self.body_kind = body
+        self.request_id = request_id
+        self.upgrade = upgrade
+        self.started = time.monotonic()
+        self.route: HttpRoute | None = None
+        self.target = request.target
+        self.pool: Pool | None = None
+        self.server: Server | None = None
+        self.upstream: UpstreamConn | None = None
+        self.tried: list[Server] = []
+        self.retries = 0
+        self.retry_held = False
+        self.pending: list[bytes] = []  # request body waiting for the server connection
+        self.pending_size = 0
+        self.replay: list[bytes] | None = []  # the body so far, while small enough to resend
+        self.replay_size = 0
+        self.body_sent = 0  # bytes written to the current server
+        self.body_done = body == "none"
+        self.body_limit = BodyLimit(engine.settings.max_body) if engine.settings.max_body else None
+        self.active = False  # started (it is the first exchange of its connection)
+        self.finished = False
+        self.status = 0
+        self.head_sent = False
+        self.framing = ""  # of the response to the client: "length", "chunked", "close", "none"
+        self.bytes_out = 0
+        self.close_after = not keep_alive
+        self.connect_time = -1.0
+        self.response_time = -1.0
+        self.sent_at = 0.0
+        self.timer = None  # response timeout
+        self.upgrade_rest = b""  # client bytes after an Upgrade request's head
+        self.interim = False  # a 1xx response is being relayed
+
+    # -- stage: route ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.active = True
+        engine, request = self.engine, self.request
+        if engine.settings.redirect_https:
+            location = f"https://{request.header(b'host').decode('latin-1')}{request.target}"
+            self.respond(301, b"", extra=[(b"location", location.encode("latin-1"))])
+            return
+        match = engine.router.match(request)
+        if match is None:
+            if engine.config.pool is None:
+                self.error(404, "no route matched")
+                return
+            pool_name = engine.config.pool
+        else:
+            self.route = route = match.route
+            if match.target is not None:
+                self.target = match.target
+            action = route.action
+            if isinstance(action, Respond):
+                self.respond(
+                    action.status,
+                    action.body,
+                    extra=[(b"content-type", action.content_type.encode())],
+                )
+                return
+            if isinstance(action, Redirect):
+                status, location = render_redirect(route, request)
+                self.respond(status, b"", extra=[(b"location", location.encode("latin-1"))])
+                return
+            assert isinstance(action, Forward)
+            pool_name = action.pool
+        self.pool = engine.pools[pool_name]
+        engine.registry.budget(self.pool).on_request_start()
+        self.forward()
+
+    # -- stage: upstream ---------------------------------------------------------------------
+
+    def forward(self) -> None:
+        pool, engine = self.pool, self.engine
+        assert pool is not None
+        loop = engine.registry.loop
+        now = loop.time()
+        key = self.request.client[0].encode()
+        while True:
+            server = pool.pick(now, key, self.tried)
+            if server is None:
+                self.error(503, "no server available", retry_after=1)
+                return
+            breaker = engine.registry.breaker(pool, server)
+            if breaker is None or breaker.allow(now):
+                break
+            self.tried.append(server)  # breaker open: as if tried
+        self.server = server
+        server.active += 1
+        server.total += 1
+        up = engine.registry.upstream(pool, server, engine.upstream_tls.get(pool.name))
+        self.connect_started = time.monotonic()
+        conn = up.take()
+        if conn is not None:
+            self.attach(conn)
+        else:
+            up.connect(self.connected)
+
+    def connected(self, conn: UpstreamConn | None, reason: str) -> None:
+        if self.finished:
+            if conn is not None:
+                conn.abort()
+            return
+        if conn is None:
+            self.attempt_failed("connect", reason)
+            return
+        self.attach(conn)
+
+    def attach(self, conn: UpstreamConn) -> None:
+        assert self.server is not None and self.pool is not None
+        self.connect_time = time.monotonic() - self.connect_started
+        self.server.on_connected()
+        stats = self.engine.stats
+        if stats is not None:
+            stats.connect_latency(self.pool.name, self.server.name).observe(self.connect_time)
+        self.upstream = conn
+        conn.start(self)
+        conn.write(self.request_head())
+        pending, self.pending, self.pending_size = self.pending, [], 0
+        for chunk in pending:
+            self.write_body(chunk)
+        self.conn.resume_reading()
+        if self.body_done:
+            if self.body_kind == "chunked":
+                conn.write(b"0\r\n\r\n")
+            self.request_sent()
+
+    def request_head(self) -> bytes:
+        request, engine = self.request, self.engine
+        headers = forward_headers(
+            request.headers,
+            client_ip=request.client[0],
+            scheme=engine.scheme,
+            host=(request.header(b"host") or b"").decode("latin-1"),
+            trusted=engine.trusted,
+            forwarded_header=engine.settings.forwarded,
+            request_id=self.request_id,
+            traceparent=engine.settings.traceparent,  # type: ignore[arg-type]
+            upgrade=self.upgrade,
+        )
+        if self.route is not None:
+            headers = apply_request_headers(self.route, headers)
+        lines = [f"{request.method} {self.target} HTTP/1.1\r\n".encode("latin-1")]
+        lines += [name + b": " + value + b"\r\n" for name, value in headers]
+        if self.body_kind == "chunked":
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def attempt_failed(self, phase: str, reason: str) -> None:
+        """A server failed before answering: retry elsewhere when allowed, else 502/504."""
+        server, pool = self.server, self.pool
+        assert server is not None and pool is not None
+        now = self.engine.registry.loop.time()
+        server.active -= 1
+        if phase == "connect":
+            server.on_connect_failed(now)
+        breaker = self.engine.registry.breaker(pool, server)
+        if breaker is not None and phase != "connect":
+            breaker.on_failure(now)
+        self.tried.append(server)
+        self.upstream = None
+        replayable = self.body_sent == 0 or self.replay is not None
+        budget = self.engine.registry.budget(pool)
+        if (
+            self.retries < pool.config.retries
+            and is_retryable(self.request.method, phase, None, (), replayable)  # type: ignore[arg-type]
+            and (phase == "connect" or budget.try_acquire_retry())
+        ):
+            if phase != "connect":
+                self.retry_held = True
+            self.retries += 1
+            self.replay_body()
+            self.forward()
+            return
+        status = 504 if reason in ("connect_timeout", "response_timeout") else 502
+        self.error(status, f"server {server.name}: {reason}")
+
+    def replay_body(self) -> None:
+        """Queue what the client sent so far for the next server."""
+        if self.body_sent and self.replay is not None:
+            self.pending = list(self.replay)
+            self.pending_size = self.replay_size
+        self.body_sent = 0
+
+    def request_sent(self) -> None:
+        pool = self.pool
+        assert pool is not None
+        loop = self.engine.registry.loop
+        self.sent_at = time.monotonic()
+        self.timer = loop.call_later(pool.config.http.response_timeout, self.response_timeout)
+
+    def response_timeout(self) -> None:
+        self.timer = None
+        if self.upstream is not None:
+            conn, self.upstream = self.upstream, None
+            conn.exchange = None
+            conn.abort()
+        if self.head_sent:
+            self.conn.abort()
+            self.finish()
+        else:
+            self.attempt_failed("response", "response_timeout")
+
+    # -- request body from the client --------------------------------------------------------
+
+    def body_chunk(self, data: bytes) -> None:
+        if self.body_limit is not None:
+            self.body_limit.add(len(data))  # raises 413 (RemoteProtocolError)
+        replay = self.replay
+        if replay is not None:
+            if self.replay_size + len(data) <= _BODY_BUFFER:
+                replay.append(data)
+                self.replay_size += len(data)
+            else:
+                self.replay = None  # too big to send again: no retry after this point
+        if self.upstream is not None:
+            self.write_body(data)
+        else:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > _BODY_BUFFER:
+                self.conn.pause_reading()
+
+    def write_body(self, data: bytes) -> None:
+        conn = self.upstream
+        assert conn is not None
+        if self.body_kind == "chunked":
+            conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            conn.write(data)
+        self.body_sent += len(data)
+
+    def body_complete(self) -> None:
+        self.body_done = True
+        if self.upstream is not None and not self.upgrade:
+            if self.body_kind == "chunked":
+                self.upstream.write(b"0\r\n\r\n")
+            self.request_sent()
+
+    # -- response from the server ------------------------------------------------------------
+
+    def on_response_head(self, status: int, headers: list, version: str) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        loop = self.engine.registry.loop
+        if self.response_time < 0 and self.sent_at:
+            self.response_time = time.monotonic() - self.sent_at
+        if 100 <= status < 200 and status != 101:
+            self.interim = True
+            if self.request.version == "1.1":
+                reason = reason_phrase(status).encode()
+                self.conn.write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason))
+            return
+        self.interim = False
+        pool, server = self.pool, self.server
+        assert pool is not None and server is not None
+        retry_on = pool.config.http.retry_on
+        if status in retry_on and not self.head_sent:
+            replayable = self.body_sent == 0 or self.replay is not None
+            budget = self.engine.registry.budget(pool)
+            if (
+                self.retries < pool.config.retries
+                and is_retryable(self.request.method, "status", status, retry_on, replayable)
+                and budget.try_acquire_retry()
+            ):
+                self.retry_held = True
+                conn, self.upstream = self.upstream, None
+                if conn is not None:
+                    conn.exchange = None
+                    conn.abort()
+                server.active -= 1
+                breaker = self.engine.registry.breaker(pool, server)
+                if breaker is not None:
+                    breaker.on_failure(loop.time())
+                self.tried.append(server)
+                self.retries += 1
+                self.replay_body()
+                self.forward()
+                return
+        self.status = status
+        breaker = self.engine.registry.breaker(pool, server)
+        if breaker is not None:
+            if status >= 500:
+                breaker.on_failure(loop.time())
+            else:
+                breaker.on_success(loop.time())
+        self.conn.write(self.response_head(status, headers))
+
+    def response_head(self, status: int, headers: list) -> bytes:
+        request = self.request
+        upgrade = status == 101
+        length = None
+        for name, value in headers:
+            if name == b"content-length":
+                length = value
+        out = response_hop_by_hop_filter(headers, upgrade=upgrade)
+        if self.route is not None:
+            out = apply_response_headers(self.route, out)
+        out.append((b"x-request-id", self.request_id.encode()))
+        out.extend(self.engine.extra_response_headers)
+        if request.method == "HEAD" or status in _NO_BODY_STATUSES or upgrade:
+            self.framing = "none"
+            if request.method == "HEAD" and self.upstream is not None and not upgrade:
+                self.upstream.skip_body()
+        elif length is not None:
+            self.framing = "length"
+        elif request.version == "1.1":
+            self.framing = "chunked"
+            out.append((b"transfer-encoding", b"chunked"))
+        else:
+            self.framing = "close"
+            self.close_after = True
+        if self.conn.draining or self.engine.draining:
+            self.close_after = True
+        if not upgrade:
+            out.append((b"connection", b"close" if self.close_after else b"keep-alive"))
+        self.head_sent = True
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode())]
+        lines += [name + b": " + value + b"\r\n" for name, value in out]
+        lines.append(b"\r\n")
+        head = b"".join(lines)
+        if request.method == "HEAD" and not upgrade:
+            self.engine.registry.loop.call_soon(self.on_response_complete)
+        return head
+
+    def on_response_body(self, data: bytes) -> None:
+        if self.interim or self.framing == "none":
+            return
+        self.bytes_out += len(data)
+        if self.framing == "chunked":
+            self.conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.conn.write(data)
+
+    def on_response_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            if self.upstream is not None:
+                self.upstream.start(self)  # a fresh parser for the final response
+            return
+        if self.finished or not self.head_sent or self.status == 101:
+            return  # (a 101 goes on as a tunnel: see on_response_upgrade)
+        if self.framing == "chunked":
+            self.conn.write(b"0\r\n\r\n")
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            if not self.body_done:
+                conn.reusable = False  # the server answered before reading the whole body
+                self.close_after = True
+            conn.release()
+        self.finish()
+
+    def on_upstream_error(self, reason: str) -> None:
+        if self.finished:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.exchange = None
+            conn.abort()
+        if self.head_sent:
+            if self.framing == "close":
+                self.finish()  # a close-delimited body ends with the connection
+                return
+            self.close_after = True
+            self.conn.abort()  # the client must not take a cut body for a whole one
+            self.finish()
+        else:
+            self.attempt_failed("reset", reason)
+
+    # -- WebSocket and other upgrades --------------------------------------------------------
+
+    def on_response_upgrade(self, rest: bytes) -> None:
+        """The server switched protocols: from here on, bytes flow untouched both ways."""
+        if self.status != 101:
+            self.conn.abort()
+            self.finish()
+            return
+        if rest:
+            self.conn.write(rest)
+        self.conn.tunnel(self.upstream, self.upgrade_rest)
+        self.upgrade_rest = b""
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.conn.touched = True
+        self.conn.write(data)
+
+    def on_tunnel_eof(self, side: str) -> bool:
+        if side == "server":
+            self.conn.write_eof()
+            return True
+        self.conn.abort()
+        self.finish()
+        return False
+
+    # -- flow control ------------------------------------------------------------------------
+
+    def pause_client_reading(self) -> None:
+        self.conn.pause_reading()
+
+    def resume_client_reading(self) -> None:
+        self.conn.resume_reading()
+
+    # -- answers made here -------------------------------------------------------------------
+
+    def respond(self, status: int, body: bytes, extra: list | None = None) -> None:
+        headers = list(extra or [])
+        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append((b"x-request-id", self.request_id.encode()))
+        headers.extend(self.engine.extra_response_headers)
+        if self.route is not None:
+            headers = apply_response_headers(self.route, headers)
+        if not self.body_done:
+            self.close_after = True  # the request body was not read
+        headers.append((b"connection", b"close" if self.close_after else b"keep-alive"))
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode())]
+        lines += [name + b": " + value + b"\r\n" for name, value in headers]
+        self.status = status
+        self.head_sent = True
+        self.bytes_out = len(body)
+        payload = b"".join(lines) + b"\r\n" + (body if self.request.method != "HEAD" else b"")
+        self.conn.write(payload)
+        self.finish()
+
+    def error(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+        if self.head_sent:
+            self.conn.abort()
+            self.finish()
+            return
+        if not self.body_done:
+            self.close_after = True
+        response, body = error_response(
+            status, self.request_id, message, close=self.close_after, retry_after=retry_after
+        )
+        self.status = status
+        self.head_sent = True
+        self.bytes_out = len(body)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode())]
+        lines += [name + b": " + value + b"\r\n" for name, value in response.headers]
+        if not self.close_after:
+            lines.append(b"connection: keep-alive\r\n")
+        if self.request.method == "HEAD":
+            body = b""
+        self.conn.write(b"".join(lines) + b"\r\n" + body)
+        self.finish()
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.server is not None and self.status:
+            self.server.active -= 1
+        if self.pool is not None:
+            budget = self.engine.registry.budget(self.pool)
+            budget.on_request_end()
+            if self.retry_held:
+                budget.release_retry()
+        self.log()
+        self.conn.exchange_done(self)
+
+    def abort(self) -> None:
+        """The client went away: drop the server side too."""
+        if self.finished:
+            return
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.exchange = None
+            conn.abort()
+        if self.server is not None and not self.status:
+            self.server.active -= 1
+            self.server = None
+        if not self.status:
+            self.status = 499  # nginx's "client closed request"
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.pool is not None:
+            budget = self.engine.registry.budget(self.pool)
+            budget.on_request_end()
+            if self.retry_held:
+                budget.release_retry()
+        self.log()
+
+    def log(self) -> None:
+        request = self.request
+        self.engine.access_log.write_http(
+            client=request.client,
+            listener=self.engine.config.name,
+            method=request.method,
+            host=request.host,
+            path=request.target,
+            status=self.status,
+            bytes_out=self.bytes_out,
+            route=self.route.name if self.route else "-",
+            server=f"{self.pool.name}/{self.server.name}" if self.pool and self.server else "-",
+            connect=self.connect_time,
+            response=self.response_time,
+            total=time.monotonic() - self.started,
+            request_id=self.request_id,
+            retries=self.retries,
+        )
+
+
+def protocol_error_status(exc: RemoteProtocolError) -> int:
+    return exc.status_hint

@@ -1,0 +1,366 @@
+"""The HTTP/1.1 adapter on the client side: wire bytes to `Request` and exchanges, and back.
+
+Parsing is llhttp through httptools (2-5 us per request here, against 60-150 for h11;
+../shared/research/python-peers.md). llhttp is strict, and every request head also passes
+`l7.validate.check_request_head`, so the smuggling defences do not depend on the parser's
+leniency: Content-Length with Transfer-Encoding, differing Content-Lengths, bad chunk sizes,
+obs-fold and bare CR/LF are all refused with 400 before anything is forwarded.
+
+Requests on one connection are answered in order. A pipelined request is parsed and queued,
+and reading pauses until the one before it is done, so a client cannot queue without bound.
+Timeouts: `header_timeout` from the first byte of a request to the end of its head (408),
+`body_timeout` between two reads of a body (408), `keepalive_timeout` while idle (closed
+quietly). After a reload, the next request on an open connection uses the new config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from l4lb.errors import RemoteProtocolError
+from l7.errors_page import error_response, reason_phrase
+from l7.exchange import Exchange
+from l7.forwarded import new_request_id, request_id_from
+from l7.model import Request
+from l7.router import host_key
+from l7.validate import check_request_head
+
+if TYPE_CHECKING:
+    from l7.upstream import UpstreamConn
+
+__all__ = ["H1Server"]
+
+log = logging.getLogger("l4lb")
+
+
+class H1Server(asyncio.Protocol):
+    """One client connection. `engine_of()` returns the listener's current engine."""
+
+    def __init__(self, engine_of, client: tuple[str, int], on_close=None) -> None:
+        self.engine_of = engine_of
+        self.client = client
+        self.on_close = on_close
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.exchanges: deque[Exchange] = deque()
+        self.building: Exchange | None = None
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.requests = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_kind = ""
+        self.body_seen = False
+        self.closed = False
+        self.closing = False
+        self.draining = False
+        self.paused = False
+        self.peer: UpstreamConn | None = None  # set when the connection became a tunnel
+        self.touched = False
+        self.loop = asyncio.get_event_loop()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.arm("keepalive", self.engine_of().settings.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.touched = True
+            self.peer.write(data)
+            return
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            ex = self.building or (self.exchanges[-1] if self.exchanges else None)
+            if ex is not None and ex.upgrade:
+                ex.upgrade_rest += data[offset:]
+                self.pause_reading()  # the rest waits for the server's 101
+            else:
+                self.fail(400, "unexpected upgrade")
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, RemoteProtocolError):  # raised by one of our callbacks
+                self.fail(cause.status_hint, str(cause))
+            else:
+                self.fail(400, f"malformed request: {exc}")
+        except RemoteProtocolError as exc:
+            self.fail(exc.status_hint, str(exc))
+
+    def eof_received(self) -> bool:
+        if self.peer is not None:
+            if self.peer.transport is not None and self.peer.transport.can_write_eof():
+                self.peer.transport.write_eof()
+            return True
+        return False  # a half-closed HTTP client: finish and close
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.pause_reading()
+        elif self.exchanges and self.exchanges[0].upstream is not None:
+            self.exchanges[0].upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.resume_reading()
+        elif self.exchanges and self.exchanges[0].upstream is not None:
+            self.exchanges[0].upstream.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.disarm()
+        if self.peer is not None:
+            self.peer.abort()
+        for ex in self.exchanges:
+            ex.abort()
+        self.exchanges.clear()
+        if self.on_close is not None:
+            self.on_close(self)
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+        if self.timer_kind == "keepalive":
+            self.arm("header", self.engine_of().settings.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.engine_of().settings.max_uri:
+            raise RemoteProtocolError("request-target too long", 414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        settings = self.engine_of().settings
+        self.head_bytes += len(name) + len(value) + 4
+        self.headers.append((name.lower(), value))
+        if self.head_bytes > settings.max_header_bytes or len(self.headers) > settings.max_headers:
+            raise RemoteProtocolError("request header fields too large", 431)
+
+    def on_headers_complete(self) -> None:
+        engine = self.engine_of()
+        settings = engine.settings
+        parser = self.parser
+        method = parser.get_method().decode("latin-1")
+        version = parser.get_http_version()
+        target = self.url.decode("latin-1")
+        headers = self.headers
+        check_request_head(
+            method,
+            target,
+            headers,
+            version=version,
+            max_uri=settings.max_uri,
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+        )
+        host = b""
+        body = "none"
+        for name, value in headers:
+            if name == b"host":
+                host = value
+            elif name == b"content-length" and value.strip() != b"0":
+                body = "length"
+            elif name == b"transfer-encoding":
+                body = "chunked"
+        request = Request(
+            method=method,
+            target=target,
+            headers=headers,
+            host=host_key(host.decode("latin-1")),
+            scheme=engine.scheme,
+            version=version,
+            client=self.client,
+        )
+        upgrade = parser.should_upgrade() and method != "CONNECT"
+        self.requests += 1
+        keep_alive = (
+            parser.should_keep_alive()
+            and self.requests < settings.max_requests
+            and not self.draining
+        )
+        if body == "length" and engine.settings.max_body:
+            for name, value in headers:
+                if name == b"content-length" and int(value) > engine.settings.max_body:
+                    raise RemoteProtocolError("request body too large", 413)
+        ex = Exchange(
+            self,
+            engine,
+            request,
+            keep_alive=keep_alive,
+            body=body,
+            request_id=request_id_from(headers) or new_request_id(),
+            upgrade=upgrade,
+        )
+        self.building = ex
+        self.exchanges.append(ex)
+        if body != "none":
+            self.arm("body", settings.body_timeout)
+        else:
+            self.disarm()
+        if len(self.exchanges) == 1:
+            ex.start()
+        else:
+            self.pause_reading()  # pipelined: one at a time
+
+    def on_body(self, body: bytes) -> None:
+        self.body_seen = True
+        if self.building is not None and not self.building.finished:
+            self.building.body_chunk(body)
+
+    def on_message_complete(self) -> None:
+        ex, self.building = self.building, None
+        if self.timer_kind == "body":
+            self.disarm()
+        if ex is not None and not ex.finished:
+            ex.body_complete()
+        elif ex is not None:
+            ex.body_done = True
+
+    # -- used by exchanges -------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def write_eof(self) -> None:
+        if self.transport is not None and not self.closed and self.transport.can_write_eof():
+            self.transport.write_eof()
+        elif self.transport is not None:
+            self.transport.close()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed and not self.paused:
+            self.transport.pause_reading()
+            self.paused = True
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed and self.paused:
+            self.transport.resume_reading()
+            self.paused = False
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def tunnel(self, upstream: UpstreamConn | None, pending: bytes) -> None:
+        """After a 101: the client and the server talk directly; `pending` is what the
+        client sent after its request head."""
+        if upstream is None:
+            self.abort()
+            return
+        self.peer = upstream
+        self.disarm()
+        if pending:
+            upstream.write(pending)
+        self.resume_reading()
+        idle = self.engine_of().config.idle_timeout
+        self.touched = True
+        self.arm("tunnel", idle)
+
+    def exchange_done(self, ex: Exchange) -> None:
+        if self.exchanges and self.exchanges[0] is ex:
+            self.exchanges.popleft()
+        if self.peer is not None:
+            return
+        if ex.close_after or self.closing or not ex.body_done:
+            self.close()  # also when answered before its body was read: nothing to resync on
+            return
+        self.resume_reading()
+        if self.exchanges:
+            self.exchanges[0].start()
+        elif self.draining:
+            self.close()
+        else:
+            self.arm("keepalive", self.engine_of().settings.keepalive_timeout)
+
+    # -- errors, timers, the end -------------------------------------------------------------
+
+    def fail(self, status: int, message: str) -> None:
+        """A request we cannot parse or accept: answer (if no response is under way) and close."""
+        log.info("http %s:%d: %d %s", self.client[0], self.client[1], status, message)
+        self.closing = True
+        if self.exchanges and self.exchanges[0].head_sent:
+            self.abort()
+            return
+        for ex in self.exchanges:
+            ex.abort()
+        self.exchanges.clear()
+        request_id = new_request_id()
+        response, body = error_response(status, request_id, message, close=True)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode())]
+        lines += [name + b": " + value + b"\r\n" for name, value in response.headers]
+        self.write(b"".join(lines) + b"\r\n" + body)
+        engine = self.engine_of()
+        engine.access_log.write_http(
+            client=self.client,
+            listener=engine.config.name,
+            method="-",
+            host="-",
+            path=self.url.decode("latin-1")[:200] or "-",
+            status=status,
+            bytes_out=len(body),
+            route="-",
+            server="-",
+            connect=-1,
+            response=-1,
+            total=0.0,
+            request_id=request_id,
+            retries=0,
+        )
+        self.close()
+
+    def close(self) -> None:
+        self.closing = True
+        self.disarm()
+        if self.transport is not None and not self.closed:
+            self.transport.close()  # after what is buffered is written
+
+    def drain(self, grace: float) -> None:
+        """Shutdown: requests in flight finish with `Connection: close`; an idle connection is
+        closed after `grace` seconds (a request racing the close would otherwise be reset)."""
+        self.draining = True
+        if not self.exchanges and self.peer is None:
+            self.arm("keepalive", grace)
+
+    def arm(self, kind: str, seconds: float) -> None:
+        self.disarm()
+        self.timer_kind = kind
+        self.timer = self.loop.call_later(seconds, self._expired, seconds)
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.timer_kind = ""
+
+    def _expired(self, seconds: float) -> None:
+        kind, self.timer = self.timer_kind, None
+        if kind == "keepalive":
+            self.close()
+        elif kind == "header":
+            self.fail(408, "request head not received in time")
+        elif kind == "body":
+            if self.body_seen:
+                self.body_seen = False
+                self.arm("body", seconds)
+            elif self.exchanges and self.exchanges[0].head_sent:
+                self.abort()
+            else:
+                self.fail(408, "request body not received in time")
+        elif kind == "tunnel":
+            if self.touched:
+                self.touched = False
+                self.arm("tunnel", seconds)
+            else:
+                self.abort()

@@ -1,0 +1,247 @@
+"""Connections to servers for the HTTP pipeline: keep-alive reuse, response parsing.
+
+One `UpstreamPool` per server keeps idle keep-alive connections (at most `max_idle`, each
+closed after `idle_timeout` unused), so most requests skip the TCP (and TLS) handshake, as
+nginx's `keepalive` and Envoy's connection pools do. A connection serves one exchange at a
+time (HTTP/1.1 without pipelining towards servers, like nginx and Envoy). Responses are
+parsed with httptools (llhttp): the fastest parser measured here (../shared/research), and
+the one uvicorn picks by default.
+
+A new connection is made by a task (`loop.create_connection`); everything after that is
+Protocol callbacks. The pool keeps no policy: the exchange decides what to retry and when a
+connection may go back to the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+if TYPE_CHECKING:
+    from l7.exchange import Exchange
+
+__all__ = ["UpstreamConn", "UpstreamPool"]
+
+
+class UpstreamConn(asyncio.Protocol):
+    """One connection to a server. Feeds response bytes to a fresh parser per response and
+    reports head, body chunks and completion to the exchange that holds it."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.parser: Any = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.closed = False
+        self.reusable = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.tunnel = False  # after a 101: raw bytes both ways
+        self.paused_by_peer = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            # A server must not speak unasked (RFC 9112 §9.3): not reusable.
+            self.abort()
+            return
+        if self.tunnel:
+            ex.on_tunnel_data(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self.tunnel = True
+            if self.exchange is not None:
+                self.exchange.on_response_upgrade(data[offset:])
+        except httptools.HttpParserError as exc:
+            self.reusable = False
+            if self.exchange is not None:
+                self.exchange.on_upstream_error(f"bad response: {exc}")
+
+    def eof_received(self) -> bool:
+        if self.exchange is not None and self.tunnel:
+            return self.exchange.on_tunnel_eof("server")
+        return False
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.pause_client_reading()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.resume_client_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.pool.forget(self)
+        ex, self.exchange = self.exchange, None
+        if ex is not None:
+            if self.tunnel:
+                ex.on_tunnel_eof("server_lost")
+            elif self.parser is not None:
+                try:
+                    self.parser.feed_data(b"")  # a close-delimited body ends here
+                except httptools.HttpParserError:
+                    pass
+                if ex.upstream is self:  # not completed by that EOF
+                    ex.on_upstream_error("server closed the connection")
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        headers, self.headers = self.headers, []
+        self.reusable = parser.should_keep_alive()
+        if self.exchange is not None:
+            self.exchange.on_response_head(status, headers, parser.get_http_version())
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.on_response_complete()
+
+    # -- used by the exchange ----------------------------------------------------------------
+
+    def start(self, exchange: Exchange) -> None:
+        """Give the connection to `exchange` for one request/response."""
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.exchange = exchange
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers = []
+        self.reusable = False
+        if self.transport is not None and self.paused_by_peer:
+            self.transport.resume_reading()
+            self.paused_by_peer = False
+
+    def skip_body(self) -> None:
+        """The response to HEAD (or a 204/304) has no body whatever its headers say; llhttp
+        cannot be told the request method, so the parser is dropped for the next response."""
+        self.parser = None
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+            self.paused_by_peer = True
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed and self.paused_by_peer:
+            self.transport.resume_reading()
+            self.paused_by_peer = False
+
+    def abort(self) -> None:
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def release(self) -> None:
+        """The exchange is done with it: back to the pool if it can carry another request."""
+        self.exchange = None
+        self.parser = None
+        if self.reusable and not self.closed and not self.tunnel:
+            self.pool.put(self)
+        else:
+            self.abort()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one server, and the making of new ones."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        *,
+        max_idle: int,
+        idle_timeout: float,
+        tls: ssl.SSLContext | None = None,
+        sni: str | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.tls = tls
+        self.sni = sni
+        self.connect_timeout = connect_timeout
+        self.idle: list[UpstreamConn] = []
+        self.opened = 0  # connections made, for tests and stats
+
+    def take(self) -> UpstreamConn | None:
+        """An idle connection, most recently used first (it is the least likely to have been
+        closed by the server's own keep-alive timeout)."""
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    def connect(self, done: Callable[[UpstreamConn | None, str], None]) -> asyncio.Task:
+        """Open a new connection; `done(conn, "")` or `done(None, reason)` is called once."""
+        return self.loop.create_task(self._connect(done))
+
+    async def _connect(self, done: Callable[[UpstreamConn | None, str], None]) -> None:
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: UpstreamConn(self),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=(self.sni or self.host) if self.tls else None,
+                ),
+                self.connect_timeout,
+            )
+        except TimeoutError:
+            done(None, "connect_timeout")
+            return
+        except (OSError, ssl.SSLError) as exc:
+            reason = "refused" if isinstance(exc, ConnectionRefusedError) else "connect_failed"
+            done(None, reason)
+            return
+        self.opened += 1
+        done(conn, "")
+
+    def put(self, conn: UpstreamConn) -> None:
+        if len(self.idle) >= self.max_idle:
+            conn.abort()
+            return
+        self.idle.append(conn)
+        conn.idle_timer = self.loop.call_later(self.idle_timeout, conn.abort)
+
+    def forget(self, conn: UpstreamConn) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().abort()

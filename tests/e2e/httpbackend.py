@@ -1,0 +1,157 @@
+"""A real HTTP/1.1 server for the L7 tests (h11 over threads), and a WebSocket echo server.
+
+Paths: `/headers` (the request as JSON), `/status/N`, `/bytes/N` (Content-Length body),
+`/chunked/N` (chunked body), `/digest` (reads the whole request body, answers its length and
+sha256), `/slow/SECONDS`, `/close` (answers, then resets the connection before the next
+response), anything else: a small body naming the server. Counts accepted connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import threading
+import time
+
+import h11
+
+__all__ = ["HttpBackend", "WsBackend"]
+
+
+class HttpBackend:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.requests = 0
+        self.seen: list[dict] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, sock: socket.socket) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1 << 20)
+        try:
+            while True:
+                event = self._next(conn, sock)
+                if event is None or isinstance(event, h11.ConnectionClosed):
+                    return
+                if isinstance(event, h11.Request):
+                    self._answer(conn, sock, event)
+                    if conn.our_state is h11.MUST_CLOSE:
+                        return
+                    conn.start_next_cycle()
+        except (OSError, h11.ProtocolError):
+            pass
+        finally:
+            sock.close()
+
+    def _next(self, conn: h11.Connection, sock: socket.socket):
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = sock.recv(262144)
+                conn.receive_data(data)
+                continue
+            return event
+
+    def _body(self, conn: h11.Connection, sock: socket.socket) -> tuple[int, str]:
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            event = self._next(conn, sock)
+            if isinstance(event, h11.Data):
+                h.update(event.data)
+                n += len(event.data)
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed) or event is None:
+                return n, h.hexdigest()
+
+    def _answer(self, conn: h11.Connection, sock: socket.socket, req: h11.Request) -> None:
+        target = req.target.decode()
+        headers = [(k.decode(), v.decode()) for k, v in req.headers]
+        with self.lock:
+            self.requests += 1
+            self.seen.append({"method": req.method.decode(), "target": target, "headers": headers})
+        length, digest = self._body(conn, sock)
+        parts = target.split("?")[0].strip("/").split("/")
+        status, body, chunked = 200, f"{self.name}\n".encode(), False
+        if parts[0] == "headers":
+            body = json.dumps({"target": target, "headers": headers, "server": self.name}).encode()
+        elif parts[0] == "status":
+            status = int(parts[1])
+        elif parts[0] == "bytes":
+            body = b"b" * int(parts[1])
+        elif parts[0] == "chunked":
+            body, chunked = b"c" * int(parts[1]), True
+        elif parts[0] == "digest":
+            body = f"{length} {digest}".encode()
+        elif parts[0] == "flaky" and self.name.startswith("bad"):
+            status = int(parts[1]) if len(parts) > 1 else 503
+        elif parts[0] == "slow":
+            time.sleep(float(parts[1]))
+        out = [("x-server", self.name)]
+        if not chunked:
+            out.append(("content-length", str(len(body))))
+        if parts[0] == "close":
+            out.append(("connection", "close"))
+        sock.sendall(conn.send(h11.Response(status_code=status, headers=out)))
+        if req.method != b"HEAD":
+            step = 65536
+            for i in range(0, len(body), step):
+                sock.sendall(conn.send(h11.Data(data=body[i : i + step])))
+        sock.sendall(conn.send(h11.EndOfMessage()))
+
+
+class WsBackend:
+    """A `websockets` echo server in its own thread and event loop."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self._run, daemon=True).start()
+        self.ready.wait(10)
+
+    def _run(self) -> None:
+        from websockets.asyncio.server import serve
+
+        async def echo(ws) -> None:
+            async for message in ws:
+                await ws.send(message)
+
+        async def main() -> None:
+            async with serve(echo, "127.0.0.1", 0, max_size=None) as server:
+                self.port = server.sockets[0].getsockname()[1]
+                self.ready.set()
+                await asyncio.Future()
+
+        try:
+            self.loop.run_until_complete(main())
+        except RuntimeError:
+            pass
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
