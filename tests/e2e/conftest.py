@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.helpers import Backend, Proxy
+from tests.e2e.httpbackend import HttpBackend
 
 
 @pytest.fixture
@@ -33,3 +34,17 @@ def proxy(tmp_path):
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait()
+
+
+@pytest.fixture
+def http_backends():
+    made: list[HttpBackend] = []
+
+    def make(*names: str) -> list[HttpBackend]:
+        new = [HttpBackend(n) for n in names]
+        made.extend(new)
+        return new
+
+    yield make
+    for b in made:
+        b.close()

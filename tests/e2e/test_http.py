@@ -18,20 +18,6 @@ from tests.e2e.helpers import free_port, pool_toml, wait_until
 from tests.e2e.httpbackend import HttpBackend, WsBackend
 
 
-@pytest.fixture
-def http_backends():
-    made: list[HttpBackend] = []
-
-    def make(*names: str) -> list[HttpBackend]:
-        new = [HttpBackend(n) for n in names]
-        made.extend(new)
-        return new
-
-    yield make
-    for b in made:
-        b.close()
-
-
 def listener(port: int, pool: str | None = "p", extra: str = "", routes: str = "") -> str:
     text = f'[listener.web]\nbind = "127.0.0.1:{port}"\nprotocol = "http"\n'
     if pool:
