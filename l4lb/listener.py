@@ -40,6 +40,8 @@ __all__ = ["Listener", "Session", "open_listening_socket"]
 log = logging.getLogger("l4lb")
 _ACCEPT_BATCH = 64
 _PREREAD_CHUNK = 16384
+_PROXY_PEEK = 4112  # a v1 header (107) or a v2 header with up to 4096 bytes of TLVs
+_TERMINATING = ("tls", "http", "https")  # protocols whose bytes a loop transport reads
 _FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -236,6 +238,17 @@ class Session:
         self.http: Any = None  # the HTTP adapter (l7.h1.H1Server) of an http(s) connection
 
     def start(self) -> None:
+        config = self.listener.config
+        if config.accept_proxy and config.protocol in _TERMINATING:
+            # The PROXY header comes before the TLS or HTTP bytes, which belong to the
+            # transport: peek at it and consume exactly its length.
+            loop = self.listener.loop
+            loop.add_reader(self.client.fileno(), self._peek_proxy_header)
+            self.timer = loop.call_later(config.preread_timeout, self._preread_timeout)
+            return
+        self._start_protocol()
+
+    def _start_protocol(self) -> None:
         config = self.listener.config
         if config.protocol in ("http", "https"):
             self.task = self._spawn(self._http_accept())
@@ -450,6 +463,57 @@ class Session:
             return
         self.pool = self.pools[name]
         self.connect()
+
+    def _peek_proxy_header(self) -> None:
+        try:
+            data = self.client.recv(_PROXY_PEEK, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._stop_preread()
+            self._fail("client_reset")
+            return
+        if not data:
+            self._stop_preread()
+            self._fail("client_close")
+            return
+        reader = ProxyHeaderReader()
+        try:
+            reader.feed(data)
+            header = reader.next_event()
+        except RemoteProtocolError as exc:
+            self._stop_preread()
+            log.info(
+                "listener %s: %s from %s: %s",
+                self.listener.name,
+                _error_word(exc),
+                _format_peer(self.peer),
+                exc,
+            )
+            self._fail(_error_word(exc))
+            return
+        loop = self.listener.loop
+        fd = self.client.fileno()
+        if not isinstance(header, ProxyHeader):
+            # Incomplete (rare: balancers send it in one segment). The bytes stay queued, so
+            # the socket stays readable: look again shortly instead of spinning.
+            loop.remove_reader(fd)
+            loop.call_later(0.01, self._peek_again, fd)
+            return
+        try:
+            self.client.recv(header.length)  # exactly the header: the rest is TLS or HTTP
+        except OSError:
+            self._stop_preread()
+            self._fail("client_reset")
+            return
+        if header.src is not None:
+            self.peer, self.local = header.src, header.dst
+        self._stop_preread()
+        self._start_protocol()
+
+    def _peek_again(self, fd: int) -> None:
+        if not self.ended and self.timer is not None:
+            self.listener.loop.add_reader(fd, self._peek_proxy_header)
 
     def _stop_preread(self) -> None:
         self.listener.loop.remove_reader(self.client.fileno())

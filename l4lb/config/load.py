@@ -441,13 +441,6 @@ class _Loader:
         if certs is None:
             return None
         raw["certs"] = certs
-        if raw["protocol"] in _TLS_PROTOCOLS and raw["accept_proxy"]:
-            self.error(
-                [*parts, "accept_proxy"],
-                'accept_proxy is not supported with protocol "tls" yet',
-                'protocol "tcp" or "tls-passthrough"',
-            )
-            return None
         if raw["client_cert"] != "off" and not raw["client_ca"]:
             self.error(
                 [*parts, "client_cert"],

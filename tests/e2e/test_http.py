@@ -386,3 +386,13 @@ def test_many_clients_at_once(proxy, http_backends):
     for t in threads:
         t.join(30)
     assert results == [200] * 160
+
+
+def test_accept_proxy_on_http_listener(proxy, http_backends):
+    (a,) = http_backends("a")
+    port = free_port()
+    proxy(listener(port, extra="accept_proxy = true") + pool_toml("p", servers(a)))
+    raw = b"PROXY TCP4 203.0.113.9 192.0.2.1 5555 80\r\nGET /headers HTTP/1.1\r\nHost: x\r\n\r\n"
+    status, _, body = exchange(port, raw)
+    assert status == 200
+    assert dict(json.loads(body)["headers"])["x-forwarded-for"] == "203.0.113.9"

@@ -320,3 +320,17 @@ def test_certificates_reload_on_sighup(proxy, backends, tmp_path):
     held.sendall(b"still")  # the connection made before the reload goes on
     assert held.recv(10) == b"still"
     held.close()
+
+
+def test_accept_proxy_on_tls_listener(proxy, backends, two_certs):
+    (b,) = backends("plain")
+    port = free_port()
+    p = proxy(
+        tls_listener(port, [two_certs["a.test"]], "accept_proxy = true") + pool_toml("p", [b])
+    )
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    raw.sendall(b"PROXY TCP4 203.0.113.9 192.0.2.1 5555 443\r\n")
+    tls = client(two_certs["a.test"][0]).wrap_socket(raw, server_hostname="a.test")
+    assert tls.recv(100) == b"plain\n"
+    tls.close()
+    assert p.wait_log(r"203\.0\.113\.9:5555 tls p/plain")
