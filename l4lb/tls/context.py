@@ -35,17 +35,12 @@ Server side, `server_context(pairs, ...)` returns the context to hand to the lis
   CA file; `client_cert_required=True` refuses clients without one. `peer_subject()` then names
   the verified client.
 
-OCSP stapling is NOT served. The standard library `ssl` module has no OCSP API at all (nothing
-wraps `SSL_CTX_set_tlsext_status_cb`; python/cpython#88946, asking for the client side, is open).
-pyOpenSSL can staple (`Context.set_ocsp_server_callback`) but only on its own
-`OpenSSL.SSL.Connection` objects, which asyncio/uvloop transports cannot drive; serving staples
-would mean a second TLS data path built on pyOpenSSL memory BIOs, which l4lb does not have. So
-`server_context` only validates configured responses with `load_ocsp_response` (a readable,
-successful, unexpired DER response for that certificate) and logs a warning that they are not
-stapled, so configs are right on the day stapling lands. Clients lose little today: Chrome
-does not query OCSP by default (it relies on CRLSets), and Let's Encrypt turned its OCSP
-service off in August 2025 after CA/Browser Forum ballot SC-063 made OCSP optional for public
-CAs.
+OCSP stapling (RFC 6066 §8): a configured DER response is validated with `load_ocsp_response`
+(readable, successful, unexpired, for that certificate) and stapled by `l4lb.tls.ocsp`, which
+installs OpenSSL's status callback under the standard library context (the `ssl` module has no
+OCSP API; python/cpython#88946). Where that cannot be done safely on this Python, the response
+is only validated and a warning says it is not stapled. Responses are read at start and at
+each reload: refresh the file and reload before it expires.
 
 Client side, `client_context(...)` is for a pool that speaks TLS to its servers: verification
 against `ca_file` or the system store, optional client certificate, ALPN. The name to send as SNI
@@ -137,13 +132,15 @@ def server_context(
     if client_cert_required and client_ca is None:
         raise ValueError("client_cert_required needs client_ca to verify client certificates")
     selector = CertSelector(pairs, default)
-    _check_ocsp(pairs, ocsp_response_files or {})
+    staples = _check_ocsp(pairs, ocsp_response_files or {})
     contexts: dict[CertPair, ssl.SSLContext] = {}
     for pair in (selector.default, *pairs):
         if pair not in contexts:
             contexts[pair] = _pair_context(
                 pair, TLS_VERSIONS[min_version], alpn, client_ca, client_cert_required
             )
+    for pair, response in staples.items():
+        _staple(contexts[pair], pair, response)
     main = contexts[selector.default]
     if len(contexts) > 1:
         main.sni_callback = _sni_switch(selector, contexts)
@@ -223,7 +220,7 @@ def load_ocsp_response(
     Checks: the file reads and parses as DER, the responder answered `successful`, the
     certificate is not reported revoked, `nextUpdate` (if any) is after `now`, and, when
     `cert_path` is given, the response is about that chain's leaf (same serial number).
-    Raises `CertError` naming `path`. Not served yet: see the module docstring.
+    Raises `CertError` naming `path`. `server_context` staples it (see the module docstring).
     """
     data = read_file(path)
     try:
@@ -268,16 +265,24 @@ def _leaf(cert_path: StrPath) -> x509.Certificate:
         raise CertError(cert_path, "not a PEM certificate") from None
 
 
-def _check_ocsp(pairs: Sequence[CertPair], files: Mapping[str, StrPath]) -> None:
-    certs = {pair.cert_path for pair in pairs}
+def _check_ocsp(pairs: Sequence[CertPair], files: Mapping[str, StrPath]) -> dict[CertPair, bytes]:
+    by_path = {pair.cert_path: pair for pair in pairs}
+    out = {}
     for cert_path, response_path in files.items():
-        if os.fspath(cert_path) not in certs:
+        pair = by_path.get(os.fspath(cert_path))
+        if pair is None:
             raise CertError(response_path, f"no certificate {cert_path} on this listener")
-        load_ocsp_response(response_path, cert_path=cert_path)
-        log.warning(
-            "%s: OCSP response is valid but not stapled: l4lb cannot staple yet",
-            os.fspath(response_path),
-        )
+        out[pair] = load_ocsp_response(response_path, cert_path=cert_path)
+    return out
+
+
+def _staple(ctx: ssl.SSLContext, pair: CertPair, response: bytes) -> None:
+    from l4lb.tls.ocsp import StaplingUnavailable, staple
+
+    try:
+        staple(ctx, response)
+    except StaplingUnavailable as exc:
+        log.warning("%s: OCSP response is valid but not stapled: %s", pair.cert_path, exc)
 
 
 # -- client (upstream) ---------------------------------------------------------------------------

@@ -334,3 +334,96 @@ def test_accept_proxy_on_tls_listener(proxy, backends, two_certs):
     assert tls.recv(100) == b"plain\n"
     tls.close()
     assert p.wait_log(r"203\.0\.113\.9:5555 tls p/plain")
+
+
+def test_ocsp_response_is_stapled(proxy, backends, tmp_path):
+    """A CA, a leaf it signs and an OCSP response for the leaf: openssl -status sees it."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import ocsp
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("ocsp-ca"))
+        .issuer_name(name("ocsp-ca"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(name("a.test"))
+        .issuer_name(ca.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("a.test")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    response = (
+        ocsp.OCSPResponseBuilder()
+        .add_response(
+            cert=leaf,
+            issuer=ca,
+            algorithm=hashes.SHA1(),
+            cert_status=ocsp.OCSPCertStatus.GOOD,
+            this_update=now,
+            next_update=now + dt.timedelta(days=1),
+            revocation_time=None,
+            revocation_reason=None,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, ca)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert, key, staple = tmp_path / "leaf.pem", tmp_path / "leaf.key", tmp_path / "leaf.ocsp"
+    cert.write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
+    )
+    key.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    staple.write_bytes(response.public_bytes(serialization.Encoding.DER))
+    (b,) = backends("plain")
+    port = free_port()
+    proxy(
+        f'[listener.tls]\nbind = "127.0.0.1:{port}"\nprotocol = "tls"\npool = "p"\n'
+        f'[[listener.tls.certs]]\ncert = "{cert}"\nkey = "{key}"\nocsp = "{staple}"\n'
+        + pool_toml("p", [b])
+    )
+    out = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-servername",
+            "a.test",
+            "-status",
+        ],
+        input=b"",
+        capture_output=True,
+        timeout=30,
+    ).stdout.decode()
+    assert "OCSP Response Status: successful" in out
+    assert "Cert Status: good" in out
