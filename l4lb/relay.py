@@ -277,12 +277,13 @@ class Relay:
             self._finish_direction(d)
 
     def _finish_direction(self, d: _Direction) -> None:
+        if self.up.eof and self.down.eof and not self.up.pending and not self.down.pending:
+            self.close("")  # both ways done: close sends the FIN, no shutdown needed
+            return
         try:
             d.dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        if self.up.eof and self.down.eof and not self.up.pending and not self.down.pending:
-            self.close("")
 
     def _reset(self, d: _Direction, exc: OSError) -> None:
         """Reading `d.src` failed: that side reset the connection."""
@@ -301,8 +302,12 @@ class Relay:
             self.first_end = how
         loop = self.loop
         for d in (self.up, self.down):
-            loop.remove_reader(d.src_fd)
-            loop.remove_writer(d.dst_fd)
+            # Unregister only what is registered: a reader while the direction is open and
+            # idle, a writer while bytes wait for the destination (each call costs a syscall).
+            if d.pending:
+                loop.remove_writer(d.dst_fd)
+            elif not d.eof:
+                loop.remove_reader(d.src_fd)
             if d.pipe is not None:
                 if splice_available():
                     # Bytes left in the pipe are lost with the connection: drop the pipe.
