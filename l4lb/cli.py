@@ -17,6 +17,7 @@ from l4lb.errors import ConfigErrors, L4lbError
 
 if TYPE_CHECKING:
     from l4lb.runtime import Runtime
+    from l4lb.supervisor import Supervisor
 
 __all__ = ["main"]
 
@@ -128,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
         help="a DNS name to cover (repeatable; default localhost)",
     )
     selfsigned.add_argument("--days", type=int, default=365, help="validity in days (365)")
+
+    # Hidden (no help): one worker process, started by `l4lb up` when global.workers > 1.
+    worker = sub.add_parser("worker", description="A worker process (started by l4lb up).")
+    worker.add_argument("config", help="the config file (its text comes on stdin)")
+    worker.add_argument("--index", type=int, default=0)
+    worker.add_argument("--control-fd", type=int, required=True)
+    worker.add_argument("--log-format", choices=("text", "json"), default="text")
+    worker.add_argument("--log-file", metavar="PATH")
+    worker.add_argument("--no-access-log", action="store_true")
     return parser
 
 
@@ -243,7 +253,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     import anyio
 
     from l4lb.accesslog import AccessLog
+    from l4lb.cluster import resolve_workers
     from l4lb.runtime import Runtime
+    from l4lb.supervisor import Supervisor
 
     config = load(args.config)
     fmt = args.log_format or config.settings.log_format
@@ -259,16 +271,48 @@ def _cmd_up(args: argparse.Namespace) -> int:
     _setup_logging(fmt, log_stream or sys.stderr)
     access_log = AccessLog(fmt, log_stream or sys.stdout)
     access_log.enabled = config.settings.access_log and not args.no_access_log
-    runtime = Runtime(config, access_log)
     log = logging.getLogger("l4lb")
     log.info("l4lb %s starting with %s (pid %d)", __version__, config.file, os.getpid())
+    count = resolve_workers(config.settings.workers)
+    runtime: Runtime | Supervisor
+    if count > 1:
+        worker_args = ["--log-format", fmt]
+        if args.log_file:
+            worker_args += ["--log-file", args.log_file]
+        if args.no_access_log:
+            worker_args.append("--no-access-log")
+        quiet = tui and not args.log_file  # the live view owns the terminal
+        runtime = Supervisor(config.file, count, worker_args=worker_args, quiet=quiet)
+    else:
+        runtime = Runtime(config, access_log)
     main = partial(_up_with_view, runtime) if tui else runtime.run
     anyio.run(main, backend="asyncio", backend_options=_backend_options())
     log.info("stopped")
     return 0
 
 
-async def _up_with_view(runtime: Runtime) -> None:
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import anyio
+
+    from l4lb.accesslog import AccessLog
+    from l4lb.config import load_text
+    from l4lb.workers import WorkerTag, serve_worker
+
+    config = load_text(sys.stdin.read(), args.config)
+    log_stream: TextIO | None = None
+    if args.log_file:
+        log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    _setup_logging(args.log_format, log_stream or sys.stderr)
+    for handler in logging.getLogger("l4lb").handlers:
+        handler.addFilter(WorkerTag(args.index))
+    access_log = AccessLog(args.log_format, log_stream or sys.stdout)
+    access_log.enabled = config.settings.access_log and not args.no_access_log
+    main = partial(serve_worker, config, access_log, args.index, args.control_fd)
+    anyio.run(main, backend="asyncio", backend_options=_backend_options())
+    return 0
+
+
+async def _up_with_view(runtime: Runtime | Supervisor) -> None:
     """`l4lb up` on a terminal: the proxy and its live view; `q` stops both."""
     import anyio
 
@@ -318,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "top":
             return _cmd_top(args)
+        if args.command == "worker":
+            return _cmd_worker(args)
         return _cmd_up(args)
     except ConfigErrors as exc:
         count = len(exc.errors)

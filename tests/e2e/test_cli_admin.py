@@ -15,7 +15,10 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def config(port: int, admin: int, backends, balance: str = "round_robin") -> str:
+    # workers = 1 in every file, so that `plan` compares like with like (the Proxy helper
+    # would add it to the running config only).
     return (
+        "[global]\nworkers = 1\n"
         f'[admin]\nbind = "127.0.0.1:{admin}"\n'
         f'[listener.l]\nbind = "127.0.0.1:{port}"\npool = "p"\n'
         + pool_toml("p", backends, balance=f'"{balance}"')

@@ -1,0 +1,443 @@
+"""Multi-core: the supervisor of N worker processes sharing each port (SO_REUSEPORT).
+
+Process model. With `global.workers` above 1, `l4lb up` becomes a supervisor that proxies
+nothing itself. It starts N workers, each a full proxy: a `Runtime` that binds every listener
+with SO_REUSEPORT (the kernel spreads new connections over the workers by a hash of the
+4-tuple), balances, runs its own health checks and passive ejection, and reloads on SIGHUP.
+So N workers send N times the health checks a single process sends. Nothing but the ports is
+shared between workers: balancer state and connection limits are per worker (docs/WORKERS.md
+measures what that does to each algorithm). The supervisor:
+- validates the config (and builds the TLS contexts, which writes a missing self-signed
+  certificate once) before any worker starts, and starts the demo backends (so they outlive
+  any worker's crash);
+- serves the admin API, merging the workers' stats (`reports.py`, `cluster.py`) into one
+  snapshot;
+- restarts a worker that dies, with a growing delay for quick deaths (`cluster.Backoff`);
+- forwards signals: SIGHUP validates first and then signals every worker, each of which
+  reloads in-process (hitless: kept listening sockets stay open); SIGTERM/SIGINT signal every
+  worker, wait for them to drain (`drain_timeout` plus `EXIT_MARGIN`), and exit 0.
+
+Why `subprocess.Popen([sys.executable, "-m", "l4lb", "worker", ...])` and not
+`multiprocessing`: forking after an event loop, uvloop or OpenSSL has started is unsafe, so
+it would be the spawn method anyway, which re-imports the parent's main module, pickles the
+arguments and adds a resource-tracker process. A worker started by a command line is an
+ordinary process: the same entry point and logging setup as `l4lb up`, visible as
+`l4lb worker` in `ps`, and easy to kill in a test.
+
+Channels, one per worker:
+- stdin: the config text the supervisor validated, then EOF. A worker restarted after a
+  crash runs the config the others run, even if the file was edited since without a reload.
+- a socketpair passed with `pass_fds` (`--control-fd`): the worker writes one JSON report a
+  second (see `reports.py` for the format); the supervisor writes commands, one JSON object a
+  line: `{"cmd": "drain", "pool": P, "server": S, "draining": true|false}`. End of file tells
+  each side the other is gone: a worker whose supervisor was killed drains and exits.
+- stdout and stderr are the supervisor's (access log and event log; each log line says
+  `worker N:`), or /dev/null when the supervisor shows the live view without `--log-file`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+
+from l4lb.admin import serve_admin
+from l4lb.cluster import Backoff, ClusterStats
+from l4lb.config import Config, load, load_text
+from l4lb.demo import start_demo_backends
+from l4lb.errors import ConfigErrors, L4lbError
+from l4lb.tls.build import listener_context, upstream_tls
+
+__all__ = ["EXIT_MARGIN", "Supervisor", "check_config"]
+
+log = logging.getLogger("l4lb")
+
+EXIT_MARGIN = 5.0  # seconds a worker gets beyond drain_timeout to exit before SIGKILL
+REPORT_LIMIT = 256 * 1024 * 1024  # longest report line accepted
+REAP_INTERVAL = 0.05
+
+
+def check_config(config: Config) -> None:
+    """What a worker would find wrong at start beyond the config's syntax: every certificate
+    loads (missing self-signed ones are written, once, here) and every upstream TLS context
+    builds. Raises L4lbError."""
+    for lc in config.listeners:
+        if lc.certs:
+            listener_context(lc)
+    for pc in config.pools:
+        upstream_tls(pc)
+
+
+def _probe(config: Config) -> None:
+    """Fail before any worker starts if a listener's address is taken. The probe binds
+    without SO_REUSEPORT, so it also catches another l4lb sharing the port, which the
+    workers' SO_REUSEPORT binds would silently join."""
+    for lc in config.listeners:
+        for addr in lc.bind:
+            family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind((addr.host, addr.port))
+                except OSError as exc:
+                    raise L4lbError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: subprocess.Popen[bytes]
+    writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader
+    text: str  # the config it was started with
+    started: float
+    serving: bool = False  # it has sent a report
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class _ServerView:
+    """Enough of a `Server` for the admin API's drain/enable answers, read through to the
+    supervisor's overrides and merged snapshot."""
+
+    def __init__(self, sup: Supervisor, pool: str, name: str, drain: bool) -> None:
+        self._sup, self.pool, self.name, self._drain = sup, pool, name, drain
+
+    @property
+    def draining(self) -> bool:
+        return self._sup.drain_overrides.get((self.pool, self.name), self._drain)
+
+    def _merged(self) -> dict[str, Any]:
+        stats = self._sup.stats
+        if stats is None:
+            return {}
+        snap = stats.snapshot(self._sup, anyio.current_time())
+        for pool in snap["pools"]:
+            for server in pool["servers"] if pool["name"] == self.pool else ():
+                if server["name"] == self.name:
+                    return server
+        return {}
+
+    @property
+    def active(self) -> int:
+        return int(self._merged().get("active", 0))
+
+    def state(self, now: float) -> str:
+        """As `Server.state`: draining first, then down; the workers' reports lag a second."""
+        if self.draining:
+            return "draining"
+        merged = self._merged()
+        if not merged.get("up", True):
+            return "down"
+        state = merged.get("state", "up")
+        return "up" if state == "draining" else state
+
+
+@dataclass
+class _PoolView:
+    name: str
+    servers: list[_ServerView]
+
+
+class Supervisor:
+    """The parent of the workers. Shaped like `Runtime` where the admin API and the live view
+    use it: `run()`, `stop()`, `reload()`, `set_draining()`, `config`, `pools`, `reloads`,
+    `last_reload_error`, `stats`."""
+
+    def __init__(
+        self, file: str, count: int, *, worker_args: Sequence[str] = (), quiet: bool = False
+    ) -> None:
+        """`count` workers for the config in `file`. `worker_args` go to every `l4lb worker`
+        (log options); `quiet` sends the workers' output to /dev/null (the live view owns the
+        terminal). Raises ConfigErrors if the file does not validate."""
+        self.text, self.config = _read(file)
+        self.count = count
+        self.worker_args = tuple(worker_args)
+        self.quiet = quiet
+        self.reloads = 0
+        self.last_reload_error = ""
+        self.stats: ClusterStats | None = None
+        self.drain_overrides: dict[tuple[str, str], bool] = {}
+        self._workers: dict[int, _Worker] = {}
+        self._ready = False  # every worker has reported once since start
+        self._stopping = False
+        self._failure = ""
+        self._stop = anyio.Event()
+
+    # -- the runtime-like surface ---------------------------------------------------------------
+
+    @property
+    def pools(self) -> dict[str, _PoolView]:
+        out = {}
+        for pc in self.config.pools:
+            servers = [_ServerView(self, pc.name, s.name, s.drain) for s in pc.servers]
+            out[pc.name] = _PoolView(pc.name, servers)
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> bool:
+        """Validate the config file here, then SIGHUP every worker; on any error keep
+        everything as it is. True if the workers were signalled. Each worker reloads on its
+        own and logs `reload N applied` (or why not)."""
+        try:
+            text, config = _read(self.config.file)
+            check_config(config)
+        except L4lbError as exc:
+            sep = "\n" if isinstance(exc, ConfigErrors) else " "
+            log.error("reload failed; still running the previous config:%s%s", sep, exc)
+            self.last_reload_error = str(exc)
+            if self.stats is not None:
+                first = str(exc).split("\n")[0]
+                self.stats.event(anyio.current_time(), "reload_failed", first)
+            return False
+        self.text, self.config = text, config
+        self.last_reload_error = ""
+        self.reloads += 1
+        servers = {(p.name, s.name) for p in config.pools for s in p.servers}
+        self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in servers}
+        serving = [w for w in self._workers.values() if w.serving and w.alive]
+        for worker in serving:
+            _signal(worker, signal.SIGHUP)
+            worker.text = text
+        log.info("reload %d validated; SIGHUP sent to %d worker(s)", self.reloads, len(serving))
+        if self.stats is not None:
+            now = anyio.current_time()
+            self.stats.reloaded(now, {lc.name for lc in config.listeners}, servers)
+            self.stats.event(now, "reload", f"reload {self.reloads} sent to the workers")
+        return True
+
+    def set_draining(self, pool: str, server: str, draining: bool) -> _ServerView | None:
+        """Drain or enable a server in every worker, now and in workers started later."""
+        target = self.pools.get(pool)
+        found = next((s for s in target.servers if s.name == server), None) if target else None
+        if found is None:
+            return None
+        self.drain_overrides[(pool, server)] = draining
+        line = {"cmd": "drain", "pool": pool, "server": server, "draining": draining}
+        for worker in self._workers.values():
+            if worker.serving:
+                _send(worker, line)
+        return found
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start the workers and supervise them until SIGTERM/SIGINT (or `stop()`); then stop
+        them, waiting for them to drain. Raises L4lbError if the instance cannot start."""
+        _probe(self.config)
+        check_config(self.config)
+        self.stats = ClusterStats(anyio.current_time(), time.time())
+        admin = await self._open_admin()
+        demo = await start_demo_backends(self.config.demo) if self.config.demo else []
+        log.info("starting %d workers (pid %d supervises)", self.count, os.getpid())
+        try:
+            async with anyio.create_task_group() as tg:
+                for index in range(self.count):
+                    tg.start_soon(self._supervise, index)
+                tg.start_soon(self._signals)
+                if admin is not None:
+                    token = self._admin_token()
+                    serve = partial(serve_admin, self, self.stats, "", 0, token, listener=admin)
+                    tg.start_soon(serve)
+                await self._stop.wait()
+                await self._shutdown()
+                tg.cancel_scope.cancel()
+        finally:
+            for server in demo:
+                server.close()
+            for worker in self._workers.values():
+                if worker.alive:  # one started during shutdown, or a bug: leave none behind
+                    worker.proc.kill()
+                    worker.proc.wait()
+                worker.writer.close()
+        if self._failure:
+            raise L4lbError(self._failure)
+
+    async def _open_admin(self) -> Any:
+        bind = self.config.admin.bind
+        if bind is None:
+            return None
+        try:
+            return await anyio.create_tcp_listener(local_host=bind.host, local_port=bind.port)
+        except OSError as exc:
+            raise L4lbError(f"cannot listen on {bind} (admin): {exc.strerror or exc}") from None
+
+    def _admin_token(self) -> str | None:
+        admin = self.config.admin
+        return admin.token or (os.environ.get(admin.token_env) if admin.token_env else None)
+
+    async def _supervise(self, index: int) -> None:
+        """Keep worker `index` running until shutdown."""
+        backoff = Backoff()
+        while not self._stopping:
+            worker = await self._spawn(index)
+            if worker is not None:
+                await self._read_reports(worker)
+                while worker.alive:
+                    await anyio.sleep(REAP_INTERVAL)
+                assert self.stats is not None
+                self.stats.exited(index)
+                how = _how(worker.proc.returncode)
+                pid = worker.proc.pid
+            else:
+                how, pid = "could not be started", 0
+            if self._stopping:
+                log.info("worker %d (pid %d) %s", index, pid, how)
+                return
+            if not self._ready and not (worker and worker.serving):
+                self._failure = f"worker {index} {how} before serving; see its log above"
+                log.error("%s; stopping", self._failure)
+                self.stop()
+                return
+            now = anyio.current_time()
+            delay = backoff.delay(worker.started if worker else now, now)
+            log.warning("worker %d (pid %d) %s; restarting in %.1fs", index, pid, how, delay)
+            assert self.stats is not None
+            self.stats.event(now, "worker_exit", f"worker {index} (pid {pid}) {how}")
+            await anyio.sleep(delay)
+
+    async def _spawn(self, index: int) -> _Worker | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [sys.executable, "-m", "l4lb", "worker", self.config.file, "--index", str(index)]
+        args += ["--control-fd", str(theirs.fileno()), *self.worker_args]
+        out = subprocess.DEVNULL if self.quiet else None
+        try:
+            proc = subprocess.Popen(
+                args, stdin=subprocess.PIPE, stdout=out, stderr=out, pass_fds=[theirs.fileno()]
+            )
+        except OSError as exc:
+            log.error("worker %d: cannot start %s: %s", index, sys.executable, exc)
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        assert proc.stdin is not None
+        await anyio.to_thread.run_sync(_feed, proc.stdin, self.text)
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=REPORT_LIMIT)
+        worker = _Worker(index, proc, writer, reader, self.text, anyio.current_time())
+        self._workers[index] = worker
+        assert self.stats is not None
+        self.stats.started_worker(index, proc.pid, worker.started)
+        log.info("worker %d started (pid %d)", index, proc.pid)
+        return worker
+
+    async def _read_reports(self, worker: _Worker) -> None:
+        """Take the worker's reports until it closes the channel (it exited)."""
+        assert self.stats is not None
+        while True:
+            try:
+                line = await worker.reader.readline()
+            except ValueError as exc:  # a line over REPORT_LIMIT, dropped
+                log.warning("worker %d: unreadable report: %s", worker.index, exc)
+                continue
+            except OSError:
+                line = b""  # the channel broke: the worker is gone or going
+            if not line:
+                worker.writer.close()
+                return
+            try:
+                report = json.loads(line)
+            except ValueError:
+                log.warning("worker %d: report is not JSON", worker.index)
+                continue
+            self.stats.update(worker.index, report, anyio.current_time())
+            if not worker.serving:
+                self._serving(worker)
+
+    def _serving(self, worker: _Worker) -> None:
+        """A worker's first report: it has bound its listeners and handles signals."""
+        worker.serving = True
+        for (pool, server), draining in self.drain_overrides.items():
+            _send(worker, {"cmd": "drain", "pool": pool, "server": server, "draining": draining})
+        if worker.text != self.text:  # a reload came while it was starting
+            _signal(worker, signal.SIGHUP)
+            worker.text = self.text
+        everyone = len(self._workers) == self.count
+        if not self._ready and everyone and all(w.serving for w in self._workers.values()):
+            self._ready = True
+            log.info("all %d workers serving", self.count)
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: validating %s", self.config.file)
+                    self.reload()
+                else:
+                    log.info("%s: stopping the workers", signal.Signals(signum).name)
+                    self.stop()
+
+    async def _shutdown(self) -> None:
+        """SIGTERM every worker, wait for them to drain, SIGKILL what is left."""
+        self._stopping = True
+        live = [w for w in self._workers.values() if w.alive]
+        for worker in live:
+            _signal(worker, signal.SIGTERM)
+        deadline = self.config.settings.drain_timeout + EXIT_MARGIN
+        with anyio.move_on_after(deadline):
+            while any(w.alive for w in live):
+                await anyio.sleep(REAP_INTERVAL)
+        for worker in live:
+            if worker.alive:
+                log.warning(
+                    "worker %d (pid %d) did not exit in %gs; killing it",
+                    worker.index,
+                    worker.proc.pid,
+                    deadline,
+                )
+                worker.proc.kill()
+                worker.proc.wait()
+
+
+def _read(file: str) -> tuple[str, Config]:
+    """The text of `file` and the config it validates into. Raises ConfigErrors."""
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        load(file)  # raises the error a single process would report
+        raise
+    return text, load_text(text, file)
+
+
+def _feed(pipe: IO[bytes], text: str) -> None:
+    try:
+        pipe.write(text.encode())
+        pipe.close()
+    except OSError:  # the worker died before reading its config; the reaper will see it
+        pass
+
+
+def _send(worker: _Worker, command: dict[str, Any]) -> None:
+    if not worker.writer.is_closing():
+        worker.writer.write(json.dumps(command).encode() + b"\n")
+
+
+def _signal(worker: _Worker, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        worker.proc.send_signal(signum)
+
+
+def _how(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"

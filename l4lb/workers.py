@@ -1,0 +1,96 @@
+"""The worker side of `supervisor.py`: one process of a multi-worker instance.
+
+A worker is a whole `Runtime` (listeners on SO_REUSEPORT sockets, pools, balancers, health
+checks, reload on SIGHUP, drain on SIGTERM) without the admin API and the demo backends,
+which the supervisor serves. Once a second it writes its report (`reports.py`) on the control
+socket it inherited; it reads the supervisor's commands from the same socket, and stops,
+draining, when the supervisor goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import socket
+
+import anyio
+
+from l4lb.accesslog import AccessLog
+from l4lb.config import Config
+from l4lb.reports import histogram_report
+from l4lb.runtime import Runtime
+
+__all__ = ["MAX_UNSENT", "WorkerTag", "serve_worker"]
+
+log = logging.getLogger("l4lb")
+
+MAX_UNSENT = 4 * 1024 * 1024  # a worker skips reports while this much is still unsent
+
+
+class WorkerTag(logging.Filter):
+    """Prefixes a worker's log lines with `worker N:`, so the shared log says who spoke."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.prefix = f"worker {index}: "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and not record.msg.startswith(self.prefix):
+            record.msg = self.prefix + record.msg
+        return True
+
+
+async def serve_worker(config: Config, access_log: AccessLog, index: int, control_fd: int) -> None:
+    """Run one worker until SIGTERM/SIGINT or until its supervisor goes away: a `Runtime`
+    on SO_REUSEPORT listeners, without the admin API (the supervisor serves it) or the demo
+    backends (the supervisor runs them), reporting its stats once a second."""
+    control = socket.socket(fileno=control_fd)
+    reader, writer = await asyncio.open_unix_connection(sock=control)
+
+    def report(runtime: Runtime) -> None:
+        stats = runtime.stats
+        if stats is None or writer.is_closing():
+            return
+        if writer.transport.get_write_buffer_size() > MAX_UNSENT:
+            return  # the supervisor is not reading; the next report will do
+        now = anyio.current_time()
+        line = {
+            "worker": index,
+            "pid": os.getpid(),
+            "snapshot": stats.snapshot(runtime, now),
+            "histograms": [histogram_report(k, h) for k, h in stats.histograms()],
+        }
+        try:
+            data = json.dumps(line, allow_nan=False).encode() + b"\n"
+        except ValueError:  # a NaN or inf slipped into the stats: a bug, not worth dying for
+            log.exception("cannot encode the stats report")
+            return
+        writer.write(data)
+
+    runtime = Runtime(
+        dataclasses.replace(config, demo=()),
+        access_log,
+        reuse_port=True,
+        on_tick=report,
+        admin=False,
+    )
+
+    async def commands() -> None:
+        while line := await reader.readline():
+            try:
+                command = json.loads(line)
+                if command.get("cmd") == "drain":
+                    runtime.set_draining(command["pool"], command["server"], command["draining"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("ignoring a malformed command from the supervisor: %r", line[:200])
+        log.warning("the supervisor went away; stopping")
+        runtime.stop()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(commands)
+        await runtime.run()
+        tg.cancel_scope.cancel()
+    writer.close()
