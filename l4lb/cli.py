@@ -109,6 +109,25 @@ def _parser() -> argparse.ArgumentParser:
     plan_cmd.add_argument("--against", metavar="FILE", help="compare with this file instead")
     admin_args(plan_cmd)
 
+    route = sub.add_parser(
+        "route",
+        help="show which HTTP route a request would take, and why",
+        description="Explain how an http(s) listener of FILE routes METHOD URL, without "
+        "starting anything: each route tried, why it did not match, and what the match does.",
+    )
+    route.add_argument("config", help="the config file")
+    route.add_argument("method", help="e.g. GET")
+    route.add_argument("url", help="e.g. http://api.example.com/v1/users?page=2")
+    route.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a request header (repeatable), as with curl",
+    )
+    route.add_argument("--listener", help="which http(s) listener (default: the only one)")
+
     cert = sub.add_parser(
         "cert", help="certificate tools", description="Certificate tools for tls listeners."
     )
@@ -179,6 +198,26 @@ def _summary(config: Config) -> str:
 def _cmd_check(args: argparse.Namespace) -> int:
     config = load(args.config)
     print(_summary(config))
+    return 0
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    from l7.explain import explain, header_arg
+
+    config = load(args.config)
+    http = [lc for lc in config.listeners if lc.protocol in ("http", "https")]
+    if args.listener:
+        http = [lc for lc in http if lc.name == args.listener]
+    if len(http) != 1:
+        names = ", ".join(lc.name for lc in http) or "none"
+        raise L4lbError(f"pick one http(s) listener with --listener (found: {names})")
+    (listener,) = http
+    text = explain(
+        listener.routes, args.method.upper(), args.url, [header_arg(h) for h in args.header]
+    )
+    if text.endswith("no route matched: 404") and listener.pool:
+        text = text[: -len("404")] + f"forward to pool {listener.pool!r} (the listener's pool)"
+    print(f"listener {listener.name}:\n{text}")
     return 0
 
 
@@ -356,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_check(args)
         if args.command == "cert":
             return _cmd_cert(args)
+        if args.command == "route":
+            return _cmd_route(args)
         if args.command in ("reload", "drain", "enable"):
             return _cmd_admin(args)
         if args.command == "plan":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
@@ -46,7 +46,14 @@ class H1Server(asyncio.Protocol):
         self.client = client
         self.on_close = on_close
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        settings = engine_of().settings
+        if settings.parser == "h11":
+            from l7.h11parser import H11RequestParser
+
+            max_head = settings.max_header_bytes + settings.max_uri + 1024
+            self.parser: Any = H11RequestParser(self, max_head)
+        else:
+            self.parser = httptools.HttpRequestParser(self)
         self.exchanges: deque[Exchange] = deque()
         self.building: Exchange | None = None
         self.url = b""

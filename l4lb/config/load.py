@@ -181,6 +181,7 @@ _HTTP_LISTENER: Fields = {
     "traceparent": (choice("pass", "create"), "pass"),
     "redirect_https": (boolean, False),
     "hsts": (integer(0, 10 * 365 * 86400), 0),
+    "parser": (choice("httptools", "h11"), "httptools"),
 }
 _HTTP_POOL: Fields = {
     "response_timeout": (_seconds, 60.0),

@@ -103,6 +103,7 @@ class HttpListenerSettings:
     traceparent: str = "pass"  # "pass" | "create": W3C traceparent when absent
     redirect_https: bool = False  # answer every request with 301 to https://host/target
     hsts: int = 0  # max-age for Strict-Transport-Security on responses (https); 0: off
+    parser: str = "httptools"  # "httptools" (llhttp, fast) | "h11" (pure Python)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,26 @@ import pytest
 from tests.e2e.helpers import free_port, pool_toml, wait_until
 from tests.e2e.httpbackend import HttpBackend, WsBackend
 
+PARSER = {"name": "httptools"}
+
+
+@pytest.fixture(autouse=True, params=["httptools", "h11"])
+def parser(request):
+    """Every test here runs on both request parsers l4lb ships."""
+    PARSER["name"] = request.param
+    yield request.param
+    PARSER["name"] = "httptools"
+
 
 def listener(port: int, pool: str | None = "p", extra: str = "", routes: str = "") -> str:
     text = f'[listener.web]\nbind = "127.0.0.1:{port}"\nprotocol = "http"\n'
     if pool:
         text += f'pool = "{pool}"\n'
+    choice = f'parser = "{PARSER["name"]}"\n'
+    if "[listener.web.http]\n" in extra:
+        extra = extra.replace("[listener.web.http]\n", "[listener.web.http]\n" + choice)
+    else:
+        extra += "\n[listener.web.http]\n" + choice
     return text + extra + "\n" + routes
 
 

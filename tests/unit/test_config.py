@@ -311,3 +311,22 @@ def test_admin_off_loopback_needs_a_token(monkeypatch):
     monkeypatch.setenv("L4LB_TEST_TOKEN", "x")
     config = load_text('[admin]\nbind = "0.0.0.0:9900"\ntoken_env = "L4LB_TEST_TOKEN"\n' + base)
     assert config.admin.token_env == "L4LB_TEST_TOKEN"
+
+
+def test_cli_route_explains(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(
+        '[listener.web]\nbind = ":8081"\nprotocol = "http"\npool = "web"\n'
+        '[[listener.web.routes]]\nname = "api"\nhost = "api.example.com"\npath_prefix = "/v1/"\n'
+        'strip_prefix = "/v1"\npool = "api"\n'
+        '[pool.api]\nservers = ["127.0.0.1:1"]\n[pool.web]\nservers = ["127.0.0.1:2"]\n'
+    )
+    hit = run_cli("route", str(path), "GET", "http://api.example.com/v1/users")
+    assert hit.returncode == 0, hit.stderr
+    assert (
+        "route[0] 'api': matched\n  forward to pool 'api' with path rewritten to /users"
+        in hit.stdout
+    )
+    miss = run_cli("route", str(path), "GET", "http://www.example.com/", "-H", "X-A: b")
+    assert "host 'www.example.com' is not api.example.com" in miss.stdout
+    assert miss.stdout.strip().endswith("forward to pool 'web' (the listener's pool)")
