@@ -100,6 +100,7 @@ class Listener:
         self.accepting = False  # open for business (false once stopped)
         self.reading = False  # listening sockets registered with the loop
         self.total = 0
+        self.requests = 0  # HTTP requests (http/https listeners)
         self.refused = 0
 
     @property

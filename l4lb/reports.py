@@ -48,8 +48,15 @@ __all__ = [
 
 Key = tuple[str, str]  # (pool, server)
 
-LISTENER_COUNTERS = ("total", "bytes_in", "bytes_out", "refused", "errors")
-LISTENER_GAUGES = ("active", "conn_rate", "bytes_in_rate", "bytes_out_rate", "max_connections")
+LISTENER_COUNTERS = ("total", "requests", "bytes_in", "bytes_out", "refused", "errors")
+LISTENER_GAUGES = (
+    "active",
+    "conn_rate",
+    "req_rate",
+    "bytes_in_rate",
+    "bytes_out_rate",
+    "max_connections",
+)
 SERVER_COUNTERS = ("total", "bytes_in", "bytes_out", "connect_failures")
 SERVER_GAUGES = ("active", "conn_rate", "bytes_in_rate", "bytes_out_rate")
 # Fields that explain a server's state: taken together from the report that decided it.

@@ -234,6 +234,7 @@ class Runtime:
             listener.stats = self.stats
             if lc.protocol in ("http", "https"):
                 listener.engine = self._http_engine(lc, pools, upstream)
+                listener.engine.listener = listener
             listener.upstream_tls = upstream
             listener.update(lc, pools)
             listener.start()

@@ -21,6 +21,7 @@ class ServerState(enum.Enum):
     DOWN = "down"
     DRAINING = "draining"
     SLOW_START = "slow_start"
+    CIRCUIT_OPEN = "circuit_open"  # HTTP: the breaker keeps requests away for a cool-off
 
 
 class Server:
@@ -31,6 +32,7 @@ class Server:
         "backup",
         "bytes_in",
         "bytes_out",
+        "circuit",
         "connect_failures",
         "draining",
         "ejected_until",
@@ -71,6 +73,7 @@ class Server:
         self.bytes_in = 0
         self.bytes_out = 0
         self.connect_failures = 0
+        self.circuit = "closed"  # HTTP circuit breaker: "closed", "open" or "half_open"
         self.family = 0  # set by `resolve`; 0 means the address did not resolve
         self.sockaddr: tuple = ()
         self.apply(config)
@@ -107,6 +110,8 @@ class Server:
             return ServerState.DRAINING
         if not self.health.up or self.ejected_until > now:
             return ServerState.DOWN
+        if self.circuit != "closed":
+            return ServerState.CIRCUIT_OPEN
         if now - self.up_since < self.slow_start:
             return ServerState.SLOW_START
         return ServerState.UP

@@ -174,10 +174,11 @@ class Event:
 
 
 class _Meters:
-    __slots__ = ("bytes_in", "bytes_out", "conn")
+    __slots__ = ("bytes_in", "bytes_out", "conn", "req")
 
     def __init__(self, history: int) -> None:
         self.conn = RateMeter(history)
+        self.req = RateMeter(history)  # HTTP requests (listeners)
         self.bytes_in = RateMeter(history)
         self.bytes_out = RateMeter(history)
 
@@ -247,6 +248,7 @@ class Stats:
                 name, _Meters(self.history)
             )
             meters.conn.sample(now, getattr(listener, "total", 0))
+            meters.req.sample(now, getattr(listener, "requests", 0))
             bytes_in, bytes_out, _ = _listener_bytes(listener, pools, live)
             meters.bytes_in.sample(now, bytes_in)
             meters.bytes_out.sample(now, bytes_out)
@@ -350,6 +352,8 @@ class Stats:
             "max_connections": getattr(config, "max_connections", 0),
             "total": getattr(listener, "total", 0),
             "conn_rate": meters.conn.rate if meters else 0.0,
+            "requests": getattr(listener, "requests", 0),
+            "req_rate": meters.req.rate if meters else 0.0,
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,
             "bytes_source": source,

@@ -44,12 +44,14 @@ STATE_STYLES = {
     "down": "bold red",
     "draining": "yellow",
     "slow_start": "cyan",
+    "circuit_open": "magenta",
 }
 EVENT_STYLES = {
     "server_up": "green",
     "server_down": "red",
     "server_draining": "yellow",
     "server_slow_start": "cyan",
+    "server_circuit_open": "magenta",
     "reload": "cyan",
     "reload_failed": "bold red",
     "config_error": "bold red",
@@ -239,6 +241,7 @@ def _listeners(listeners: Sequence[Mapping[str, Any]], rows: int) -> Table:
             ("ADDRESS", "left"),
             ("ACTIVE", "right"),
             ("CONN/S", "right"),
+            ("REQ/S", "right"),
             ("IN/S", "right"),
             ("OUT/S", "right"),
         ]
@@ -251,6 +254,7 @@ def _listeners(listeners: Sequence[Mapping[str, Any]], rows: int) -> Table:
             ", ".join(lst.get("bind", ())),
             str(lst.get("active", 0)),
             _rate(lst.get("conn_rate", 0.0)),
+            _rate(lst.get("req_rate", 0.0)) if lst.get("protocol") in ("http", "https") else "-",
             _bytes_rate(lst.get("bytes_in_rate", 0.0)),
             _bytes_rate(lst.get("bytes_out_rate", 0.0)),
         )

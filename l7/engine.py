@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from l4lb.config.schema import ListenerConfig
 from l7.breaker import CircuitBreaker
@@ -111,6 +111,7 @@ class HttpEngine:
         hsts = self.settings.hsts if self.scheme == "https" else 0
         self.extra_response_headers = security_headers(hsts_max_age=hsts or None)
         self.draining = False
+        self.listener: Any = None  # the l4lb Listener serving this engine (for counters)
 
     def tls_for(self, pool: str) -> ssl.SSLContext | None:
         up = self.upstream_tls.get(pool)

@@ -14,8 +14,9 @@ connection when the pool has no idle one.
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from l4lb.errors import RemoteProtocolError
 from l7.budget import is_retryable
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from l7.upstream import UpstreamConn
 
 __all__ = ["Exchange"]
+
+log = logging.getLogger("l4lb")
 
 _BODY_BUFFER = 256 * 1024  # request body held while the server connection is being made
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -217,7 +220,7 @@ class Exchange:
             server.on_connect_failed(now)
         breaker = self.engine.registry.breaker(pool, server)
         if breaker is not None and phase != "connect":
-            breaker.on_failure(now)
+            self.breaker_result(breaker.on_failure(now))
         self.tried.append(server)
         self.upstream = None
         replayable = self.body_sent == 0 or self.replay is not None
@@ -261,6 +264,20 @@ class Exchange:
             self.finish()
         else:
             self.attempt_failed("response", "response_timeout")
+
+    def breaker_result(self, transition: Any) -> None:
+        """Show a breaker's change on the server (state in stats, view, metrics) and log it."""
+        server = self.server
+        if transition is None or server is None:
+            return
+        server.circuit = str(getattr(transition.new, "value", transition.new))
+        log.warning(
+            "server %s/%s circuit %s (%s)",
+            server.pool,
+            server.name,
+            server.circuit.replace("_", "-"),
+            getattr(transition, "reason", ""),
+        )
 
     # -- request body from the client --------------------------------------------------------
 
@@ -333,7 +350,7 @@ class Exchange:
                 server.active -= 1
                 breaker = self.engine.registry.breaker(pool, server)
                 if breaker is not None:
-                    breaker.on_failure(loop.time())
+                    self.breaker_result(breaker.on_failure(loop.time()))
                 self.tried.append(server)
                 self.retries += 1
                 self.replay_body()
@@ -343,9 +360,9 @@ class Exchange:
         breaker = self.engine.registry.breaker(pool, server)
         if breaker is not None:
             if status >= 500:
-                breaker.on_failure(loop.time())
+                self.breaker_result(breaker.on_failure(loop.time()))
             else:
-                breaker.on_success(loop.time())
+                self.breaker_result(breaker.on_success(loop.time()))
         self.conn.write(self.response_head(status, headers))
 
     def response_head(self, status: int, headers: list) -> bytes:
@@ -553,6 +570,7 @@ class Exchange:
 
     def log(self) -> None:
         request = self.request
+        self.conn.count_request()
         self.engine.access_log.write_http(
             client=request.client,
             listener=self.engine.config.name,

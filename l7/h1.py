@@ -236,6 +236,11 @@ class H1Server(asyncio.Protocol):
 
     # -- used by exchanges -------------------------------------------------------------------
 
+    def count_request(self) -> None:
+        listener = self.engine_of().listener
+        if listener is not None:
+            listener.requests += 1
+
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)

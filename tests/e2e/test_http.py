@@ -221,7 +221,7 @@ def test_dead_server_is_skipped(proxy, http_backends):
 def test_circuit_breaker_opens_and_recovers(proxy, http_backends):
     bad, good = http_backends("bad", "good")
     port = free_port()
-    proxy(
+    p = proxy(
         listener(port)
         + pool_toml(
             "p",
@@ -231,6 +231,7 @@ def test_circuit_breaker_opens_and_recovers(proxy, http_backends):
     )
     statuses = [get(port, "/flaky/500")[0] for _ in range(10)]
     assert statuses.count(500) == 2  # then bad's breaker is open: only good answers
+    assert p.wait_log(r"server p/bad circuit open")
     time.sleep(1.2)
     statuses = [get(port, "/flaky/500")[0] for _ in range(6)]
     assert statuses.count(500) == 1  # one half-open trial, which fails and re-opens
@@ -411,3 +412,25 @@ def test_accept_proxy_on_http_listener(proxy, http_backends):
     status, _, body = exchange(port, raw)
     assert status == 200
     assert dict(json.loads(body)["headers"])["x-forwarded-for"] == "203.0.113.9"
+
+
+def test_status_counts_requests_and_shows_open_circuits(proxy, http_backends):
+    bad, good = http_backends("bad", "good")
+    port, admin = free_port(), free_port()
+    proxy(
+        f'[admin]\nbind = "127.0.0.1:{admin}"\n'
+        + listener(port)
+        + pool_toml("p", servers(bad, good), http={"breaker_failures": 1})
+    )
+    for _ in range(4):
+        get(port, "/flaky/500")
+
+    def status() -> dict:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=5) as r:
+            return json.loads(r.read())
+
+    assert wait_until(lambda: status()["listeners"][0]["requests"] == 4, timeout=5)
+    servers_state = {s["name"]: s["state"] for s in status()["pools"][0]["servers"]}
+    assert servers_state == {"bad": "circuit_open", "good": "up"}
