@@ -287,11 +287,14 @@ def make_cert(tmp, name: str) -> tuple[str, str]:
 class TlsBackend:
     """A TLS server with its own certificate; after the handshake it sends its name."""
 
-    def __init__(self, name: str, cert: str, key: str) -> None:
+    def __init__(self, name: str, cert: str, key: str, client_ca: str | None = None) -> None:
         self.name = name
         self.cert = cert
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
+        if client_ca:  # mTLS: only clients with a certificate from this CA
+            ctx.load_verify_locations(client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.set_alpn_protocols(["h2", "http/1.1"])
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]

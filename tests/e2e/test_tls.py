@@ -427,3 +427,28 @@ def test_ocsp_response_is_stapled(proxy, backends, tmp_path):
     ).stdout.decode()
     assert "OCSP Response Status: successful" in out
     assert "Cert Status: good" in out
+
+
+def test_pool_presents_a_client_certificate(proxy, tmp_path):
+    cert, key = make_cert(tmp_path, "a.test")
+    ca, client_crt, client_key = make_ca_and_client(tmp_path)
+    backend = TlsBackend("strict", cert, key, client_ca=ca)
+    try:
+        port, other = free_port(), free_port()
+        tls = {"ca_file": f'"{cert}"', "sni": '"a.test"'}
+        proxy(
+            f'[listener.l]\nbind = "127.0.0.1:{port}"\npool = "p"\n'
+            + pool_toml(
+                "p",
+                [f'address = "{backend.address}"'],
+                tls={**tls, "cert": f'"{client_crt}"', "key": f'"{client_key}"'},
+            )
+            + f'[listener.m]\nbind = "127.0.0.1:{other}"\npool = "q"\n'
+            + pool_toml("q", [f'address = "{backend.address}"'], tls=tls)
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            assert s.recv(100) == b"strict\n"  # the server accepted l4lb's certificate
+        with socket.create_connection(("127.0.0.1", other), timeout=5) as s:
+            assert s.recv(100) == b""  # without one, the server refuses the handshake
+    finally:
+        backend.close()
