@@ -29,6 +29,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,15 @@ from l4lb.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from l4lb.metrics import exposition
 from l4lb.stats import Stats
 
-__all__ = ["AdminApp", "Request", "Response", "redact", "serve_admin"]
+__all__ = [
+    "AdminApp",
+    "Request",
+    "Response",
+    "admin_token",
+    "open_admin_listener",
+    "redact",
+    "serve_admin",
+]
 
 log = logging.getLogger("l4lb")
 
@@ -233,6 +242,24 @@ def _not_allowed(allow: str) -> Response:
 
 
 # -- the IO shell ----------------------------------------------------------------------------
+
+
+async def open_admin_listener(config: Any) -> Any:
+    """Bind `[admin] bind` before anything else starts, so that a busy port is one clear
+    error at start; None when the config has no admin API."""
+    bind = config.admin.bind
+    if bind is None:
+        return None
+    try:
+        return await anyio.create_tcp_listener(local_host=bind.host, local_port=bind.port)
+    except OSError as exc:
+        raise L4lbError(f"cannot listen on {bind} (admin): {exc.strerror or exc}") from None
+
+
+def admin_token(config: Any) -> str | None:
+    """The bearer token from `[admin] token`, or from the variable `token_env` names."""
+    admin = config.admin
+    return admin.token or (os.environ.get(admin.token_env) if admin.token_env else None)
 
 
 async def serve_admin(

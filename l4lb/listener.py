@@ -417,12 +417,10 @@ class Session:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self._stop_preread()
-            self._fail("client_reset")
+            self._end_preread("client_reset")
             return
         if not data:
-            self._stop_preread()
-            self._fail("client_close")
+            self._end_preread("client_close")
             return
         try:
             if self.proxy_reader is not None:
@@ -443,15 +441,7 @@ class Session:
                 self.sni, self.alpn = hello.sni, hello.alpn
                 self.hello_reader = None
         except RemoteProtocolError as exc:
-            self._stop_preread()
-            log.info(
-                "listener %s: %s from %s: %s",
-                self.listener.name,
-                _error_word(exc),
-                _format_peer(self.peer),
-                exc,
-            )
-            self._fail(_error_word(exc))
+            self._reject(exc)
             return
         self._stop_preread()
         config = self.listener.config
@@ -471,27 +461,17 @@ class Session:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self._stop_preread()
-            self._fail("client_reset")
+            self._end_preread("client_reset")
             return
         if not data:
-            self._stop_preread()
-            self._fail("client_close")
+            self._end_preread("client_close")
             return
         reader = ProxyHeaderReader()
         try:
             reader.feed(data)
             header = reader.next_event()
         except RemoteProtocolError as exc:
-            self._stop_preread()
-            log.info(
-                "listener %s: %s from %s: %s",
-                self.listener.name,
-                _error_word(exc),
-                _format_peer(self.peer),
-                exc,
-            )
-            self._fail(_error_word(exc))
+            self._reject(exc)
             return
         loop = self.listener.loop
         fd = self.client.fileno()
@@ -515,6 +495,18 @@ class Session:
     def _peek_again(self, fd: int) -> None:
         if not self.ended and self.timer is not None:
             self.listener.loop.add_reader(fd, self._peek_proxy_header)
+
+    def _reject(self, exc: RemoteProtocolError) -> None:
+        """A malformed PROXY header or ClientHello: logged, and the connection closed."""
+        word = _error_word(exc)
+        log.info(
+            "listener %s: %s from %s: %s", self.listener.name, word, _format_peer(self.peer), exc
+        )
+        self._end_preread(word)
+
+    def _end_preread(self, why: str) -> None:
+        self._stop_preread()
+        self._fail(why)
 
     def _stop_preread(self) -> None:
         self.listener.loop.remove_reader(self.client.fileno())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import anyio
 
 from l4lb.accesslog import AccessLog
-from l4lb.admin import serve_admin
+from l4lb.admin import admin_token, open_admin_listener, serve_admin
 from l4lb.config import Address, Config, load
 from l4lb.demo import start_demo_backends
 from l4lb.errors import ConfigErrors, L4lbError
@@ -128,18 +127,11 @@ class Runtime:
         self._stop.set()
 
     async def _open_admin(self) -> Any:
-        """Bind the admin API before anything else starts, so a busy port is a clear error."""
-        bind = self.config.admin.bind
-        if bind is None or not self.serve_admin:
-            return None
-        try:
-            return await anyio.create_tcp_listener(local_host=bind.host, local_port=bind.port)
-        except OSError as exc:
-            raise L4lbError(f"cannot listen on {bind} (admin): {exc.strerror or exc}") from None
+        """Bind the admin API before anything else starts (None: none, or a worker)."""
+        return await open_admin_listener(self.config) if self.serve_admin else None
 
     def _admin_token(self) -> str | None:
-        admin = self.config.admin
-        return admin.token or (os.environ.get(admin.token_env) if admin.token_env else None)
+        return admin_token(self.config)
 
     def set_draining(self, pool: str, server: str, draining: bool) -> Server | None:
         """Drain or enable a server now and across reloads (admin API, TUI)."""

@@ -55,7 +55,7 @@ from typing import IO, Any
 
 import anyio
 
-from l4lb.admin import serve_admin
+from l4lb.admin import admin_token, open_admin_listener, serve_admin
 from l4lb.cluster import Backoff, ClusterStats
 from l4lb.config import Config, load, load_text
 from l4lb.demo import start_demo_backends
@@ -274,17 +274,10 @@ class Supervisor:
             raise L4lbError(self._failure)
 
     async def _open_admin(self) -> Any:
-        bind = self.config.admin.bind
-        if bind is None:
-            return None
-        try:
-            return await anyio.create_tcp_listener(local_host=bind.host, local_port=bind.port)
-        except OSError as exc:
-            raise L4lbError(f"cannot listen on {bind} (admin): {exc.strerror or exc}") from None
+        return await open_admin_listener(self.config)
 
     def _admin_token(self) -> str | None:
-        admin = self.config.admin
-        return admin.token or (os.environ.get(admin.token_env) if admin.token_env else None)
+        return admin_token(self.config)
 
     async def _supervise(self, index: int) -> None:
         """Keep worker `index` running until shutdown."""
