@@ -173,6 +173,7 @@ class H1Server(asyncio.Protocol):
         )
         host = b""
         body = "none"
+        expect = False
         for name, value in headers:
             if name == b"host":
                 host = value
@@ -180,6 +181,12 @@ class H1Server(asyncio.Protocol):
                 body = "length"
             elif name == b"transfer-encoding":
                 body = "chunked"
+            elif name == b"expect":
+                expect = value.lower() == b"100-continue"
+        if expect:
+            # Answered here, as nginx does (RFC 9110 §10.1.1): the client sends its body at
+            # once, and the server never sees an Expect it might not honour.
+            headers = [(n, v) for n, v in headers if n != b"expect"]
         request = Request(
             method=method,
             target=target,
@@ -211,6 +218,8 @@ class H1Server(asyncio.Protocol):
         )
         self.building = ex
         self.exchanges.append(ex)
+        if expect and body != "none" and version == "1.1" and len(self.exchanges) == 1:
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if body != "none":
             self.arm("body", settings.body_timeout)
         else:

@@ -434,3 +434,19 @@ def test_status_counts_requests_and_shows_open_circuits(proxy, http_backends):
     assert wait_until(lambda: status()["listeners"][0]["requests"] == 4, timeout=5)
     servers_state = {s["name"]: s["state"] for s in status()["pools"][0]["servers"]}
     assert servers_state == {"bad": "circuit_open", "good": "up"}
+
+
+def test_expect_100_continue_is_answered_by_l4lb(proxy, http_backends):
+    (a,) = http_backends("a")
+    port = free_port()
+    proxy(listener(port) + pool_toml("p", servers(a)))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            b"POST /headers HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any body byte
+        s.sendall(b"hello")
+        status, _, body = read_response(s)
+    assert status == 200
+    assert "expect" not in dict(json.loads(body)["headers"])
