@@ -403,8 +403,8 @@ class Exchange:
         return head
 
     def on_response_body(self, data: bytes) -> None:
-        if self.interim or self.framing == "none":
-            return
+        if self.interim or self.framing == "none" or not data:
+            return  # (an empty chunk would end a chunked body early)
         self.bytes_out += len(data)
         if self.framing == "chunked":
             self.conn.write(b"%x\r\n%b\r\n" % (len(data), data))

@@ -41,6 +41,7 @@ class UpstreamConn(asyncio.Protocol):
         self.reusable = False
         self.idle_timer: asyncio.TimerHandle | None = None
         self.tunnel = False  # after a 101: raw bytes both ways
+        self.until_close = False  # the response body ends when the server closes
         self.paused_by_peer = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -92,13 +93,10 @@ class UpstreamConn(asyncio.Protocol):
         if ex is not None:
             if self.tunnel:
                 ex.on_tunnel_eof("server_lost")
-            elif self.parser is not None:
-                try:
-                    self.parser.feed_data(b"")  # a close-delimited body ends here
-                except httptools.HttpParserError:
-                    pass
-                if ex.upstream is self:  # not completed by that EOF
-                    ex.on_upstream_error("server closed the connection")
+            elif self.until_close:
+                ex.on_response_complete()  # a close-delimited body ends with the connection
+            else:
+                ex.on_upstream_error("server closed the connection")
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -110,14 +108,17 @@ class UpstreamConn(asyncio.Protocol):
         status = parser.get_status_code()
         headers, self.headers = self.headers, []
         self.reusable = parser.should_keep_alive()
+        framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in headers)
+        self.until_close = not framed and status >= 200 and status not in (204, 304)
         if self.exchange is not None:
             self.exchange.on_response_head(status, headers, parser.get_http_version())
 
     def on_body(self, body: bytes) -> None:
-        if self.exchange is not None:
+        if body and self.exchange is not None:
             self.exchange.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        self.until_close = False
         if self.exchange is not None:
             self.exchange.on_response_complete()
 
@@ -132,6 +133,7 @@ class UpstreamConn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.headers = []
         self.reusable = False
+        self.until_close = False
         if self.transport is not None and self.paused_by_peer:
             self.transport.resume_reading()
             self.paused_by_peer = False

@@ -450,3 +450,24 @@ def test_expect_100_continue_is_answered_by_l4lb(proxy, http_backends):
         status, _, body = read_response(s)
     assert status == 200
     assert "expect" not in dict(json.loads(body)["headers"])
+
+
+def test_close_delimited_response_is_relayed_whole(proxy):
+    """A server that ends its body by closing (no Content-Length, no chunking)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    body = b"x" * 300_000
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while b"\r\n\r\n" not in conn.recv(65536):
+                pass
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = free_port()
+    proxy(listener(port) + pool_toml("p", [f'address = "127.0.0.1:{server.getsockname()[1]}"']))
+    status, headers, got = get(port, "/")
+    server.close()
+    assert status == 200 and got == body
+    assert headers.get("transfer-encoding") == "chunked"  # re-framed for the keep-alive client
