@@ -102,6 +102,9 @@ class H1Server(asyncio.Protocol):
                 self.fail(400, f"malformed request: {exc}")
         except RemoteProtocolError as exc:
             self.fail(exc.status_hint, str(exc))
+        except Exception:  # a bug: it costs this connection, logged, and nothing else
+            log.exception("http %s:%d: internal error", self.client[0], self.client[1])
+            self.fail(500, "internal error")
 
     def eof_received(self) -> bool:
         if self.peer is not None:

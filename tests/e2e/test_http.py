@@ -471,3 +471,46 @@ def test_close_delimited_response_is_relayed_whole(proxy):
     server.close()
     assert status == 200 and got == body
     assert headers.get("transfer-encoding") == "chunked"  # re-framed for the keep-alive client
+
+
+def test_garbage_never_hurts_other_clients(proxy, http_backends):
+    import random
+
+    (a,) = http_backends("a")
+    port = free_port()
+    p = proxy(listener(port) + pool_toml("p", servers(a)))
+    rng = random.Random(7)
+    pieces = [
+        b"GET ",
+        b"POST ",
+        b"/",
+        b" HTTP/1.1",
+        b"\r\n",
+        b"\n",
+        b"Host: x",
+        b":",
+        b" ",
+        b"Content-Length: 3",
+        b"Transfer-Encoding: chunked",
+        b"0",
+        b"ff",
+        b"\x00",
+        b"\xff\xfe",
+        b"Connection: upgrade",
+        b"Upgrade: websocket",
+        b"a" * 100,
+    ]
+    for _ in range(150):
+        junk = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+    assert p.proc.poll() is None
+    assert get(port, "/")[0] == 200
+    assert "Traceback" not in p.log() and "internal error" not in p.log()
