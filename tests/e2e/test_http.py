@@ -294,13 +294,37 @@ def test_timeouts(proxy, http_backends):
     (a,) = http_backends("a")
     port = free_port()
     proxy(
-        listener(port, extra='[listener.web.http]\nheader_timeout = "500ms"\n')
+        listener(
+            port, extra='[listener.web.http]\nheader_timeout = "500ms"\nbody_timeout = "500ms"\n'
+        )
         + pool_toml("p", servers(a), http={"response_timeout": '"500ms"'})
     )
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finishes its head
         assert read_response(s)[0] == 408
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST /digest HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        assert read_response(s)[0] == 408  # the rest of the body never comes
     assert get(port, "/slow/2")[0] == 504
+    dead_port = free_port()
+    blackhole = socket.create_server(("127.0.0.1", dead_port), backlog=0)
+    fillers = [socket.socket() for _ in range(4)]
+    for f in fillers:  # fill the accept queue: further connects hang
+        f.setblocking(False)
+        f.connect_ex(("127.0.0.1", dead_port))
+    try:
+        port2 = free_port()
+        proxy(
+            f'[listener.w2]\nbind = "127.0.0.1:{port2}"\nprotocol = "http"\npool = "q"\n'
+            + pool_toml(
+                "q", [f'address = "127.0.0.1:{dead_port}"'], connect_timeout='"300ms"', retries=0
+            )
+        )
+        assert get(port2, "/")[0] == 504  # connect timeout
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
 
 
 def test_websocket_through_the_proxy(proxy):
