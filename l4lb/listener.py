@@ -299,27 +299,9 @@ class Session:
         stream = self.stream
         assert stream is not None
         listener = self.listener
-        try:
-            transport, _ = await listener.loop.connect_accepted_socket(
-                lambda: stream.client,
-                self.client,
-                ssl=listener.tls_context,
-                ssl_handshake_timeout=listener.config.preread_timeout,
-            )
-        except asyncio.CancelledError:
-            self._fail("shutdown")
-            raise
-        except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
-            log.info(
-                "listener %s: TLS handshake with %s failed: %s",
-                listener.name,
-                _format_peer(self.peer),
-                exc or type(exc).__name__,
-            )
-            self._fail("tls_handshake_failed")
+        transport = await self._accept(lambda: stream.client, listener.tls_context)
+        if transport is None:
             return
-        finally:
-            self.task = None
         ssl_object = transport.get_extra_info("ssl_object")
         self.sni = getattr(ssl_object, "l4lb_sni", None)
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
@@ -333,6 +315,35 @@ class Session:
         self.pool = self.pools[name]
         self.connect()
 
+    async def _accept(
+        self, factory: Callable[[], asyncio.Protocol], tls: ssl.SSLContext | None
+    ) -> asyncio.BaseTransport | None:
+        """Give the client socket to a loop transport (with the TLS handshake when `tls`);
+        None when that failed, the session then being ended and logged."""
+        listener = self.listener
+        try:
+            transport, _ = await listener.loop.connect_accepted_socket(
+                factory,
+                self.client,
+                ssl=tls,
+                ssl_handshake_timeout=listener.config.preread_timeout if tls else None,
+            )
+        except asyncio.CancelledError:
+            self._fail("shutdown")
+            raise
+        except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
+            log.info(
+                "listener %s: TLS handshake with %s failed: %s",
+                listener.name,
+                _format_peer(self.peer),
+                exc or type(exc).__name__,
+            )
+            self._fail("tls_handshake_failed")
+            return None
+        finally:
+            self.task = None
+        return transport
+
     async def _http_accept(self) -> None:
         """Hand the connection to the HTTP adapter, which reads the listener's engine for
         every request, so a reload applies to the next request without closing anything."""
@@ -341,27 +352,9 @@ class Session:
         listener = self.listener
         https = listener.config.protocol == "https"
         peer = (self.peer[0], self.peer[1])
-        try:
-            _, proto = await listener.loop.connect_accepted_socket(
-                lambda: H1Server(lambda: listener.engine, peer, self._http_closed),
-                self.client,
-                ssl=listener.tls_context if https else None,
-                ssl_handshake_timeout=listener.config.preread_timeout if https else None,
-            )
-        except asyncio.CancelledError:
-            self._fail("shutdown")
-            raise
-        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
-            log.info(
-                "listener %s: TLS handshake with %s failed: %s",
-                listener.name,
-                _format_peer(self.peer),
-                exc or type(exc).__name__,
-            )
-            self._fail("tls_handshake_failed")
+        proto = H1Server(lambda: listener.engine, peer, self._http_closed)
+        if await self._accept(lambda: proto, listener.tls_context if https else None) is None:
             return
-        finally:
-            self.task = None
         self.http = proto
 
     def _http_closed(self, proto: Any) -> None:
