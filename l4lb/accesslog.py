@@ -36,11 +36,22 @@ class AccessLog:
         self.fmt = fmt
         self.stream = stream or sys.stdout
         self.enabled = True
+        self._second = -1
+        self._stamp_text = ""
+
+    def _stamp(self) -> str:
+        """The time of day, formatted once per second (strftime per line costs more than
+        the rest of the line)."""
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        return self._stamp_text
 
     def write(self, rec: ConnectionRecord) -> None:
         if not self.enabled:
             return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        stamp = self._stamp()
         if self.fmt == "json":
             line = json.dumps({"time": stamp + "Z", "type": "connection", **_fields(rec)})
         else:
@@ -79,7 +90,7 @@ class AccessLog:
         """One line per HTTP request (nginx's combined log, plus what a proxy adds)."""
         if not self.enabled:
             return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        stamp = self._stamp()
         peer = f"[{client[0]}]:{client[1]}" if ":" in client[0] else f"{client[0]}:{client[1]}"
         if self.fmt == "json":
             line = json.dumps(
