@@ -249,12 +249,16 @@ class Exchange:
     def request_sent(self) -> None:
         pool = self.pool
         assert pool is not None
+        if self.timer is not None:
+            self.timer.cancel()  # a retry: the new attempt gets the whole timeout
         loop = self.engine.registry.loop
         self.sent_at = time.monotonic()
         self.timer = loop.call_later(pool.config.http.response_timeout, self.response_timeout)
 
     def response_timeout(self) -> None:
         self.timer = None
+        if self.finished:
+            return
         if self.upstream is not None:
             conn, self.upstream = self.upstream, None
             conn.exchange = None
@@ -309,6 +313,8 @@ class Exchange:
         self.body_sent += len(data)
 
     def body_complete(self) -> None:
+        if self.body_done:
+            return  # a request without a body: nothing was waiting for its end
         self.body_done = True
         if self.upstream is not None and not self.upgrade:
             if self.body_kind == "chunked":

@@ -44,6 +44,7 @@ class HttpBackend:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stalls
             with self.lock:
                 self.accepted += 1
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()

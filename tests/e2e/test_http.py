@@ -538,3 +538,18 @@ def test_garbage_never_hurts_other_clients(proxy, http_backends):
     assert p.proc.poll() is None
     assert get(port, "/")[0] == 200
     assert "Traceback" not in p.log() and "internal error" not in p.log()
+
+
+def test_keepalive_connection_outlives_the_response_timeout(proxy, http_backends):
+    """Regression: a finished GET once left its response timer armed, which cut the client's
+    keep-alive connection one response_timeout later (and kept the exchange in memory)."""
+    (a,) = http_backends("a")
+    port = free_port()
+    proxy(listener(port) + pool_toml("p", servers(a), http={"response_timeout": '"600ms"'}))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        for _ in range(2):  # the second one reuses the pooled server connection
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(s)[0] == 200
+        time.sleep(1.0)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s)[0] == 200
