@@ -74,7 +74,19 @@ def close_pipes() -> None:
 class _Direction:
     """One way of the relay: `src` socket to `dst` socket."""
 
-    __slots__ = ("dst", "dst_fd", "eof", "moved", "pending", "pipe", "relay", "src", "src_fd")
+    __slots__ = (
+        "dst",
+        "dst_fd",
+        "eof",
+        "moved",
+        "pending",
+        "pipe",
+        "reading",
+        "relay",
+        "src",
+        "src_fd",
+        "writing",
+    )
 
     def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket) -> None:
         self.relay = relay
@@ -86,6 +98,11 @@ class _Direction:
         self.pending = 0
         self.moved = 0
         self.eof = False
+        # What this direction has registered with the loop, so that closing unregisters
+        # exactly that: a reader left on a closed fd can starve a later socket that gets the
+        # same fd number (seen with uvloop 0.23).
+        self.reading = True
+        self.writing = False
 
 
 class Relay:
@@ -178,6 +195,7 @@ class Relay:
             # The destination is full: stop reading the source until the pipe drains.
             self.loop.remove_reader(d.src_fd)
             self.loop.add_writer(d.dst_fd, self._writable, d)
+            d.reading, d.writing = False, True
             return
         except OSError as exc:
             self._reset_dst(d, exc)
@@ -200,10 +218,12 @@ class Relay:
         d.pipe = None
         _give_pipe(pipe)
         self.loop.remove_writer(d.dst_fd)
+        d.writing = False
         if d.eof:
             self._finish_direction(d)
         else:
             self.loop.add_reader(d.src_fd, self._read, d)
+            d.reading = True
 
     # -- copy mode (no splice) ---------------------------------------------------------------
 
@@ -240,6 +260,7 @@ class Relay:
         d.pending = n - sent
         self.loop.remove_reader(d.src_fd)
         self.loop.add_writer(d.dst_fd, self._writable_copy, d)
+        d.reading, d.writing = False, True
 
     def _writable_copy(self, d: _Direction) -> None:
         self.touched = True
@@ -258,10 +279,12 @@ class Relay:
         d.pipe = None
         _free_buffers.append(buf)
         self.loop.remove_writer(d.dst_fd)
+        d.writing = False
         if d.eof:
             self._finish_direction(d)
         else:
             self.loop.add_reader(d.src_fd, self._read_copy, d)
+            d.reading = True
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -271,6 +294,7 @@ class Relay:
     def _eof(self, d: _Direction) -> None:
         d.eof = True
         self.loop.remove_reader(d.src_fd)
+        d.reading = False
         if not self.first_end:
             self.first_end = self._side(d.src) + "_close"
         if not d.pending:
@@ -302,12 +326,14 @@ class Relay:
             self.first_end = how
         loop = self.loop
         for d in (self.up, self.down):
-            # Unregister only what is registered: a reader while the direction is open and
-            # idle, a writer while bytes wait for the destination (each call costs a syscall).
-            if d.pending:
-                loop.remove_writer(d.dst_fd)
-            elif not d.eof:
+            # Unregister exactly what is registered (each call costs a syscall, and a stale
+            # registration outlives the fd).
+            if d.reading:
                 loop.remove_reader(d.src_fd)
+                d.reading = False
+            if d.writing:
+                loop.remove_writer(d.dst_fd)
+                d.writing = False
             if d.pipe is not None:
                 if splice_available():
                     # Bytes left in the pipe are lost with the connection: drop the pipe.

@@ -361,3 +361,43 @@ def test_connect_timeout_moves_on_to_another_server(proxy, backends):
         for f in fillers:
             f.close()
         stuck.close()
+
+
+def test_a_server_reset_mid_write_leaves_no_stale_registration(proxy, backends):
+    """Regression: closing after a failed write (bytes still in the pipe) once left the source's
+    reader registered on the closed fd; the next socket to get that fd number was never read."""
+    (echo,) = backends("echo")
+    resetter = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = resetter.accept()
+            except OSError:
+                return
+            conn.recv(1024)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            conn.close()  # RST while l4lb is still writing
+
+    threading.Thread(target=serve, daemon=True).start()
+    port, other = free_port(), free_port()
+    proxy(
+        listener_toml(port, pool="r")
+        + pool_toml("r", [f'address = "127.0.0.1:{resetter.getsockname()[1]}"'])
+        + f'[listener.e]\nbind = "127.0.0.1:{other}"\npool = "e"\n'
+        + pool_toml("e", [echo])
+    )
+    try:
+        for _ in range(15):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                try:
+                    for _ in range(64):
+                        s.sendall(b"x" * 65536)
+                except OSError:
+                    pass
+            with socket.create_connection(("127.0.0.1", other), timeout=5) as s:
+                assert s.recv(10) == b"echo\n"
+                s.sendall(b"ping")
+                assert s.recv(10) == b"ping"
+    finally:
+        resetter.close()
