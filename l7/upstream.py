@@ -58,6 +58,8 @@ class UpstreamConn(asyncio.Protocol):
         if self.tunnel:
             ex.on_tunnel_data(data)
             return
+        client = ex.conn
+        client.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -69,6 +71,8 @@ class UpstreamConn(asyncio.Protocol):
             self.reusable = False
             if self.exchange is not None:
                 self.exchange.on_upstream_error(f"bad response: {exc}")
+        finally:
+            client.uncork()
 
     def eof_received(self) -> bool:
         if self.exchange is not None and self.tunnel:
