@@ -20,16 +20,11 @@ kills what is left of those groups (nginx workers outlive a killed master) if th
 from __future__ import annotations
 
 import collections
-import ctypes
-import datetime
 import json
 import os
 import re
 import resource
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,281 +32,45 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venv" / "bin"
+from common import (
+    DISTURBED,
+    LOAD_CPU,
+    PROXY_CPU,
+    RETRIES,
+    ROOT,
+    VENV,
+    Proc,
+    Procs,
+    Runner,
+    child_setup,
+    commit,
+    env_int,
+    env_list,
+    fd_count,
+    first_line,
+    free_port,
+    l4lb_version,
+    log,
+    machine,
+    nginx_temp_paths,
+    now_utc,
+    prepare_process,
+    py_spy,
+    rss_kb,
+    wait_listening,
+)
+
 PROXIES = ("l4lb", "haproxy", "haproxy-splice", "nginx")
 TARGETS = ("direct", *PROXIES)
 TESTS = ("bulk", "conn", "idle")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    try:
-        return int(value) if value else default
-    except ValueError:
-        sys.exit(f"l4: {name}={value!r} is not an integer")
-
-
-def _env_list(name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    value = os.environ.get(name, "")
-    if not value:
-        return allowed
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
-    bad = [v for v in items if v not in allowed]
-    if bad:
-        sys.exit(f"l4: {name}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
-    return items
-
-
-SECONDS = _env_int("BENCH_SECONDS", 5)
-ROUNDS = _env_int("BENCH_ROUNDS", 3)
-IDLE_CONNS = _env_int("BENCH_IDLE_CONNS", 9000)
-WRK_CONNS = _env_int("BENCH_WRK_CONNS", 32)
-PROXY_CPU = _env_int("BENCH_PROXY_CPU", 0)
-LOAD_CPU = _env_int("BENCH_LOAD_CPU", 1 if (os.cpu_count() or 1) > 1 else 0)
-RUN_TARGETS = _env_list("BENCH_TARGETS", TARGETS)
-RUN_TESTS = _env_list("BENCH_TESTS", TESTS)
-RETRIES = _env_int("BENCH_RETRIES", 2)
-RETRY_SECONDS = _env_int("BENCH_RETRY_SECONDS", 60)
-DISTURBED = 0.10  # another process used more than this share of a CPU we measure on
+SECONDS = env_int("BENCH_SECONDS", 5)
+ROUNDS = env_int("BENCH_ROUNDS", 3)
+IDLE_CONNS = env_int("BENCH_IDLE_CONNS", 9000)
+WRK_CONNS = env_int("BENCH_WRK_CONNS", 32)
+RUN_TARGETS = env_list("BENCH_TARGETS", TARGETS)
+RUN_TESTS = env_list("BENCH_TESTS", TESTS)
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# -- processes -------------------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _child_setup() -> None:
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class Proc:
-    def __init__(self, name: str, popen: subprocess.Popen, stderr_path: Path) -> None:
-        self.name = name
-        self.popen = popen
-        self.stderr_path = stderr_path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stderr_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
-
-
-class Procs:
-    """Every process this run started, each in its own session (process group)."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[Proc] = []
-
-    def start(self, name: str, argv: list[str], cpu: int, **kw) -> Proc:
-        stderr_path = self.tmp / f"{name}.{len(self.procs)}.stderr"
-        kw.setdefault("stdout", subprocess.DEVNULL)
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        with open(stderr_path, "wb") as err:
-            popen = subprocess.Popen(
-                ["taskset", "-c", str(cpu), *argv],
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=_child_setup,
-                **kw,
-            )
-        proc = Proc(name, popen, stderr_path)
-        self.procs.append(proc)
-        self._record()
-        return proc
-
-    def stop(self, proc: Proc, timeout: float = 5.0) -> None:
-        if proc.alive():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # whatever is left in its group (nginx workers), and a stuck leader
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            log(f"warning: {proc.name} (pid {proc.pid}) did not exit")
-        if proc in self.procs:
-            self.procs.remove(proc)
-            self._record()
-
-    def _record(self) -> None:
-        """Tell bench/run-l4 which process groups are live, for its trap if this one dies."""
-        path = os.environ.get("BENCH_PGID_FILE")
-        if path:
-            tmp = f"{path}.new"
-            Path(tmp).write_text("".join(f"{p.pid}\n" for p in self.procs))
-            os.replace(tmp, path)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.procs)):
-            self.stop(proc, timeout=3.0)
-
-
-def _on_signal(signum: int, _frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-# -- /proc -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    want = f":{port:04X}"
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[1].endswith(want) and fields[3] == "0A":
-                return True
-    return False
-
-
-def wait_listening(proc: Proc, port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if listening(port):
-            return
-        if not proc.alive():
-            raise RuntimeError(
-                f"{proc.name} exited with {proc.popen.returncode} before listening on "
-                f"{port}:\n{proc.stderr_tail()}"
-            )
-        time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} is not listening on {port} after {timeout}s")
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and its descendants (nginx master + worker)."""
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children[ppid].append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, ()))
-    return out
-
-
-def rss_kb(pid: int) -> int:
-    total = 0
-    for p in tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    for p in tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
-
-
-def fd_count(pid: int) -> int:
-    total = 0
-    for p in tree(pid):
-        try:
-            total += len(os.listdir(f"/proc/{p}/fd"))
-        except OSError:
-            pass
-    return total
-
-
-def cpu_busy() -> dict[int, float]:
-    """Seconds each CPU spent in user, nice and system time (not irq/softirq, not idle)."""
-    out = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu") and line[3:4].isdigit():
-            name, user, nice, system = line.split()[:4]
-            out[int(name[3:])] = (int(user) + int(nice) + int(system)) / CLK_TCK
-    return out
-
-
-def _rusage(who: int) -> float:
-    r = resource.getrusage(who)
-    return r.ru_utime + r.ru_stime
-
-
-class Meter:
-    """CPU use over one sample: the proxy's own, and what other processes took from each CPU.
-
-    "Other" is a CPU's busy time less what this run's processes used on it: the proxy on
-    PROXY_CPU; the backend, this script and the client it waited for on LOAD_CPU. It shows
-    samples disturbed by unrelated work on the machine (a test suite, a build).
-    """
-
-    def __init__(self, proxy: Proc | None, backend: Proc) -> None:
-        self.proxy, self.backend = proxy, backend
-        self.t0 = time.monotonic()
-        self.busy0 = cpu_busy()
-        self.proxy0 = cpu_seconds(proxy.pid) if proxy else 0.0
-        self.ours0 = cpu_seconds(backend.pid) + _rusage(resource.RUSAGE_CHILDREN)
-        self.ours0 += _rusage(resource.RUSAGE_SELF)
-
-    def stop(self) -> dict:
-        wall = time.monotonic() - self.t0
-        busy = cpu_busy()
-        proxy = cpu_seconds(self.proxy.pid) - self.proxy0 if self.proxy else 0.0
-        ours = cpu_seconds(self.backend.pid) + _rusage(resource.RUSAGE_CHILDREN)
-        ours += _rusage(resource.RUSAGE_SELF) - self.ours0
-
-        def busy_on(cpu: int) -> float:
-            return busy.get(cpu, 0.0) - self.busy0.get(cpu, 0.0)
-
-        return {
-            "proxy_cpu": proxy / wall if self.proxy else None,
-            "other_proxy_cpu": max(0.0, busy_on(PROXY_CPU) - proxy) / wall,
-            "other_load_cpu": max(0.0, busy_on(LOAD_CPU) - ours) / wall,
-        }
 
 
 # -- configs ---------------------------------------------------------------------------------
@@ -389,10 +148,7 @@ stream {{
 
 
 def nginx_http_config(tmp: Path, port: int, root: Path) -> str:
-    temps = "\n".join(
-        f"    {kind}_temp_path {tmp}/nginx-{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temps = nginx_temp_paths(tmp, "nginx")
     return f"""user root;
 daemon off;
 worker_processes 1;
@@ -424,9 +180,9 @@ class Bench:
         self.tmp = tmp
         self.procs = Procs(tmp)
         self.results: dict[str, dict[str, dict]] = {t: {} for t in TESTS}
-        self.notes: list[str] = []
+        self.runner = Runner(self.procs, ROUNDS)
+        self.notes: list[str] = self.runner.notes
         self.profile: str = ""
-        self.retry_left = float(RETRY_SECONDS)
 
     # proxies
 
@@ -465,14 +221,8 @@ class Bench:
         time.sleep(0.5)
         return out
 
-    def check_alive(self, targets: dict[str, tuple[Proc | None, int]], test: str) -> None:
-        for target, (proc, _port) in targets.items():
-            if proc is not None and not proc.alive():
-                self.notes.append(
-                    f"{test}: {target} exited with {proc.popen.returncode}: {proc.stderr_tail()}"
-                )
-
     # one sample: a client command run to completion, with CPU accounting around it
+    # (bench/common.py: Runner.run), and rounds of them over every target (Runner.series)
 
     def _run(
         self,
@@ -484,27 +234,7 @@ class Bench:
         timeout: float,
         parse: Callable[[subprocess.CompletedProcess], float],
     ) -> dict | None:
-        meter = Meter(proc, backend)
-        try:
-            run = subprocess.run(
-                ["taskset", "-c", str(LOAD_CPU), *argv],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                preexec_fn=_child_setup,
-            )
-        except subprocess.TimeoutExpired:
-            self.notes.append(f"{test}: {argv[0]} through {target} timed out")
-            return None
-        usage = meter.stop()
-        try:
-            value = parse(run)
-        except (ValueError, KeyError, json.JSONDecodeError) as exc:
-            out = (run.stdout[-300:] + run.stderr[-300:]).strip()
-            self.notes.append(f"{test}: {argv[0]} through {target} failed: {exc} {out}")
-            return None
-        return {"value": value, **usage}
+        return self.runner.run(test, target, proc, backend, argv, timeout, parse)
 
     def _series(
         self,
@@ -513,36 +243,7 @@ class Bench:
         targets: dict[str, tuple[Proc | None, int]],
         sample: Callable[[str, Proc | None, int], dict | None],
     ) -> None:
-        samples: dict[str, list[dict]] = {t: [] for t in targets}
-        for rnd in range(ROUNDS):
-            for target, (proc, tport) in targets.items():
-                tries = 0
-                while True:
-                    t0 = time.monotonic()
-                    got = sample(target, proc, tport)
-                    if got is None:
-                        log(f"{test} round {rnd + 1}/{ROUNDS} {target}: failed")
-                        break
-                    got["disturbed"] = _disturbed(got, proxied=proc is not None)
-                    cpu = got["proxy_cpu"]
-                    log(
-                        f"{test} round {rnd + 1}/{ROUNDS} {target}: {got['value']:,.2f} {unit}"
-                        + (f", proxy CPU {cpu:.0%}" if cpu is not None else "")
-                        + f"; other processes: CPU {PROXY_CPU} {got['other_proxy_cpu']:.0%}, "
-                        f"CPU {LOAD_CPU} {got['other_load_cpu']:.0%}"
-                        + (" (disturbed)" if got["disturbed"] else "")
-                    )
-                    if not got["disturbed"] or tries >= RETRIES or self.retry_left <= 0:
-                        break
-                    # Unrelated work took a CPU: measure again, within the retry budget.
-                    tries += 1
-                    self.retry_left -= time.monotonic() - t0
-                    time.sleep(1.0)
-                if got is not None:
-                    samples[target].append(got)
-        self.check_alive(targets, test)
-        for target, vals in samples.items():
-            self.results[test][target] = _summary(vals)
+        self.results[test].update(self.runner.series(test, unit, targets, sample))
 
     def _stop_targets(self, targets: dict[str, tuple[Proc | None, int]]) -> None:
         for proc, _ in targets.values():
@@ -625,14 +326,8 @@ class Bench:
         return self._run("conn", target, proc, backend, argv, seconds + 30, parse)
 
     def _profile(self, proc: Proc, backend: Proc, port: int) -> str:
-        spy = VENV / "py-spy"
-        if not spy.exists():
-            log("installing py-spy into .venv for BENCH_PROFILE")
-            subprocess.run(
-                [str(VENV / "pip"), "install", "-q", "--disable-pip-version-check", "py-spy"],
-                check=False,
-            )
-        if not spy.exists():
+        spy = py_spy()
+        if spy is None:
             return "py-spy could not be installed"
         out = Path(os.environ.get("BENCH_PROFILE_OUT", "/tmp/l4lb-conn-profile.txt"))
         argv = [str(spy), "record", "--nonblocking", "-f", "raw", "-r", "250"]
@@ -643,7 +338,7 @@ class Bench:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=_child_setup,
+            preexec_fn=child_setup,
         )
         time.sleep(0.5)
         got = self._wrk("l4lb (profiled)", proc, backend, port, SECONDS)
@@ -732,32 +427,6 @@ class Bench:
 
     def report(self) -> str:
         return render(self.results, self.notes, self.profile)
-
-
-def _disturbed(sample: dict, proxied: bool) -> bool:
-    return sample["other_load_cpu"] > DISTURBED or (
-        proxied and sample["other_proxy_cpu"] > DISTURBED
-    )
-
-
-def _summary(vals: list[dict]) -> dict:
-    if not vals:
-        return {}
-    xs = [v["value"] for v in vals]
-    cpus = [v["proxy_cpu"] for v in vals if v["proxy_cpu"] is not None]
-    per_core = [v["value"] / v["proxy_cpu"] for v in vals if v["proxy_cpu"]]
-    return {
-        "median": statistics.median(xs),
-        "min": min(xs),
-        "max": max(xs),
-        "n": len(xs),
-        "cpu": statistics.median(cpus) if cpus else None,
-        "per_core": statistics.median(per_core) if per_core else None,
-        "other_proxy_cpu_max": max(v["other_proxy_cpu"] for v in vals),
-        "other_load_cpu_max": max(v["other_load_cpu"] for v in vals),
-        "disturbed": sum(v["disturbed"] for v in vals),
-        "samples": vals,
-    }
 
 
 def summarize_profile(path: Path, rps: float | None, top: int = 15) -> str:
@@ -911,62 +580,15 @@ def render(results: dict, notes: list[str], profile: str) -> str:
 
 
 def versions() -> str:
-    def first(argv: list[str]) -> str:
-        try:
-            run = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-        return ((run.stdout or run.stderr).strip().splitlines() or ["?"])[0]
-
-    loop = os.environ.get("L4LB_LOOP") or (
-        "uvloop"
-        if (VENV / "python").exists()
-        and subprocess.run(
-            [str(VENV / "python"), "-c", "import uvloop"], capture_output=True, check=False
-        ).returncode
-        == 0
-        else "asyncio"
-    )
     return "\n".join(
         [
-            f"- l4lb: {first([str(VENV / 'l4lb'), '--version'])}, "
-            f"{first([str(VENV / 'python'), '--version'])}, loop {loop}",
-            f"- {first(['haproxy', '-v'])}",
-            f"- {first(['nginx', '-v'])}",
-            f"- {first(['iperf3', '--version'])}",
-            f"- {first(['wrk', '--version'])}",
+            l4lb_version(),
+            f"- {first_line(['haproxy', '-v'])}",
+            f"- {first_line(['nginx', '-v'])}",
+            f"- {first_line(['iperf3', '--version'])}",
+            f"- {first_line(['wrk', '--version'])}",
         ]
     )
-
-
-def machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = "?"
-    try:
-        kb_total = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f"{kb_total / 2**20:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{os.cpu_count()} CPUs ({model}), {mem}, Linux {os.uname().release}"
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        run = subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
-        )
-        return run.stdout.strip()
-
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "l4lb")
-    return rev + (" (l4lb/ has uncommitted changes)" if dirty else "")
 
 
 def main() -> int:
@@ -978,18 +600,12 @@ def main() -> int:
             sys.exit(f"l4: {tool} is missing; run bench/run-l4, which installs it")
     if not (VENV / "l4lb").exists():
         sys.exit("l4: .venv/bin/l4lb is missing; run ./scripts/setup (bench/run-l4 does)")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    prepare_process()
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard < 2 * IDLE_CONNS + 200:
         log(f"warning: fd limit {hard} is low for {IDLE_CONNS} idle connections")
-    if PROXY_CPU == LOAD_CPU:
-        log("warning: one CPU only; proxies and load generators share it")
-    os.sched_setaffinity(0, {LOAD_CPU})
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
 
-    started = datetime.datetime.now(datetime.UTC)
+    started = now_utc()
     header = [
         "# L4 benchmark",
         "",
@@ -1023,7 +639,7 @@ def main() -> int:
     finally:
         bench.procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    elapsed = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+    elapsed = (now_utc() - started).total_seconds()
     text = "\n".join(header) + bench.report() + f"\nRun time: {elapsed:.0f}s\n"
     print(text)
     if os.environ.get("BENCH_JSON"):

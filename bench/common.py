@@ -1,0 +1,769 @@
+"""What the benchmarks in bench/ share: process handling, CPU metering, interference
+detection, rounds with retries, and the report header (machine, commit, versions).
+
+Processes. Every process a benchmark starts is pinned with `taskset -c CPU`, runs in its own
+session (process group), and gets PR_SET_PDEATHSIG so the kernel kills it if the benchmark
+dies without cleaning up. `Procs` lists the live process groups in $BENCH_PGID_FILE; the
+shell wrapper's trap (bench/lib.sh) kills whatever is left of them (nginx workers outlive a
+killed master).
+
+Interference. A sample counts as disturbed when another process (a test suite, a build) used
+more than DISTURBED of a CPU the sample depends on: the CPU's busy time in /proc/stat less what
+this run's own processes used there. `Runner.series` runs a disturbed sample again, up to
+RETRIES times within a budget of RETRY_SECONDS for the whole run, and keeps the count.
+
+Environment: BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_RETRIES (2),
+BENCH_RETRY_SECONDS (60).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import datetime
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv" / "bin"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        sys.exit(f"bench: {name}={value!r} is not an integer")
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        sys.exit(f"bench: {name}={value!r} is not a number")
+
+
+def env_list(name: str, allowed: tuple[str, ...], default: tuple[str, ...] | None = None):
+    value = os.environ.get(name, "")
+    if not value:
+        return allowed if default is None else default
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        sys.exit(f"bench: {name}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+    return items
+
+
+PROXY_CPU = env_int("BENCH_PROXY_CPU", 0)
+LOAD_CPU = env_int("BENCH_LOAD_CPU", 1 if (os.cpu_count() or 1) > 1 else 0)
+RETRIES = env_int("BENCH_RETRIES", 2)
+RETRY_SECONDS = env_int("BENCH_RETRY_SECONDS", 60)
+DISTURBED = 0.10  # another process used more than this share of a CPU we measure on
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def child_setup() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Proc:
+    def __init__(self, name: str, popen: subprocess.Popen, stderr_path: Path) -> None:
+        self.name = name
+        self.popen = popen
+        self.stderr_path = stderr_path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stderr_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class Procs:
+    """Every process this run started, each in its own session (process group)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[Proc] = []
+
+    def start(self, name: str, argv: list[str], cpu: int, **kw) -> Proc:
+        stderr_path = self.tmp / f"{name}.{len(self.procs)}.stderr"
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        with open(stderr_path, "wb") as err:
+            popen = subprocess.Popen(
+                ["taskset", "-c", str(cpu), *argv],
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=child_setup,
+                **kw,
+            )
+        proc = Proc(name, popen, stderr_path)
+        self.procs.append(proc)
+        self._record()
+        return proc
+
+    def stop(self, proc: Proc, timeout: float = 5.0) -> None:
+        if proc.alive():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # whatever is left in its group (nginx workers), and a stuck leader
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            log(f"warning: {proc.name} (pid {proc.pid}) did not exit")
+        if proc in self.procs:
+            self.procs.remove(proc)
+            self._record()
+
+    def _record(self) -> None:
+        """Tell the shell wrapper which process groups are live, for its trap if we die."""
+        path = os.environ.get("BENCH_PGID_FILE")
+        if path:
+            tmp = f"{path}.new"
+            Path(tmp).write_text("".join(f"{p.pid}\n" for p in self.procs))
+            os.replace(tmp, path)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc, timeout=3.0)
+
+
+def on_signal(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def prepare_process() -> None:
+    """Raise the fd limit, pin this script to the load CPU, turn signals into
+    KeyboardInterrupt (so `finally:` blocks stop every process)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if PROXY_CPU == LOAD_CPU:
+        log("warning: one CPU only; proxies and load generators share it")
+    os.sched_setaffinity(0, {LOAD_CPU})
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
+# -- /proc -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    want = f":{port:04X}"
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1].endswith(want) and fields[3] == "0A":
+                return True
+    return False
+
+
+def wait_listening(proc: Proc, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if listening(port):
+            return
+        if not proc.alive():
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.popen.returncode} before listening on "
+                f"{port}:\n{proc.stderr_tail()}"
+            )
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} is not listening on {port} after {timeout}s")
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants (nginx master + worker)."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children[ppid].append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of `pid` and its descendants."""
+    user = system = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
+
+
+def fd_count(pid: int) -> int:
+    total = 0
+    for p in tree(pid):
+        try:
+            total += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            pass
+    return total
+
+
+def cpu_busy() -> dict[int, float]:
+    """Seconds each CPU spent in user, nice and system time (not irq/softirq, not idle)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            name, user, nice, system = line.split()[:4]
+            out[int(name[3:])] = (int(user) + int(nice) + int(system)) / CLK_TCK
+    return out
+
+
+def _rusage(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+class Meter:
+    """CPU use over one sample: the proxy's own, and what other processes took from each CPU.
+
+    "Other" is a CPU's busy time less what this run's processes used on it: the proxy on
+    PROXY_CPU; the backend, this script and the client it waited for on LOAD_CPU. It shows
+    samples disturbed by unrelated work on the machine (a test suite, a build). `load_cpu` is
+    how busy LOAD_CPU was in all (1.0: the client side was saturated).
+    """
+
+    def __init__(self, proxy: Proc | None, backend: Proc) -> None:
+        self.proxy, self.backend = proxy, backend
+        self.t0 = time.monotonic()
+        self.busy0 = cpu_busy()
+        self.proxy0 = cpu_times(proxy.pid) if proxy else (0.0, 0.0)
+        self.ours0 = cpu_seconds(backend.pid) + _rusage(resource.RUSAGE_CHILDREN)
+        self.ours0 += _rusage(resource.RUSAGE_SELF)
+
+    def stop(self) -> dict:
+        wall = time.monotonic() - self.t0
+        busy = cpu_busy()
+        user, system = cpu_times(self.proxy.pid) if self.proxy else (0.0, 0.0)
+        user, system = user - self.proxy0[0], system - self.proxy0[1]
+        proxy = user + system
+        ours = cpu_seconds(self.backend.pid) + _rusage(resource.RUSAGE_CHILDREN)
+        ours += _rusage(resource.RUSAGE_SELF) - self.ours0
+
+        def busy_on(cpu: int) -> float:
+            return busy.get(cpu, 0.0) - self.busy0.get(cpu, 0.0)
+
+        return {
+            "proxy_cpu": proxy / wall if self.proxy else None,
+            "proxy_sys": system / proxy if self.proxy and proxy > 0 else None,
+            "other_proxy_cpu": max(0.0, busy_on(PROXY_CPU) - proxy) / wall,
+            "other_load_cpu": max(0.0, busy_on(LOAD_CPU) - ours) / wall,
+            "load_cpu": busy_on(LOAD_CPU) / wall,
+        }
+
+
+def disturbed(sample: dict, proxied: bool) -> bool:
+    return sample["other_load_cpu"] > DISTURBED or (
+        proxied and sample["other_proxy_cpu"] > DISTURBED
+    )
+
+
+def summary(vals: list[dict]) -> dict:
+    """Median, min, max of `value` over the samples, and the CPU figures (median)."""
+    if not vals:
+        return {}
+    xs = [v["value"] for v in vals]
+    cpus = [v["proxy_cpu"] for v in vals if v["proxy_cpu"] is not None]
+    per_core = [v["value"] / v["proxy_cpu"] for v in vals if v["proxy_cpu"]]
+    out = {
+        "median": statistics.median(xs),
+        "min": min(xs),
+        "max": max(xs),
+        "n": len(xs),
+        "cpu": statistics.median(cpus) if cpus else None,
+        "per_core": statistics.median(per_core) if per_core else None,
+        "load_cpu": statistics.median(v.get("load_cpu", 0.0) for v in vals),
+        "other_proxy_cpu_max": max(v["other_proxy_cpu"] for v in vals),
+        "other_load_cpu_max": max(v["other_load_cpu"] for v in vals),
+        "disturbed": sum(v["disturbed"] for v in vals),
+        "samples": vals,
+    }
+    # Extra numeric fields a benchmark attached to its samples (latency percentiles...):
+    # the value from the sample whose `value` is the median one.
+    mid = sorted(vals, key=lambda v: v["value"])[(len(vals) - 1) // 2]
+    for key, v in mid.items():
+        if key not in out and key not in ("value", "proxy_cpu", "disturbed"):
+            out[key] = v
+    return out
+
+
+Targets = dict[str, tuple[Proc | None, int]]
+
+
+class Runner:
+    """Rounds of samples over several targets, interleaved, with interference retries."""
+
+    def __init__(self, procs: Procs, rounds: int, retry_seconds: int | None = None) -> None:
+        self.procs = procs
+        self.rounds = rounds
+        self.notes: list[str] = []
+        self.retry_left = float(RETRY_SECONDS if retry_seconds is None else retry_seconds)
+
+    def run(
+        self,
+        test: str,
+        target: str,
+        proc: Proc | None,
+        backend: Proc,
+        argv: list[str],
+        timeout: float,
+        parse: Callable[[subprocess.CompletedProcess], float | dict],
+        env: dict[str, str] | None = None,
+    ) -> dict | None:
+        """One sample: `argv` run to completion on LOAD_CPU, with CPU accounting around it.
+        `parse` returns the value, or a dict with "value" and extra fields."""
+        meter = Meter(proc, backend)
+        try:
+            run = subprocess.run(
+                ["taskset", "-c", str(LOAD_CPU), *argv],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                preexec_fn=child_setup,
+                env=env,
+            )
+        except subprocess.TimeoutExpired:
+            self.notes.append(f"{test}: {argv[0]} through {target} timed out")
+            return None
+        usage = meter.stop()
+        try:
+            value = parse(run)
+        except (ValueError, KeyError) as exc:
+            out = (run.stdout[-300:] + run.stderr[-300:]).strip()
+            self.notes.append(f"{test}: {argv[0]} through {target} failed: {exc} {out}")
+            return None
+        if isinstance(value, dict):
+            return {**value, **usage}
+        return {"value": value, **usage}
+
+    def series(
+        self,
+        test: str,
+        unit: str,
+        targets: Targets,
+        sample: Callable[[str, Proc | None, int], dict | None],
+        fmt: Callable[[dict], str] | None = None,
+    ) -> dict[str, dict]:
+        """ROUNDS rounds of `sample` over every target in turn; the summary per target."""
+        samples: dict[str, list[dict]] = {t: [] for t in targets}
+        for rnd in range(self.rounds):
+            for target, (proc, tport) in targets.items():
+                tries = 0
+                while True:
+                    t0 = time.monotonic()
+                    got = sample(target, proc, tport)
+                    if got is None:
+                        log(f"{test} round {rnd + 1}/{self.rounds} {target}: failed")
+                        break
+                    got["disturbed"] = disturbed(got, proxied=proc is not None)
+                    cpu = got["proxy_cpu"]
+                    log(
+                        f"{test} round {rnd + 1}/{self.rounds} {target}: "
+                        f"{got['value']:,.2f} {unit}"
+                        + (f" ({fmt(got)})" if fmt else "")
+                        + (f", proxy CPU {cpu:.0%}" if cpu is not None else "")
+                        + f", load CPU {got['load_cpu']:.0%}"
+                        + f"; other processes: CPU {PROXY_CPU} {got['other_proxy_cpu']:.0%}, "
+                        f"CPU {LOAD_CPU} {got['other_load_cpu']:.0%}"
+                        + (" (disturbed)" if got["disturbed"] else "")
+                    )
+                    if not got["disturbed"] or tries >= RETRIES or self.retry_left <= 0:
+                        break
+                    # Unrelated work took a CPU: measure again, within the retry budget.
+                    tries += 1
+                    self.retry_left -= time.monotonic() - t0
+                    time.sleep(1.0)
+                if got is not None:
+                    samples[target].append(got)
+        self.check_alive(targets, test)
+        return {target: summary(vals) for target, vals in samples.items()}
+
+    def check_alive(self, targets: Targets, test: str) -> None:
+        for target, (proc, _port) in targets.items():
+            if proc is not None and not proc.alive():
+                self.notes.append(
+                    f"{test}: {target} exited with {proc.popen.returncode}: {proc.stderr_tail()}"
+                )
+
+
+def disturbed_lines(results: dict[str, dict[str, dict]]) -> list[str]:
+    """Report lines for the disturbed samples that had to be kept, per test and target."""
+    busy = []
+    for test, per_target in results.items():
+        for t, d in per_target.items():
+            if d and d.get("disturbed"):
+                busy.append(
+                    f"{test}/{t}: {d['disturbed']} of {d['n']} (up to "
+                    f"{d['other_proxy_cpu_max']:.0%} of CPU {PROXY_CPU}, "
+                    f"{d['other_load_cpu_max']:.0%} of CPU {LOAD_CPU})"
+                )
+    if not busy:
+        return []
+    return [
+        f"Disturbed samples, kept after {RETRIES} retries or the retry budget ran out "
+        f"(another process used more than {DISTURBED:.0%} of a CPU the sample depends "
+        "on; those figures are low and noisy):",
+        "",
+        *[f"- {b}" for b in busy],
+        "",
+    ]
+
+
+# -- configs shared by several benchmarks ----------------------------------------------------
+
+
+def nginx_temp_paths(tmp: Path, name: str) -> str:
+    return "\n".join(
+        f"    {kind}_temp_path {tmp}/{name}-{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+
+
+def nginx_backend_config(tmp: Path, port: int, root: Path, name: str = "backend-http") -> str:
+    """A 1-worker nginx serving `root`, no access log, long keep-alive."""
+    return f"""user root;
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {tmp}/{name}.pid;
+error_log stderr error;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+{nginx_temp_paths(tmp, name)}
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def start_nginx(procs: Procs, name: str, cfg: Path, cpu: int) -> Proc:
+    return procs.start(name, ["nginx", "-e", "stderr", "-p", str(cfg.parent), "-c", str(cfg)], cpu)
+
+
+# -- py-spy ----------------------------------------------------------------------------------
+
+
+def py_spy() -> Path | None:
+    """py-spy from .venv, installed there from PyPI if missing."""
+    spy = VENV / "py-spy"
+    if not spy.exists():
+        log("installing py-spy into .venv")
+        subprocess.run(
+            [str(VENV / "pip"), "install", "-q", "--disable-pip-version-check", "py-spy"],
+            check=False,
+        )
+    return spy if spy.exists() else None
+
+
+def py_spy_record(
+    pid: int, seconds: float, out: Path, rate: int = 100, native: bool = True
+) -> subprocess.Popen | None:
+    """Start `py-spy record -f raw` on `pid` for `seconds` (pinned to LOAD_CPU). With
+    `native`, C frames (OpenSSL, uvloop, httptools, libc system call wrappers) are in the
+    stacks too; py-spy then stops the process for each sample, which slows it down a little."""
+    spy = py_spy()
+    if spy is None:
+        return None
+    argv = ["taskset", "-c", str(LOAD_CPU), str(spy), "record", "-f", "raw", "-r", str(rate)]
+    argv += ["-d", str(int(seconds)), "-o", str(out), "--pid", str(pid)]
+    argv += ["--native"] if native else ["--nonblocking"]
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=child_setup,
+    )
+
+
+# Leaf frames in libc that are system calls (the time is mostly the kernel's).
+SYSCALLS = frozenset(
+    [
+        "accept",
+        "accept4",
+        "close",
+        "__close",
+        "connect",
+        "epoll_ctl",
+        "epoll_wait",
+        "epoll_pwait",
+        "fcntl",
+        "getpid",
+        "getsockname",
+        "getpeername",
+        "getsockopt",
+        "setsockopt",
+        "ioctl",
+        "io_uring_enter",
+        "read",
+        "readv",
+        "recv",
+        "recvfrom",
+        "recvmsg",
+        "getrandom",
+        "madvise",
+        "mmap",
+        "munmap",
+        "brk",
+        "send",
+        "sendto",
+        "sendmsg",
+        "shutdown",
+        "socket",
+        "socketpair",
+        "splice",
+        "syscall",
+        "write",
+        "writev",
+        "pipe2",
+        "__libc_write",
+        "__libc_read",
+        "__write",
+        "__read",
+        "__send",
+        "__recv",
+        "__libc_send",
+        "__libc_recv",
+        "clock_gettime",
+        "__clock_gettime",
+    ]
+)
+ALLOC = frozenset(
+    [
+        "malloc",
+        "free",
+        "realloc",
+        "calloc",
+        "cfree",
+        "_int_malloc",
+        "_int_free",
+        "malloc_consolidate",
+        "__libc_malloc",
+        "__libc_free",
+        "_int_realloc",
+        "tcache_get",
+        "unlink_chunk",
+    ]
+)
+
+
+def frame_name(frame: str) -> str:
+    """`Session.connect (l4lb/listener.py:535)` -> `Session.connect`."""
+    return frame.split(" (", 1)[0]
+
+
+def frame_where(frame: str) -> str:
+    """`Session.connect (l4lb/listener.py:535)` -> `l4lb/listener.py:535`."""
+    if frame.endswith(")") and " (" in frame:
+        return frame.rsplit(" (", 1)[1][:-1]
+    return ""
+
+
+def read_profile(path: Path) -> list[tuple[list[str], int]]:
+    """py-spy's raw (collapsed) output: one `frame;frame;... count` per line, root first."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            out.append((stack.split(";"), int(count)))
+    return out
+
+
+def grouped(
+    stacks: list[tuple[list[str], int]], classify: Callable[[list[str]], str]
+) -> list[tuple[str, float]]:
+    """Share of samples per category; `classify(frames)` names one for each stack."""
+    total = sum(n for _, n in stacks) or 1
+    counts: collections.Counter[str] = collections.Counter()
+    for frames, n in stacks:
+        counts[classify(frames)] += n
+    return [(c, n / total) for c, n in counts.most_common()]
+
+
+def top_self(stacks: list[tuple[list[str], int]], top: int = 15) -> list[tuple[str, float]]:
+    """Leaf frames by share of samples (a Python line, a C function, a libc call)."""
+    total = sum(n for _, n in stacks) or 1
+    counts: collections.Counter[str] = collections.Counter()
+    for frames, n in stacks:
+        counts[frames[-1]] += n
+    return [(f, n / total) for f, n in counts.most_common(top)]
+
+
+def top_inclusive(
+    stacks: list[tuple[list[str], int]],
+    keep: Callable[[str], bool],
+    top: int = 15,
+    below: float = 0.95,
+) -> list[tuple[str, float]]:
+    """Functions (any line) by share of samples with them anywhere on the stack; only frames
+    `keep(frame)` accepts, and only below `below` (drops the loop's own frames)."""
+    total = sum(n for _, n in stacks) or 1
+    counts: collections.Counter[str] = collections.Counter()
+    for frames, n in stacks:
+        names = set()
+        for f in frames:
+            if keep(f):
+                where = frame_where(f).rsplit(":", 1)[0]
+                names.add(f"{frame_name(f)} ({where})" if where else frame_name(f))
+        for name in names:
+            counts[name] += n
+    return [(f, n / total) for f, n in counts.most_common() if n / total < below][:top]
+
+
+def share_table(rows: list[tuple[str, float]], head: str) -> list[str]:
+    out = [f"| share | {head} |", "|---:|---|"]
+    out += [f"| {v:.1%} | {k} |" for k, v in rows]
+    return out
+
+
+# -- the report header -----------------------------------------------------------------------
+
+
+def first_line(argv: list[str]) -> str:
+    try:
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return ((run.stdout or run.stderr).strip().splitlines() or ["?"])[0]
+
+
+def l4lb_version() -> str:
+    loop = os.environ.get("L4LB_LOOP") or (
+        "uvloop"
+        if (VENV / "python").exists()
+        and subprocess.run(
+            [str(VENV / "python"), "-c", "import uvloop"], capture_output=True, check=False
+        ).returncode
+        == 0
+        else "asyncio"
+    )
+    ssl_version = first_line([str(VENV / "python"), "-c", "import ssl; print(ssl.OPENSSL_VERSION)"])
+    return (
+        f"- l4lb: {first_line([str(VENV / 'l4lb'), '--version'])}, "
+        f"{first_line([str(VENV / 'python'), '--version'])}, loop {loop}, {ssl_version}"
+    )
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        kb_total = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb_total / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), {mem}, Linux {os.uname().release}"
+
+
+def commit(paths: tuple[str, ...] = ("l4lb",)) -> str:
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        )
+        return run.stdout.strip()
+
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", *paths)
+    where = ", ".join(p + "/" for p in paths)
+    return rev + (f" ({where} with uncommitted changes)" if dirty else "")
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
