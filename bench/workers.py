@@ -39,7 +39,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from common import _rusage, first_line, free_port, log, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv" / "bin"
@@ -87,10 +88,6 @@ RUN_TESTS = _env_list("BENCH_TESTS", TESTS)
 RETRIES = _env_int("BENCH_RETRIES", 2)
 RETRY_SECONDS = _env_int("BENCH_RETRY_SECONDS", 40)
 DISTURBED = 0.10  # processes outside this run used more than this share of a CPU
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -187,40 +184,6 @@ class Procs:
 
 def _on_signal(signum: int, _frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    want = f":{port:04X}"
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[1].endswith(want) and fields[3] == "0A":
-                return True
-    return False
-
-
-def wait_listening(proc: Proc, port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if listening(port):
-            return
-        if not proc.alive():
-            raise RuntimeError(
-                f"{proc.name} exited with {proc.popen.returncode} before listening on "
-                f"{port}:\n{proc.stderr_tail()}"
-            )
-        time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} is not listening on {port} after {timeout}s")
 
 
 # -- CPU accounting --------------------------------------------------------------------------
@@ -336,11 +299,6 @@ def sockets(ports: tuple[int, ...]) -> list[str]:
     if cur:
         lines.append(cur)
     return lines
-
-
-def _rusage(who: int) -> float:
-    r = resource.getrusage(who)
-    return r.ru_utime + r.ru_stime
 
 
 class Meter:
@@ -922,14 +880,6 @@ def render(
         out += [f"Diagnostics: {what}; `ss -tanpi` on the proxy's and the backend's ports:", ""]
         out += ["```", *(lines or ["(no sockets)"]), "```", ""]
     return "\n".join(out)
-
-
-def first_line(argv: list[str]) -> str:
-    try:
-        run = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return ((run.stdout or run.stderr).strip().splitlines() or ["?"])[0]
 
 
 def machine() -> str:
