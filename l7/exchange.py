@@ -44,7 +44,47 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class Exchange:
-    """A request and its response. `conn` is the client connection's adapter."""
+    """A request and its response. `conn` is the client connection's adapter. One is made per
+    request, so its fields are slots and only what every request needs is set up front."""
+
+    __slots__ = (
+        "active",
+        "body_done",
+        "body_kind",
+        "body_limit",
+        "body_sent",
+        "bytes_out",
+        "close_after",
+        "conn",
+        "connect_started",
+        "connect_time",
+        "engine",
+        "finished",
+        "framing",
+        "head_sent",
+        "interim",
+        "keep_alive",
+        "pending",
+        "pending_size",
+        "pool",
+        "replay",
+        "replay_size",
+        "request",
+        "request_id",
+        "response_time",
+        "retries",
+        "retry_held",
+        "route",
+        "sent_at",
+        "server",
+        "started",
+        "status",
+        "target",
+        "tried",
+        "upgrade",
+        "upgrade_rest",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -75,11 +115,13 @@ class Exchange:
         self.retry_held = False
         self.pending: list[bytes] = []  # request body waiting for the server connection
         self.pending_size = 0
-        self.replay: list[bytes] | None = []  # the body so far, while small enough to resend
+        # The body so far, while small enough to resend; None for a request without one.
+        self.replay: list[bytes] | None = None if body == "none" else []
         self.replay_size = 0
         self.body_sent = 0  # bytes written to the current server
         self.body_done = body == "none"
-        self.body_limit = BodyLimit(engine.settings.max_body) if engine.settings.max_body else None
+        max_body = engine.settings.max_body
+        self.body_limit = BodyLimit(max_body) if max_body and body != "none" else None
         self.active = False  # started (it is the first exchange of its connection)
         self.finished = False
         self.status = 0
@@ -87,10 +129,10 @@ class Exchange:
         self.framing = ""  # of the response to the client: "length", "chunked", "close", "none"
         self.bytes_out = 0
         self.close_after = not keep_alive
+        self.connect_started = 0.0
         self.connect_time = -1.0
         self.response_time = -1.0
         self.sent_at = 0.0
-        self.timer = None  # response timeout
         self.upgrade_rest = b""  # client bytes after an Upgrade request's head
         self.interim = False  # a 1xx response is being relayed
 
@@ -152,11 +194,11 @@ class Exchange:
         server.active += 1
         server.total += 1
         up = engine.registry.upstream(pool, server, engine.upstream_tls.get(pool.name))
-        self.connect_started = time.monotonic()
         conn = up.take()
         if conn is not None:
             self.attach(conn)
         else:
+            self.connect_started = time.monotonic()
             up.connect(self.connected)
 
     def connected(self, conn: UpstreamConn | None, reason: str) -> None:
@@ -167,15 +209,21 @@ class Exchange:
         if conn is None:
             self.attempt_failed("connect", reason)
             return
-        self.attach(conn)
+        self.attach(conn, connected=True)
 
-    def attach(self, conn: UpstreamConn) -> None:
+    def attach(self, conn: UpstreamConn, connected: bool = False) -> None:
+        """Send the request on `conn`: a pooled connection, or (`connected`) a new one, whose
+        connect time goes to the stats. A pooled one did not connect: it records 0 in the
+        access log and nothing in the connect-latency histogram."""
         assert self.server is not None and self.pool is not None
-        self.connect_time = time.monotonic() - self.connect_started
         self.server.on_connected()
-        stats = self.engine.stats
-        if stats is not None:
-            stats.connect_latency(self.pool.name, self.server.name).observe(self.connect_time)
+        if connected:
+            self.connect_time = time.monotonic() - self.connect_started
+            stats = self.engine.stats
+            if stats is not None:
+                stats.connect_latency(self.pool.name, self.server.name).observe(self.connect_time)
+        else:
+            self.connect_time = 0.0
         self.upstream = conn
         conn.start(self)
         conn.write(self.request_head())
@@ -247,16 +295,16 @@ class Exchange:
         self.body_sent = 0
 
     def request_sent(self) -> None:
-        pool = self.pool
-        assert pool is not None
-        if self.timer is not None:
-            self.timer.cancel()  # a retry: the new attempt gets the whole timeout
-        loop = self.engine.registry.loop
+        """The whole request is with the server: its response timeout starts (on the server
+        connection, whose deadline timer outlives the exchange; a retry's new connection
+        starts its own)."""
+        pool, conn = self.pool, self.upstream
+        assert pool is not None and conn is not None
         self.sent_at = time.monotonic()
-        self.timer = loop.call_later(pool.config.http.response_timeout, self.response_timeout)
+        conn.arm(pool.config.http.response_timeout)
 
     def response_timeout(self) -> None:
-        self.timer = None
+        """Called by the server connection when no response head came in time."""
         if self.finished:
             return
         if self.upstream is not None:
@@ -324,9 +372,8 @@ class Exchange:
     # -- response from the server ------------------------------------------------------------
 
     def on_response_head(self, status: int, headers: list, version: str) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.upstream is not None:
+            self.upstream.disarm()
         loop = self.engine.registry.loop
         if self.response_time < 0 and self.sent_at:
             self.response_time = time.monotonic() - self.sent_at
@@ -421,7 +468,7 @@ class Exchange:
         if self.interim:
             self.interim = False
             if self.upstream is not None:
-                self.upstream.start(self)  # a fresh parser for the final response
+                self.upstream.start(self, fresh=True)  # a fresh parser for the final response
             return
         if self.finished or not self.head_sent or self.status == 101:
             return  # (a 101 goes on as a tunnel: see on_response_upgrade)
@@ -438,9 +485,6 @@ class Exchange:
     def on_upstream_error(self, reason: str) -> None:
         if self.finished:
             return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.exchange = None
@@ -538,9 +582,6 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.server is not None and self.status:
             self.server.active -= 1
         if self.pool is not None:
@@ -565,8 +606,6 @@ class Exchange:
         if not self.status:
             self.status = 499  # nginx's "client closed request"
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
         if self.pool is not None:
             budget = self.engine.registry.budget(self.pool)
             budget.on_request_end()

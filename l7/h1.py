@@ -11,6 +11,11 @@ and reading pauses until the one before it is done, so a client cannot queue wit
 Timeouts: `header_timeout` from the first byte of a request to the end of its head (408),
 `body_timeout` between two reads of a body (408), `keepalive_timeout` while idle (closed
 quietly). After a reload, the next request on an open connection uses the new config.
+
+The connection has one timer, and it is lazy: a deadline that moves later is only stored, and
+the timer, when it fires early, re-arms for what is left. The header timeout is armed only
+when a read ends inside a request head, so a keep-alive request that arrives whole costs no
+timer at all.
 """
 
 from __future__ import annotations
@@ -61,7 +66,11 @@ class H1Server(asyncio.Protocol):
         self.head_bytes = 0
         self.requests = 0
         self.timer: asyncio.TimerHandle | None = None
-        self.timer_kind = ""
+        self.timer_at = 0.0  # loop time the timer fires at
+        self.timer_kind = ""  # what the deadline is for; "" none
+        self.timer_seconds = 0.0
+        self.deadline = 0.0
+        self.in_head = False  # a request head has begun and not ended
         self.body_seen = False
         self.closed = False
         self.closing = False
@@ -87,6 +96,8 @@ class H1Server(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            if self.in_head and self.timer_kind == "keepalive":
+                self.arm("header", self.engine_of().settings.header_timeout)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             ex = self.building or (self.exchanges[-1] if self.exchanges else None)
@@ -128,7 +139,7 @@ class H1Server(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.disarm()
+        self.cancel_timer()
         if self.peer is not None:
             self.peer.abort()
         for ex in self.exchanges:
@@ -143,8 +154,7 @@ class H1Server(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.head_bytes = 0
-        if self.timer_kind == "keepalive":
-            self.arm("header", self.engine_of().settings.header_timeout)
+        self.in_head = True  # data_received arms the header timeout if the read ends here
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -159,6 +169,7 @@ class H1Server(asyncio.Protocol):
             raise RemoteProtocolError("request header fields too large", 431)
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         engine = self.engine_of()
         settings = engine.settings
         parser = self.parser
@@ -319,6 +330,8 @@ class H1Server(asyncio.Protocol):
             self.exchanges[0].start()
         elif self.draining:
             self.close()
+        elif self.in_head:  # the next request's head is partly here
+            self.arm("header", self.engine_of().settings.header_timeout)
         else:
             self.arm("keepalive", self.engine_of().settings.keepalive_timeout)
 
@@ -361,7 +374,7 @@ class H1Server(asyncio.Protocol):
     def close(self) -> None:
         self.closing = True
         self.uncork()  # what is held goes out before the close
-        self.disarm()
+        self.cancel_timer()
         if self.transport is not None and not self.closed:
             self.transport.close()  # after what is buffered is written
 
@@ -373,18 +386,38 @@ class H1Server(asyncio.Protocol):
             self.arm("keepalive", grace)
 
     def arm(self, kind: str, seconds: float) -> None:
-        self.disarm()
+        """Set the connection's deadline: `kind` ends `seconds` from now."""
+        when = self.loop.time() + seconds
         self.timer_kind = kind
-        self.timer = self.loop.call_later(seconds, self._expired, seconds)
+        self.timer_seconds = seconds
+        self.deadline = when
+        timer = self.timer
+        if timer is None or self.timer_at > when:
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_at(when, self._expired)
+            self.timer_at = when
 
     def disarm(self) -> None:
+        self.timer_kind = ""  # the timer, if any, finds nothing to do when it fires
+
+    def cancel_timer(self) -> None:
+        self.timer_kind = ""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.timer_kind = ""
 
-    def _expired(self, seconds: float) -> None:
-        kind, self.timer = self.timer_kind, None
+    def _expired(self) -> None:
+        self.timer = None
+        kind = self.timer_kind
+        if not kind or self.closed:
+            return
+        if self.loop.time() < self.deadline:  # the deadline moved on since: wait for it
+            self.timer = self.loop.call_at(self.deadline, self._expired)
+            self.timer_at = self.deadline
+            return
+        self.timer_kind = ""
+        seconds = self.timer_seconds
         if kind == "keepalive":
             self.close()
         elif kind == "header":

@@ -10,6 +10,12 @@ the one uvicorn picks by default.
 A new connection is made by a task (`loop.create_connection`); everything after that is
 Protocol callbacks. The pool keeps no policy: the exchange decides what to retry and when a
 connection may go back to the pool.
+
+Each connection has one deadline: the response timeout while it serves an exchange, the idle
+timeout while it waits in the pool. Its timer is lazy: moving a deadline later only stores
+it, and the timer, when it fires early, re-arms for what is left. A request then costs no
+timer at all (creating and cancelling a libuv timer twice per request was a measurable share
+of the hot path, bench/RESULTS.md); a timer is re-armed only when a deadline moves earlier.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ class UpstreamConn(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.closed = False
         self.reusable = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time of the response or idle timeout; 0: none
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
         self.tunnel = False  # after a 101: raw bytes both ways
         self.until_close = False  # the response body ends when the server closes
         self.paused_by_peer = False
@@ -90,8 +98,10 @@ class UpstreamConn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        self.deadline = 0.0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.pool.forget(self)
         ex, self.exchange = self.exchange, None
         if ex is not None:
@@ -128,13 +138,13 @@ class UpstreamConn(asyncio.Protocol):
 
     # -- used by the exchange ----------------------------------------------------------------
 
-    def start(self, exchange: Exchange) -> None:
-        """Give the connection to `exchange` for one request/response."""
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+    def start(self, exchange: Exchange, fresh: bool = False) -> None:
+        """Give the connection to `exchange` for one request/response. The parser of the last
+        response goes on (llhttp resets itself after a complete message) unless `fresh`."""
+        self.deadline = 0.0
         self.exchange = exchange
-        self.parser = httptools.HttpResponseParser(self)
+        if fresh or self.parser is None:
+            self.parser = httptools.HttpResponseParser(self)
         self.headers = []
         self.reusable = False
         self.until_close = False
@@ -169,11 +179,45 @@ class UpstreamConn(asyncio.Protocol):
     def release(self) -> None:
         """The exchange is done with it: back to the pool if it can carry another request."""
         self.exchange = None
-        self.parser = None
         if self.reusable and not self.closed and not self.tunnel:
             self.pool.put(self)
         else:
+            self.parser = None
             self.abort()
+
+    # -- the deadline ------------------------------------------------------------------------
+
+    def arm(self, seconds: float) -> None:
+        """Set the deadline `seconds` from now (response timeout, or idle in the pool)."""
+        loop = self.pool.loop
+        when = loop.time() + seconds
+        self.deadline = when
+        timer = self.timer
+        if timer is None or self.timer_at > when:
+            if timer is not None:
+                timer.cancel()
+            self.timer = loop.call_at(when, self._expired)
+            self.timer_at = when
+
+    def disarm(self) -> None:
+        self.deadline = 0.0  # the timer, if any, finds nothing to do
+
+    def _expired(self) -> None:
+        self.timer = None
+        deadline = self.deadline
+        if not deadline or self.closed:
+            return
+        loop = self.pool.loop
+        if loop.time() < deadline:
+            self.timer = loop.call_at(deadline, self._expired)
+            self.timer_at = deadline
+            return
+        self.deadline = 0.0
+        ex = self.exchange
+        if ex is None:
+            self.abort()  # idle in the pool for idle_timeout
+        else:
+            ex.response_timeout()
 
 
 class UpstreamPool:
@@ -242,7 +286,7 @@ class UpstreamPool:
             conn.abort()
             return
         self.idle.append(conn)
-        conn.idle_timer = self.loop.call_later(self.idle_timeout, conn.abort)
+        conn.arm(self.idle_timeout)
 
     def forget(self, conn: UpstreamConn) -> None:
         if conn in self.idle:
