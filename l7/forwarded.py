@@ -84,6 +84,9 @@ _MANAGED = frozenset(
         b"tracestate",
     }
 )
+# Every field forward_headers does not pass through as it is.
+_SPECIAL = HOP_BY_HOP | _MANAGED
+_VIA = b"1.1 l4lb"
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._~+/=-]{1,200}")
 # W3C Trace Context §3.2: version "00" is exactly 55 characters; a later version may append
@@ -249,7 +252,24 @@ def forward_headers(
     Raises ValueError if `client_ip` is not an IP address (a caller bug).
     """
     address, client = _client_address(client_ip)
-    is_trusted = _is_trusted(address, trusted)
+    is_trusted = bool(trusted) and _is_trusted(address, trusted)
+
+    # One pass splits the fields passed through from the few that need thought (usually
+    # none, or a Connection: keep-alive), so the work below is over that short list only.
+    if upgrade:
+        special = request_headers
+        nominated = _nominated(request_headers)
+        out = _strip_hop_by_hop(request_headers, True, _MANAGED, nominated)
+    else:
+        out = []
+        special = []
+        for item in request_headers:
+            (special if item[0] in _SPECIAL else out).append(item)
+        nominated = _nominated(special) if special else None
+        if nominated is not None:
+            extra = nominated - _SPECIAL  # names only a Connection header makes hop-by-hop
+            if extra:
+                out = [item for item in out if item[0] not in extra]
 
     xff: list[bytes] = []
     fwd: list[bytes] = []
@@ -257,8 +277,7 @@ def forward_headers(
     proto_in = host_in = None
     trace: list[bytes] = []
     tracestate: list[tuple[bytes, bytes]] = []
-    nominated = _nominated(request_headers)
-    for name, value in request_headers:
+    for name, value in special:
         if name in _MANAGED and (nominated is None or name not in nominated):
             if name == b"x-forwarded-for":
                 xff.append(value)
@@ -275,10 +294,10 @@ def forward_headers(
             elif name == b"tracestate":
                 tracestate.append((name, value))
 
-    out = _strip_hop_by_hop(request_headers, upgrade, _MANAGED, nominated)
-    out.append((b"via", _joined(via_in, via.encode("latin-1"))))
+    via_b = _VIA if via == "1.1 l4lb" else via.encode("latin-1")
+    out.append((b"via", _joined(via_in, via_b) if via_in else via_b))
     ours = client.encode("ascii")
-    out.append((b"x-forwarded-for", _joined(xff, ours) if is_trusted else ours))
+    out.append((b"x-forwarded-for", _joined(xff, ours) if is_trusted and xff else ours))
     scheme_b = scheme.encode("latin-1")
     host_b = host.encode("latin-1", "replace")
     out.append((b"x-forwarded-proto", proto_in if is_trusted and proto_in else scheme_b))
