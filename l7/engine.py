@@ -27,7 +27,18 @@ if TYPE_CHECKING:
     from l4lb.stats import Stats
     from l4lb.tls.build import UpstreamTls
 
-__all__ = ["HttpEngine", "UpstreamRegistry"]
+__all__ = ["HttpEngine", "ServerLink", "UpstreamRegistry"]
+
+
+class ServerLink:
+    """What a request to one server needs from the registry (its keep-alive pool and its
+    breaker), looked up once per engine instead of once per request."""
+
+    __slots__ = ("breaker", "upstream")
+
+    def __init__(self, upstream: UpstreamPool, breaker: CircuitBreaker | None) -> None:
+        self.upstream = upstream
+        self.breaker = breaker
 
 
 class UpstreamRegistry:
@@ -110,8 +121,31 @@ class HttpEngine:
         self.trusted = tuple(ipaddress.ip_network(c) for c in self.settings.trusted_proxies)
         hsts = self.settings.hsts if self.scheme == "https" else 0
         self.extra_response_headers = security_headers(hsts_max_age=hsts or None)
+        self.redirect_https = self.settings.redirect_https
         self.draining = False
         self.listener: Any = None  # the l4lb Listener serving this engine (for counters)
+        self._links: dict[int, tuple[Server, ServerLink]] = {}
+        self._budgets: dict[str, RetryBudget] = {}
+
+    def link(self, pool: Pool, server: Server) -> ServerLink:
+        """The upstream pool and breaker of `server` in `pool`, cached for this engine (a
+        reload builds a new engine, which takes the registry's then-current settings)."""
+        entry = self._links.get(id(server))
+        if entry is not None and entry[0] is server:
+            return entry[1]
+        link = ServerLink(
+            self.registry.upstream(pool, server, self.upstream_tls.get(pool.name)),
+            self.registry.breaker(pool, server),
+        )
+        self._links[id(server)] = (server, link)
+        return link
+
+    def budget(self, pool: Pool) -> RetryBudget:
+        """The retry budget of `pool`, cached for this engine."""
+        budget = self._budgets.get(pool.name)
+        if budget is None:
+            budget = self._budgets[pool.name] = self.registry.budget(pool)
+        return budget
 
     def tls_for(self, pool: str) -> ssl.SSLContext | None:
         up = self.upstream_tls.get(pool)

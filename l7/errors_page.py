@@ -18,7 +18,7 @@ from http import HTTPStatus
 from l4lb.errors import LocalProtocolError
 from l7.model import Response
 
-__all__ = ["error_response", "reason_phrase"]
+__all__ = ["error_response", "reason_phrase", "status_line"]
 
 _SAFE_ID = re.compile(r"[\x21-\x7e]{1,200}")
 
@@ -30,6 +30,20 @@ def reason_phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    """`HTTP/1.1 200 OK\r\n` for `status`, made once per status code (every response
+    needs one, and looking the phrase up through HTTPStatus costs more than the rest)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode("ascii"))
+        if 100 <= status <= 999:
+            _STATUS_LINES[status] = line
+    return line
 
 
 def error_response(

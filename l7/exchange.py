@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from l4lb.errors import RemoteProtocolError
 from l7.budget import is_retryable
-from l7.errors_page import error_response, reason_phrase
-from l7.forwarded import forward_headers, response_hop_by_hop_filter
+from l7.errors_page import error_response, status_line
+from l7.forwarded import forward_headers, response_hop_by_hop_filter, response_lines
 from l7.model import Request
 from l7.router import apply_request_headers, apply_response_headers, render_redirect
 from l7.routes import Forward, Redirect, Respond
@@ -30,7 +30,7 @@ from l7.validate import BodyLimit
 if TYPE_CHECKING:
     from l4lb.pool import Pool
     from l4lb.server import Server
-    from l7.engine import HttpEngine
+    from l7.engine import HttpEngine, ServerLink
     from l7.h1 import H1Server
     from l7.routes import HttpRoute
     from l7.upstream import UpstreamConn
@@ -49,6 +49,7 @@ class Exchange:
 
     __slots__ = (
         "active",
+        "authority",
         "body_done",
         "body_kind",
         "body_limit",
@@ -64,6 +65,7 @@ class Exchange:
         "head_sent",
         "interim",
         "keep_alive",
+        "link",
         "pending",
         "pending_size",
         "pool",
@@ -96,8 +98,11 @@ class Exchange:
         body: str,  # "none", "length" or "chunked"
         request_id: str,
         upgrade: bool = False,
+        authority: bytes | None = None,
     ) -> None:
         self.conn = conn
+        # The Host header as sent (port included), for X-Forwarded-Host and redirects.
+        self.authority = authority if authority is not None else request.header(b"host") or b""
         self.engine = engine
         self.request = request
         self.keep_alive = keep_alive
@@ -109,6 +114,7 @@ class Exchange:
         self.target = request.target
         self.pool: Pool | None = None
         self.server: Server | None = None
+        self.link: ServerLink | None = None  # the server's upstream pool and breaker
         self.upstream: UpstreamConn | None = None
         self.tried: list[Server] = []
         self.retries = 0
@@ -141,8 +147,8 @@ class Exchange:
     def start(self) -> None:
         self.active = True
         engine, request = self.engine, self.request
-        if engine.settings.redirect_https:
-            location = f"https://{request.header(b'host').decode('latin-1')}{request.target}"
+        if engine.redirect_https:
+            location = f"https://{self.authority.decode('latin-1')}{request.target}"
             self.respond(301, b"", extra=[(b"location", location.encode("latin-1"))])
             return
         match = engine.router.match(request)
@@ -169,8 +175,8 @@ class Exchange:
                 return
             assert isinstance(action, Forward)
             pool_name = action.pool
-        self.pool = engine.pools[pool_name]
-        engine.registry.budget(self.pool).on_request_start()
+        self.pool = pool = engine.pools[pool_name]
+        engine.budget(pool).on_request_start()
         self.forward()
 
     # -- stage: upstream ---------------------------------------------------------------------
@@ -186,14 +192,16 @@ class Exchange:
             if server is None:
                 self.error(503, "no server available", retry_after=1)
                 return
-            breaker = engine.registry.breaker(pool, server)
+            link = engine.link(pool, server)
+            breaker = link.breaker
             if breaker is None or breaker.allow(now):
                 break
             self.tried.append(server)  # breaker open: as if tried
         self.server = server
+        self.link = link
         server.active += 1
         server.total += 1
-        up = engine.registry.upstream(pool, server, engine.upstream_tls.get(pool.name))
+        up = link.upstream
         conn = up.take()
         if conn is not None:
             self.attach(conn)
@@ -242,7 +250,7 @@ class Exchange:
             request.headers,
             client_ip=request.client[0],
             scheme=engine.scheme,
-            host=(request.header(b"host") or b"").decode("latin-1"),
+            host=self.authority.decode("latin-1"),
             trusted=engine.trusted,
             forwarded_header=engine.settings.forwarded,
             request_id=self.request_id,
@@ -251,12 +259,13 @@ class Exchange:
         )
         if self.route is not None:
             headers = apply_request_headers(self.route, headers)
-        lines = [f"{request.method} {self.target} HTTP/1.1\r\n".encode("latin-1")]
-        lines += [name + b": " + value + b"\r\n" for name, value in headers]
+        lines = [f"{request.method} {self.target} HTTP/1.1".encode("latin-1")]
+        for name, value in headers:
+            lines.append(name + b": " + value)
         if self.body_kind == "chunked":
-            lines.append(b"transfer-encoding: chunked\r\n")
+            lines.append(b"transfer-encoding: chunked")
         lines.append(b"\r\n")
-        return b"".join(lines)
+        return b"\r\n".join(lines)
 
     def attempt_failed(self, phase: str, reason: str) -> None:
         """A server failed before answering: retry elsewhere when allowed, else 502/504."""
@@ -266,13 +275,13 @@ class Exchange:
         server.active -= 1
         if phase == "connect":
             server.on_connect_failed(now)
-        breaker = self.engine.registry.breaker(pool, server)
+        breaker = self.link.breaker if self.link is not None else None
         if breaker is not None and phase != "connect":
             self.breaker_result(breaker.on_failure(now))
         self.tried.append(server)
         self.upstream = None
         replayable = self.body_sent == 0 or self.replay is not None
-        budget = self.engine.registry.budget(pool)
+        budget = self.engine.budget(pool)
         if (
             self.retries < pool.config.retries
             and is_retryable(self.request.method, phase, None, (), replayable)  # type: ignore[arg-type]
@@ -380,16 +389,16 @@ class Exchange:
         if 100 <= status < 200 and status != 101:
             self.interim = True
             if self.request.version == "1.1":
-                reason = reason_phrase(status).encode()
-                self.conn.write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason))
+                self.conn.write(status_line(status) + b"\r\n")
             return
         self.interim = False
         pool, server = self.pool, self.server
         assert pool is not None and server is not None
         retry_on = pool.config.http.retry_on
+        breaker = self.link.breaker if self.link is not None else None
         if status in retry_on and not self.head_sent:
             replayable = self.body_sent == 0 or self.replay is not None
-            budget = self.engine.registry.budget(pool)
+            budget = self.engine.budget(pool)
             if (
                 self.retries < pool.config.retries
                 and is_retryable(self.request.method, "status", status, retry_on, replayable)
@@ -401,7 +410,6 @@ class Exchange:
                     conn.exchange = None
                     conn.abort()
                 server.active -= 1
-                breaker = self.engine.registry.breaker(pool, server)
                 if breaker is not None:
                     self.breaker_result(breaker.on_failure(loop.time()))
                 self.tried.append(server)
@@ -410,7 +418,6 @@ class Exchange:
                 self.forward()
                 return
         self.status = status
-        breaker = self.engine.registry.breaker(pool, server)
         if breaker is not None:
             if status >= 500:
                 self.breaker_result(breaker.on_failure(loop.time()))
@@ -421,15 +428,24 @@ class Exchange:
     def response_head(self, status: int, headers: list) -> bytes:
         request = self.request
         upgrade = status == 101
-        length = None
-        for name, value in headers:
-            if name == b"content-length":
-                length = value
-        out = response_hop_by_hop_filter(headers, upgrade=upgrade)
-        if self.route is not None:
-            out = apply_response_headers(self.route, out)
-        out.append((b"x-request-id", self.request_id.encode()))
-        out.extend(self.engine.extra_response_headers)
+        route = self.route
+        fast = None
+        if not upgrade and (route is None or not route.response_headers):
+            fast = response_lines(headers)
+        if fast is not None:
+            lines, length = fast
+        else:  # a 101, a route that edits response headers, or a Connection header's names
+            length = None
+            for name, value in headers:
+                if name == b"content-length":
+                    length = value
+            out = response_hop_by_hop_filter(headers, upgrade=upgrade)
+            if route is not None:
+                out = apply_response_headers(route, out)
+            lines = [name + b": " + value for name, value in out]
+        lines.append(b"x-request-id: " + self.request_id.encode())
+        for name, value in self.engine.extra_response_headers:
+            lines.append(name + b": " + value)
         if request.method == "HEAD" or status in _NO_BODY_STATUSES or upgrade:
             self.framing = "none"
             if request.method == "HEAD" and self.upstream is not None and not upgrade:
@@ -438,19 +454,17 @@ class Exchange:
             self.framing = "length"
         elif request.version == "1.1":
             self.framing = "chunked"
-            out.append((b"transfer-encoding", b"chunked"))
+            lines.append(b"transfer-encoding: chunked")
         else:
             self.framing = "close"
             self.close_after = True
         if self.conn.draining or self.engine.draining:
             self.close_after = True
         if not upgrade:
-            out.append((b"connection", b"close" if self.close_after else b"keep-alive"))
+            lines.append(b"connection: close" if self.close_after else b"connection: keep-alive")
         self.head_sent = True
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode())]
-        lines += [name + b": " + value + b"\r\n" for name, value in out]
         lines.append(b"\r\n")
-        head = b"".join(lines)
+        head = status_line(status) + b"\r\n".join(lines)
         if request.method == "HEAD" and not upgrade:
             self.engine.registry.loop.call_soon(self.on_response_complete)
         return head
@@ -545,7 +559,7 @@ class Exchange:
         if not self.body_done:
             self.close_after = True  # the request body was not read
         headers.append((b"connection", b"close" if self.close_after else b"keep-alive"))
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode())]
+        lines = [status_line(status)]
         lines += [name + b": " + value + b"\r\n" for name, value in headers]
         self.status = status
         self.head_sent = True
@@ -567,7 +581,7 @@ class Exchange:
         self.status = status
         self.head_sent = True
         self.bytes_out = len(body)
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode())]
+        lines = [status_line(status)]
         lines += [name + b": " + value + b"\r\n" for name, value in response.headers]
         if not self.close_after:
             lines.append(b"connection: keep-alive\r\n")
@@ -585,7 +599,7 @@ class Exchange:
         if self.server is not None and self.status:
             self.server.active -= 1
         if self.pool is not None:
-            budget = self.engine.registry.budget(self.pool)
+            budget = self.engine.budget(self.pool)
             budget.on_request_end()
             if self.retry_held:
                 budget.release_retry()
@@ -607,7 +621,7 @@ class Exchange:
             self.status = 499  # nginx's "client closed request"
         self.finished = True
         if self.pool is not None:
-            budget = self.engine.registry.budget(self.pool)
+            budget = self.engine.budget(self.pool)
             budget.on_request_end()
             if self.retry_held:
                 budget.release_retry()
@@ -615,7 +629,11 @@ class Exchange:
 
     def log(self) -> None:
         request = self.request
-        self.conn.count_request()
+        listener = self.engine.listener
+        if listener is not None:
+            listener.requests += 1
+        if not self.engine.access_log.enabled:
+            return
         self.engine.access_log.write_http(
             client=request.client,
             listener=self.engine.config.name,

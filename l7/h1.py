@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from l4lb.errors import RemoteProtocolError
-from l7.errors_page import error_response, reason_phrase
+from l7.errors_page import error_response, status_line
 from l7.exchange import Exchange
 from l7.forwarded import new_request_id, request_id_from
 from l7.model import Request
@@ -41,6 +41,17 @@ if TYPE_CHECKING:
 __all__ = ["H1Server"]
 
 log = logging.getLogger("l4lb")
+
+_HOST_KEYS: dict[bytes, str] = {}  # Host value -> routing key: clients repeat a few hosts
+
+
+def _host_key(raw: bytes) -> str:
+    key = _HOST_KEYS.get(raw)
+    if key is None:
+        if len(_HOST_KEYS) >= 1024:
+            _HOST_KEYS.clear()
+        key = _HOST_KEYS[raw] = host_key(raw.decode("latin-1"))
+    return key
 
 
 class H1Server(asyncio.Protocol):
@@ -71,6 +82,7 @@ class H1Server(asyncio.Protocol):
         self.timer_seconds = 0.0
         self.deadline = 0.0
         self.in_head = False  # a request head has begun and not ended
+        self.engine = engine_of()  # the engine of the request being read (set at its start)
         self.body_seen = False
         self.closed = False
         self.closing = False
@@ -151,6 +163,7 @@ class H1Server(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.engine = self.engine_of()  # a reload applies from the next request on
         self.url = b""
         self.headers = []
         self.head_bytes = 0
@@ -158,26 +171,27 @@ class H1Server(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > self.engine_of().settings.max_uri:
+        if len(self.url) > self.engine.settings.max_uri:
             raise RemoteProtocolError("request-target too long", 414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        settings = self.engine_of().settings
+        settings = self.engine.settings
         self.head_bytes += len(name) + len(value) + 4
-        self.headers.append((name.lower(), value))
-        if self.head_bytes > settings.max_header_bytes or len(self.headers) > settings.max_headers:
+        headers = self.headers
+        headers.append((name.lower(), value))
+        if self.head_bytes > settings.max_header_bytes or len(headers) > settings.max_headers:
             raise RemoteProtocolError("request header fields too large", 431)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        engine = self.engine_of()
+        engine = self.engine
         settings = engine.settings
         parser = self.parser
         method = parser.get_method().decode("latin-1")
         version = parser.get_http_version()
         target = self.url.decode("latin-1")
         headers = self.headers
-        check_request_head(
+        host, length, chunked, expect = check_request_head(
             method,
             target,
             headers,
@@ -186,31 +200,15 @@ class H1Server(asyncio.Protocol):
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,
         )
-        host = b""
-        body = "none"
-        expect = False
-        for name, value in headers:
-            if name == b"host":
-                host = value
-            elif name == b"content-length" and value.strip() != b"0":
-                body = "length"
-            elif name == b"transfer-encoding":
-                body = "chunked"
-            elif name == b"expect":
-                expect = value.lower() == b"100-continue"
+        body = "chunked" if chunked else "length" if length > 0 else "none"
         if expect:
             # Answered here, as nginx does (RFC 9110 §10.1.1): the client sends its body at
             # once, and the server never sees an Expect it might not honour.
             headers = [(n, v) for n, v in headers if n != b"expect"]
-        request = Request(
-            method=method,
-            target=target,
-            headers=headers,
-            host=host_key(host.decode("latin-1")),
-            scheme=engine.scheme,
-            version=version,
-            client=self.client,
-        )
+        if host is None:
+            host = b""
+        key = _host_key(host)
+        request = Request(method, target, headers, key, engine.scheme, version, self.client)
         upgrade = parser.should_upgrade() and method != "CONNECT"
         self.requests += 1
         keep_alive = (
@@ -218,10 +216,8 @@ class H1Server(asyncio.Protocol):
             and self.requests < settings.max_requests
             and not self.draining
         )
-        if body == "length" and engine.settings.max_body:
-            for name, value in headers:
-                if name == b"content-length" and int(value) > engine.settings.max_body:
-                    raise RemoteProtocolError("request body too large", 413)
+        if length > 0 and settings.max_body and length > settings.max_body:
+            raise RemoteProtocolError("request body too large", 413)
         ex = Exchange(
             self,
             engine,
@@ -230,6 +226,7 @@ class H1Server(asyncio.Protocol):
             body=body,
             request_id=request_id_from(headers) or new_request_id(),
             upgrade=upgrade,
+            authority=host,
         )
         self.building = ex
         self.exchanges.append(ex)
@@ -259,11 +256,6 @@ class H1Server(asyncio.Protocol):
             ex.body_done = True
 
     # -- used by exchanges -------------------------------------------------------------------
-
-    def count_request(self) -> None:
-        listener = self.engine_of().listener
-        if listener is not None:
-            listener.requests += 1
 
     def write(self, data: bytes) -> None:
         if self.corked is not None:
@@ -349,7 +341,7 @@ class H1Server(asyncio.Protocol):
         self.exchanges.clear()
         request_id = new_request_id()
         response, body = error_response(status, request_id, message, close=True)
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode())]
+        lines = [status_line(status)]
         lines += [name + b": " + value + b"\r\n" for name, value in response.headers]
         self.write(b"".join(lines) + b"\r\n" + body)
         engine = self.engine_of()

@@ -36,12 +36,14 @@ chunk-size line; `BodyLimit` enforces the maximum body size (413).
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from l4lb.errors import RemoteProtocolError
 from l7.model import Headers
 
 __all__ = [
     "BodyLimit",
+    "HeadFacts",
     "check_chunk_size_line",
     "check_raw_head",
     "check_request_head",
@@ -68,6 +70,18 @@ _MAX_LENGTH_DIGITS = 18
 _UNSUPPORTED_CODINGS = 501
 
 
+class HeadFacts(NamedTuple):
+    """What `check_request_head` learnt on its way through the fields, so that the adapter
+    does not walk them again: the Host value (None if absent), the body length (-1 if no
+    Content-Length), whether the body is chunked, and whether the client sent
+    `Expect: 100-continue`."""
+
+    host: bytes | None
+    length: int
+    chunked: bool
+    expect_continue: bool
+
+
 def _bad(message: str, status: int = 400) -> RemoteProtocolError:
     return RemoteProtocolError(message, status_hint=status)
 
@@ -81,8 +95,8 @@ def check_request_head(
     max_uri: int = 8192,
     max_header_bytes: int = 32768,
     max_headers: int = 100,
-) -> None:
-    """Check one parsed request head; return None if it may go on, else raise.
+) -> HeadFacts:
+    """Check one parsed request head; return what it found if it may go on, else raise.
 
     `headers` are (name, value) pairs as the parser gave them; names are compared
     case-insensitively, so an adapter that does not lower-case cannot open a gap.
@@ -98,6 +112,7 @@ def check_request_head(
     lengths: list[bytes] = []
     codings: list[bytes] = []
     hosts: list[bytes] = []
+    expect = False
     for name, value in headers:
         size += len(name) + len(value) + 4
         if size > max_header_bytes:
@@ -113,7 +128,10 @@ def check_request_head(
             codings.append(value)
         elif lower == b"host":
             hosts.append(value)
+        elif lower == b"expect":
+            expect = expect or value.lower() == b"100-continue"
 
+    length = -1
     if codings:
         if lengths:
             raise _bad("both Content-Length and Transfer-Encoding")
@@ -121,8 +139,9 @@ def check_request_head(
             raise _bad(f"Transfer-Encoding in an HTTP/{version} request")
         _check_transfer_encoding(codings)
     elif lengths:
-        content_length(lengths)
+        length = content_length(lengths)
     _check_host(hosts, version)
+    return HeadFacts(hosts[0] if hosts else None, length, bool(codings), expect)
 
 
 def _check_request_line(method: str, target: str) -> None:
