@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from l4lb.errors import RemoteProtocolError
 from l7.budget import is_retryable
 from l7.errors_page import error_response, status_line
-from l7.forwarded import forward_headers, response_hop_by_hop_filter, response_lines
+from l7.forwarded import forward_headers, response_hop_by_hop_filter
 from l7.model import Request
 from l7.router import apply_request_headers, apply_response_headers, render_redirect
 from l7.routes import Forward, Redirect, Respond
@@ -93,7 +93,6 @@ class Exchange:
         conn: H1Server,
         engine: HttpEngine,
         request: Request,
-        *,
         keep_alive: bool,
         body: str,  # "none", "length" or "chunked"
         request_id: str,
@@ -235,9 +234,10 @@ class Exchange:
         self.upstream = conn
         conn.start(self)
         conn.write(self.request_head())
-        pending, self.pending, self.pending_size = self.pending, [], 0
-        for chunk in pending:
-            self.write_body(chunk)
+        if self.pending:
+            pending, self.pending, self.pending_size = self.pending, [], 0
+            for chunk in pending:
+                self.write_body(chunk)
         self.conn.resume_reading()
         if self.body_done:
             if self.body_kind == "chunked":
@@ -380,7 +380,11 @@ class Exchange:
 
     # -- response from the server ------------------------------------------------------------
 
-    def on_response_head(self, status: int, headers: list, version: str) -> None:
+    def on_response_head(
+        self, status: int, lines: list[bytes], hop: list[tuple[bytes, bytes]], length: bytes | None
+    ) -> None:
+        """The server's response head: `lines` are its end-to-end fields as `name: value`
+        (Content-Length among them, its value also in `length`), `hop` its hop-by-hop ones."""
         if self.upstream is not None:
             self.upstream.disarm()
         loop = self.engine.registry.loop
@@ -423,22 +427,23 @@ class Exchange:
                 self.breaker_result(breaker.on_failure(loop.time()))
             else:
                 self.breaker_result(breaker.on_success(loop.time()))
-        self.conn.write(self.response_head(status, headers))
+        self.conn.write(self.response_head(status, lines, hop, length))
 
-    def response_head(self, status: int, headers: list) -> bytes:
+    def response_head(
+        self, status: int, lines: list[bytes], hop: list[tuple[bytes, bytes]], length: bytes | None
+    ) -> bytes:
         request = self.request
         upgrade = status == 101
         route = self.route
-        fast = None
-        if not upgrade and (route is None or not route.response_headers):
-            fast = response_lines(headers)
-        if fast is not None:
-            lines, length = fast
-        else:  # a 101, a route that edits response headers, or a Connection header's names
-            length = None
-            for name, value in headers:
-                if name == b"content-length":
-                    length = value
+        fast = not upgrade and (route is None or not route.response_headers)
+        if fast:
+            for name, value in hop:
+                if name == b"connection" and value.lower() != b"keep-alive":
+                    fast = False  # it may name end-to-end fields that must go too
+                    break
+        if not fast:  # a 101, a route that edits response headers, or a Connection's names
+            headers = [_field(line) for line in lines]
+            headers.extend(hop)
             out = response_hop_by_hop_filter(headers, upgrade=upgrade)
             if route is not None:
                 out = apply_response_headers(route, out)
@@ -650,6 +655,12 @@ class Exchange:
             request_id=self.request_id,
             retries=self.retries,
         )
+
+
+def _field(line: bytes) -> tuple[bytes, bytes]:
+    """A `name: value` line (as UpstreamConn makes them) back to a field."""
+    name, _, value = line.partition(b": ")
+    return name, value
 
 
 def protocol_error_status(exc: RemoteProtocolError) -> int:

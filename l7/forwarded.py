@@ -52,7 +52,6 @@ __all__ = [
     "new_traceparent",
     "request_id_from",
     "response_hop_by_hop_filter",
-    "response_lines",
     "security_headers",
     "valid_traceparent",
 ]
@@ -187,24 +186,6 @@ def response_hop_by_hop_filter(headers: Headers, *, upgrade: bool = False) -> He
     """A response's headers without its hop-by-hop fields (RFC 9110 §7.6.1); `upgrade=True`
     keeps Upgrade and sends `Connection: upgrade` for a 101 Switching Protocols."""
     return _strip_hop_by_hop(headers, upgrade, frozenset(), _nominated(headers))
-
-
-def response_lines(headers: Headers) -> tuple[list[bytes], bytes | None] | None:
-    """The fast path of `response_hop_by_hop_filter` for the usual response: its fields
-    without the hop-by-hop ones, already as `name: value` lines, and its Content-Length value.
-    None when a Connection header names anything but `keep-alive` (the caller then takes the
-    general path, which also removes the fields it names)."""
-    lines: list[bytes] = []
-    length = None
-    for name, value in headers:
-        if name in HOP_BY_HOP:
-            if name == b"connection" and value.lower() != b"keep-alive":
-                return None
-            continue
-        if name == b"content-length":
-            length = value
-        lines.append(name + b": " + value)
-    return lines, length
 
 
 # -- forwarding headers --------------------------------------------------------------------------

@@ -195,10 +195,10 @@ class H1Server(asyncio.Protocol):
             method,
             target,
             headers,
-            version=version,
-            max_uri=settings.max_uri,
-            max_header_bytes=settings.max_header_bytes,
-            max_headers=settings.max_headers,
+            version,
+            settings.max_uri,
+            settings.max_header_bytes,
+            settings.max_headers,
         )
         body = "chunked" if chunked else "length" if length > 0 else "none"
         if expect:
@@ -218,16 +218,8 @@ class H1Server(asyncio.Protocol):
         )
         if length > 0 and settings.max_body and length > settings.max_body:
             raise RemoteProtocolError("request body too large", 413)
-        ex = Exchange(
-            self,
-            engine,
-            request,
-            keep_alive=keep_alive,
-            body=body,
-            request_id=request_id_from(headers) or new_request_id(),
-            upgrade=upgrade,
-            authority=host,
-        )
+        request_id = request_id_from(headers) or new_request_id()
+        ex = Exchange(self, engine, request, keep_alive, body, request_id, upgrade, host)
         self.building = ex
         self.exchanges.append(ex)
         if expect and body != "none" and version == "1.1" and len(self.exchanges) == 1:
@@ -235,7 +227,7 @@ class H1Server(asyncio.Protocol):
         if body != "none":
             self.arm("body", settings.body_timeout)
         else:
-            self.disarm()
+            self.timer_kind = ""  # (disarm)
         if len(self.exchanges) == 1:
             ex.start()
         else:

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from l7.forwarded import HOP_BY_HOP
+
 if TYPE_CHECKING:
     from l7.exchange import Exchange
 
@@ -42,7 +44,11 @@ class UpstreamConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.parser: Any = None
-        self.headers: list[tuple[bytes, bytes]] = []
+        # The response head being read: its end-to-end fields already as `name: value`
+        # lines (names lower-cased), its hop-by-hop fields apart, and its Content-Length.
+        self.lines: list[bytes] = []
+        self.hop: list[tuple[bytes, bytes]] = []
+        self.length: bytes | None = None
         self.closed = False
         self.reusable = False
         self.deadline = 0.0  # loop time of the response or idle timeout; 0: none
@@ -115,17 +121,30 @@ class UpstreamConn(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        # Sorted and serialized here, in the one call per field there is anyway: the usual
+        # response then needs no second pass over its fields (bench/RESULTS.md).
+        name = name.lower()
+        if name in HOP_BY_HOP:
+            self.hop.append((name, value))
+            return
+        if name == b"content-length":
+            self.length = value
+        self.lines.append(name + b": " + value)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
-        headers, self.headers = self.headers, []
+        lines, hop, length = self.lines, self.hop, self.length
+        self.lines, self.hop, self.length = [], [], None
         self.reusable = parser.should_keep_alive()
-        framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in headers)
-        self.until_close = not framed and status >= 200 and status not in (204, 304)
+        if length is None and status >= 200 and status != 204 and status != 304:
+            for name, _ in hop:
+                if name == b"transfer-encoding":
+                    break
+            else:
+                self.until_close = True  # no framing: the body ends when the server closes
         if self.exchange is not None:
-            self.exchange.on_response_head(status, headers, parser.get_http_version())
+            self.exchange.on_response_head(status, lines, hop, length)
 
     def on_body(self, body: bytes) -> None:
         if body and self.exchange is not None:
@@ -145,7 +164,7 @@ class UpstreamConn(asyncio.Protocol):
         self.exchange = exchange
         if fresh or self.parser is None:
             self.parser = httptools.HttpResponseParser(self)
-        self.headers = []
+        self.lines, self.hop, self.length = [], [], None
         self.reusable = False
         self.until_close = False
         if self.transport is not None and self.paused_by_peer:

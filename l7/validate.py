@@ -36,14 +36,13 @@ chunk-size line; `BodyLimit` enforces the maximum body size (413).
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections.abc import Sequence
 
 from l4lb.errors import RemoteProtocolError
 from l7.model import Headers
 
 __all__ = [
     "BodyLimit",
-    "HeadFacts",
     "check_chunk_size_line",
     "check_raw_head",
     "check_request_head",
@@ -54,8 +53,6 @@ __all__ = [
 _TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _TOKEN_BYTES = re.compile(_TCHAR + rb"+")
 _TOKEN_STR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5: CR, LF and NUL are invalid and dangerous in a field value.
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
 # RFC 9112 §3.2: request-target has no whitespace; no control characters either.
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -69,17 +66,33 @@ _MAX_LENGTH_DIGITS = 18
 
 _UNSUPPORTED_CODINGS = 501
 
+# Memos of what passed before, so that the names, methods and hosts a client repeats on every
+# request are checked once per process instead of once per request (each holds at most
+# _MEMO_SIZE entries; it is emptied when full). A field name maps to what the head check
+# needs to know of it: one of the _KIND_* values.
+_MEMO_SIZE = 4096
+_KIND_OTHER, _KIND_LENGTH, _KIND_CODING, _KIND_HOST, _KIND_EXPECT = range(5)
+_NAME_KINDS: dict[bytes, int] = {}
+_SPECIAL_KINDS = {
+    b"content-length": _KIND_LENGTH,
+    b"transfer-encoding": _KIND_CODING,
+    b"host": _KIND_HOST,
+    b"expect": _KIND_EXPECT,
+}
+_GOOD_METHODS: set[str] = set()
+_GOOD_HOSTS: set[bytes] = set()
 
-class HeadFacts(NamedTuple):
-    """What `check_request_head` learnt on its way through the fields, so that the adapter
-    does not walk them again: the Host value (None if absent), the body length (-1 if no
-    Content-Length), whether the body is chunked, and whether the client sent
-    `Expect: 100-continue`."""
 
-    host: bytes | None
-    length: int
-    chunked: bool
-    expect_continue: bool
+def _name_kind(name: bytes) -> int:
+    """What `name` is to the head check; raises 400 if it is not a token."""
+    kind = _NAME_KINDS.get(name)
+    if kind is None:
+        if not _TOKEN_BYTES.fullmatch(name):
+            raise _bad(f"invalid header field name {name[:40]!r}")
+        if len(_NAME_KINDS) >= _MEMO_SIZE:
+            _NAME_KINDS.clear()
+        kind = _NAME_KINDS[name] = _SPECIAL_KINDS.get(name.lower(), _KIND_OTHER)
+    return kind
 
 
 def _bad(message: str, status: int = 400) -> RemoteProtocolError:
@@ -90,13 +103,17 @@ def check_request_head(
     method: str,
     target: str,
     headers: Headers,
-    *,
     version: str = "1.1",
     max_uri: int = 8192,
     max_header_bytes: int = 32768,
     max_headers: int = 100,
-) -> HeadFacts:
+) -> tuple[bytes | None, int, bool, bool]:
     """Check one parsed request head; return what it found if it may go on, else raise.
+
+    What it found, so that the adapter does not walk the fields again: `(host, length,
+    chunked, expect_continue)`, the Host value (None if absent), the body length (-1 without
+    Content-Length), whether the body is chunked, and whether the client sent
+    `Expect: 100-continue`.
 
     `headers` are (name, value) pairs as the parser gave them; names are compared
     case-insensitively, so an adapter that does not lower-case cannot open a gap.
@@ -109,44 +126,60 @@ def check_request_head(
     _check_request_line(method, target)
 
     size = 0
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    hosts: list[bytes] = []
+    lengths: list[bytes] | None = None
+    codings: list[bytes] | None = None
+    hosts: list[bytes] | None = None
     expect = False
+    kinds = _NAME_KINDS
     for name, value in headers:
         size += len(name) + len(value) + 4
         if size > max_header_bytes:
             raise _bad(f"header fields larger than {max_header_bytes} bytes", 431)
-        if not _TOKEN_BYTES.fullmatch(name):
-            raise _bad(f"invalid header field name {name[:40]!r}")
-        if _BAD_VALUE.search(value):
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _name_kind(name)
+        # RFC 9110 §5.5: CR, LF and NUL are invalid and dangerous in a field value.
+        if b"\r" in value or b"\n" in value or b"\x00" in value:
             raise _bad(f"CR, LF or NUL in the value of {name[:40]!r}")
-        lower = name.lower()
-        if lower == b"content-length":
-            lengths.append(value)
-        elif lower == b"transfer-encoding":
-            codings.append(value)
-        elif lower == b"host":
-            hosts.append(value)
-        elif lower == b"expect":
-            expect = expect or value.lower() == b"100-continue"
+        if kind:
+            if kind == _KIND_HOST:
+                if hosts is None:
+                    hosts = [value]
+                else:
+                    hosts.append(value)
+            elif kind == _KIND_LENGTH:
+                if lengths is None:
+                    lengths = [value]
+                else:
+                    lengths.append(value)
+            elif kind == _KIND_CODING:
+                if codings is None:
+                    codings = [value]
+                else:
+                    codings.append(value)
+            else:
+                expect = expect or value.lower() == b"100-continue"
 
     length = -1
-    if codings:
-        if lengths:
+    if codings is not None:
+        if lengths is not None:
             raise _bad("both Content-Length and Transfer-Encoding")
         if version != "1.1":
             raise _bad(f"Transfer-Encoding in an HTTP/{version} request")
         _check_transfer_encoding(codings)
-    elif lengths:
+    elif lengths is not None:
         length = content_length(lengths)
-    _check_host(hosts, version)
-    return HeadFacts(hosts[0] if hosts else None, length, bool(codings), expect)
+    _check_host(hosts or (), version)
+    return (hosts[0] if hosts else None, length, codings is not None, expect)
 
 
 def _check_request_line(method: str, target: str) -> None:
-    if not _TOKEN_STR.fullmatch(method):
-        raise _bad(f"invalid method {method[:40]!r}")
+    if method not in _GOOD_METHODS:
+        if not _TOKEN_STR.fullmatch(method):
+            raise _bad(f"invalid method {method[:40]!r}")
+        if len(_GOOD_METHODS) >= _MEMO_SIZE:
+            _GOOD_METHODS.clear()
+        _GOOD_METHODS.add(method)
     if not target or _BAD_TARGET.search(target):
         raise _bad("request-target empty or with whitespace or control characters")
     first = target[0]
@@ -191,15 +224,20 @@ def _check_transfer_encoding(values: list[bytes]) -> None:
         raise _bad("transfer codings other than chunked", _UNSUPPORTED_CODINGS)
 
 
-def _check_host(hosts: list[bytes], version: str) -> None:
+def _check_host(hosts: Sequence[bytes], version: str) -> None:
     if len(hosts) > 1:
         raise _bad("more than one Host header field")
     if not hosts:
         if version == "1.1":
             raise _bad("HTTP/1.1 request without Host")
         return
-    if not _HOST.fullmatch(hosts[0].strip(_OWS)):
-        raise _bad(f"invalid Host {hosts[0][:60]!r}")
+    host = hosts[0]
+    if host not in _GOOD_HOSTS:
+        if not _HOST.fullmatch(host.strip(_OWS)):
+            raise _bad(f"invalid Host {host[:60]!r}")
+        if len(_GOOD_HOSTS) >= _MEMO_SIZE:
+            _GOOD_HOSTS.clear()
+        _GOOD_HOSTS.add(host)
 
 
 # -- raw head ----------------------------------------------------------------------------------

@@ -553,3 +553,38 @@ def test_keepalive_connection_outlives_the_response_timeout(proxy, http_backends
         time.sleep(1.0)
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(s)[0] == 200
+
+
+def test_deadlines_move_both_ways_on_a_keepalive_connection(proxy, http_backends):
+    """Timers are lazy (a later deadline is only stored): a keep-alive connection idles past
+    its first header timeout, and a second request's head that never ends still gets 408 one
+    header_timeout after it began, not one keepalive_timeout later."""
+    (a,) = http_backends("a")
+    port = free_port()
+    extra = '[listener.web.http]\nheader_timeout = "400ms"\nkeepalive_timeout = "30s"\n'
+    proxy(listener(port, extra=extra) + pool_toml("p", servers(a)))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s)[0] == 200
+        time.sleep(0.8)  # past the first request's header deadline: the connection stays
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s)[0] == 200
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+        started = time.monotonic()
+        assert read_response(s)[0] == 408
+        assert time.monotonic() - started < 5  # the header timeout, not keepalive's 30 s
+
+
+def test_idle_server_connections_close_after_idle_timeout(proxy, http_backends):
+    """A pooled server connection is closed after the pool's idle_timeout without use, and
+    one in use is not (its response deadline replaces the idle one)."""
+    (a,) = http_backends("a")
+    port = free_port()
+    proxy(listener(port) + pool_toml("p", servers(a), http={"idle_timeout": '"500ms"'}))
+    for _ in range(3):  # back to back: one server connection
+        assert get(port, "/")[0] == 200
+        time.sleep(0.2)
+    assert a.accepted == 1
+    time.sleep(1.2)  # idle past idle_timeout: closed, so the next request opens another
+    assert get(port, "/")[0] == 200
+    assert a.accepted == 2 and a.requests == 4
