@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 from l4lb.errors import RemoteProtocolError
 from l7.budget import is_retryable
 from l7.errors_page import error_response, status_line
-from l7.forwarded import forward_headers, response_hop_by_hop_filter
+from l7.forwarded import (
+    REWRITTEN,
+    forward_headers,
+    forwarding_lines,
+    new_traceparent,
+    response_hop_by_hop_filter,
+)
 from l7.model import Request
 from l7.router import apply_request_headers, apply_response_headers, render_redirect
 from l7.routes import Forward, Redirect, Respond
@@ -73,6 +79,7 @@ class Exchange:
         "replay_size",
         "request",
         "request_id",
+        "request_line",
         "response_time",
         "retries",
         "retry_held",
@@ -98,6 +105,7 @@ class Exchange:
         request_id: str,
         upgrade: bool = False,
         authority: bytes | None = None,
+        request_line: bytes | None = None,
     ) -> None:
         self.conn = conn
         # The Host header as sent (port included), for X-Forwarded-Host and redirects.
@@ -111,6 +119,9 @@ class Exchange:
         self.started = time.monotonic()
         self.route: HttpRoute | None = None
         self.target = request.target
+        # `METHOD target HTTP/1.1` as bytes, when the adapter has them (a route that rewrites
+        # the target makes a new one).
+        self.request_line = request_line
         self.pool: Pool | None = None
         self.server: Server | None = None
         self.link: ServerLink | None = None  # the server's upstream pool and breaker
@@ -245,21 +256,58 @@ class Exchange:
             self.request_sent()
 
     def request_head(self) -> bytes:
+        """The request head for the server. The usual request (no hop-by-hop or forwarding
+        fields of its own, a route that leaves headers alone) is its own fields plus lines
+        made once per client and host; anything else goes through `forward_headers`."""
         request, engine = self.request, self.engine
+        settings = engine.settings
+        if self.target is request.target and self.request_line is not None:
+            line = self.request_line  # as the client sent it: no decoding and encoding again
+        else:
+            line = f"{request.method} {self.target} HTTP/1.1".encode("latin-1")
+        route = self.route
+        if not self.upgrade and (route is None or not route.request_headers):
+            lines = [line]
+            for name, value in request.headers:
+                if name in REWRITTEN:
+                    # `Connection: keep-alive` only removes itself; anything else needs thought.
+                    if name == b"connection" and value.lower() == b"keep-alive":
+                        continue
+                    break
+                lines.append(name + b": " + value)
+            else:
+                lines.append(
+                    forwarding_lines(
+                        request.client[0],
+                        engine.scheme,
+                        self.authority.decode("latin-1"),
+                        engine.trusted,
+                        settings.forwarded,
+                    )
+                    + b"x-request-id: "
+                    + self.request_id.encode()
+                )
+                if settings.traceparent == "create":
+                    lines.append(b"traceparent: " + new_traceparent())
+                if self.body_kind == "chunked":
+                    lines.append(b"transfer-encoding: chunked")
+                lines.append(b"\r\n")
+                return b"\r\n".join(lines)
         headers = forward_headers(
             request.headers,
-            client_ip=request.client[0],
-            scheme=engine.scheme,
-            host=self.authority.decode("latin-1"),
-            trusted=engine.trusted,
-            forwarded_header=engine.settings.forwarded,
-            request_id=self.request_id,
-            traceparent=engine.settings.traceparent,  # type: ignore[arg-type]
-            upgrade=self.upgrade,
+            request.client[0],
+            engine.scheme,
+            self.authority.decode("latin-1"),
+            self.request_id,
+            engine.trusted,
+            "1.1 l4lb",
+            settings.forwarded,
+            settings.traceparent,  # type: ignore[arg-type]
+            self.upgrade,
         )
-        if self.route is not None:
-            headers = apply_request_headers(self.route, headers)
-        lines = [f"{request.method} {self.target} HTTP/1.1".encode("latin-1")]
+        if route is not None:
+            headers = apply_request_headers(route, headers)
+        lines = [line]
         for name, value in headers:
             lines.append(name + b": " + value)
         if self.body_kind == "chunked":

@@ -187,7 +187,8 @@ class H1Server(asyncio.Protocol):
         engine = self.engine
         settings = engine.settings
         parser = self.parser
-        method = parser.get_method().decode("latin-1")
+        method_bytes = parser.get_method()
+        method = method_bytes.decode("latin-1")
         version = parser.get_http_version()
         target = self.url.decode("latin-1")
         headers = self.headers
@@ -219,7 +220,8 @@ class H1Server(asyncio.Protocol):
         if length > 0 and settings.max_body and length > settings.max_body:
             raise RemoteProtocolError("request body too large", 413)
         request_id = request_id_from(headers) or new_request_id()
-        ex = Exchange(self, engine, request, keep_alive, body, request_id, upgrade, host)
+        line = method_bytes + b" " + self.url + b" HTTP/1.1"
+        ex = Exchange(self, engine, request, keep_alive, body, request_id, upgrade, host, line)
         self.building = ex
         self.exchanges.append(ex)
         if expect and body != "none" and version == "1.1" and len(self.exchanges) == 1:

@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from l7.forwarded import (
+    REWRITTEN,
     forward_headers,
+    forwarding_lines,
     new_request_id,
     new_traceparent,
     request_id_from,
@@ -388,3 +390,27 @@ def test_no_hop_by_hop_field_survives(headers: Headers, trusted: bool, upgrade: 
     assert xff.endswith(b"10.0.0.1" if trusted else b"192.0.2.1")
     if not trusted:
         assert xff == b"192.0.2.1"
+
+
+PLAIN_NAMES = st.sampled_from([b"host", b"accept", b"user-agent", b"cookie", b"x-a", b"connection"])
+
+
+@given(
+    st.lists(st.tuples(PLAIN_NAMES, st.binary(max_size=20)), max_size=10),
+    st.sampled_from(["192.0.2.1", "10.0.0.1", "2001:db8::1", "::ffff:192.0.2.9"]),
+    st.sampled_from(["", "example.com", "example.com:8443", "[::1]:80"]),
+    st.booleans(),
+)
+def test_forwarding_lines_are_what_forward_headers_appends(
+    headers: Headers, client_ip: str, host: str, forwarded_header: bool
+) -> None:
+    """The HTTP hot path sends a request without REWRITTEN fields (but for a lone
+    `Connection: keep-alive`) as its own fields + forwarding_lines + X-Request-ID: that must
+    be exactly what forward_headers makes of it, trusted client or not."""
+    headers = [(n, b"keep-alive") if n == b"connection" else (n, v) for n, v in headers]
+    out = forward(headers, client_ip=client_ip, host=host, forwarded_header=forwarded_header)
+    fast = [(n, v) for n, v in headers if n not in REWRITTEN]
+    lines = forwarding_lines(client_ip, "https", host, tuple(TRUSTED), forwarded_header)
+    fast += [tuple(line.split(b": ", 1)) for line in lines.split(b"\r\n") if line]
+    fast.append((b"x-request-id", RID.encode()))
+    assert out == fast
