@@ -276,17 +276,20 @@ class Exchange:
                     break
                 lines.append(name + b": " + value)
             else:
-                lines.append(
-                    forwarding_lines(
-                        request.client[0],
-                        engine.scheme,
-                        self.authority.decode("latin-1"),
-                        engine.trusted,
-                        settings.forwarded,
+                conn = self.conn
+                if conn.forwarding[0] is not engine or conn.forwarding[1] != self.authority:
+                    conn.forwarding = (
+                        engine,
+                        self.authority,
+                        forwarding_lines(
+                            request.client[0],
+                            engine.scheme,
+                            self.authority.decode("latin-1"),
+                            engine.trusted,
+                            settings.forwarded,
+                        ),
                     )
-                    + b"x-request-id: "
-                    + self.request_id.encode()
-                )
+                lines.append(conn.forwarding[2] + b"x-request-id: " + self.request_id.encode())
                 if settings.traceparent == "create":
                     lines.append(b"traceparent: " + new_traceparent())
                 if self.body_kind == "chunked":

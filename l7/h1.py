@@ -83,6 +83,8 @@ class H1Server(asyncio.Protocol):
         self.deadline = 0.0
         self.in_head = False  # a request head has begun and not ended
         self.engine = engine_of()  # the engine of the request being read (set at its start)
+        # (engine, Host, forwarding_lines) of the last request: a client keeps its Host.
+        self.forwarding: tuple[Any, bytes, bytes] = (None, b"", b"")
         self.body_seen = False
         self.closed = False
         self.closing = False

@@ -120,6 +120,14 @@ class UpstreamConn(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # More bytes after the response, in the same read (RFC 9112 §9.3: a server must
+            # not send unasked). They must never be read as the next request's response.
+            self.reusable = False
+            self.pool.forget(self)
+            self.abort()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         # Sorted and serialized here, in the one call per field there is anyway: the usual
         # response then needs no second pass over its fields (bench/RESULTS.md).

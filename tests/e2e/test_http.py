@@ -588,3 +588,52 @@ def test_idle_server_connections_close_after_idle_timeout(proxy, http_backends):
     time.sleep(1.2)  # idle past idle_timeout: closed, so the next request opens another
     assert get(port, "/")[0] == 200
     assert a.accepted == 2 and a.requests == 4
+
+
+def test_bytes_after_a_response_retire_the_server_connection(proxy):
+    """A server that sends more than the response it was asked for (RFC 9112 §9.3: it must
+    not) has its connection dropped, so the extra bytes are never read as the next request's
+    response."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            answers = []
+            if len(accepted) == 1:  # the first connection answers with bytes to spare
+                answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                conn.sendall(
+                    answers.pop()
+                    if answers
+                    else b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
+                )
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = free_port()
+    proxy(listener(port) + pool_toml("p", [f'address = "127.0.0.1:{server.getsockname()[1]}"']))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(s)[::2] == (200, b"ok")
+            time.sleep(0.2)
+            s.sendall(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(s)[::2] == (200, b"next")
+        assert len(accepted) == 2  # the first connection was not used again
+    finally:
+        server.close()
