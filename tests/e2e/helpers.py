@@ -31,6 +31,17 @@ __all__ = [
 ]
 
 
+def recv_head(sock: socket.socket) -> bytes | None:
+    """Read until the end of a request head (and whatever came with it); None at EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -77,12 +88,8 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def _http(self, sock: socket.socket, backend: Backend) -> None:
         """One HTTP/1.0 response naming the backend, after the request head."""
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return
-            head += chunk
+        if recv_head(sock) is None:
+            return
         body = f"{backend.name}\n".encode()
         sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 

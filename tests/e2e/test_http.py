@@ -14,7 +14,7 @@ from pathlib import Path
 import h11
 import pytest
 
-from tests.e2e.helpers import free_port, pool_toml, wait_until
+from tests.e2e.helpers import free_port, pool_toml, recv_head, wait_until
 from tests.e2e.httpbackend import HttpBackend, WsBackend
 
 PARSER = {"name": "httptools"}
@@ -602,13 +602,7 @@ def test_bytes_after_a_response_retire_the_server_connection(proxy):
             answers = []
             if len(accepted) == 1:  # the first connection answers with bytes to spare
                 answers.append(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
-            while True:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
+            while recv_head(conn) is not None:
                 conn.sendall(
                     answers.pop()
                     if answers
