@@ -39,6 +39,7 @@ from common import (
     ALLOC,
     LOAD_CPU,
     PROXY_CPU,
+    ROOT,
     SYSCALLS,
     VENV,
     Proc,
@@ -72,7 +73,11 @@ from common import (
     wait_listening,
 )
 
-PROXIES = ("l4lb", "nginx", "haproxy", "caddy")
+PROXIES = ("l4lb", "l4lb-compiled", "nginx", "haproxy", "caddy")
+# l4lb-compiled: the same code with l7/ compiled by mypyc (setup.py), built by run-http with
+# scripts/build-compiled into this copy of the tree.
+COMPILED = ROOT / "build" / "compiled"
+OURS = ("l4lb", "l4lb-compiled")
 TARGETS = ("direct", *PROXIES)
 TESTS = ("small", "64k", "fixed")
 
@@ -278,11 +283,13 @@ class Bench:
     def start_proxy(self, kind: str, backend: int) -> tuple[Proc, int]:
         port = free_port()
         name = kind
-        if kind == "l4lb":
+        if kind in OURS:
             cfg = self.tmp / f"{name}.toml"
             cfg.write_text(l4lb_config(port, backend))
-            argv = [str(VENV / "l4lb"), "up", str(cfg), "--no-access-log", "--no-tui"]
-            proc = self.procs.start(name, argv, PROXY_CPU)
+            venv = VENV if kind == "l4lb" else COMPILED / ".venv" / "bin"
+            argv = [str(venv / "l4lb"), "up", str(cfg), "--no-access-log", "--no-tui"]
+            cwd = ROOT if kind == "l4lb" else COMPILED
+            proc = self.procs.start(name, argv, PROXY_CPU, cwd=cwd)
         elif kind == "nginx":
             cfg = self.tmp / f"{name}.conf"
             cfg.write_text(nginx_config(self.tmp, name, port, backend))
@@ -453,7 +460,7 @@ class Bench:
     def saturated_latency(self, targets: Targets, backend: Proc) -> None:
         """A cross-check of wrk's latency figures for l4lb and nginx: one h2load run at full
         speed, with every request's time from h2load's log."""
-        for target in ("l4lb", "nginx"):
+        for target in ("l4lb", "l4lb-compiled", "nginx"):
             if target in targets:
                 proc, port = targets[target]
                 got = self.h2load("saturated", target, proc, backend, port, 0)
@@ -683,7 +690,7 @@ def render(bench: Bench) -> str:
                 )
             out.append(row)
         out.append("")
-        if "l4lb" in RUN_TARGETS:
+        if any(ours in RUN_TARGETS for ours in OURS):
             out += [
                 "| l4lb / peer | "
                 + " | ".join(
@@ -693,16 +700,20 @@ def render(bench: Bench) -> str:
                 + " |",
                 "|---|" + "---:|---:|" * len(wrk_tests),
             ]
-            for peer in ("nginx", "haproxy", "caddy", "direct"):
-                if peer not in RUN_TARGETS:
-                    continue
+            pairs = [
+                (ours, peer)
+                for ours in OURS
+                for peer in ("nginx", "haproxy", "caddy", "direct")
+                if ours in RUN_TARGETS and peer in RUN_TARGETS
+            ]
+            for ours, peer in pairs:
                 cells = []
                 for t in wrk_tests:
                     for key in ("median", "per_core"):
-                        a = results[t].get("l4lb", {}).get(key)
+                        a = results[t].get(ours, {}).get(key)
                         b = results[t].get(peer, {}).get(key)
                         cells.append(_fmt(a / b if a is not None and b else None, ".2f"))
-                out.append(f"| l4lb / {peer} | " + " | ".join(cells) + " |")
+                out.append(f"| {ours} / {peer} | " + " | ".join(cells) + " |")
             out.append("")
     if bench.saturated:
         out += [
@@ -759,23 +770,29 @@ def render(bench: Bench) -> str:
         out.append("")
     out += ["Issue 4 targets:", ""]
     small = results.get("small", {})
-    a, b = small.get("l4lb", {}).get("median"), small.get("nginx", {}).get("median")
-    if a and b:
-        verdict = "MET" if a >= TARGET_RATIO * b else "NOT MET"
-        out.append(f"- l4lb >= 75% of nginx's req/s (100 B, keep-alive): {verdict} ({a / b:.2f})")
-    else:
-        out.append("- l4lb >= 75% of nginx's req/s: not measured")
     k64 = results.get("64k", {})
-    a, b = k64.get("l4lb", {}).get("median"), k64.get("nginx", {}).get("median")
-    if a and b:
-        verdict = "met" if a >= TARGET_RATIO * b else "not met"
-        out.append(f"- the same with 64 KB responses: {verdict} ({a / b:.2f})")
-    if fixed and fixed.get("l4lb") and fixed.get("direct"):
-        added = fixed["l4lb"]["median"] - fixed["direct"]["median"]
-        verdict = "MET" if added < TARGET_ADDED_P99_MS else "NOT MET"
-        out.append(
-            f"- p99 added over direct < 2 ms at half of l4lb's peak: {verdict} ({added:+.3f} ms)"
-        )
+    for ours in OURS:
+        if ours not in RUN_TARGETS:
+            continue
+        a, b = small.get(ours, {}).get("median"), small.get("nginx", {}).get("median")
+        if a and b:
+            verdict = "MET" if a >= TARGET_RATIO * b else "NOT MET"
+            out.append(
+                f"- {ours} >= 75% of nginx's req/s (100 B, keep-alive): {verdict} ({a / b:.2f})"
+            )
+        else:
+            out.append(f"- {ours} >= 75% of nginx's req/s: not measured")
+        a, b = k64.get(ours, {}).get("median"), k64.get("nginx", {}).get("median")
+        if a and b:
+            verdict = "met" if a >= TARGET_RATIO * b else "not met"
+            out.append(f"- the same with 64 KB responses: {verdict} ({a / b:.2f})")
+        if fixed and fixed.get(ours) and fixed.get("direct"):
+            added = fixed[ours]["median"] - fixed["direct"]["median"]
+            verdict = "MET" if added < TARGET_ADDED_P99_MS else "NOT MET"
+            out.append(
+                f"- {ours}: p99 added over direct < 2 ms at half of l4lb's peak: {verdict} "
+                f"({added:+.3f} ms)"
+            )
     out.append("")
     out += disturbed_lines(results)
     if notes:
@@ -811,6 +828,8 @@ def main() -> int:
             sys.exit(f"http: {tool} is missing; run bench/run-http, which installs it")
     if not (VENV / "l4lb").exists():
         sys.exit("http: .venv/bin/l4lb is missing; run ./scripts/setup (bench/run-http does)")
+    if "l4lb-compiled" in RUN_TARGETS and not (COMPILED / ".venv" / "bin" / "l4lb").exists():
+        sys.exit("http: no compiled build; run scripts/build-compiled (bench/run-http does)")
     prepare_process()
     started = now_utc()
     header = [
