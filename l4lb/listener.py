@@ -369,7 +369,7 @@ class Session:
         assert stream is not None and pool is not None and self.ssock is not None
         upstream = self.listener.upstream_tls.get(pool.name)
         try:
-            await self.listener.loop.create_connection(
+            transport, _ = await self.listener.loop.create_connection(
                 lambda: stream.server,
                 sock=self.ssock,
                 ssl=upstream.context if upstream else None,
@@ -392,11 +392,11 @@ class Session:
             self.task = None
         self.ssock = None  # owned by the transport now
         if stream.client.lost:
-            stream.server.transport.abort()  # type: ignore[union-attr]
+            transport.abort()
             self._relay_done(stream, "client_close")
             return
         if self.preface:
-            stream.server.transport.write(self.preface)  # type: ignore[union-attr]
+            transport.write(self.preface)
             self.preface = b""
         self.idle_since = self.listener.loop.time()
         self.relay = stream
