@@ -159,6 +159,10 @@ class H1Server(asyncio.Protocol):
         for ex in self.exchanges:
             ex.abort()
         self.exchanges.clear()
+        # The parser refers back to this object, so it is freed by the collector, not by
+        # reference counting: it must not keep the transport (and a TLS connection's
+        # buffers, ~300 KB with uvloop) until then.
+        self.transport = None
         if self.on_close is not None:
             self.on_close(self)
 

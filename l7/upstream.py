@@ -104,6 +104,7 @@ class UpstreamConn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
+        self.transport = None  # (held in the parser's cycle otherwise: see H1Server)
         self.deadline = 0.0
         if self.timer is not None:
             self.timer.cancel()

@@ -23,6 +23,7 @@ from l4lb.accesslog import AccessLog
 from l4lb.config import load
 from l4lb.runtime import Runtime
 from tests.e2e.helpers import Backend, free_port, make_cert, pool_toml
+from tests.e2e.httpbackend import HttpBackend
 
 CONNECTIONS = 20
 
@@ -88,3 +89,55 @@ async def test_closed_tls_connections_hold_no_tls_state(tmp_path: Path):
             runtime.stop()
     finally:
         backend.stop()
+
+
+def get_and_close(port: int, cafile: str, count: int) -> None:
+    """`count` HTTPS connections: handshake, one keep-alive request, close."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    for _ in range(count):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="a.test") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += tls.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.anyio
+async def test_closed_https_connections_hold_no_tls_state(tmp_path: Path):
+    """The same for the HTTP adapter: its parser refers back to it, so a closed H1Server is
+    in a cycle too, and must not keep its TLS transport in it."""
+    backend = HttpBackend("h")
+    cert, key = make_cert(tmp_path, "a.test")
+    port = free_port()
+    path = tmp_path / "l4lb.toml"
+    path.write_text(
+        f'[listener.w]\nbind = "127.0.0.1:{port}"\nprotocol = "https"\npool = "p"\n'
+        f'[[listener.w.certs]]\ncert = "{cert}"\nkey = "{key}"\n'
+        + pool_toml("p", [f'address = "{backend.address}"'])
+    )
+    access_log = AccessLog("text", io.StringIO())
+    access_log.enabled = False
+    runtime = Runtime(load(path), access_log)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.run)
+            with anyio.fail_after(5):
+                while not runtime.listeners:
+                    await anyio.sleep(0.01)
+            listener = runtime.listeners["w"]
+            gc.disable()
+            try:
+                before = ssl_objects()
+                await anyio.to_thread.run_sync(get_and_close, port, cert, CONNECTIONS)
+                with anyio.fail_after(10):
+                    while listener.sessions:
+                        await anyio.sleep(0.01)
+                left = ssl_objects() - before
+            finally:
+                gc.enable()
+            assert left == 0, f"{left} of {CONNECTIONS} closed HTTPS connections still held"
+            runtime.stop()
+    finally:
+        backend.close()
