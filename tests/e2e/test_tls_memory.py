@@ -55,40 +55,48 @@ def ssl_objects() -> int:
     return sum(isinstance(o, ssl.SSLObject) for o in gc.get_objects())
 
 
-@pytest.mark.anyio
-async def test_closed_tls_connections_hold_no_tls_state(tmp_path: Path):
-    backend = Backend("b")
+async def tls_state_left(tmp_path: Path, protocol: str, pool: str, client) -> int:
+    """Run a `protocol` listener (certificate for a.test) in front of `pool` (TOML of a pool
+    named p), let `client(port, cafile, CONNECTIONS)` connect and close, and count the
+    SSLObjects still alive once every session has ended, with the collector off."""
     cert, key = make_cert(tmp_path, "a.test")
     port = free_port()
     path = tmp_path / "l4lb.toml"
     path.write_text(
-        f'[listener.t]\nbind = "127.0.0.1:{port}"\nprotocol = "tls"\npool = "p"\n'
-        f'[[listener.t.certs]]\ncert = "{cert}"\nkey = "{key}"\n' + pool_toml("p", [backend])
+        f'[listener.t]\nbind = "127.0.0.1:{port}"\nprotocol = "{protocol}"\npool = "p"\n'
+        f'[[listener.t.certs]]\ncert = "{cert}"\nkey = "{key}"\n' + pool
     )
     access_log = AccessLog("text", io.StringIO())
     access_log.enabled = False
     runtime = Runtime(load(path), access_log)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.run)
-            with anyio.fail_after(5):
-                while not runtime.listeners:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runtime.run)
+        with anyio.fail_after(5):
+            while not runtime.listeners:
+                await anyio.sleep(0.01)
+        listener = runtime.listeners["t"]
+        gc.disable()  # what is freed now is freed by reference counting alone
+        try:
+            before = ssl_objects()
+            await anyio.to_thread.run_sync(client, port, cert, CONNECTIONS)
+            with anyio.fail_after(10):
+                while listener.sessions:
                     await anyio.sleep(0.01)
-            listener = runtime.listeners["t"]
-            gc.disable()  # what is freed now is freed by reference counting alone
-            try:
-                before = ssl_objects()
-                await anyio.to_thread.run_sync(connect_and_close, port, cert, CONNECTIONS)
-                with anyio.fail_after(10):
-                    while listener.sessions:
-                        await anyio.sleep(0.01)
-                left = ssl_objects() - before
-            finally:
-                gc.enable()
-            assert left == 0, f"{left} of {CONNECTIONS} closed TLS connections still held"
-            runtime.stop()
+            left = ssl_objects() - before
+        finally:
+            gc.enable()
+        runtime.stop()
+    return left
+
+
+@pytest.mark.anyio
+async def test_closed_tls_connections_hold_no_tls_state(tmp_path: Path):
+    backend = Backend("b")
+    try:
+        left = await tls_state_left(tmp_path, "tls", pool_toml("p", [backend]), connect_and_close)
     finally:
         backend.stop()
+    assert left == 0, f"{left} of {CONNECTIONS} closed TLS connections still held"
 
 
 def get_and_close(port: int, cafile: str, count: int) -> None:
@@ -109,35 +117,9 @@ async def test_closed_https_connections_hold_no_tls_state(tmp_path: Path):
     """The same for the HTTP adapter: its parser refers back to it, so a closed H1Server is
     in a cycle too, and must not keep its TLS transport in it."""
     backend = HttpBackend("h")
-    cert, key = make_cert(tmp_path, "a.test")
-    port = free_port()
-    path = tmp_path / "l4lb.toml"
-    path.write_text(
-        f'[listener.w]\nbind = "127.0.0.1:{port}"\nprotocol = "https"\npool = "p"\n'
-        f'[[listener.w.certs]]\ncert = "{cert}"\nkey = "{key}"\n'
-        + pool_toml("p", [f'address = "{backend.address}"'])
-    )
-    access_log = AccessLog("text", io.StringIO())
-    access_log.enabled = False
-    runtime = Runtime(load(path), access_log)
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.run)
-            with anyio.fail_after(5):
-                while not runtime.listeners:
-                    await anyio.sleep(0.01)
-            listener = runtime.listeners["w"]
-            gc.disable()
-            try:
-                before = ssl_objects()
-                await anyio.to_thread.run_sync(get_and_close, port, cert, CONNECTIONS)
-                with anyio.fail_after(10):
-                    while listener.sessions:
-                        await anyio.sleep(0.01)
-                left = ssl_objects() - before
-            finally:
-                gc.enable()
-            assert left == 0, f"{left} of {CONNECTIONS} closed HTTPS connections still held"
-            runtime.stop()
+        pool = pool_toml("p", [f'address = "{backend.address}"'])
+        left = await tls_state_left(tmp_path, "https", pool, get_and_close)
     finally:
         backend.close()
+    assert left == 0, f"{left} of {CONNECTIONS} closed HTTPS connections still held"
