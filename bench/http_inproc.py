@@ -1,0 +1,151 @@
+"""The Python cost of one HTTP request through l4lb, without sockets or a load generator.
+
+The client adapter (`l7.h1.H1Server`) and a pooled server connection (`l7.upstream.UpstreamConn`)
+are fed a request and an nginx-like response through transports that only collect what is
+written, N times, and the CPU time per request is printed. This isolates the pipeline's
+Python from the kernel's share and from the harness (bench/RESULTS.md, HTTP: "Where l4lb's
+time goes"), so a change to l7/ can be judged in seconds; `bench/run-http` remains the
+measure that counts.
+
+    .venv/bin/python bench/http_inproc.py [--shape one|browser] [-n 50000] [--rounds 3]
+
+Run it from a compiled copy (`cd build/compiled && .venv/bin/python bench/http_inproc.py`)
+to measure the compiled build. Pin it (`taskset -c 0`) while something else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+from l4lb.accesslog import AccessLog
+from l4lb.config.load import load
+from l4lb.pool import build_pools
+from l7.engine import HttpEngine, UpstreamRegistry
+from l7.h1 import H1Server
+from l7.upstream import UpstreamConn
+
+REQUESTS = {
+    # what wrk sends
+    "one": b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+    # a browser's navigation request, nine fields
+    "browser": (
+        b"GET /small HTTP/1.1\r\nHost: example.com\r\n"
+        b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0\r\n"
+        b"Accept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.5\r\n"
+        b"Accept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\n"
+        b"Cookie: a=b; c=d\r\nUpgrade-Insecure-Requests: 1\r\n\r\n"
+    ),
+}
+# What the benchmark's nginx backend answers for its 100-byte file.
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 27 Nov 2026 10:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: 100\r\n"
+    b"Last-Modified: Fri, 27 Nov 2026 10:00:00 GMT\r\nConnection: keep-alive\r\n"
+    b'ETag: "abc-64"\r\nAccept-Ranges: bytes\r\n\r\n' + b"x" * 100
+)
+CONFIG = """[global]
+access_log = false
+workers = 1
+
+[listener.bench]
+bind = "127.0.0.1:8080"
+protocol = "http"
+pool = "bench"
+
+[listener.bench.http]
+max_requests = 10000000
+
+[pool.bench]
+balance = "round_robin"
+
+[[pool.bench.servers]]
+address = "127.0.0.1:8081"
+"""
+
+
+class CollectingTransport(asyncio.Transport):
+    """Keeps the count of writes; never blocks, never closes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+
+async def measure(request: bytes, count: int, rounds: int) -> list[float]:
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "inproc.toml"
+        path.write_text(CONFIG)
+        config = load(path)
+    pools = build_pools(config.pools, {}, loop.time())
+    access_log = AccessLog()
+    access_log.enabled = False
+    engine = HttpEngine(config.listeners[0], pools, UpstreamRegistry(loop), {}, access_log, None)
+    pool = pools["bench"]
+    upstream_pool = engine.link(pool, pool.servers[0]).upstream
+    server_conn = UpstreamConn(upstream_pool)
+    server_conn.connection_made(CollectingTransport())
+    server_conn.reusable = True
+    upstream_pool.put(server_conn)
+    client = H1Server(lambda: engine, ("127.0.0.1", 40000))
+    client_transport = CollectingTransport()
+    client.connection_made(client_transport)
+    gc.collect()
+    gc.freeze()
+    results = []
+    for _ in range(rounds):
+        before = client_transport.writes
+        started = time.process_time()
+        for _ in range(count):
+            client.data_received(request)
+            server_conn.data_received(RESPONSE)
+        results.append((time.process_time() - started) / count * 1e6)
+        if client_transport.writes - before != count:  # one response written per request
+            raise SystemExit(f"expected {count} responses, got {client_transport.writes - before}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=sorted(REQUESTS), default="one")
+    parser.add_argument("-n", type=int, default=50_000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    compiled = Path(sys.modules[H1Server.__module__].__file__ or "").suffix == ".so"
+    results = uvloop.run(measure(REQUESTS[args.shape], args.n, args.rounds))
+    build = "compiled" if compiled else "pure Python"
+    rounds = ", ".join(f"{r:.2f}" for r in results)
+    print(f"{args.shape} request, {build}: {min(results):.2f} us per request (rounds: {rounds})")
+
+
+if __name__ == "__main__":
+    main()
