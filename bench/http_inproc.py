@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import uvloop
+from http1 import l4lb_config  # bench/ is on sys.path when this file is run
 
 from l4lb.accesslog import AccessLog
 from l4lb.config.load import load
@@ -51,24 +52,6 @@ RESPONSE = (
     b"Last-Modified: Fri, 27 Nov 2026 10:00:00 GMT\r\nConnection: keep-alive\r\n"
     b'ETag: "abc-64"\r\nAccept-Ranges: bytes\r\n\r\n' + b"x" * 100
 )
-CONFIG = """[global]
-access_log = false
-workers = 1
-
-[listener.bench]
-bind = "127.0.0.1:8080"
-protocol = "http"
-pool = "bench"
-
-[listener.bench.http]
-max_requests = 10000000
-
-[pool.bench]
-balance = "round_robin"
-
-[[pool.bench.servers]]
-address = "127.0.0.1:8081"
-"""
 
 
 class CollectingTransport(asyncio.Transport):
@@ -104,7 +87,7 @@ async def measure(request: bytes, count: int, rounds: int) -> list[float]:
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "inproc.toml"
-        path.write_text(CONFIG)
+        path.write_text(l4lb_config(8080, 8081))  # the benchmark's own l4lb config
         config = load(path)
     pools = build_pools(config.pools, {}, loop.time())
     access_log = AccessLog()
