@@ -18,7 +18,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from l4lb.errors import RemoteProtocolError
 from l7.budget import is_retryable
 from l7.errors_page import error_response, status_line
 from l7.forwarded import (
@@ -54,7 +53,6 @@ class Exchange:
     request, so its fields are slots and only what every request needs is set up front."""
 
     __slots__ = (
-        "active",
         "authority",
         "body_done",
         "body_kind",
@@ -70,7 +68,6 @@ class Exchange:
         "framing",
         "head_sent",
         "interim",
-        "keep_alive",
         "link",
         "pending",
         "pending_size",
@@ -112,7 +109,6 @@ class Exchange:
         self.authority = authority if authority is not None else request.header(b"host") or b""
         self.engine = engine
         self.request = request
-        self.keep_alive = keep_alive
         self.body_kind = body
         self.request_id = request_id
         self.upgrade = upgrade
@@ -138,7 +134,6 @@ class Exchange:
         self.body_done = body == "none"
         max_body = engine.settings.max_body
         self.body_limit = BodyLimit(max_body) if max_body and body != "none" else None
-        self.active = False  # started (it is the first exchange of its connection)
         self.finished = False
         self.status = 0
         self.head_sent = False
@@ -155,7 +150,6 @@ class Exchange:
     # -- stage: route ------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.active = True
         engine, request = self.engine, self.request
         if engine.redirect_https:
             location = f"https://{self.authority.decode('latin-1')}{request.target}"
@@ -712,7 +706,3 @@ def _field(line: bytes) -> tuple[bytes, bytes]:
     """A `name: value` line (as UpstreamConn makes them) back to a field."""
     name, _, value = line.partition(b": ")
     return name, value
-
-
-def protocol_error_status(exc: RemoteProtocolError) -> int:
-    return exc.status_hint
