@@ -1,11 +1,11 @@
 """What the benchmarks in bench/ share: process handling, CPU metering, interference
 detection, rounds with retries, and the report header (machine, commit, versions).
 
-Processes. Every process a benchmark starts is pinned with `taskset -c CPU`, runs in its own
-session (process group), and gets PR_SET_PDEATHSIG so the kernel kills it if the benchmark
-dies without cleaning up. `Procs` lists the live process groups in $BENCH_PGID_FILE; the
-shell wrapper's trap (bench/lib.sh) kills whatever is left of them (nginx workers outlive a
-killed master).
+Processes. Every process a benchmark starts is pinned with `taskset -c CPU` (unless it asks
+for none: bench/workers.py), runs in its own session (process group), and gets
+PR_SET_PDEATHSIG so the kernel kills it if the benchmark dies without cleaning up. `Procs`
+lists the live process groups in $BENCH_PGID_FILE; the shell wrapper's trap (bench/lib.sh)
+kills whatever is left of them (nginx workers outlive a killed master).
 
 Interference. A sample counts as disturbed when another process (a test suite, a build) used
 more than DISTURBED of a CPU the sample depends on: the CPU's busy time in /proc/stat less what
@@ -21,15 +21,19 @@ from __future__ import annotations
 import collections
 import ctypes
 import datetime
+import json
 import os
+import re
 import resource
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,28 +102,36 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stderr_tail(self, lines: int = 15) -> str:
+    def stderr_text(self) -> str:
         try:
-            text = self.stderr_path.read_text(errors="replace")
+            return self.stderr_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def stderr_tail(self, lines: int = 15) -> str:
+        return "\n".join(self.stderr_text().strip().splitlines()[-lines:])
 
 
 class Procs:
-    """Every process this run started, each in its own session (process group)."""
+    """Every process this run started, each in its own session (process group). `stop`
+    sends SIGTERM to the whole group, or with `leader_only` to the leader alone (the l4lb
+    supervisor and nginx's master stop their workers themselves)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, leader_only: bool = False) -> None:
         self.tmp = tmp
+        self.leader_only = leader_only
         self.procs: list[Proc] = []
+        self.count = 0
 
-    def start(self, name: str, argv: list[str], cpu: int, **kw) -> Proc:
-        stderr_path = self.tmp / f"{name}.{len(self.procs)}.stderr"
+    def start(self, name: str, argv: list[str], cpu: int | None = None, **kw) -> Proc:
+        """Start `argv` pinned to `cpu` (None: unpinned)."""
+        self.count += 1
+        stderr_path = self.tmp / f"{name}.{self.count}.stderr"
         kw.setdefault("stdout", subprocess.DEVNULL)
         kw.setdefault("stdin", subprocess.DEVNULL)
         with open(stderr_path, "wb") as err:
             popen = subprocess.Popen(
-                ["taskset", "-c", str(cpu), *argv],
+                argv if cpu is None else ["taskset", "-c", str(cpu), *argv],
                 stderr=err,
                 start_new_session=True,
                 preexec_fn=child_setup,
@@ -133,14 +145,14 @@ class Procs:
     def stop(self, proc: Proc, timeout: float = 5.0) -> None:
         if proc.alive():
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                (os.kill if self.leader_only else os.killpg)(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:
                 proc.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
-        try:  # whatever is left in its group (nginx workers), and a stuck leader
+        try:  # whatever is left in its group (nginx or l4lb workers), and a stuck leader
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
@@ -164,20 +176,26 @@ class Procs:
         for proc in reversed(list(self.procs)):
             self.stop(proc, timeout=3.0)
 
+    def stop_targets(self, targets: Targets) -> None:
+        for proc, _ in targets.values():
+            if proc is not None:
+                self.stop(proc)
+
 
 def on_signal(signum: int, _frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def prepare_process() -> None:
-    """Raise the fd limit, pin this script to the load CPU, turn signals into
+def prepare_process(pin: bool = True) -> None:
+    """Raise the fd limit, pin this script to the load CPU (with `pin`), turn signals into
     KeyboardInterrupt (so `finally:` blocks stop every process)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if PROXY_CPU == LOAD_CPU:
-        log("warning: one CPU only; proxies and load generators share it")
-    os.sched_setaffinity(0, {LOAD_CPU})
+    if pin:
+        if PROXY_CPU == LOAD_CPU:
+            log("warning: one CPU only; proxies and load generators share it")
+        os.sched_setaffinity(0, {LOAD_CPU})
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
@@ -369,6 +387,29 @@ def summary(vals: list[dict]) -> dict:
 Targets = dict[str, tuple[Proc | None, int]]
 
 
+def start_targets(
+    targets: Iterable[str],
+    backend: int,
+    start: Callable[[str], tuple[Proc, int]],
+    notes: list[str],
+    tag: str = "",
+) -> Targets:
+    """`start(target)` for each proxy; "direct" is the backend itself. A proxy that does not
+    start is left out (with a note), the others run."""
+    out: Targets = {}
+    for target in targets:
+        if target == "direct":
+            out[target] = (None, backend)
+            continue
+        try:
+            out[target] = start(target)
+        except RuntimeError as exc:
+            what = f"{tag}: {target}" if tag else target
+            notes.append(f"{what} did not start: {exc}")
+            log(f"{what} did not start: {exc}")
+    return out
+
+
 class Runner:
     """Rounds of samples over several targets, interleaved, with interference retries."""
 
@@ -466,27 +507,72 @@ class Runner:
                 )
 
 
-def disturbed_lines(results: dict[str, dict[str, dict]]) -> list[str]:
-    """Report lines for the disturbed samples that had to be kept, per test and target."""
-    busy = []
-    for test, per_target in results.items():
-        for t, d in per_target.items():
-            if d and d.get("disturbed"):
-                busy.append(
-                    f"{test}/{t}: {d['disturbed']} of {d['n']} (up to "
-                    f"{d['other_proxy_cpu_max']:.0%} of CPU {PROXY_CPU}, "
-                    f"{d['other_load_cpu_max']:.0%} of CPU {LOAD_CPU})"
-                )
-    if not busy:
-        return []
-    return [
+def disturbed_lines(
+    results: dict[str, dict[str, dict]],
+    intro: str = (
         f"Disturbed samples, kept after {RETRIES} retries or the retry budget ran out "
         f"(another process used more than {DISTURBED:.0%} of a CPU the sample depends "
-        "on; those figures are low and noisy):",
-        "",
-        *[f"- {b}" for b in busy],
-        "",
+        "on; those figures are low and noisy):"
+    ),
+    detail: Callable[[dict], str] = lambda d: (
+        f"up to {d['other_proxy_cpu_max']:.0%} of CPU {PROXY_CPU}, "
+        f"{d['other_load_cpu_max']:.0%} of CPU {LOAD_CPU}"
+    ),
+) -> list[str]:
+    """Report lines for the disturbed samples that had to be kept, per test and target."""
+    busy = [
+        f"{test}/{t}: {d['disturbed']} of {d['n']} ({detail(d)})"
+        for test, per_target in results.items()
+        for t, d in per_target.items()
+        if d and d.get("disturbed")
     ]
+    return [intro, "", *[f"- {b}" for b in busy], ""] if busy else []
+
+
+# -- report pieces ---------------------------------------------------------------------------
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return fmt(a / b if a is not None and b else None, ".2f")
+
+
+def notes_lines(notes: Iterable[str]) -> list[str]:
+    bullets = [f"- {n}" for n in notes]
+    return ["Notes:", "", *bullets, ""] if bullets else []
+
+
+def rss_lines(title: str, rss: dict[str, dict[str, int]], targets: Iterable[str]) -> list[str]:
+    """A table of each target's RSS after each test (`rss`: test -> target -> KB)."""
+    if not rss:
+        return []
+    out = [
+        title,
+        "",
+        "| target | " + " | ".join(f"after {t}" for t in rss) + " |",
+        "|---|" + "---:|" * len(rss),
+    ]
+    for target in targets:
+        out.append(
+            f"| {target} | " + " | ".join(f"{r.get(target, 0):,}" for r in rss.values()) + " |"
+        )
+    return [*out, ""]
+
+
+def wrk_rate(run: subprocess.CompletedProcess) -> tuple[float, list[str]]:
+    """wrk's Requests/sec, and its socket-error and non-2xx lines."""
+    m = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
+    if run.returncode != 0 or not m:
+        raise ValueError(f"exit {run.returncode}")
+    errors = []
+    for pattern in (r"Socket errors:[^\n]*", r"Non-2xx or 3xx responses:[^\n]*"):
+        err = re.search(pattern, run.stdout)
+        if err:
+            errors.append(err.group(0).strip())
+    return float(m.group(1)), errors
 
 
 # -- configs shared by several benchmarks ----------------------------------------------------
@@ -499,9 +585,12 @@ def nginx_temp_paths(tmp: Path, name: str) -> str:
     )
 
 
-def nginx_backend_config(tmp: Path, port: int, root: Path, name: str = "backend-http") -> str:
-    """A 1-worker nginx serving `root`, no access log, long keep-alive."""
-    return f"""user root;
+def nginx_config(tmp: Path, name: str, connections: int, body: str) -> str:
+    """A 1-worker nginx in the foreground; `body` is its `http` or `stream` block (a `stream`
+    block loads the module)."""
+    stream = body.startswith("stream")
+    module = "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n" if stream else ""
+    return f"""{module}user root;
 daemon off;
 worker_processes 1;
 worker_rlimit_nofile 20000;
@@ -509,10 +598,37 @@ pid {tmp}/{name}.pid;
 error_log stderr error;
 
 events {{
-    worker_connections 4096;
+    worker_connections {connections};
 }}
 
-http {{
+{body}"""
+
+
+def nginx_stream_config(
+    tmp: Path, name: str, port: int, backend: int, connections: int, listen: str = "", server=""
+) -> str:
+    """nginx `stream` to `backend`; `listen`: more listen options, `server`: more lines."""
+    return nginx_config(
+        tmp,
+        name,
+        connections,
+        f"""stream {{
+    server {{
+        listen 127.0.0.1:{port}{listen} backlog=4096;
+        proxy_pass 127.0.0.1:{backend};
+{server}    }}
+}}
+""",
+    )
+
+
+def nginx_backend_config(tmp: Path, port: int, root: Path, name: str = "backend-http") -> str:
+    """A 1-worker nginx serving `root`, no access log, long keep-alive."""
+    return nginx_config(
+        tmp,
+        name,
+        4096,
+        f"""http {{
     access_log off;
 {nginx_temp_paths(tmp, name)}
     keepalive_requests 1000000;
@@ -523,11 +639,84 @@ http {{
         location / {{ }}
     }}
 }}
+""",
+    )
+
+
+def start_nginx(procs: Procs, name: str, cfg: Path, cpu: int | None) -> Proc:
+    return procs.start(name, ["nginx", "-e", "stderr", "-p", str(cfg.parent), "-c", str(cfg)], cpu)
+
+
+SMALL_FILE = {"index.html": b"l4lb bench: 32 bytes of body..\n"}
+
+
+def start_http_backend(
+    procs: Procs, tmp: Path, cpu: int | None, files: dict[str, bytes] = SMALL_FILE
+) -> tuple[Proc, int]:
+    """The HTTP backend: nginx serving `files` (name -> content) from tmp/www."""
+    port = free_port()
+    www = tmp / "www"
+    www.mkdir(exist_ok=True)
+    for name, body in files.items():
+        (www / name).write_bytes(body)
+    cfg = tmp / "backend-http.conf"
+    cfg.write_text(nginx_backend_config(tmp, port, www))
+    backend = start_nginx(procs, "backend-http", cfg, cpu)
+    wait_listening(backend, port)
+    return backend, port
+
+
+def l4lb_config(
+    port: int, backend: int, protocol: str = "tcp", workers: int | None = None, listener=""
+) -> str:
+    """l4lb with one listener to one server; `listener`: more of the listener's settings."""
+    global_ = "" if workers is None else f"workers = {workers}\n"
+    return f"""[global]
+access_log = false
+drain_timeout = "1s"
+{global_}
+[listener.bench]
+bind = "127.0.0.1:{port}"
+protocol = "{protocol}"
+pool = "bench"
+max_connections = 10000
+backlog = 4096
+{listener}
+[pool.bench]
+balance = "round_robin"
+
+[[pool.bench.servers]]
+address = "127.0.0.1:{backend}"
 """
 
 
-def start_nginx(procs: Procs, name: str, cfg: Path, cpu: int) -> Proc:
-    return procs.start(name, ["nginx", "-e", "stderr", "-p", str(cfg.parent), "-c", str(cfg)], cpu)
+def haproxy_config(
+    port: int,
+    backend: int,
+    mode: str = "tcp",
+    nbthread: int = 1,
+    maxconn: int = 4000,
+    timeout: str = "30s",
+    bind: str = "",
+    global_: str = "",
+    listen: str = "",
+) -> str:
+    """HAProxy with one `listen` section to one server; the strings add lines or options."""
+    return f"""global
+    nbthread {nbthread}
+    maxconn {maxconn}
+{global_}
+defaults
+    mode {mode}
+    maxconn {maxconn}
+    timeout connect 5s
+    timeout client {timeout}
+    timeout server {timeout}
+
+listen bench
+    bind 127.0.0.1:{port}{bind}
+    server s1 127.0.0.1:{backend}
+{listen}"""
 
 
 # -- py-spy ----------------------------------------------------------------------------------
@@ -717,7 +906,7 @@ def first_line(argv: list[str]) -> str:
     return ((run.stdout or run.stderr).strip().splitlines() or ["?"])[0]
 
 
-def l4lb_version() -> str:
+def l4lb_version(ssl: bool = True) -> str:
     loop = os.environ.get("L4LB_LOOP") or (
         "uvloop"
         if (VENV / "python").exists()
@@ -727,11 +916,12 @@ def l4lb_version() -> str:
         == 0
         else "asyncio"
     )
-    ssl_version = first_line([str(VENV / "python"), "-c", "import ssl; print(ssl.OPENSSL_VERSION)"])
-    return (
+    line = (
         f"- l4lb: {first_line([str(VENV / 'l4lb'), '--version'])}, "
-        f"{first_line([str(VENV / 'python'), '--version'])}, loop {loop}, {ssl_version}"
+        f"{first_line([str(VENV / 'python'), '--version'])}, loop {loop}"
     )
+    ssl_version = [str(VENV / "python"), "-c", "import ssl; print(ssl.OPENSSL_VERSION)"]
+    return f"{line}, {first_line(ssl_version)}" if ssl else line
 
 
 def machine() -> str:
@@ -767,3 +957,76 @@ def commit(paths: tuple[str, ...] = ("l4lb",)) -> str:
 
 def now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def check_setup(name: str, doc: str | None, tools: tuple[str, ...], pin: bool = True) -> None:
+    """The command line (none; -h prints `doc`), the tools and .venv, then prepare_process."""
+    if len(sys.argv) > 1:
+        print(doc)
+        sys.exit(0 if sys.argv[1] in ("-h", "--help") else 2)
+    for tool in tools:
+        if shutil.which(tool) is None:
+            sys.exit(f"{name}: {tool} is missing; run bench/run-{name}, which installs it")
+    if not (VENV / "l4lb").exists():
+        sys.exit(f"{name}: .venv/bin/l4lb is missing; run ./scripts/setup (bench/run-{name} does)")
+    prepare_process(pin)
+
+
+def run_bench(
+    title: str,
+    versions: Callable[[], str],
+    settings: str,
+    make: Callable[[Path], object],
+    steps: Callable[[object], Iterable[tuple[str, Callable[[], object]]]],
+    report: Callable[[object], str],
+    tmp_prefix: str,
+    commit_paths: tuple[str, ...] = ("l4lb",),
+    machine_note: str = "",
+    json_keys: tuple[str, ...] = ("results", "notes"),
+) -> int:
+    """The report header, then `make(tmp)` (a bench with `procs`, `notes` and `results`) and
+    its `steps`, (label, function) pairs: a RuntimeError in one is a note (after "label: ")
+    and the run goes on. Every process is stopped at the end, on error and on signals. Then
+    the report on stdout and, with BENCH_JSON, the bench's `json_keys` in that file."""
+    started = now_utc()
+    header = [
+        f"# {title}",
+        "",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC",
+        f"- commit: {commit(commit_paths)}",
+        f"- machine: {machine()}{machine_note}",
+        versions(),
+        f"- settings: {settings}",
+        "",
+        "",
+    ]
+    log("\n".join(header[2:-1]))
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=os.environ.get("BENCH_TMPDIR") or None))
+    bench = make(tmp)
+    failed = False
+    try:
+        for label, step in steps(bench):
+            if label:
+                log(f"--- {label}")
+            try:
+                step()
+            except RuntimeError as exc:
+                bench.notes.append(f"{label}: {exc}" if label else str(exc))
+                log(f"{label} failed: {exc}" if label else f"failed: {exc}")
+                failed = True
+    except KeyboardInterrupt as exc:
+        log(f"interrupted ({exc}); stopping everything")
+        bench.procs.stop_all()
+        return 130
+    finally:
+        bench.procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = (now_utc() - started).total_seconds()
+    print("\n".join(header) + report(bench) + f"\nRun time: {elapsed:.0f}s\n")
+    if os.environ.get("BENCH_JSON"):
+        data = {key: getattr(bench, key) for key in json_keys}
+        Path(os.environ["BENCH_JSON"]).write_text(json.dumps(data, indent=2))
+    return 1 if failed else 0

@@ -24,17 +24,16 @@ Run it through `bench/run-http`, which installs the tools first. This file only 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import common
 from common import (
     ALLOC,
     LOAD_CPU,
@@ -46,28 +45,33 @@ from common import (
     Procs,
     Runner,
     Targets,
-    commit,
+    check_setup,
     disturbed_lines,
     env_float,
     env_int,
     env_list,
     first_line,
+    fmt,
     frame_name,
     frame_where,
     free_port,
     grouped,
+    haproxy_config,
     l4lb_version,
     log,
-    machine,
-    nginx_backend_config,
+    nginx_config,
     nginx_temp_paths,
-    now_utc,
-    prepare_process,
+    notes_lines,
     py_spy_record,
+    ratio,
     read_profile,
     rss_kb,
+    rss_lines,
+    run_bench,
     share_table,
+    start_http_backend,
     start_nginx,
+    start_targets,
     top_inclusive,
     top_self,
     wait_listening,
@@ -97,42 +101,16 @@ FILES = {"small": "small", "64k": "64k"}
 
 
 def l4lb_config(port: int, backend: int) -> str:
-    return f"""[global]
-access_log = false
-drain_timeout = "1s"
-workers = 1
-
-[listener.bench]
-bind = "127.0.0.1:{port}"
-protocol = "http"
-pool = "bench"
-max_connections = 10000
-backlog = 4096
-
-[listener.bench.http]
-max_requests = 10000000
-
-[pool.bench]
-balance = "round_robin"
-
-[[pool.bench.servers]]
-address = "127.0.0.1:{backend}"
-"""
+    http = "\n[listener.bench.http]\nmax_requests = 10000000\n"
+    return common.l4lb_config(port, backend, "http", workers=1, listener=http)
 
 
-def nginx_config(tmp: Path, name: str, port: int, backend: int) -> str:
-    return f"""user root;
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid {tmp}/{name}.pid;
-error_log stderr error;
-
-events {{
-    worker_connections 8192;
-}}
-
-http {{
+def nginx_proxy_config(tmp: Path, name: str, port: int, backend: int) -> str:
+    return nginx_config(
+        tmp,
+        name,
+        8192,
+        f"""http {{
     access_log off;
 {nginx_temp_paths(tmp, name)}
     keepalive_requests 1000000;
@@ -150,26 +128,8 @@ http {{
         }}
     }}
 }}
-"""
-
-
-def haproxy_config(port: int, backend: int) -> str:
-    return f"""global
-    nbthread 1
-    maxconn 4000
-
-defaults
-    mode http
-    maxconn 4000
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-
-listen bench
-    bind 127.0.0.1:{port}
-    server s1 127.0.0.1:{backend}
-"""
+""",
+    )
 
 
 def caddy_config(port: int, backend: int) -> str:
@@ -268,18 +228,6 @@ class Bench:
         self.rss: dict[str, dict[str, int]] = {}  # test -> target -> proxy RSS KB after it
         self.saturated: dict[str, dict] = {}  # h2load at full speed: target -> latencies
 
-    def start_backend(self) -> tuple[Proc, int]:
-        port = free_port()
-        www = self.tmp / "www"
-        www.mkdir(exist_ok=True)
-        (www / FILES["small"]).write_bytes(b"l4lb bench: " + b"x" * 87 + b"\n")  # 100 bytes
-        (www / FILES["64k"]).write_bytes(bytes(range(256)) * 256)  # 65,536 bytes
-        cfg = self.tmp / "backend-http.conf"
-        cfg.write_text(nginx_backend_config(self.tmp, port, www))
-        backend = start_nginx(self.procs, "backend-http", cfg, LOAD_CPU)
-        wait_listening(backend, port)
-        return backend, port
-
     def start_proxy(self, kind: str, backend: int) -> tuple[Proc, int]:
         port = free_port()
         name = kind
@@ -292,11 +240,12 @@ class Bench:
             proc = self.procs.start(name, argv, PROXY_CPU, cwd=cwd)
         elif kind == "nginx":
             cfg = self.tmp / f"{name}.conf"
-            cfg.write_text(nginx_config(self.tmp, name, port, backend))
+            cfg.write_text(nginx_proxy_config(self.tmp, name, port, backend))
             proc = start_nginx(self.procs, name, cfg, PROXY_CPU)
         elif kind == "haproxy":
             cfg = self.tmp / f"{name}.cfg"
-            cfg.write_text(haproxy_config(port, backend))
+            listen = "    timeout http-keep-alive 30s\n"
+            cfg.write_text(haproxy_config(port, backend, "http", listen=listen))
             proc = self.procs.start(name, ["haproxy", "-db", "-f", str(cfg)], PROXY_CPU)
         elif kind == "caddy":
             cfg = self.tmp / "Caddyfile"
@@ -345,18 +294,15 @@ class Bench:
                 del targets[target]
 
     def run(self) -> None:
-        backend, bport = self.start_backend()
+        files = {
+            FILES["small"]: b"l4lb bench: " + b"x" * 87 + b"\n",  # 100 bytes
+            FILES["64k"]: bytes(range(256)) * 256,  # 65,536 bytes
+        }
+        backend, bport = start_http_backend(self.procs, self.tmp, LOAD_CPU, files)
         targets: Targets = {}
         try:
-            for target in RUN_TARGETS:
-                if target == "direct":
-                    targets[target] = (None, bport)
-                    continue
-                try:
-                    targets[target] = self.start_proxy(target, bport)
-                except RuntimeError as exc:
-                    self.notes.append(f"{target} did not start: {exc}")
-                    log(f"{target} did not start: {exc}")
+            start = self.start_proxy
+            targets = start_targets(RUN_TARGETS, bport, lambda t: start(t, bport), self.notes)
             time.sleep(0.5)
             self.check_targets(targets)
             for test in RUN_TESTS:
@@ -376,9 +322,7 @@ class Bench:
                 self.profile = self.profile_l4lb(proc, backend, port)
             self.runner.check_alive(targets, "end of run")
         finally:
-            for proc, _ in targets.values():
-                if proc is not None:
-                    self.procs.stop(proc)
+            self.procs.stop_targets(targets)
             self.procs.stop(backend)
 
     # (a), (b): wrk, keep-alive, as fast as it goes
@@ -656,10 +600,6 @@ def summarize_http_profile(
 # -- report ----------------------------------------------------------------------------------
 
 
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def render(bench: Bench) -> str:
     results, rate, notes, prof = bench.results, bench.rate, bench.notes, bench.profile
     out: list[str] = []
@@ -685,8 +625,8 @@ def render(bench: Bench) -> str:
                 row += (
                     f" {d['median']:,.0f} ({d['min']:,.0f}-{d['max']:,.0f}) "
                     f"| {d['p50_ms']:.2f} / {d['p99_ms']:.2f} "
-                    f"| {_fmt(d.get('cpu'), '.0%')} | {_fmt(d.get('proxy_sys'), '.0%')} "
-                    f"| {_fmt(d.get('per_core'), ',.0f')} |"
+                    f"| {fmt(d.get('cpu'), '.0%')} | {fmt(d.get('proxy_sys'), '.0%')} "
+                    f"| {fmt(d.get('per_core'), ',.0f')} |"
                 )
             out.append(row)
         out.append("")
@@ -707,12 +647,11 @@ def render(bench: Bench) -> str:
                 if ours in RUN_TARGETS and peer in RUN_TARGETS
             ]
             for ours, peer in pairs:
-                cells = []
-                for t in wrk_tests:
-                    for key in ("median", "per_core"):
-                        a = results[t].get(ours, {}).get(key)
-                        b = results[t].get(peer, {}).get(key)
-                        cells.append(_fmt(a / b if a is not None and b else None, ".2f"))
+                cells = [
+                    ratio(results[t].get(ours, {}).get(key), results[t].get(peer, {}).get(key))
+                    for t in wrk_tests
+                    for key in ("median", "per_core")
+                ]
                 out.append(f"| {ours} / {peer} | " + " | ".join(cells) + " |")
             out.append("")
     if bench.saturated:
@@ -729,20 +668,8 @@ def render(bench: Bench) -> str:
                 f"| {d['p999_ms']:.2f} | {d['max_ms']:.1f} |"
             )
         out.append("")
-    if bench.rss:
-        tests = list(bench.rss)
-        out += [
-            "Proxy RSS (process tree) after each test, KB:",
-            "",
-            "| target | " + " | ".join(f"after {t}" for t in tests) + " |",
-            "|---|" + "---:|" * len(tests),
-        ]
-        for target in RUN_TARGETS:
-            if target == "direct":
-                continue
-            cells = [f"{bench.rss[t].get(target, 0):,}" for t in tests]
-            out.append(f"| {target} | " + " | ".join(cells) + " |")
-        out.append("")
+    proxies = [t for t in RUN_TARGETS if t != "direct"]
+    out += rss_lines("Proxy RSS (process tree) after each test, KB:", bench.rss, proxies)
     fixed = results.get("fixed")
     if fixed:
         direct = fixed.get("direct", {})
@@ -764,8 +691,8 @@ def render(bench: Bench) -> str:
             out.append(
                 f"| {target} | {d['p50_ms']:.3f} | {d['median']:.3f} ({d['min']:.3f}-"
                 f"{d['max']:.3f}) | {d['p999_ms']:.3f} | {d['rate']:,.0f} "
-                f"| {_fmt(d.get('cpu'), '.0%')} "
-                f"| {_fmt(add50, '+.3f')} | {_fmt(add99, '+.3f')} |"
+                f"| {fmt(d.get('cpu'), '.0%')} "
+                f"| {fmt(add50, '+.3f')} | {fmt(add99, '+.3f')} |"
             )
         out.append("")
     out += ["Issue 4 targets:", ""]
@@ -794,9 +721,7 @@ def render(bench: Bench) -> str:
                 f"({added:+.3f} ms)"
             )
     out.append("")
-    out += disturbed_lines(results)
-    if notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)] + [""]
+    out += disturbed_lines(results) + notes_lines(dict.fromkeys(notes))
     if prof:
         out += ["l4lb profile under the 100 B keep-alive load:", "", prof, ""]
     return "\n".join(out)
@@ -820,58 +745,21 @@ def main() -> int:
         extra = [float(x) for x in sys.argv[4:6]]  # per-core req/s, kernel share
         print(summarize_http_profile(Path(sys.argv[2]), float(sys.argv[3]), *extra))
         return 0
-    if len(sys.argv) > 1:
-        print(__doc__)
-        return 0 if sys.argv[1] in ("-h", "--help") else 2
-    for tool in ("taskset", "wrk", "h2load", "haproxy", "nginx", "caddy", "curl"):
-        if shutil.which(tool) is None:
-            sys.exit(f"http: {tool} is missing; run bench/run-http, which installs it")
-    if not (VENV / "l4lb").exists():
-        sys.exit("http: .venv/bin/l4lb is missing; run ./scripts/setup (bench/run-http does)")
+    check_setup("http", __doc__, ("taskset", "wrk", "h2load", "haproxy", "nginx", "caddy", "curl"))
     if "l4lb-compiled" in RUN_TARGETS and not (COMPILED / ".venv" / "bin" / "l4lb").exists():
         sys.exit("http: no compiled build; run scripts/build-compiled (bench/run-http does)")
-    prepare_process()
-    started = now_utc()
-    header = [
-        "# HTTP benchmark",
-        "",
-        f"- date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- commit: {commit(('l4lb', 'l7'))}",
-        f"- machine: {machine()}",
-        versions(),
-        f"- settings: BENCH_SECONDS={SECONDS} BENCH_ROUNDS={ROUNDS} BENCH_WRK_CONNS={CONNS}; "
+    return run_bench(
+        "HTTP benchmark",
+        versions,
+        f"BENCH_SECONDS={SECONDS} BENCH_ROUNDS={ROUNDS} BENCH_WRK_CONNS={CONNS}; "
         f"proxies on CPU {PROXY_CPU}, load generator and backend on CPU {LOAD_CPU}",
-        "",
-        "",
-    ]
-    log("\n".join(header[2:-1]))
-    tmp = Path(tempfile.mkdtemp(prefix="http-", dir=os.environ.get("BENCH_TMPDIR") or None))
-    bench = Bench(tmp)
-    failed = False
-    try:
-        try:
-            bench.run()
-        except RuntimeError as exc:
-            bench.notes.append(str(exc))
-            log(f"failed: {exc}")
-            failed = True
-    except KeyboardInterrupt as exc:
-        log(f"interrupted ({exc}); stopping everything")
-        bench.procs.stop_all()
-        return 130
-    finally:
-        bench.procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    elapsed = (now_utc() - started).total_seconds()
-    text = "\n".join(header) + render(bench)
-    print(text + f"\nRun time: {elapsed:.0f}s\n")
-    if os.environ.get("BENCH_JSON"):
-        Path(os.environ["BENCH_JSON"]).write_text(
-            json.dumps(
-                {"results": bench.results, "rate": bench.rate, "notes": bench.notes}, indent=2
-            )
-        )
-    return 1 if failed else 0
+        Bench,
+        lambda bench: [("", bench.run)],
+        render,
+        "http-",
+        commit_paths=("l4lb", "l7"),
+        json_keys=("results", "rate", "notes"),
+    )
 
 
 if __name__ == "__main__":

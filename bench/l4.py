@@ -24,40 +24,44 @@ import json
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from common import (
-    DISTURBED,
     LOAD_CPU,
     PROXY_CPU,
-    RETRIES,
     ROOT,
     VENV,
     Proc,
     Procs,
     Runner,
-    child_setup,
-    commit,
+    Targets,
+    check_setup,
+    disturbed_lines,
     env_int,
     env_list,
     fd_count,
     first_line,
+    fmt,
     free_port,
+    haproxy_config,
+    l4lb_config,
     l4lb_version,
     log,
-    machine,
-    nginx_temp_paths,
-    now_utc,
-    prepare_process,
-    py_spy,
+    nginx_stream_config,
+    notes_lines,
+    py_spy_record,
+    ratio,
+    read_profile,
     rss_kb,
+    run_bench,
+    start_http_backend,
+    start_targets,
     wait_listening,
+    wrk_rate,
 )
 
 PROXIES = ("l4lb", "haproxy", "haproxy-splice", "nginx")
@@ -71,105 +75,6 @@ WRK_CONNS = env_int("BENCH_WRK_CONNS", 32)
 RUN_TARGETS = env_list("BENCH_TARGETS", TARGETS)
 RUN_TESTS = env_list("BENCH_TESTS", TESTS)
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
-
-
-# -- configs ---------------------------------------------------------------------------------
-
-
-def l4lb_config(port: int, backend: int) -> str:
-    return f"""[global]
-access_log = false
-drain_timeout = "1s"
-
-[listener.bench]
-bind = "127.0.0.1:{port}"
-protocol = "tcp"
-pool = "bench"
-max_connections = 10000
-idle_timeout = "10m"
-backlog = 4096
-
-[pool.bench]
-balance = "round_robin"
-
-[[pool.bench.servers]]
-address = "127.0.0.1:{backend}"
-"""
-
-
-def haproxy_config(port: int, backend: int, splice: bool) -> str:
-    opts = (
-        "    option splice-auto\n    option splice-request\n    option splice-response\n"
-        if splice
-        else ""
-    )
-    # HAProxy sizes its fd limit from maxconn and maxpipes (2 fds each, plus a few) and
-    # refuses to start above the hard limit (20,000 here): room for the idle test, no more.
-    maxconn = IDLE_CONNS + 200
-    return f"""global
-    nbthread 1
-    maxconn {maxconn}
-    maxpipes 256
-
-defaults
-    mode tcp
-    maxconn {maxconn}
-    timeout connect 5s
-    timeout client 10m
-    timeout server 10m
-
-listen bench
-    bind 127.0.0.1:{port}
-    server s1 127.0.0.1:{backend}
-{opts}"""
-
-
-def nginx_stream_config(tmp: Path, name: str, port: int, backend: int) -> str:
-    return f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-user root;
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid {tmp}/{name}.pid;
-error_log stderr error;
-
-events {{
-    worker_connections 19500;
-}}
-
-stream {{
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        proxy_pass 127.0.0.1:{backend};
-        proxy_timeout 10m;
-    }}
-}}
-"""
-
-
-def nginx_http_config(tmp: Path, port: int, root: Path) -> str:
-    temps = nginx_temp_paths(tmp, "nginx")
-    return f"""user root;
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid {tmp}/backend-http.pid;
-error_log stderr error;
-
-events {{
-    worker_connections 4096;
-}}
-
-http {{
-    access_log off;
-{temps}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        root {root};
-        location / {{ }}
-    }}
-}}
-"""
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -191,15 +96,32 @@ class Bench:
         name = f"{kind}-{tag}"
         if kind == "l4lb":
             cfg = self.tmp / f"{name}.toml"
-            cfg.write_text(l4lb_config(port, backend))
+            cfg.write_text(l4lb_config(port, backend, listener='idle_timeout = "10m"\n'))
             argv = [str(VENV / "l4lb"), "up", str(cfg), "--no-access-log", "--no-tui"]
         elif kind in ("haproxy", "haproxy-splice"):
+            splice = "splice-auto", "splice-request", "splice-response"
             cfg = self.tmp / f"{name}.cfg"
-            cfg.write_text(haproxy_config(port, backend, splice=kind == "haproxy-splice"))
+            # HAProxy sizes its fd limit from maxconn and maxpipes (2 fds each, plus a few) and
+            # refuses to start above the hard limit (20,000 here): room for the idle test.
+            cfg.write_text(
+                haproxy_config(
+                    port,
+                    backend,
+                    maxconn=IDLE_CONNS + 200,
+                    timeout="10m",
+                    global_="    maxpipes 256\n",
+                    listen="".join(f"    option {o}\n" for o in splice)
+                    if kind == "haproxy-splice"
+                    else "",
+                )
+            )
             argv = ["haproxy", "-db", "-f", str(cfg)]
         elif kind == "nginx":
             cfg = self.tmp / f"{name}.conf"
-            cfg.write_text(nginx_stream_config(self.tmp, name, port, backend))
+            timeout = "        proxy_timeout 10m;\n"
+            cfg.write_text(
+                nginx_stream_config(self.tmp, name, port, backend, 19500, server=timeout)
+            )
             argv = ["nginx", "-e", "stderr", "-p", str(self.tmp), "-c", str(cfg)]
         else:
             raise ValueError(kind)
@@ -207,17 +129,9 @@ class Bench:
         wait_listening(proc, port)
         return proc, port
 
-    def start_proxies(self, backend: int, tag: str) -> dict[str, tuple[Proc | None, int]]:
-        out: dict[str, tuple[Proc | None, int]] = {}
-        for target in RUN_TARGETS:
-            if target == "direct":
-                out[target] = (None, backend)
-                continue
-            try:
-                out[target] = self.start_proxy(target, backend, tag)
-            except RuntimeError as exc:  # leave it out of this test, run the others
-                self.notes.append(f"{tag}: {target} did not start: {exc}")
-                log(f"{tag}: {target} did not start: {exc}")
+    def start_proxies(self, backend: int, tag: str) -> Targets:
+        start = self.start_proxy
+        out = start_targets(RUN_TARGETS, backend, lambda t: start(t, backend, tag), self.notes, tag)
         time.sleep(0.5)
         return out
 
@@ -240,15 +154,10 @@ class Bench:
         self,
         test: str,
         unit: str,
-        targets: dict[str, tuple[Proc | None, int]],
+        targets: Targets,
         sample: Callable[[str, Proc | None, int], dict | None],
     ) -> None:
         self.results[test].update(self.runner.series(test, unit, targets, sample))
-
-    def _stop_targets(self, targets: dict[str, tuple[Proc | None, int]]) -> None:
-        for proc, _ in targets.values():
-            if proc is not None:
-                self.procs.stop(proc)
 
     # (a) bulk throughput
 
@@ -273,22 +182,13 @@ class Bench:
         try:
             self._series("bulk", "Gbit/s", targets, sample)
         finally:
-            self._stop_targets(targets)
+            self.procs.stop_targets(targets)
             self.procs.stop(server)
 
     # (b) new connections per second
 
     def conn(self) -> None:
-        port = free_port()
-        www = self.tmp / "www"
-        www.mkdir(exist_ok=True)
-        (www / "index.html").write_text("l4lb bench: 32 bytes of body..\n")
-        cfg = self.tmp / "backend-http.conf"
-        cfg.write_text(nginx_http_config(self.tmp, port, www))
-        backend = self.procs.start(
-            "backend-http", ["nginx", "-e", "stderr", "-p", str(self.tmp), "-c", str(cfg)], LOAD_CPU
-        )
-        wait_listening(backend, port)
+        backend, port = start_http_backend(self.procs, self.tmp, LOAD_CPU)
         targets = self.start_proxies(port, "conn")
         try:
             for target, (proc, tport) in targets.items():  # warm up: 1 s each
@@ -304,7 +204,7 @@ class Bench:
                 assert proc is not None
                 self.profile = self._profile(proc, backend, tport)
         finally:
-            self._stop_targets(targets)
+            self.procs.stop_targets(targets)
             self.procs.stop(backend)
 
     def _wrk(
@@ -314,32 +214,18 @@ class Bench:
         argv.append(f"http://127.0.0.1:{port}/")
 
         def parse(run: subprocess.CompletedProcess) -> float:
-            m = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
-            if run.returncode != 0 or not m:
-                raise ValueError(f"exit {run.returncode}")
-            for pattern in (r"Socket errors:[^\n]*", r"Non-2xx or 3xx responses:[^\n]*"):
-                err = re.search(pattern, run.stdout)
-                if err and seconds == SECONDS:
-                    self.notes.append(f"conn: wrk through {target}: {err.group(0).strip()}")
-            return float(m.group(1))
+            rate, errors = wrk_rate(run)
+            if seconds == SECONDS:
+                self.notes.extend(f"conn: wrk through {target}: {err}" for err in errors)
+            return rate
 
         return self._run("conn", target, proc, backend, argv, seconds + 30, parse)
 
     def _profile(self, proc: Proc, backend: Proc, port: int) -> str:
-        spy = py_spy()
-        if spy is None:
-            return "py-spy could not be installed"
         out = Path(os.environ.get("BENCH_PROFILE_OUT", "/tmp/l4lb-conn-profile.txt"))
-        argv = [str(spy), "record", "--nonblocking", "-f", "raw", "-r", "250"]
-        argv += ["-d", str(SECONDS + 1)]
-        argv += ["-o", str(out), "--pid", str(proc.pid)]
-        rec = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=child_setup,
-        )
+        rec = py_spy_record(proc.pid, SECONDS + 1, out, rate=250, native=False)
+        if rec is None:
+            return "py-spy could not be installed"
         time.sleep(0.5)
         got = self._wrk("l4lb (profiled)", proc, backend, port, SECONDS)
         rps = got["value"] if got else None
@@ -423,23 +309,13 @@ class Bench:
                 if p is not None:
                     self.procs.stop(p)
 
-    # report
-
-    def report(self) -> str:
-        return render(self.results, self.notes, self.profile)
-
 
 def summarize_profile(path: Path, rps: float | None, top: int = 15) -> str:
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
+    for frames, n in read_profile(path):
         total += n
-        frames = stack.split(";")
         own[frames[-1]] += n  # by line: the line names the call (a syscall) that took it
         for f in {re.sub(r":\d+\)$", ")", f) for f in frames}:
             incl[f] += n
@@ -459,11 +335,8 @@ def summarize_profile(path: Path, rps: float | None, top: int = 15) -> str:
     return "\n".join(lines)
 
 
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def render(results: dict, notes: list[str], profile: str) -> str:
+def render(bench: Bench) -> str:
+    results, notes, profile = bench.results, bench.notes, bench.profile
     bulk, conn, idle = results["bulk"], results["conn"], results["idle"]
     direct = bulk.get("direct", {}).get("median")
 
@@ -472,9 +345,6 @@ def render(results: dict, notes: list[str], profile: str) -> str:
 
     def kb(t: str) -> float | None:
         return idle.get(t, {}).get("kb_per_conn")
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{v:.0%}"
 
     def per_core(d: dict, t: str) -> float | None:
         return d.get(t, {}).get("per_core")
@@ -486,19 +356,19 @@ def render(results: dict, notes: list[str], profile: str) -> str:
     ]
     for t in RUN_TARGETS:
         b, c = bulk.get(t, {}), conn.get(t, {})
-        ratio = b["median"] / direct if b and direct else None
+        to_direct = b["median"] / direct if b and direct else None
         rows.append(
             f"| {t} "
-            f"| {_fmt(b.get('median'), '.2f')} ({_fmt(b.get('min'), '.1f')}-"
-            f"{_fmt(b.get('max'), '.1f')}) "
-            f"| {_fmt(ratio, '.2f')} "
-            f"| {pct(b.get('cpu'))} "
-            f"| {_fmt(per_core(bulk, t), '.1f')} "
-            f"| {_fmt(c.get('median'), ',.0f')} ({_fmt(c.get('min'), ',.0f')}-"
-            f"{_fmt(c.get('max'), ',.0f')}) "
-            f"| {pct(c.get('cpu'))} "
-            f"| {_fmt(per_core(conn, t), ',.0f')} "
-            f"| {_fmt(kb(t), '.1f')} |"
+            f"| {fmt(b.get('median'), '.2f')} ({fmt(b.get('min'), '.1f')}-"
+            f"{fmt(b.get('max'), '.1f')}) "
+            f"| {fmt(to_direct, '.2f')} "
+            f"| {fmt(b.get('cpu'), '.0%')} "
+            f"| {fmt(per_core(bulk, t), '.1f')} "
+            f"| {fmt(c.get('median'), ',.0f')} ({fmt(c.get('min'), ',.0f')}-"
+            f"{fmt(c.get('max'), ',.0f')}) "
+            f"| {fmt(c.get('cpu'), '.0%')} "
+            f"| {fmt(per_core(conn, t), ',.0f')} "
+            f"| {fmt(kb(t), '.1f')} |"
         )
     out = ["\n".join(rows), ""]
     if "l4lb" in RUN_TARGETS:
@@ -510,15 +380,13 @@ def render(results: dict, notes: list[str], profile: str) -> str:
         for peer in ("haproxy", "haproxy-splice", "nginx"):
             if peer not in RUN_TARGETS:
                 continue
-            cells = []
-            for a, b in (
-                (med(bulk, "l4lb"), med(bulk, peer)),
-                (per_core(bulk, "l4lb"), per_core(bulk, peer)),
-                (med(conn, "l4lb"), med(conn, peer)),
-                (per_core(conn, "l4lb"), per_core(conn, peer)),
-                (kb("l4lb"), kb(peer)),
-            ):
-                cells.append(_fmt(a / b if a is not None and b else None, ".2f"))
+            cells = [
+                ratio(med(bulk, "l4lb"), med(bulk, peer)),
+                ratio(per_core(bulk, "l4lb"), per_core(bulk, peer)),
+                ratio(med(conn, "l4lb"), med(conn, peer)),
+                ratio(per_core(conn, "l4lb"), per_core(conn, peer)),
+                ratio(kb("l4lb"), kb(peer)),
+            ]
             out.append(f"| l4lb / {peer} | " + " | ".join(cells) + " |")
         out.append("")
         out += ["Issue 2 targets:", ""]
@@ -554,26 +422,7 @@ def render(results: dict, notes: list[str], profile: str) -> str:
                 f"fds {d['fds_before']} -> {d['fds_after']}"
             )
         out.append("")
-    busy = []
-    for test in ("bulk", "conn"):
-        for t, d in results[test].items():
-            if d and d["disturbed"]:
-                busy.append(
-                    f"{test}/{t}: {d['disturbed']} of {d['n']} (up to "
-                    f"{d['other_proxy_cpu_max']:.0%} of CPU {PROXY_CPU}, "
-                    f"{d['other_load_cpu_max']:.0%} of CPU {LOAD_CPU})"
-                )
-    if busy:
-        out += [
-            f"Disturbed samples, kept after {RETRIES} retries or the retry budget ran out "
-            f"(another process used more than {DISTURBED:.0%} of a CPU the sample depends "
-            "on; those figures are low and noisy):",
-            "",
-            *[f"- {b}" for b in busy],
-            "",
-        ]
-    if notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    out += disturbed_lines(results) + notes_lines(notes)
     if profile:
         out += ["l4lb profile during the connection test:", "", profile, ""]
     return "\n".join(out)
@@ -592,61 +441,21 @@ def versions() -> str:
 
 
 def main() -> int:
-    if len(sys.argv) > 1:
-        print(__doc__)
-        return 0 if sys.argv[1] in ("-h", "--help") else 2
-    for tool in ("taskset", "iperf3", "wrk", "haproxy", "nginx"):
-        if shutil.which(tool) is None:
-            sys.exit(f"l4: {tool} is missing; run bench/run-l4, which installs it")
-    if not (VENV / "l4lb").exists():
-        sys.exit("l4: .venv/bin/l4lb is missing; run ./scripts/setup (bench/run-l4 does)")
-    prepare_process()
+    check_setup("l4", __doc__, ("taskset", "iperf3", "wrk", "haproxy", "nginx"))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard < 2 * IDLE_CONNS + 200:
         log(f"warning: fd limit {hard} is low for {IDLE_CONNS} idle connections")
-
-    started = now_utc()
-    header = [
-        "# L4 benchmark",
-        "",
-        f"- date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- commit: {commit()}",
-        f"- machine: {machine()}",
-        versions(),
-        f"- settings: BENCH_SECONDS={SECONDS} BENCH_ROUNDS={ROUNDS} "
-        f"BENCH_IDLE_CONNS={IDLE_CONNS} BENCH_WRK_CONNS={WRK_CONNS}; proxies on CPU {PROXY_CPU}, "
-        f"load and backends on CPU {LOAD_CPU}",
-        "",
-        "",
-    ]
-    log("\n".join(header[2:-1]))
-    tmp = Path(tempfile.mkdtemp(prefix="l4bench-", dir=os.environ.get("BENCH_TMPDIR") or None))
-    bench = Bench(tmp)
-    failed = False
-    try:
-        for test in RUN_TESTS:
-            log(f"--- {test}")
-            try:
-                getattr(bench, test)()
-            except RuntimeError as exc:
-                bench.notes.append(f"{test}: {exc}")
-                log(f"{test} failed: {exc}")
-                failed = True
-    except KeyboardInterrupt as exc:
-        log(f"interrupted ({exc}); stopping everything")
-        bench.procs.stop_all()
-        return 130
-    finally:
-        bench.procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    elapsed = (now_utc() - started).total_seconds()
-    text = "\n".join(header) + bench.report() + f"\nRun time: {elapsed:.0f}s\n"
-    print(text)
-    if os.environ.get("BENCH_JSON"):
-        Path(os.environ["BENCH_JSON"]).write_text(
-            json.dumps({"results": bench.results, "notes": bench.notes}, indent=2)
-        )
-    return 1 if failed else 0
+    return run_bench(
+        "L4 benchmark",
+        versions,
+        f"BENCH_SECONDS={SECONDS} BENCH_ROUNDS={ROUNDS} BENCH_IDLE_CONNS={IDLE_CONNS} "
+        f"BENCH_WRK_CONNS={WRK_CONNS}; proxies on CPU {PROXY_CPU}, load and backends on CPU "
+        f"{LOAD_CPU}",
+        Bench,
+        lambda bench: [(test, getattr(bench, test)) for test in RUN_TESTS],
+        render,
+        "l4bench-",
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,27 +41,32 @@ from common import (
     Proc,
     Procs,
     Runner,
-    Targets,
-    commit,
+    check_setup,
     disturbed_lines,
     env_int,
     env_list,
     first_line,
+    fmt,
     frame_name,
     frame_where,
     free_port,
     grouped,
+    haproxy_config,
+    l4lb_config,
     l4lb_version,
     log,
-    machine,
-    nginx_backend_config,
-    now_utc,
-    prepare_process,
+    nginx_stream_config,
+    notes_lines,
     py_spy_record,
+    ratio,
     read_profile,
     rss_kb,
+    rss_lines,
+    run_bench,
     share_table,
+    start_http_backend,
     start_nginx,
+    start_targets,
     top_inclusive,
     top_self,
     wait_listening,
@@ -119,74 +123,6 @@ def make_cert(tmp: Path, kind: str) -> tuple[Path, Path, Path]:
     return cert, key, pem
 
 
-def l4lb_config(port: int, backend: int, cert: Path, key: Path) -> str:
-    return f"""[global]
-access_log = false
-drain_timeout = "1s"
-workers = 1
-
-[listener.bench]
-bind = "127.0.0.1:{port}"
-protocol = "tls"
-pool = "bench"
-max_connections = 10000
-backlog = 4096
-
-[[listener.bench.certs]]
-cert = "{cert}"
-key = "{key}"
-
-[pool.bench]
-balance = "round_robin"
-
-[[pool.bench.servers]]
-address = "127.0.0.1:{backend}"
-"""
-
-
-def haproxy_config(port: int, backend: int, pem: Path) -> str:
-    return f"""global
-    nbthread 1
-    maxconn 4000
-
-defaults
-    mode tcp
-    maxconn 4000
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-listen bench
-    bind 127.0.0.1:{port} ssl crt {pem}
-    server s1 127.0.0.1:{backend}
-"""
-
-
-def nginx_config(tmp: Path, name: str, port: int, backend: int, cert: Path, key: Path) -> str:
-    return f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-user root;
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid {tmp}/{name}.pid;
-error_log stderr error;
-
-events {{
-    worker_connections 8192;
-}}
-
-stream {{
-    server {{
-        listen 127.0.0.1:{port} ssl backlog=4096;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        proxy_pass 127.0.0.1:{backend};
-    }}
-}}
-"""
-
-
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -215,33 +151,25 @@ class Bench:
         if run.returncode != 0:
             raise RuntimeError(f"go build bench/tlsload.go failed: {run.stderr.strip()}")
 
-    def start_backend(self) -> tuple[Proc, int]:
-        port = free_port()
-        www = self.tmp / "www"
-        www.mkdir(exist_ok=True)
-        (www / "index.html").write_text("l4lb bench: 32 bytes of body..\n")
-        cfg = self.tmp / "backend-http.conf"
-        cfg.write_text(nginx_backend_config(self.tmp, port, www))
-        backend = start_nginx(self.procs, "backend-http", cfg, LOAD_CPU)
-        wait_listening(backend, port)
-        return backend, port
-
     def start_proxy(self, kind: str, backend: int, key_kind: str) -> tuple[Proc, int]:
         cert, key, pem = self.certs[key_kind]
         port = free_port()
         name = f"{kind}-{key_kind}"
         if kind == "l4lb":
             cfg = self.tmp / f"{name}.toml"
-            cfg.write_text(l4lb_config(port, backend, cert, key))
+            certs = f'\n[[listener.bench.certs]]\ncert = "{cert}"\nkey = "{key}"\n'
+            cfg.write_text(l4lb_config(port, backend, "tls", workers=1, listener=certs))
             argv = [str(VENV / "l4lb"), "up", str(cfg), "--no-access-log", "--no-tui"]
             proc = self.procs.start(name, argv, PROXY_CPU)
         elif kind == "haproxy":
             cfg = self.tmp / f"{name}.cfg"
-            cfg.write_text(haproxy_config(port, backend, pem))
+            cfg.write_text(haproxy_config(port, backend, bind=f" ssl crt {pem}"))
             proc = self.procs.start(name, ["haproxy", "-db", "-f", str(cfg)], PROXY_CPU)
         elif kind == "nginx":
             cfg = self.tmp / f"{name}.conf"
-            cfg.write_text(nginx_config(self.tmp, name, port, backend, cert, key))
+            ssl = "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            ssl += f"        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
+            cfg.write_text(nginx_stream_config(self.tmp, name, port, backend, 8192, " ssl", ssl))
             proc = start_nginx(self.procs, name, cfg, PROXY_CPU)
         else:
             raise ValueError(kind)
@@ -291,7 +219,7 @@ class Bench:
         self.build_client()
         for kind in sorted({m.split("-")[0] for m in RUN_MEASURES}):
             self.certs[kind] = make_cert(self.tmp, kind)
-        backend, bport = self.start_backend()
+        backend, bport = start_http_backend(self.procs, self.tmp, LOAD_CPU)
         try:
             for kind in ("ec", "rsa"):
                 measures = [m for m in RUN_MEASURES if m.startswith(kind + "-")]
@@ -303,13 +231,10 @@ class Bench:
             self.procs.stop(backend)
 
     def measure_key(self, kind: str, measures: list[str], backend: Proc, bport: int) -> None:
-        targets: Targets = {}
-        for target in RUN_TARGETS:
-            try:
-                targets[target] = self.start_proxy(target, bport, kind)
-            except RuntimeError as exc:
-                self.notes.append(f"{kind}: {target} did not start: {exc}")
-                log(f"{kind}: {target} did not start: {exc}")
+        start = self.start_proxy
+        targets = start_targets(
+            RUN_TARGETS, bport, lambda t: start(t, bport, kind), self.notes, kind
+        )
         time.sleep(0.5)
         try:
             for measure in measures:
@@ -333,9 +258,7 @@ class Bench:
                     t: rss_kb(proc.pid) for t, (proc, _) in targets.items() if proc is not None
                 }
         finally:
-            for proc, _ in targets.values():
-                if proc is not None:
-                    self.procs.stop(proc)
+            self.procs.stop_targets(targets)
 
     def want_profile(self) -> bool:
         if PROFILE == "0" or "l4lb" not in RUN_TARGETS or "ec" not in self.certs:
@@ -476,10 +399,6 @@ def summarize_tls_profile(path: Path, rate: float) -> str:
 # -- report ----------------------------------------------------------------------------------
 
 
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def render(bench: Bench) -> str:
     results, notes, profile = bench.results, bench.notes, bench.profile
     out = [
@@ -499,10 +418,10 @@ def render(bench: Bench) -> str:
             out.append(
                 f"| {measure} | {target} "
                 f"| {d['median']:,.0f} ({d['min']:,.0f}-{d['max']:,.0f}) "
-                f"| {_fmt(d.get('cpu'), '.0%')} "
-                f"| {_fmt(pc, ',.0f')} "
-                f"| {_fmt(1e6 / pc if pc else None, ',.0f')} "
-                f"| {_fmt(d.get('proxy_sys'), '.0%')} "
+                f"| {fmt(d.get('cpu'), '.0%')} "
+                f"| {fmt(pc, ',.0f')} "
+                f"| {fmt(1e6 / pc if pc else None, ',.0f')} "
+                f"| {fmt(d.get('proxy_sys'), '.0%')} "
                 f"| {d['load_cpu']:.0%} "
                 f"| {resumed_share:.0%} "
                 f"| {d['p50_ms']:.1f} / {d['p99_ms']:.1f} "
@@ -519,12 +438,11 @@ def render(bench: Bench) -> str:
         ]
         for measure in RUN_MEASURES:
             r = results.get(measure, {})
-            cells = []
-            for peer in ("haproxy", "nginx"):
-                for key in ("median", "per_core"):
-                    a = r.get("l4lb", {}).get(key)
-                    b = r.get(peer, {}).get(key)
-                    cells.append(_fmt(a / b if a is not None and b else None, ".2f"))
+            cells = [
+                ratio(r.get("l4lb", {}).get(key), r.get(peer, {}).get(key))
+                for peer in ("haproxy", "nginx")
+                for key in ("median", "per_core")
+            ]
             out.append(f"| {measure} | " + " | ".join(cells) + " |")
         out.append("")
         full = results.get("ec-full", {})
@@ -548,21 +466,12 @@ def render(bench: Bench) -> str:
                     "CPU-second ratio is the better measure."
                 )
             out += [line, ""]
-    if bench.rss:
-        measures = list(bench.rss)
-        out += [
-            "Proxy RSS (process tree) after each measure, KB (each key type has fresh proxies):",
-            "",
-            "| target | " + " | ".join(f"after {m}" for m in measures) + " |",
-            "|---|" + "---:|" * len(measures),
-        ]
-        for target in RUN_TARGETS:
-            cells = [f"{bench.rss[m].get(target, 0):,}" for m in measures]
-            out.append(f"| {target} | " + " | ".join(cells) + " |")
-        out.append("")
-    out += disturbed_lines(results)
-    if notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)] + [""]
+    out += rss_lines(
+        "Proxy RSS (process tree) after each measure, KB (each key type has fresh proxies):",
+        bench.rss,
+        RUN_TARGETS,
+    )
+    out += disturbed_lines(results) + notes_lines(dict.fromkeys(notes))
     if profile:
         out += ["l4lb profile under full handshakes (EC P-256):", "", profile, ""]
     return "\n".join(out)
@@ -585,55 +494,18 @@ def main() -> int:
     if len(sys.argv) == 4 and sys.argv[1] == "profile":  # re-summarize BENCH_PROFILE_OUT
         print(summarize_tls_profile(Path(sys.argv[2]), float(sys.argv[3])))
         return 0
-    if len(sys.argv) > 1:
-        print(__doc__)
-        return 0 if sys.argv[1] in ("-h", "--help") else 2
-    for tool in ("taskset", "haproxy", "nginx", "openssl", "go"):
-        if shutil.which(tool) is None:
-            sys.exit(f"tls: {tool} is missing; run bench/run-tls, which installs it")
-    if not (VENV / "l4lb").exists():
-        sys.exit("tls: .venv/bin/l4lb is missing; run ./scripts/setup (bench/run-tls does)")
-    prepare_process()
-    started = now_utc()
-    header = [
-        "# TLS benchmark",
-        "",
-        f"- date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- commit: {commit(('l4lb',))}",
-        f"- machine: {machine()}",
-        versions(),
-        f"- settings: BENCH_SECONDS={SECONDS} BENCH_ROUNDS={ROUNDS} BENCH_CONNS={CONNS} "
+    check_setup("tls", __doc__, ("taskset", "haproxy", "nginx", "openssl", "go"))
+    return run_bench(
+        "TLS benchmark",
+        versions,
+        f"BENCH_SECONDS={SECONDS} BENCH_ROUNDS={ROUNDS} BENCH_CONNS={CONNS} "
         f"BENCH_TLS_VERSION={TLS_VERSION}; proxies on CPU {PROXY_CPU}, load generator and "
         f"backend on CPU {LOAD_CPU}",
-        "",
-        "",
-    ]
-    log("\n".join(header[2:-1]))
-    tmp = Path(tempfile.mkdtemp(prefix="tls-", dir=os.environ.get("BENCH_TMPDIR") or None))
-    bench = Bench(tmp)
-    failed = False
-    try:
-        try:
-            bench.run()
-        except RuntimeError as exc:
-            bench.notes.append(str(exc))
-            log(f"failed: {exc}")
-            failed = True
-    except KeyboardInterrupt as exc:
-        log(f"interrupted ({exc}); stopping everything")
-        bench.procs.stop_all()
-        return 130
-    finally:
-        bench.procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    elapsed = (now_utc() - started).total_seconds()
-    text = "\n".join(header) + render(bench)
-    print(text + f"\nRun time: {elapsed:.0f}s\n")
-    if os.environ.get("BENCH_JSON"):
-        Path(os.environ["BENCH_JSON"]).write_text(
-            json.dumps({"results": bench.results, "notes": bench.notes}, indent=2)
-        )
-    return 1 if failed else 0
+        Bench,
+        lambda bench: [("", bench.run)],
+        render,
+        "tls-",
+    )
 
 
 if __name__ == "__main__":

@@ -31,28 +31,48 @@ bench/run-workers' trap), gets PR_SET_PDEATHSIG, and is stopped on exit, error a
 
 from __future__ import annotations
 
-import ctypes
-import datetime
 import json
 import os
 import re
 import resource
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import _rusage, first_line, free_port, log, wait_listening
+from common import (
+    CLK_TCK,
+    DISTURBED,
+    RETRIES,
+    VENV,
+    Proc,
+    Procs,
+    Targets,
+    _rusage,
+    check_setup,
+    child_setup,
+    disturbed_lines,
+    env_int,
+    env_list,
+    first_line,
+    fmt,
+    free_port,
+    haproxy_config,
+    l4lb_config,
+    l4lb_version,
+    log,
+    notes_lines,
+    ratio,
+    run_bench,
+    start_http_backend,
+    start_targets,
+    wait_listening,
+    wrk_rate,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venv" / "bin"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PF_KTHREAD = 0x00200000
 
 TARGETS = ("direct", "l4lb-w1", "l4lb-w2", "haproxy-nbt1", "haproxy-nbt2")
@@ -60,130 +80,13 @@ TESTS = ("conn", "keepalive", "bulk")
 UNITS = {"conn": "conn/s", "keepalive": "req/s", "bulk": "Gbit/s"}
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    try:
-        return int(value) if value else default
-    except ValueError:
-        sys.exit(f"workers: {name}={value!r} is not an integer")
-
-
-def _env_list(name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    value = os.environ.get(name, "")
-    if not value:
-        return allowed
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
-    bad = [v for v in items if v not in allowed]
-    if bad:
-        sys.exit(f"workers: {name}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
-    return items
-
-
-SECONDS = _env_int("BENCH_SECONDS", 5)
-ROUNDS = _env_int("BENCH_ROUNDS", 3)
-WRK_CONNS = _env_int("BENCH_WRK_CONNS", 32)
-STREAMS = _env_int("BENCH_STREAMS", 4)
-RUN_TARGETS = _env_list("BENCH_TARGETS", TARGETS)
-RUN_TESTS = _env_list("BENCH_TESTS", TESTS)
-RETRIES = _env_int("BENCH_RETRIES", 2)
-RETRY_SECONDS = _env_int("BENCH_RETRY_SECONDS", 40)
-DISTURBED = 0.10  # processes outside this run used more than this share of a CPU
-
-
-# -- processes -------------------------------------------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _child_setup() -> None:
-    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with this script
-
-
-class Proc:
-    def __init__(self, name: str, popen: subprocess.Popen, stderr_path: Path) -> None:
-        self.name = name
-        self.popen = popen
-        self.stderr_path = stderr_path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stderr_text(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stderr_tail(self, lines: int = 15) -> str:
-        return "\n".join(self.stderr_text().strip().splitlines()[-lines:])
-
-
-class Procs:
-    """Every process this run started, each in its own session (process group), unpinned."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[Proc] = []
-        self.count = 0
-
-    def start(self, name: str, argv: list[str]) -> Proc:
-        self.count += 1
-        stderr_path = self.tmp / f"{name}.{self.count}.stderr"
-        with open(stderr_path, "wb") as err:
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=_child_setup,
-            )
-        proc = Proc(name, popen, stderr_path)
-        self.procs.append(proc)
-        self._record()
-        return proc
-
-    def stop(self, proc: Proc, timeout: float = 5.0) -> None:
-        if proc.alive():
-            try:  # the leader only: the l4lb supervisor and nginx's master stop their workers
-                os.kill(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # whatever is left in its group (nginx or l4lb workers), and a stuck leader
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            log(f"warning: {proc.name} (pid {proc.pid}) did not exit")
-        if proc in self.procs:
-            self.procs.remove(proc)
-            self._record()
-
-    def _record(self) -> None:
-        """Tell bench/run-workers which process groups are live, for its trap if we die."""
-        path = os.environ.get("BENCH_PGID_FILE")
-        if path:
-            tmp = f"{path}.new"
-            Path(tmp).write_text("".join(f"{p.pid}\n" for p in self.procs))
-            os.replace(tmp, path)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.procs)):
-            self.stop(proc, timeout=3.0)
-
-
-def _on_signal(signum: int, _frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+SECONDS = env_int("BENCH_SECONDS", 5)
+ROUNDS = env_int("BENCH_ROUNDS", 3)
+WRK_CONNS = env_int("BENCH_WRK_CONNS", 32)
+STREAMS = env_int("BENCH_STREAMS", 4)
+RUN_TARGETS = env_list("BENCH_TARGETS", TARGETS)
+RUN_TESTS = env_list("BENCH_TESTS", TESTS)
+RETRY_SECONDS = env_int("BENCH_RETRY_SECONDS", 40)
 
 
 # -- CPU accounting --------------------------------------------------------------------------
@@ -367,88 +270,13 @@ class Meter:
         }
 
 
-# -- configs ---------------------------------------------------------------------------------
-
-
-def l4lb_config(port: int, backend: int, workers: int) -> str:
-    return f"""[global]
-workers = {workers}
-access_log = false
-drain_timeout = "1s"
-
-[listener.bench]
-bind = "127.0.0.1:{port}"
-protocol = "tcp"
-pool = "bench"
-max_connections = 10000
-idle_timeout = "10m"
-backlog = 4096
-
-[pool.bench]
-balance = "round_robin"
-
-[[pool.bench.servers]]
-address = "127.0.0.1:{backend}"
-"""
-
-
-def haproxy_config(port: int, backend: int, nbthread: int) -> str:
-    return f"""global
-    nbthread {nbthread}
-    maxconn 4096
-
-defaults
-    mode tcp
-    maxconn 4096
-    timeout connect 5s
-    timeout client 10m
-    timeout server 10m
-
-listen bench
-    bind 127.0.0.1:{port}
-    server s1 127.0.0.1:{backend}
-"""
-
-
-def nginx_backend_config(tmp: Path, port: int, root: Path) -> str:
-    temps = "\n".join(
-        f"    {kind}_temp_path {tmp}/nginx-{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""user root;
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid {tmp}/backend-http.pid;
-error_log stderr error;
-
-events {{
-    worker_connections 4096;
-}}
-
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-{temps}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        root {root};
-        location / {{ }}
-    }}
-}}
-"""
-
-
 # -- the run ---------------------------------------------------------------------------------
-
-Targets = dict[str, tuple[Proc | None, int]]
 
 
 class Bench:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.procs = Procs(tmp)
+        self.procs = Procs(tmp, leader_only=True)
         self.results: dict[str, dict[str, dict]] = {t: {} for t in TESTS}
         self.notes: list[str] = []
         self.errors: dict[tuple[str, str], list[str]] = {}
@@ -465,11 +293,14 @@ class Bench:
         level = int(target[-1])
         if target.startswith("l4lb"):
             cfg = self.tmp / f"{name}.toml"
-            cfg.write_text(l4lb_config(port, backend, level))
+            idle = 'idle_timeout = "10m"\n'
+            cfg.write_text(l4lb_config(port, backend, workers=level, listener=idle))
             argv = [str(VENV / "l4lb"), "up", str(cfg), "--no-access-log", "--no-tui"]
         else:
             cfg = self.tmp / f"{name}.cfg"
-            cfg.write_text(haproxy_config(port, backend, level))
+            cfg.write_text(
+                haproxy_config(port, backend, nbthread=level, maxconn=4096, timeout="10m")
+            )
             argv = ["haproxy", "-db", "-f", str(cfg)]
         proc = self.procs.start(name, argv)
         wait_listening(proc, port)
@@ -478,16 +309,8 @@ class Bench:
         return proc, port
 
     def start_proxies(self, backend: int, tag: str) -> Targets:
-        out: Targets = {}
-        for target in RUN_TARGETS:
-            if target == "direct":
-                out[target] = (None, backend)
-                continue
-            try:
-                out[target] = self.start_proxy(target, backend, tag)
-            except RuntimeError as exc:  # leave it out of this test, run the others
-                self.notes.append(f"{tag}: {target} did not start: {exc}")
-                log(f"{tag}: {target} did not start: {exc}")
+        start = self.start_proxy
+        out = start_targets(RUN_TARGETS, backend, lambda t: start(t, backend, tag), self.notes, tag)
         time.sleep(1.0)  # l4lb workers = 2: both workers up and listening
         for target, (proc, _) in out.items():
             if target == "l4lb-w2" and proc is not None:
@@ -529,7 +352,7 @@ class Bench:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=_child_setup,
+            preexec_fn=child_setup,
         )
         conns: list[int] = []
         try:
@@ -621,16 +444,7 @@ class Bench:
         tests = [t for t in ("conn", "keepalive") if t in RUN_TESTS]
         if not tests:
             return
-        port = free_port()
-        www = self.tmp / "www"
-        www.mkdir(exist_ok=True)
-        (www / "index.html").write_text("l4lb bench: 32 bytes of body..\n")
-        cfg = self.tmp / "backend-http.conf"
-        cfg.write_text(nginx_backend_config(self.tmp, port, www))
-        backend = self.procs.start(
-            "backend-http", ["nginx", "-e", "stderr", "-p", str(self.tmp), "-c", str(cfg)]
-        )
-        wait_listening(backend, port)
+        backend, port = start_http_backend(self.procs, self.tmp, None)
         targets = self.start_proxies(port, "http")
         try:
             for test in tests:
@@ -657,15 +471,10 @@ class Bench:
         argv.append(f"http://127.0.0.1:{port}/")
 
         def parse(run: subprocess.CompletedProcess) -> float:
-            m = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
-            if run.returncode != 0 or not m:
-                raise ValueError(f"exit {run.returncode}")
-            if seconds == SECONDS:
-                for pattern in (r"Socket errors:[^\n]*", r"Non-2xx or 3xx responses:[^\n]*"):
-                    err = re.search(pattern, run.stdout)
-                    if err:
-                        self.errors.setdefault((test, target), []).append(err.group(0).strip())
-            return float(m.group(1))
+            rate, errors = wrk_rate(run)
+            if seconds == SECONDS and errors:
+                self.errors.setdefault((test, target), []).extend(errors)
+            return rate
 
         return self.run(test, target, proc, backend, argv, seconds + 15, parse, seconds / 2)
 
@@ -753,14 +562,6 @@ def summary(vals: list[dict]) -> dict:
 # -- the report ------------------------------------------------------------------------------
 
 
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0%}"
-
-
 VALUE_FMT = {"conn": ",.0f", "keepalive": ",.0f", "bulk": ".2f"}
 PER_FMT = {"conn": ",.0f", "keepalive": ",.0f", "bulk": ".1f"}
 TITLES = {
@@ -770,12 +571,8 @@ TITLES = {
 }
 
 
-def render(
-    results: dict[str, dict[str, dict]],
-    notes: list[str],
-    errors: dict,
-    diag: list[tuple[str, list[str]]],
-) -> str:
+def render(bench: Bench) -> str:
+    results, notes, errors, diag = bench.results, bench.notes, bench.errors, bench.diag
     out: list[str] = []
     rows = [
         "| test | target | rate (min-max) | proxy CPU | split over workers/threads "
@@ -795,10 +592,10 @@ def render(
             split = " / ".join(f"{s:.0%}" for s in d["split"]) or "-"
             rows.append(
                 f"| {test} ({UNITS[test]}) | {t} "
-                f"| {_fmt(d['median'], vf)} ({_fmt(d['min'], vf)}-{_fmt(d['max'], vf)}) "
-                f"| {_pct(d['cpu'])} | {split} | {_fmt(d['per_cpu_s'], pf)} "
-                f"| {_pct(d['client_cpu'])} + {_pct(d['backend_cpu'])} "
-                f"| {_pct(d['machine_cpu'])} | {d['failed']} |"
+                f"| {fmt(d['median'], vf)} ({fmt(d['min'], vf)}-{fmt(d['max'], vf)}) "
+                f"| {fmt(d['cpu'], '.0%')} | {split} | {fmt(d['per_cpu_s'], pf)} "
+                f"| {fmt(d['client_cpu'], '.0%')} + {fmt(d['backend_cpu'], '.0%')} "
+                f"| {fmt(d['machine_cpu'], '.0%')} | {d['failed']} |"
             )
     out += [*rows, ""]
 
@@ -849,72 +646,32 @@ def render(
             if test not in RUN_TESTS:
                 continue
             da, db = results[test].get(a, {}), results[test].get(b, {})
-            for key in ("median", "per_cpu_s"):
-                x, y = da.get(key), db.get(key)
-                cells.append(_fmt(x / y if x is not None and y else None, ".2f"))
+            cells += [ratio(da.get(key), db.get(key)) for key in ("median", "per_cpu_s")]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     out.append("")
 
-    busy = []
-    for test, per in results.items():
-        for t, d in per.items():
-            if d and d.get("disturbed"):
-                busy.append(
-                    f"{test}/{t}: {d['disturbed']} of {d['n']} (up to {d['other_cpu_max']:.0%})"
-                )
-    if busy:
-        out += [
-            f"Disturbed samples kept after {RETRIES} retries or the retry budget ran out "
-            f"(processes outside this run used more than {DISTURBED:.0%} of a CPU):",
-            "",
-            *[f"- {b}" for b in busy],
-            "",
-        ]
+    out += disturbed_lines(
+        results,
+        f"Disturbed samples kept after {RETRIES} retries or the retry budget ran out "
+        f"(processes outside this run used more than {DISTURBED:.0%} of a CPU):",
+        lambda d: f"up to {d['other_cpu_max']:.0%}",
+    )
     for (test, target), errs in errors.items():
         notes.append(f"{test}: wrk through {target}: " + "; ".join(errs))
-    if notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
-    else:
-        out += ["Notes: none (no failed samples, no wrk socket errors, no l4lb warnings).", ""]
+    out += notes_lines(notes) or [
+        "Notes: none (no failed samples, no wrk socket errors, no l4lb warnings).",
+        "",
+    ]
     for what, lines in diag:
         out += [f"Diagnostics: {what}; `ss -tanpi` on the proxy's and the backend's ports:", ""]
         out += ["```", *(lines or ["(no sockets)"]), "```", ""]
     return "\n".join(out)
 
 
-def machine() -> str:
-    model = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    kb_total = int(Path("/proc/meminfo").read_text().split()[1])
-    return (
-        f"{os.cpu_count()} CPUs ({model}), {kb_total / 2**20:.0f} GiB, Linux {os.uname().release}"
-    )
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        run = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
-        return run.stdout.strip()
-
-    rev = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "l4lb")
-    return rev + (" (l4lb/ with uncommitted changes)" if dirty else "")
-
-
 def versions() -> str:
-    py = str(VENV / "python")
-    loop = os.environ.get("L4LB_LOOP") or (
-        "uvloop"
-        if subprocess.run([py, "-c", "import uvloop"], capture_output=True).returncode == 0
-        else "asyncio"
-    )
     return "\n".join(
         [
-            f"- l4lb: {first_line([str(VENV / 'l4lb'), '--version'])}, "
-            f"{first_line([py, '--version'])}, loop {loop}",
+            l4lb_version(ssl=False),
             f"- {first_line(['haproxy', '-v'])}",
             f"- {first_line(['nginx', '-v'])}",
             f"- {first_line(['iperf3', '--version'])}",
@@ -924,69 +681,25 @@ def versions() -> str:
 
 
 def main() -> int:
-    if len(sys.argv) > 1:
-        print(__doc__)
-        return 0 if sys.argv[1] in ("-h", "--help") else 2
-    for tool in ("iperf3", "wrk", "haproxy", "nginx"):
-        if shutil.which(tool) is None:
-            sys.exit(f"workers: {tool} is missing; run bench/run-workers, which installs it")
-    if not (VENV / "l4lb").exists():
-        sys.exit("workers: .venv/bin/l4lb is missing; run ./scripts/setup (run-workers does)")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    check_setup("workers", __doc__, ("iperf3", "wrk", "haproxy", "nginx"), pin=False)
     affinity = sorted(os.sched_getaffinity(0))
     if len(affinity) < 2:
         log(f"warning: this process may only run on CPU {affinity}; nothing can scale")
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
-
-    started = datetime.datetime.now(datetime.UTC)
-    header = [
-        "# Workers benchmark (l4lb workers = 1, 2; HAProxy nbthread 1, 2)",
-        "",
-        f"- date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- commit: {commit()}",
-        f"- machine: {machine()}; CPUs usable here: {','.join(map(str, affinity))}; nothing pinned",
-        versions(),
-        f"- settings: BENCH_SECONDS={SECONDS} BENCH_ROUNDS={ROUNDS} BENCH_WRK_CONNS={WRK_CONNS} "
-        f"BENCH_STREAMS={STREAMS}",
+    return run_bench(
+        "Workers benchmark (l4lb workers = 1, 2; HAProxy nbthread 1, 2)",
+        versions,
+        f"BENCH_SECONDS={SECONDS} BENCH_ROUNDS={ROUNDS} BENCH_WRK_CONNS={WRK_CONNS} "
+        f"BENCH_STREAMS={STREAMS}\n"
         "- proxy CPU: utime+stime of the proxy's processes (l4lb: supervisor and workers) over "
         "wall time, 100% = one core; client: wrk or iperf3; backend: nginx or iperf3 -s; "
         "machine CPU: all CPUs busy "
         f"(incl. softirq), {100 * len(affinity)}% = every core",
-        "",
-        "",
-    ]
-    log("\n".join(header[2:-1]))
-    tmp = Path(tempfile.mkdtemp(prefix="workers-", dir=os.environ.get("BENCH_TMPDIR") or None))
-    bench = Bench(tmp)
-    failed = False
-    try:
-        for step in (bench.http, bench.bulk):
-            try:
-                step()
-            except RuntimeError as exc:
-                bench.notes.append(str(exc))
-                log(f"failed: {exc}")
-                failed = True
-        bench.l4lb_log_notes()
-    except KeyboardInterrupt as exc:
-        log(f"interrupted ({exc}); stopping everything")
-        bench.procs.stop_all()
-        return 130
-    finally:
-        bench.procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    elapsed = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-    text = "\n".join(header) + render(bench.results, bench.notes, bench.errors, bench.diag)
-    text += f"\nRun time: {elapsed:.0f}s\n"
-    print(text)
-    if os.environ.get("BENCH_JSON"):
-        Path(os.environ["BENCH_JSON"]).write_text(
-            json.dumps({"results": bench.results, "notes": bench.notes}, indent=2)
-        )
-    return 1 if failed else 0
+        Bench,
+        lambda bench: [("", bench.http), ("", bench.bulk), ("", bench.l4lb_log_notes)],
+        render,
+        "workers-",
+        machine_note=f"; CPUs usable here: {','.join(map(str, affinity))}; nothing pinned",
+    )
 
 
 if __name__ == "__main__":
