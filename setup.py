@@ -19,6 +19,7 @@ HOT_PATH = [
     "l7/errors_page.py",
     "l7/model.py",
     "l7/engine.py",
+    "l7/deadline.py",
     "l7/upstream.py",
     "l7/exchange.py",
     "l7/h1.py",

@@ -12,10 +12,9 @@ Timeouts: `header_timeout` from the first byte of a request to the end of its he
 `body_timeout` between two reads of a body (408), `keepalive_timeout` while idle (closed
 quietly). After a reload, the next request on an open connection uses the new config.
 
-The connection has one timer, and it is lazy: a deadline that moves later is only stored, and
-the timer, when it fires early, re-arms for what is left. The header timeout is armed only
-when a read ends inside a request head, so a keep-alive request that arrives whole costs no
-timer at all.
+The connection has one deadline on a lazy timer (`l7.deadline`). The header timeout is armed
+only when a read ends inside a request head, so a keep-alive request that arrives whole costs
+no timer at all.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from l4lb.errors import RemoteProtocolError
+from l7.deadline import Deadline
 from l7.errors_page import error_response, status_line
 from l7.exchange import Exchange
 from l7.forwarded import new_request_id, request_id_from
@@ -76,11 +76,8 @@ class H1Server(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
         self.requests = 0
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0  # loop time the timer fires at
         self.timer_kind = ""  # what the deadline is for; "" none
         self.timer_seconds = 0.0
-        self.deadline = 0.0
         self.in_head = False  # a request head has begun and not ended
         self.engine = engine_of()  # the engine of the request being read (set at its start)
         # (engine, Host, forwarding_lines) of the last request: a client keeps its Host.
@@ -94,6 +91,7 @@ class H1Server(asyncio.Protocol):
         self.touched = False
         self.corked: list[bytes] | None = None  # writes held to leave as one
         self.loop = asyncio.get_event_loop()
+        self.deadline = Deadline(self.loop, self._expired)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -235,7 +233,7 @@ class H1Server(asyncio.Protocol):
         if body != "none":
             self.arm("body", settings.body_timeout)
         else:
-            self.timer_kind = ""  # (disarm)
+            self.disarm()
         if len(self.exchanges) == 1:
             ex.start()
         else:
@@ -379,34 +377,21 @@ class H1Server(asyncio.Protocol):
 
     def arm(self, kind: str, seconds: float) -> None:
         """Set the connection's deadline: `kind` ends `seconds` from now."""
-        when = self.loop.time() + seconds
         self.timer_kind = kind
         self.timer_seconds = seconds
-        self.deadline = when
-        timer = self.timer
-        if timer is None or self.timer_at > when:
-            if timer is not None:
-                timer.cancel()
-            self.timer = self.loop.call_at(when, self._expired)
-            self.timer_at = when
+        self.deadline.set(seconds)
 
     def disarm(self) -> None:
-        self.timer_kind = ""  # the timer, if any, finds nothing to do when it fires
+        self.timer_kind = ""
+        self.deadline.clear()
 
     def cancel_timer(self) -> None:
         self.timer_kind = ""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline.cancel()
 
     def _expired(self) -> None:
-        self.timer = None
         kind = self.timer_kind
         if not kind or self.closed:
-            return
-        if self.loop.time() < self.deadline:  # the deadline moved on since: wait for it
-            self.timer = self.loop.call_at(self.deadline, self._expired)
-            self.timer_at = self.deadline
             return
         self.timer_kind = ""
         seconds = self.timer_seconds

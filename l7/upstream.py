@@ -11,11 +11,9 @@ A new connection is made by a task (`loop.create_connection`); everything after 
 Protocol callbacks. The pool keeps no policy: the exchange decides what to retry and when a
 connection may go back to the pool.
 
-Each connection has one deadline: the response timeout while it serves an exchange, the idle
-timeout while it waits in the pool. Its timer is lazy: moving a deadline later only stores
-it, and the timer, when it fires early, re-arms for what is left. A request then costs no
-timer at all (creating and cancelling a libuv timer twice per request was a measurable share
-of the hot path, bench/RESULTS.md); a timer is re-armed only when a deadline moves earlier.
+Each connection has one deadline (`l7.deadline`, a lazy timer): the response timeout while it
+serves an exchange, the idle timeout while it waits in the pool; a request then costs no
+timer at all.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from l7.deadline import Deadline
 from l7.forwarded import HOP_BY_HOP
 
 if TYPE_CHECKING:
@@ -51,9 +50,7 @@ class UpstreamConn(asyncio.Protocol):
         self.length: bytes | None = None
         self.closed = False
         self.reusable = False
-        self.deadline = 0.0  # loop time of the response or idle timeout; 0: none
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0
+        self.deadline = Deadline(pool.loop, self._expired)  # response or idle timeout
         self.tunnel = False  # after a 101: raw bytes both ways
         self.until_close = False  # the response body ends when the server closes
         self.paused_by_peer = False
@@ -105,10 +102,7 @@ class UpstreamConn(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         self.transport = None  # (held in the parser's cycle otherwise: see H1Server)
-        self.deadline = 0.0
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline.cancel()
         self.pool.forget(self)
         ex, self.exchange = self.exchange, None
         if ex is not None:
@@ -169,7 +163,7 @@ class UpstreamConn(asyncio.Protocol):
     def start(self, exchange: Exchange, fresh: bool = False) -> None:
         """Give the connection to `exchange` for one request/response. The parser of the last
         response goes on (llhttp resets itself after a complete message) unless `fresh`."""
-        self.deadline = 0.0
+        self.deadline.clear()
         self.exchange = exchange
         if fresh or self.parser is None:
             self.parser = httptools.HttpResponseParser(self)
@@ -217,30 +211,14 @@ class UpstreamConn(asyncio.Protocol):
 
     def arm(self, seconds: float) -> None:
         """Set the deadline `seconds` from now (response timeout, or idle in the pool)."""
-        loop = self.pool.loop
-        when = loop.time() + seconds
-        self.deadline = when
-        timer = self.timer
-        if timer is None or self.timer_at > when:
-            if timer is not None:
-                timer.cancel()
-            self.timer = loop.call_at(when, self._expired)
-            self.timer_at = when
+        self.deadline.set(seconds)
 
     def disarm(self) -> None:
-        self.deadline = 0.0  # the timer, if any, finds nothing to do
+        self.deadline.clear()
 
     def _expired(self) -> None:
-        self.timer = None
-        deadline = self.deadline
-        if not deadline or self.closed:
+        if self.closed:
             return
-        loop = self.pool.loop
-        if loop.time() < deadline:
-            self.timer = loop.call_at(deadline, self._expired)
-            self.timer_at = deadline
-            return
-        self.deadline = 0.0
         ex = self.exchange
         if ex is None:
             self.abort()  # idle in the pool for idle_timeout
