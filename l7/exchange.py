@@ -260,57 +260,61 @@ class Exchange:
         else:
             line = f"{request.method} {self.target} HTTP/1.1".encode("latin-1")
         route = self.route
-        if not self.upgrade and (route is None or not route.request_headers):
-            lines = [line]
+        lines = [line]
+        usual = not self.upgrade and (route is None or not route.request_headers)
+        if usual:
             for name, value in request.headers:
                 if name in REWRITTEN:
                     # `Connection: keep-alive` only removes itself; anything else needs thought.
                     if name == b"connection" and value.lower() == b"keep-alive":
                         continue
+                    usual = False
+                    del lines[1:]
                     break
                 lines.append(name + b": " + value)
-            else:
-                conn = self.conn
-                if conn.forwarding[0] is not engine or conn.forwarding[1] != self.authority:
-                    conn.forwarding = (
-                        engine,
-                        self.authority,
-                        forwarding_lines(
-                            request.client[0],
-                            engine.scheme,
-                            self.authority.decode("latin-1"),
-                            engine.trusted,
-                            settings.forwarded,
-                        ),
-                    )
-                lines.append(conn.forwarding[2] + b"x-request-id: " + self.request_id.encode())
-                if settings.traceparent == "create":
-                    lines.append(b"traceparent: " + new_traceparent())
-                if self.body_kind == "chunked":
-                    lines.append(b"transfer-encoding: chunked")
-                lines.append(b"\r\n")
-                return b"\r\n".join(lines)
-        headers = forward_headers(
-            request.headers,
-            request.client[0],
-            engine.scheme,
-            self.authority.decode("latin-1"),
-            self.request_id,
-            engine.trusted,
-            "1.1 l4lb",
-            settings.forwarded,
-            settings.traceparent,  # type: ignore[arg-type]
-            self.upgrade,
-        )
-        if route is not None:
-            headers = apply_request_headers(route, headers)
-        lines = [line]
-        for name, value in headers:
-            lines.append(name + b": " + value)
+        if usual:
+            lines.append(
+                self.conn_forwarding_lines() + b"x-request-id: " + self.request_id.encode()
+            )
+            if settings.traceparent == "create":
+                lines.append(b"traceparent: " + new_traceparent())
+        else:
+            headers = forward_headers(
+                request.headers,
+                request.client[0],
+                engine.scheme,
+                self.authority.decode("latin-1"),
+                self.request_id,
+                engine.trusted,
+                "1.1 l4lb",
+                settings.forwarded,
+                settings.traceparent,  # type: ignore[arg-type]
+                self.upgrade,
+            )
+            if route is not None:
+                headers = apply_request_headers(route, headers)
+            for name, value in headers:
+                lines.append(name + b": " + value)
         if self.body_kind == "chunked":
             lines.append(b"transfer-encoding: chunked")
         lines.append(b"\r\n")
         return b"\r\n".join(lines)
+
+    def conn_forwarding_lines(self) -> bytes:
+        """`forwarding_lines` for this request, kept on the client connection: a client keeps
+        its address, and nearly always its Host, for the life of a connection."""
+        conn, engine = self.conn, self.engine
+        cached = conn.forwarding
+        if cached[0] is not engine or cached[1] != self.authority:
+            lines = forwarding_lines(
+                self.request.client[0],
+                engine.scheme,
+                self.authority.decode("latin-1"),
+                engine.trusted,
+                engine.settings.forwarded,
+            )
+            cached = conn.forwarding = (engine, self.authority, lines)
+        return cached[2]
 
     def attempt_failed(self, phase: str, reason: str) -> None:
         """A server failed before answering: retry elsewhere when allowed, else 502/504."""

@@ -320,7 +320,6 @@ def forward_headers(
     return out
 
 
-@functools.lru_cache(maxsize=1024)
 def forwarding_lines(
     client_ip: str,
     scheme: str,
@@ -330,8 +329,8 @@ def forwarding_lines(
 ) -> bytes:
     """What `forward_headers` appends to a request that has none of the `REWRITTEN` fields,
     before X-Request-ID, as `name: value\r\n` lines: Via, X-Forwarded-*, Forwarded. It
-    depends only on the arguments (the client, and what it asked l4lb for), so it is made
-    once per client and host and the hot path only appends it."""
+    depends only on the arguments (the client, and what it asked l4lb for), so a caller can
+    make it once per client connection and Host and only append it per request."""
     fields = forward_headers(
         [], client_ip, scheme, host, "", trusted, forwarded_header=forwarded_header
     )
