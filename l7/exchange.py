@@ -1,12 +1,14 @@
 """One request through the pipeline: route, choose a server, forward, stream the answer back.
 
-Stages run in the order DESIGN.md fixes (limits are checked by the adapter before an exchange
-exists): route → upstream (pooled keep-alive connection, retries, breaker) → response
-headers. Bodies stream both ways in chunks as they arrive and are re-framed for the next hop
-(Content-Length kept, otherwise chunked to HTTP/1.1 clients or close-delimited to HTTP/1.0);
-a request body is buffered only until the server connection is ready, and reading from the
-client pauses while that buffer is over `_BODY_BUFFER`. Backpressure in both directions
-pauses the reading side while the writing side's transport buffer is full.
+The pipeline is protocol-neutral: it sees the `l7.model` request and response and talks to
+a `ClientStream` (HTTP/1.1 connection or HTTP/2 stream) and a `ServerStream` (an HTTP/1.1
+server connection) through the methods in `l7.sides`; how a head is written and a body
+framed is the adapters' business. Stages run in the order DESIGN.md fixes (limits are
+checked by the adapter before an exchange exists): route → upstream (pooled keep-alive
+connection, retries, breaker) → response headers. Bodies stream both ways in chunks as they
+arrive; a request body is buffered only until the server connection is ready, and reading
+from the client pauses while that buffer is over `_BODY_BUFFER`. Backpressure in both
+directions pauses the reading side while the writing side's buffer is full.
 
 Everything runs in loop callbacks; the only task is the one that opens a new server
 connection when the pool has no idle one.
@@ -19,16 +21,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from l7.budget import is_retryable
-from l7.errors_page import error_response, status_line
-from l7.forwarded import (
-    REWRITTEN,
-    forward_headers,
-    forwarding_lines,
-    new_traceparent,
-    response_hop_by_hop_filter,
-)
-from l7.model import Request
-from l7.router import apply_request_headers, apply_response_headers, render_redirect
+from l7.errors_page import error_response
+from l7.forwarded import response_hop_by_hop_filter
+from l7.model import Request, Response
+from l7.router import apply_response_headers, render_redirect
 from l7.routes import Forward, Redirect, Respond
 from l7.validate import BodyLimit
 
@@ -36,9 +32,8 @@ if TYPE_CHECKING:
     from l4lb.pool import Pool
     from l4lb.server import Server
     from l7.engine import HttpEngine, ServerLink
-    from l7.h1 import H1Server
     from l7.routes import HttpRoute
-    from l7.upstream import UpstreamConn
+    from l7.sides import ClientStream, ServerStream
 
 __all__ = ["Exchange"]
 
@@ -49,8 +44,10 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class Exchange:
-    """A request and its response. `conn` is the client connection's adapter. One is made per
-    request, so its fields are slots and only what every request needs is set up front."""
+    """A request and its response. `conn` is the client side (`l7.sides.ClientStream`). One
+    is made per request, so its fields are slots and only what every request needs is set up
+    front. `body_kind` is "none", "length" or "chunked" (length not known in advance:
+    chunked to an HTTP/1.1 server)."""
 
     __slots__ = (
         "authority",
@@ -94,7 +91,7 @@ class Exchange:
 
     def __init__(
         self,
-        conn: H1Server,
+        conn: ClientStream,
         engine: HttpEngine,
         request: Request,
         keep_alive: bool,
@@ -121,7 +118,7 @@ class Exchange:
         self.pool: Pool | None = None
         self.server: Server | None = None
         self.link: ServerLink | None = None  # the server's upstream pool and breaker
-        self.upstream: UpstreamConn | None = None
+        self.upstream: ServerStream | None = None
         self.tried: list[Server] = []
         self.retries = 0
         self.retry_held = False
@@ -137,7 +134,9 @@ class Exchange:
         self.finished = False
         self.status = 0
         self.head_sent = False
-        self.framing = ""  # of the response to the client: "length", "chunked", "close", "none"
+        # How the response body goes to the client: "none" (the pipeline says there is no
+        # body), else what the adapter chose ("length", "chunked", "close", "stream").
+        self.framing = ""
         self.bytes_out = 0
         self.close_after = not keep_alive
         self.connect_started = 0.0
@@ -213,7 +212,7 @@ class Exchange:
             self.connect_started = time.monotonic()
             up.connect(self.connected)
 
-    def connected(self, conn: UpstreamConn | None, reason: str) -> None:
+    def connected(self, conn: ServerStream | None, reason: str) -> None:
         if self.finished:
             if conn is not None:
                 conn.abort()
@@ -223,7 +222,7 @@ class Exchange:
             return
         self.attach(conn, connected=True)
 
-    def attach(self, conn: UpstreamConn, connected: bool = False) -> None:
+    def attach(self, conn: ServerStream, connected: bool = False) -> None:
         """Send the request on `conn`: a pooled connection, or (`connected`) a new one, whose
         connect time goes to the stats. A pooled one did not connect: it records 0 in the
         access log and nothing in the connect-latency histogram."""
@@ -238,83 +237,16 @@ class Exchange:
             self.connect_time = 0.0
         self.upstream = conn
         conn.start(self)
-        conn.write(self.request_head())
+        conn.send_request(self)
         if self.pending:
             pending, self.pending, self.pending_size = self.pending, [], 0
             for chunk in pending:
                 self.write_body(chunk)
         self.conn.resume_reading()
         if self.body_done:
-            if self.body_kind == "chunked":
-                conn.write(b"0\r\n\r\n")
+            if self.body_kind != "none":
+                conn.end_body(self.body_kind == "chunked")
             self.request_sent()
-
-    def request_head(self) -> bytes:
-        """The request head for the server. The usual request (no hop-by-hop or forwarding
-        fields of its own, a route that leaves headers alone) is its own fields plus lines
-        made once per client and host; anything else goes through `forward_headers`."""
-        request, engine = self.request, self.engine
-        settings = engine.settings
-        if self.target is request.target and self.request_line is not None:
-            line = self.request_line  # as the client sent it: no decoding and encoding again
-        else:
-            line = f"{request.method} {self.target} HTTP/1.1".encode("latin-1")
-        route = self.route
-        lines = [line]
-        usual = not self.upgrade and (route is None or not route.request_headers)
-        if usual:
-            for name, value in request.headers:
-                if name in REWRITTEN:
-                    # `Connection: keep-alive` only removes itself; anything else needs thought.
-                    if name == b"connection" and value.lower() == b"keep-alive":
-                        continue
-                    usual = False
-                    del lines[1:]
-                    break
-                lines.append(name + b": " + value)
-        if usual:
-            lines.append(
-                self.conn_forwarding_lines() + b"x-request-id: " + self.request_id.encode()
-            )
-            if settings.traceparent == "create":
-                lines.append(b"traceparent: " + new_traceparent())
-        else:
-            headers = forward_headers(
-                request.headers,
-                request.client[0],
-                engine.scheme,
-                self.authority.decode("latin-1"),
-                self.request_id,
-                engine.trusted,
-                "1.1 l4lb",
-                settings.forwarded,
-                settings.traceparent,  # type: ignore[arg-type]
-                self.upgrade,
-            )
-            if route is not None:
-                headers = apply_request_headers(route, headers)
-            for name, value in headers:
-                lines.append(name + b": " + value)
-        if self.body_kind == "chunked":
-            lines.append(b"transfer-encoding: chunked")
-        lines.append(b"\r\n")
-        return b"\r\n".join(lines)
-
-    def conn_forwarding_lines(self) -> bytes:
-        """`forwarding_lines` for this request, kept on the client connection: a client keeps
-        its address, and nearly always its Host, for the life of a connection."""
-        conn, engine = self.conn, self.engine
-        cached = conn.forwarding
-        if cached[0] is not engine or cached[1] != self.authority:
-            lines = forwarding_lines(
-                self.request.client[0],
-                engine.scheme,
-                self.authority.decode("latin-1"),
-                engine.trusted,
-                engine.settings.forwarded,
-            )
-            cached = conn.forwarding = (engine, self.authority, lines)
-        return cached[2]
 
     def attempt_failed(self, phase: str, reason: str) -> None:
         """A server failed before answering: retry elsewhere when allowed, else 502/504."""
@@ -412,10 +344,7 @@ class Exchange:
     def write_body(self, data: bytes) -> None:
         conn = self.upstream
         assert conn is not None
-        if self.body_kind == "chunked":
-            conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            conn.write(data)
+        conn.send_body(data, self.body_kind == "chunked")
         self.body_sent += len(data)
 
     def body_complete(self) -> None:
@@ -423,17 +352,15 @@ class Exchange:
             return  # a request without a body: nothing was waiting for its end
         self.body_done = True
         if self.upstream is not None and not self.upgrade:
-            if self.body_kind == "chunked":
-                self.upstream.write(b"0\r\n\r\n")
+            self.upstream.end_body(self.body_kind == "chunked")
             self.request_sent()
 
     # -- response from the server ------------------------------------------------------------
 
-    def on_response_head(
-        self, status: int, lines: list[bytes], hop: list[tuple[bytes, bytes]], length: bytes | None
-    ) -> None:
-        """The server's response head: `lines` are its end-to-end fields as `name: value`
-        (Content-Length among them, its value also in `length`), `hop` its hop-by-hop ones."""
+    def on_response_head(self, response: Response, hop: list[tuple[bytes, bytes]]) -> None:
+        """The server's response head: `response` with its end-to-end fields (Content-Length
+        among them), `hop` its hop-by-hop fields, kept apart by the server adapter."""
+        status = response.status
         if self.upstream is not None:
             self.upstream.disarm()
         loop = self.engine.registry.loop
@@ -441,8 +368,7 @@ class Exchange:
             self.response_time = time.monotonic() - self.sent_at
         if 100 <= status < 200 and status != 101:
             self.interim = True
-            if self.request.version == "1.1":
-                self.conn.write(status_line(status) + b"\r\n")
+            self.conn.send_interim(self, status)
             return
         self.interim = False
         pool, server = self.pool, self.server
@@ -476,61 +402,51 @@ class Exchange:
                 self.breaker_result(breaker.on_failure(loop.time()))
             else:
                 self.breaker_result(breaker.on_success(loop.time()))
-        self.conn.write(self.response_head(status, lines, hop, length))
-
-    def response_head(
-        self, status: int, lines: list[bytes], hop: list[tuple[bytes, bytes]], length: bytes | None
-    ) -> bytes:
+        self.response_headers(response, hop)
         request = self.request
         upgrade = status == 101
+        if request.method == "HEAD" or status in _NO_BODY_STATUSES or upgrade:
+            self.framing = "none"
+            if request.method == "HEAD" and self.upstream is not None and not upgrade:
+                self.upstream.skip_body()
+        if self.conn.draining or self.engine.draining:
+            self.close_after = True
+        self.head_sent = True
+        self.conn.send_head(self, response)
+        if request.method == "HEAD" and not upgrade:
+            self.engine.registry.loop.call_soon(self.on_response_complete)
+
+    # -- stage: response headers -------------------------------------------------------------
+
+    def response_headers(self, response: Response, hop: list[tuple[bytes, bytes]]) -> None:
+        """Hop-by-hop removal (a Connection may name end-to-end fields that must go too), the
+        route's header operations, X-Request-ID and the listener's security headers. The
+        usual response (no such Connection, a route that leaves headers alone) keeps its
+        fields as the server adapter read them."""
+        upgrade = response.status == 101
         route = self.route
         fast = not upgrade and (route is None or not route.response_headers)
         if fast:
             for name, value in hop:
                 if name == b"connection" and value.lower() != b"keep-alive":
-                    fast = False  # it may name end-to-end fields that must go too
+                    fast = False
                     break
         if not fast:  # a 101, a route that edits response headers, or a Connection's names
-            headers = [_field(line) for line in lines]
+            headers = list(response.fields())
             headers.extend(hop)
             out = response_hop_by_hop_filter(headers, upgrade=upgrade)
             if route is not None:
                 out = apply_response_headers(route, out)
-            lines = [name + b": " + value for name, value in out]
-        lines.append(b"x-request-id: " + self.request_id.encode())
-        for name, value in self.engine.extra_response_headers:
-            lines.append(name + b": " + value)
-        if request.method == "HEAD" or status in _NO_BODY_STATUSES or upgrade:
-            self.framing = "none"
-            if request.method == "HEAD" and self.upstream is not None and not upgrade:
-                self.upstream.skip_body()
-        elif length is not None:
-            self.framing = "length"
-        elif request.version == "1.1":
-            self.framing = "chunked"
-            lines.append(b"transfer-encoding: chunked")
-        else:
-            self.framing = "close"
-            self.close_after = True
-        if self.conn.draining or self.engine.draining:
-            self.close_after = True
-        if not upgrade:
-            lines.append(b"connection: close" if self.close_after else b"connection: keep-alive")
-        self.head_sent = True
-        lines.append(b"\r\n")
-        head = status_line(status) + b"\r\n".join(lines)
-        if request.method == "HEAD" and not upgrade:
-            self.engine.registry.loop.call_soon(self.on_response_complete)
-        return head
+            response.set_fields(out)
+        extra = [(b"x-request-id", self.request_id.encode())]
+        extra.extend(self.engine.extra_response_headers)
+        response.extra = extra
 
     def on_response_body(self, data: bytes) -> None:
         if self.interim or self.framing == "none" or not data:
             return  # (an empty chunk would end a chunked body early)
         self.bytes_out += len(data)
-        if self.framing == "chunked":
-            self.conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            self.conn.write(data)
+        self.conn.send_data(self, data)
 
     def on_response_complete(self) -> None:
         if self.interim:
@@ -540,8 +456,7 @@ class Exchange:
             return
         if self.finished or not self.head_sent or self.status == 101:
             return  # (a 101 goes on as a tunnel: see on_response_upgrade)
-        if self.framing == "chunked":
-            self.conn.write(b"0\r\n\r\n")
+        self.conn.send_end(self)
         conn, self.upstream = self.upstream, None
         if conn is not None:
             if not self.body_done:
@@ -610,38 +525,27 @@ class Exchange:
         headers.extend(self.engine.extra_response_headers)
         if self.route is not None:
             headers = apply_response_headers(self.route, headers)
-        if not self.body_done:
-            self.close_after = True  # the request body was not read
-        headers.append((b"connection", b"close" if self.close_after else b"keep-alive"))
-        lines = [status_line(status)]
-        lines += [name + b": " + value + b"\r\n" for name, value in headers]
-        self.status = status
-        self.head_sent = True
-        self.bytes_out = len(body)
-        payload = b"".join(lines) + b"\r\n" + (body if self.request.method != "HEAD" else b"")
-        self.conn.write(payload)
-        self.finish()
+        self.simple(status, headers, body)
 
     def error(self, status: int, message: str, *, retry_after: int | None = None) -> None:
         if self.head_sent:
             self.conn.abort()
             self.finish()
             return
+        response, body = error_response(status, self.request_id, message, retry_after=retry_after)
+        self.simple(status, response.fields(), body)
+
+    def simple(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Answer with a response made here; HEAD gets the head only (its Content-Length
+        still describes the body a GET would get, RFC 9110 §9.3.2)."""
         if not self.body_done:
-            self.close_after = True
-        response, body = error_response(
-            status, self.request_id, message, close=self.close_after, retry_after=retry_after
-        )
+            self.close_after = True  # the request body was not read
         self.status = status
         self.head_sent = True
         self.bytes_out = len(body)
-        lines = [status_line(status)]
-        lines += [name + b": " + value + b"\r\n" for name, value in response.headers]
-        if not self.close_after:
-            lines.append(b"connection: keep-alive\r\n")
         if self.request.method == "HEAD":
             body = b""
-        self.conn.write(b"".join(lines) + b"\r\n" + body)
+        self.conn.send_simple(self, status, headers, body)
         self.finish()
 
     # -- the end -----------------------------------------------------------------------------
@@ -704,9 +608,3 @@ class Exchange:
             request_id=self.request_id,
             retries=self.retries,
         )
-
-
-def _field(line: bytes) -> tuple[bytes, bytes]:
-    """A `name: value` line (as UpstreamConn makes them) back to a field."""
-    name, _, value = line.partition(b": ")
-    return name, value

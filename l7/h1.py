@@ -31,12 +31,13 @@ from l7.deadline import Deadline
 from l7.errors_page import error_response, status_line
 from l7.exchange import Exchange
 from l7.forwarded import new_request_id, request_id_from
-from l7.model import Request
+from l7.h1wire import LAST_CHUNK, chunk, response_head, simple_response
+from l7.model import Request, Response
 from l7.router import host_key
 from l7.validate import check_request_head
 
 if TYPE_CHECKING:
-    from l7.upstream import UpstreamConn
+    from l7.sides import ServerStream
 
 __all__ = ["H1Server"]
 
@@ -87,7 +88,7 @@ class H1Server(asyncio.Protocol):
         self.closing = False
         self.draining = False
         self.paused = False
-        self.peer: UpstreamConn | None = None  # set when the connection became a tunnel
+        self.peer: ServerStream | None = None  # set when the connection became a tunnel
         self.touched = False
         self.corked: list[bytes] | None = None  # writes held to leave as one
         self.loop = asyncio.get_event_loop()
@@ -213,7 +214,17 @@ class H1Server(asyncio.Protocol):
         if host is None:
             host = b""
         key = _host_key(host)
-        request = Request(method, target, headers, key, engine.scheme, version, self.client)
+        request = Request(
+            method,
+            target,
+            headers,
+            key,
+            engine.scheme,
+            version,
+            self.client,
+            host,
+            None if chunked else length,
+        )
         upgrade = parser.should_upgrade() and method != "CONNECT"
         self.requests += 1
         keep_alive = (
@@ -252,6 +263,45 @@ class H1Server(asyncio.Protocol):
             ex.body_complete()
         elif ex is not None:
             ex.body_done = True
+
+    # -- the response side (l7.sides.ClientStream) -------------------------------------------
+
+    def send_interim(self, ex: Exchange, status: int) -> None:
+        if ex.request.version == "1.1":  # an HTTP/1.0 client would not know a 1xx
+            self.write(status_line(status) + b"\r\n")
+
+    def send_head(self, ex: Exchange, response: Response) -> None:
+        """Frame the response for this client: Content-Length kept, otherwise chunked to an
+        HTTP/1.1 client and close-delimited to an HTTP/1.0 one (RFC 9112 §6)."""
+        framing = b""
+        if ex.framing == "none":
+            pass
+        elif response.length is not None:
+            ex.framing = "length"
+        elif ex.request.version == "1.1":
+            ex.framing = "chunked"
+            framing = b"transfer-encoding: chunked"
+        else:
+            ex.framing = "close"
+            ex.close_after = True
+        if response.status == 101:
+            connection = b""  # the server's Connection: upgrade went through the filter
+        elif ex.close_after:
+            connection = b"connection: close"
+        else:
+            connection = b"connection: keep-alive"
+        self.write(response_head(response, framing, connection))
+
+    def send_data(self, ex: Exchange, data: bytes) -> None:
+        self.write(chunk(data) if ex.framing == "chunked" else data)
+
+    def send_end(self, ex: Exchange) -> None:
+        if ex.framing == "chunked":
+            self.write(LAST_CHUNK)
+
+    def send_simple(self, ex: Exchange, status: int, fields: list, body: bytes) -> None:
+        connection = b"connection: close" if ex.close_after else b"connection: keep-alive"
+        self.write(simple_response(status, fields, body, connection))
 
     # -- used by exchanges -------------------------------------------------------------------
 
@@ -292,7 +342,7 @@ class H1Server(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.abort()
 
-    def tunnel(self, upstream: UpstreamConn | None, pending: bytes) -> None:
+    def tunnel(self, upstream: ServerStream | None, pending: bytes) -> None:
         """After a 101: the client and the server talk directly; `pending` is what the
         client sent after its request head."""
         if upstream is None:
@@ -339,9 +389,7 @@ class H1Server(asyncio.Protocol):
         self.exchanges.clear()
         request_id = new_request_id()
         response, body = error_response(status, request_id, message, close=True)
-        lines = [status_line(status)]
-        lines += [name + b": " + value + b"\r\n" for name, value in response.headers]
-        self.write(b"".join(lines) + b"\r\n" + body)
+        self.write(simple_response(status, response.fields(), body, b""))
         engine = self.engine_of()
         engine.access_log.write_http(
             client=self.client,

@@ -1,10 +1,17 @@
 """The one request/response model every HTTP version is translated to (DESIGN.md, "L7").
 
-Protocol adapters (HTTP/1.1 today, HTTP/2 and HTTP/3 later) build these from wire events and
-write them back; pipeline stages (routing, headers, limits, cache, ...) read and change them
-and never see the wire. Header names are lower-case `bytes` and values `bytes`, in order, with
-repeats kept: that is what h11, h2 and aioquic hand out, and it keeps the hot path free of
-decoding. Bodies are not part of the model: they stream separately.
+Protocol adapters (HTTP/1.1 and HTTP/2 on the client side, HTTP/3 next; HTTP/1.1 towards
+servers) build these from wire events and write them back; pipeline stages (routing, headers,
+limits, retries, breaker, access log, and later cache, compression, rate limits, WAF, auth)
+read and change them and never see the wire. Field names are lower-case `bytes` and values
+`bytes`, in order, with repeats kept: that is what httptools, h11, h2 and aioquic hand out,
+and it keeps the hot path free of decoding. Bodies are not part of the model: they stream
+separately, and the model says only whether there is one and its length when known.
+
+One concession to speed: a `Response` read by the HTTP/1.1 server adapter carries its
+end-to-end fields already as `name: value` lines (`lines`), because HTTP/1.1 to HTTP/1.1 is
+the common hop and the lines then go out unchanged. `fields()` gives them as pairs to any
+stage or adapter that needs them (the pairs are made on first use).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-__all__ = ["Headers", "Request", "Response"]
+__all__ = ["Headers", "Request", "Response", "header"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -27,9 +34,12 @@ def header(headers: Headers, name: bytes) -> bytes | None:
 
 @dataclass(slots=True)
 class Request:
-    """One request head. `target` is the raw request-target (path and query) as received;
-    `path` and `query` are split from it; `host` is the Host header or :authority, lower-case,
-    without the port."""
+    """One request head. `target` is the request-target in origin form (path and query) as
+    received; `path` and `query` are split from it; `authority` is the Host header or
+    `:authority` as sent (port included) and `host` its routing key (lower-case, no port);
+    `version` is the client's HTTP version ("1.0", "1.1", "2", "3"). `length` is the body's
+    length: 0 for none, None when it is not known in advance (chunked, or HTTP/2 and HTTP/3
+    without Content-Length)."""
 
     method: str
     target: str
@@ -38,6 +48,8 @@ class Request:
     scheme: str = "http"
     version: str = "1.1"
     client: tuple[str, int] = ("", 0)
+    authority: bytes = b""
+    length: int | None = 0
     path: str = field(init=False)
     query: str = field(init=False)
     _params: dict[str, list[str]] | None = field(default=None, init=False, repr=False)
@@ -60,8 +72,42 @@ class Request:
         return self._params
 
 
-@dataclass(slots=True)
 class Response:
-    status: int
-    headers: Headers
-    reason: bytes = b""
+    """One response head. The end-to-end fields are `headers` (pairs), or `lines` as the
+    HTTP/1.1 server adapter reads them (see the module docstring); `length` is the value of
+    Content-Length when the server sent one. Hop-by-hop fields are never here: the adapter
+    that read them keeps them (RFC 9110 §7.6.1)."""
+
+    __slots__ = ("extra", "headers", "length", "lines", "reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers | None = None,
+        reason: bytes = b"",
+        lines: list[bytes] | None = None,
+        length: bytes | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.reason = reason
+        self.lines = lines
+        self.length = length
+        self.extra: Headers | None = None  # fields the pipeline adds (request id, security)
+
+    def fields(self) -> Headers:
+        """The end-to-end fields as (name, value) pairs, without `extra`."""
+        headers = self.headers
+        if headers is None:
+            headers = self.headers = [_pair(line) for line in self.lines or ()]
+        return headers
+
+    def set_fields(self, headers: Headers) -> None:
+        """Replace the fields (a stage that edits them); the lines no longer hold."""
+        self.headers = headers
+        self.lines = None
+
+
+def _pair(line: bytes) -> tuple[bytes, bytes]:
+    name, _, value = line.partition(b": ")
+    return name, value

@@ -27,6 +27,8 @@ import httptools
 
 from l7.deadline import Deadline
 from l7.forwarded import HOP_BY_HOP
+from l7.h1wire import LAST_CHUNK, chunk, request_head
+from l7.model import Response
 
 if TYPE_CHECKING:
     from l7.exchange import Exchange
@@ -147,7 +149,7 @@ class UpstreamConn(asyncio.Protocol):
             else:
                 self.until_close = True  # no framing: the body ends when the server closes
         if self.exchange is not None:
-            self.exchange.on_response_head(status, lines, hop, length)
+            self.exchange.on_response_head(Response(status, None, b"", lines, length), hop)
 
     def on_body(self, body: bytes) -> None:
         if body and self.exchange is not None:
@@ -178,6 +180,16 @@ class UpstreamConn(asyncio.Protocol):
         """The response to HEAD (or a 204/304) has no body whatever its headers say; llhttp
         cannot be told the request method, so the parser is dropped for the next response."""
         self.parser = None
+
+    def send_request(self, exchange: Exchange) -> None:
+        self.write(request_head(exchange))
+
+    def send_body(self, data: bytes, chunked: bool) -> None:
+        self.write(chunk(data) if chunked else data)
+
+    def end_body(self, chunked: bool) -> None:
+        if chunked:
+            self.write(LAST_CHUNK)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:

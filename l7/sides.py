@@ -1,0 +1,86 @@
+"""What the pipeline asks of the adapters on either side of it, as typing protocols.
+
+An `Exchange` (l7/exchange.py) holds a `ClientStream` (the client side of one request: an
+HTTP/1.1 connection, or one HTTP/2 stream) and, while it talks to a server, a `ServerStream`
+(an HTTP/1.1 connection to the server today). The adapters call the exchange's `on_*` and
+`body_*` methods; the exchange calls these. Neither side imports the other, so the imports
+point one way: adapters -> exchange (pipeline) -> stages, with this module below all three.
+
+Only the adapters know the wire: framing (Content-Length, chunked, close-delimited, DATA
+frames), keep-alive, flow control, and how a head is serialized. The pipeline says what to
+send and when, never how.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from l7.model import Headers, Response
+
+__all__ = ["ClientStream", "ServerStream"]
+
+
+class ClientStream(Protocol):
+    """The client side of one request. `draining` asks the pipeline to end the connection
+    after this response (shutdown or reload); `forwarding` is the adapter's per-connection
+    cache slot for the forwarding fields (the same client and authority on every request of a
+    connection); `touched` marks tunnel activity for the idle check."""
+
+    draining: bool
+    forwarding: tuple[Any, bytes, bytes]
+    touched: bool
+
+    def send_interim(self, ex: Any, status: int) -> None:
+        """A 1xx response (not 101) before the final one."""
+
+    def send_head(self, ex: Any, response: Response) -> None:
+        """The final response head; the adapter picks the framing and sets `ex.framing`
+        unless the pipeline already said "none" (no body: HEAD, 204, 304, 101)."""
+
+    def send_data(self, ex: Any, data: bytes) -> None:
+        """A piece of the response body (never empty)."""
+
+    def send_end(self, ex: Any) -> None:
+        """The response body is complete."""
+
+    def send_simple(self, ex: Any, status: int, fields: Headers, body: bytes) -> None:
+        """A whole response made by l4lb (fixed responses, redirects, errors)."""
+
+    def write(self, data: bytes) -> None:
+        """Raw bytes for a tunnel (after a 101)."""
+
+    def write_eof(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def abort(self) -> None: ...
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
+    def tunnel(self, upstream: Any, pending: bytes) -> None: ...
+    def exchange_done(self, ex: Any) -> None: ...
+
+
+class ServerStream(Protocol):
+    """One server connection while it carries an exchange's request."""
+
+    exchange: Any
+    reusable: bool
+
+    def start(self, ex: Any, fresh: bool = False) -> None: ...
+
+    def send_request(self, ex: Any) -> None:
+        """The request head (after the header-policy stage: forwarding fields, request id,
+        traceparent, route rewrites)."""
+
+    def send_body(self, data: bytes, chunked: bool) -> None:
+        """A piece of the request body; `chunked`: its length was not known in advance."""
+
+    def end_body(self, chunked: bool) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def arm(self, seconds: float) -> None: ...
+    def disarm(self) -> None: ...
+    def skip_body(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def abort(self) -> None: ...
+    def release(self) -> None: ...
