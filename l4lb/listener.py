@@ -101,6 +101,10 @@ class Listener:
         self.reading = False  # listening sockets registered with the loop
         self.total = 0
         self.requests = 0  # HTTP requests (http/https listeners)
+        self.h2_connections = 0  # HTTP/2: connections, streams, client resets, GOAWAYs sent
+        self.h2_streams = 0
+        self.h2_resets = 0
+        self.h2_goaways = 0
         self.refused = 0
 
     @property
@@ -347,12 +351,13 @@ class Session:
     async def _http_accept(self) -> None:
         """Hand the connection to the HTTP adapter, which reads the listener's engine for
         every request, so a reload applies to the next request without closing anything."""
-        from l7.h1 import H1Server
+        from l7.accept import HttpAccept
 
         listener = self.listener
         https = listener.config.protocol == "https"
         peer = (self.peer[0], self.peer[1])
-        proto = H1Server(lambda: listener.engine, peer, self._http_closed)
+        h2c = not https and listener.config.http.h2c
+        proto = HttpAccept(lambda: listener.engine, peer, self._http_closed, h2c)
         if await self._accept(lambda: proto, listener.tls_context if https else None) is None:
             return
         self.http = proto

@@ -48,7 +48,18 @@ __all__ = [
 
 Key = tuple[str, str]  # (pool, server)
 
-LISTENER_COUNTERS = ("total", "requests", "bytes_in", "bytes_out", "refused", "errors")
+LISTENER_COUNTERS = (
+    "total",
+    "requests",
+    "bytes_in",
+    "bytes_out",
+    "refused",
+    "errors",
+    "h2_connections",
+    "h2_streams",
+    "h2_resets",
+    "h2_goaways",
+)
 LISTENER_GAUGES = (
     "active",
     "conn_rate",

@@ -361,7 +361,14 @@ class Stats:
             "bytes_out_rate": meters.bytes_out.rate if meters else 0.0,
             "history": meters.conn.history() if meters else [],
         }
-        for optional in ("refused", "errors"):
+        for optional in (
+            "refused",
+            "errors",
+            "h2_connections",
+            "h2_streams",
+            "h2_resets",
+            "h2_goaways",
+        ):
             value = getattr(listener, optional, None)
             if isinstance(value, int):
                 out[optional] = value

@@ -31,7 +31,7 @@ from l7.h1wire import LAST_CHUNK, chunk, request_head
 from l7.model import Response
 
 if TYPE_CHECKING:
-    from l7.exchange import Exchange
+    from l7.sides import ExchangeEvents as Exchange
 
 __all__ = ["UpstreamConn", "UpstreamPool"]
 

@@ -182,6 +182,13 @@ _HTTP_LISTENER: Fields = {
     "redirect_https": (boolean, False),
     "hsts": (integer(0, 10 * 365 * 86400), 0),
     "parser": (choice("httptools", "h11"), "httptools"),
+    "h2c": (boolean, False),
+    "h2_max_streams": (integer(1, 10000), 100),
+    "h2_header_table_size": (integer(0, 1 << 20), 4096),
+    "h2_window": (integer(65535, (1 << 31) - 1), 262144),
+    "h2_stream_buffer": (_size, 262144),
+    "h2_max_resets": (integer(0, 1_000_000), 200),
+    "h2_max_control": (integer(0, 1_000_000), 2000),
 }
 _HTTP_POOL: Fields = {
     "response_timeout": (_seconds, 60.0),

@@ -104,6 +104,14 @@ class HttpListenerSettings:
     redirect_https: bool = False  # answer every request with 301 to https://host/target
     hsts: int = 0  # max-age for Strict-Transport-Security on responses (https); 0: off
     parser: str = "httptools"  # "httptools" (llhttp, fast) | "h11" (pure Python)
+    # HTTP/2 (https listeners offer it by ALPN; http listeners only with h2c = true)
+    h2c: bool = False  # http listeners: accept HTTP/2 with prior knowledge (never Upgrade)
+    h2_max_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS (nginx, Envoy: 100)
+    h2_header_table_size: int = 4096  # SETTINGS_HEADER_TABLE_SIZE: HPACK decoder table
+    h2_window: int = 262144  # SETTINGS_INITIAL_WINDOW_SIZE: request body per stream, bytes
+    h2_stream_buffer: int = 262144  # response bytes held per stream before the server waits
+    h2_max_resets: int = 200  # client stream resets per 10 s before GOAWAY; 0: no limit
+    h2_max_control: int = 2000  # SETTINGS/PING/PRIORITY/empty DATA per 10 s; 0: no limit
 
 
 @dataclass(frozen=True, slots=True)

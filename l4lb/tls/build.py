@@ -40,7 +40,7 @@ def listener_context(config: ListenerConfig) -> ssl.SSLContext:
     ctx = server_context(
         pairs,
         min_version=config.tls_min_version,
-        alpn=config.alpn or (("http/1.1",) if config.protocol == "https" else ()),
+        alpn=config.alpn or (("h2", "http/1.1") if config.protocol == "https" else ()),
         client_ca=config.client_ca or None,
         client_cert_required=config.client_cert == "required",
         ocsp_response_files=ocsp,
