@@ -368,12 +368,17 @@ class Session:
         stream, pool = self.stream, self.pool
         assert stream is not None and pool is not None and self.ssock is not None
         upstream = self.listener.upstream_tls.get(pool.name)
+        server = self.server
+        assert server is not None
+        ctx, hostname = (None, None)
+        if upstream is not None:
+            ctx, hostname = upstream.connect_args(server.name, server.host)
         try:
             transport, _ = await self.listener.loop.create_connection(
                 lambda: stream.server,
                 sock=self.ssock,
-                ssl=upstream.context if upstream else None,
-                server_hostname=(upstream.sni or self.server.host) if upstream else None,  # type: ignore[union-attr]
+                ssl=ctx,
+                server_hostname=hostname,
                 ssl_handshake_timeout=pool.config.connect_timeout if upstream else None,
             )
         except asyncio.CancelledError:
@@ -383,8 +388,8 @@ class Session:
             log.warning(
                 "server %s/%s: TLS handshake failed: %s",
                 pool.name,
-                self.server.name if self.server else "-",
-                exc or type(exc).__name__,
+                server.name,
+                upstream.failure(exc, server.name, server.host) if upstream else exc,
             )
             self._abort_connected("server_tls_failed")
             return

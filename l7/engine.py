@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from l4lb.config.schema import ListenerConfig
@@ -62,14 +63,16 @@ class UpstreamRegistry:
                 server.port,
                 max_idle=settings.max_idle,
                 idle_timeout=settings.idle_timeout,
-                tls=tls.context if tls else None,
-                sni=tls.sni if tls else None,
                 connect_timeout=pool.config.connect_timeout,
             )
         else:
             up.max_idle, up.idle_timeout = settings.max_idle, settings.idle_timeout
             up.connect_timeout = pool.config.connect_timeout
-            up.tls, up.sni = (tls.context, tls.sni) if tls else (None, None)
+        if tls is not None:
+            up.tls, up.sni = tls.connect_args(server.name, server.host)
+            up.describe = partial(tls.failure, server=server.name, host=server.host)
+        else:
+            up.tls, up.sni, up.describe = None, None, None
         return up
 
     def breaker(self, pool: Pool, server: Server) -> CircuitBreaker | None:

@@ -19,6 +19,7 @@ timer at all.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from l7.exchange import Exchange
 
 __all__ = ["UpstreamConn", "UpstreamPool"]
+
+log = logging.getLogger("l4lb")
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -247,7 +250,8 @@ class UpstreamPool:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.tls = tls
-        self.sni = sni
+        self.sni = sni  # server_hostname: the SNI, and the name checked unless tls pins one
+        self.describe: Callable[[BaseException], str] | None = None  # a TLS failure, for logs
         self.connect_timeout = connect_timeout
         self.idle: list[UpstreamConn] = []
         self.opened = 0  # connections made, for tests and stats
@@ -282,6 +286,10 @@ class UpstreamPool:
             return
         except (OSError, ssl.SSLError) as exc:
             reason = "refused" if isinstance(exc, ConnectionRefusedError) else "connect_failed"
+            if isinstance(exc, ssl.SSLError) and self.describe is not None:
+                reason = "tls_failed"
+                why = self.describe(exc)
+                log.warning("server %s:%d: TLS handshake failed: %s", self.host, self.port, why)
             done(None, reason)
             return
         self.opened += 1

@@ -115,6 +115,33 @@ def _names(value: Any, *, wildcard: bool) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _verify(value: Any) -> str:
+    if value is True or value is False:
+        return "name" if value else "none"
+    if value == "chain":
+        return "chain"
+    raise BadValue(
+        f"{value!r} is not a verification mode",
+        'true (chain and name), "chain" (chain only), false (nothing)',
+    )
+
+
+def _verify_name(value: Any) -> str:
+    """One DNS name (no wildcard) or IP address a server certificate must be valid for."""
+    if isinstance(value, str) and value:
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            pass
+        if not value.startswith("*"):
+            return _names(value, wildcard=False)[0]
+    raise BadValue(
+        f"{value!r} is not one host name or IP address",
+        'a host name such as "backend.internal", or an IP address',
+    )
+
+
+_VERIFY_TOML = {"name": "true", "chain": '"chain"', "none": "false"}
 _SETTINGS: Fields = {
     "log_format": (choice("text", "json"), "text"),
     "access_log": (boolean, True),
@@ -201,9 +228,10 @@ _CERT: Fields = {
     "names": (lambda v: _names(v, wildcard=True), ("localhost",)),
 }
 _UPSTREAM_TLS: Fields = {
-    "verify": (boolean, True),
+    "verify": (_verify, "name"),
     "ca_file": (string, ""),
     "sni": (string, ""),
+    "verify_name": (_verify_name, ""),
     "cert": (string, ""),
     "key": (string, ""),
     "alpn": (lambda v: _strings(v), ()),
@@ -232,6 +260,7 @@ _SERVER: Fields = {
     "backup": (boolean, False),
     "max_connections": (integer(0, 1_000_000), 0),
     "drain": (boolean, False),
+    "verify_name": (_verify_name, ""),
 }
 _HEALTH: Fields = {
     "type": (choice("tcp", "http"), "tcp"),
@@ -559,6 +588,15 @@ class _Loader:
                             break
             tls = UpstreamTlsConfig(**t) if t is not None else None
             ok = ok and tls is not None
+            if tls is not None and tls.verify_name and tls.verify != "name":
+                self.error(
+                    [*parts, "tls", "verify_name"],
+                    f"verify_name is set but verify = {_VERIFY_TOML[tls.verify]} checks no name",
+                    "verify = true (the default) with verify_name, or no verify_name",
+                )
+                ok = False
+        if servers is not None and (tls is not None or raw["tls"] is None):
+            ok = self.server_names_checked(parts, raw["servers"], tls) and ok
         http = HttpPoolSettings()
         if raw["http"] is not None:
             h = self.table(raw["http"], [*parts, "http"], _HTTP_POOL)
@@ -570,6 +608,26 @@ class _Loader:
             servers=servers, health=health, passive=passive or PassiveConfig(), tls=tls, http=http
         )
         return PoolConfig(name=name, **raw)
+
+    def server_names_checked(self, parts: Path_, raw: list, tls: UpstreamTlsConfig | None) -> bool:
+        """A server's verify_name needs the pool to speak TLS and check names."""
+        ok = True
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict) or "verify_name" not in item:
+                continue
+            if tls is None or tls.verify != "name":
+                why = (
+                    "the pool has no [" + format_path([*parts, "tls"]) + "] table"
+                    if tls is None
+                    else f"the pool's tls has verify = {_VERIFY_TOML[tls.verify]}"
+                )
+                self.error(
+                    [*parts, "servers", i, "verify_name"],
+                    f"verify_name is set but {why}",
+                    "verify_name on servers of a pool whose tls has verify = true",
+                )
+                ok = False
+        return ok
 
     def nested(self, body: dict[str, Any], parts: Path_) -> None:
         if isinstance(body.get("health"), dict):

@@ -83,6 +83,7 @@ class ServerConfig:
     backup: bool = False
     max_connections: int = 0  # 0: no limit
     drain: bool = False
+    verify_name: str = ""  # TLS pools: the name this server's certificate must carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +150,13 @@ class TlsCert:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTlsConfig:
-    """`[pool.NAME.tls]`: the pool speaks TLS to its servers."""
+    """`[pool.NAME.tls]`: the pool speaks TLS to its servers. `verify`: "name" (TOML `true`)
+    checks the chain and a name, "chain" the chain only, "none" (`false`) nothing."""
 
-    verify: bool = True
+    verify: str = "name"
     ca_file: str = ""  # empty: the system store
-    sni: str = ""  # empty: the server's host
+    sni: str = ""  # empty: the verified name (verify_name, else the server's host)
+    verify_name: str = ""  # empty: sni, else the server's host
     cert: str = ""
     key: str = ""
     alpn: tuple[str, ...] = ()
