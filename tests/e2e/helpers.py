@@ -291,12 +291,37 @@ def make_cert(tmp, name: str) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-class TlsBackend:
-    """A TLS server with its own certificate; after the handshake it sends its name."""
+def make_ca_cert(tmp, ca: str, name: str) -> tuple[str, str, str]:
+    """A CA named `ca` (made once per folder) and a certificate for `name` it signs:
+    (CA file, certificate, key)."""
+    ca_crt, ca_key = tmp / f"{ca}.ca.crt", tmp / f"{ca}.ca.key"
+    cert, key, csr = tmp / f"{ca}-{name}.crt", tmp / f"{ca}-{name}.key", tmp / f"{ca}-{name}.csr"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
 
-    def __init__(self, name: str, cert: str, key: str, client_ca: str | None = None) -> None:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+    if not ca_crt.exists():
+        run("req", "-x509", *ec, "-days", "2", "-subj", f"/CN={ca}", "-keyout", str(ca_key),
+            "-out", str(ca_crt))  # fmt: skip
+    run("req", "-new", *ec, "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr))
+    ext = tmp / f"{ca}-{name}.ext"
+    ext.write_text(f"subjectAltName=DNS:{name}\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+    return str(ca_crt), str(cert), str(key)
+
+
+class TlsBackend:
+    """A TLS server with its own certificate; after the handshake it sends its name, or, with
+    `http`, answers one HTTP request with its name as the body and closes."""
+
+    def __init__(
+        self, name: str, cert: str, key: str, client_ca: str | None = None, *, http: bool = False
+    ) -> None:
         self.name = name
         self.cert = cert
+        self.http = http
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         if client_ca:  # mTLS: only clients with a certificate from this CA
@@ -319,6 +344,17 @@ class TlsBackend:
     def _handle(self, conn: socket.socket) -> None:
         try:
             with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                if self.http:
+                    head = b""
+                    while b"\r\n\r\n" not in head and (data := tls.recv(65536)):
+                        head += data
+                    body = self.name.encode()
+                    tls.sendall(
+                        b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                        + body
+                    )
+                    return
                 tls.sendall(f"{self.name}\n".encode())
                 while data := tls.recv(65536):
                     tls.sendall(data)

@@ -330,3 +330,66 @@ def test_cli_route_explains(tmp_path):
     miss = run_cli("route", str(path), "GET", "http://www.example.com/", "-H", "X-A: b")
     assert "host 'www.example.com' is not api.example.com" in miss.stdout
     assert miss.stdout.strip().endswith("forward to pool 'web' (the listener's pool)")
+
+
+UPSTREAM_TLS = """\
+[listener.l]
+bind = "127.0.0.1:1"
+pool = "p"
+
+[pool.p]
+servers = [{ address = "127.0.0.1:2", verify_name = "one.internal" }, "127.0.0.1:3"]
+
+[pool.p.tls]
+verify_name = "Backend.Internal."
+"""
+
+
+def test_upstream_tls_verify_modes_and_names_load():
+    tls_of = lambda text: load_text(text, "site.toml").pool("p").tls  # noqa: E731
+    tls = tls_of(UPSTREAM_TLS)
+    assert tls.verify == "name" and tls.verify_name == "backend.internal" and tls.sni == ""
+    servers = load_text(UPSTREAM_TLS, "site.toml").pool("p").servers
+    assert [s.verify_name for s in servers] == ["one.internal", ""]
+    bare = UPSTREAM_TLS.replace('verify_name = "one.internal"', "weight = 1")
+    assert tls_of(bare.replace('verify_name = "Backend.Internal."', 'verify = "chain"')).verify == (
+        "chain"
+    )
+    assert tls_of(bare.replace('verify_name = "Backend.Internal."', "verify = false")).verify == (
+        "none"
+    )
+    assert tls_of(UPSTREAM_TLS.replace('"Backend.Internal."', '"[::1]"')).verify_name == "::1"
+
+
+def test_upstream_tls_contradictions_are_located():
+    pool_name = 'verify_name = "Backend'
+    chain = UPSTREAM_TLS.replace(pool_name, 'verify = "chain"\n' + pool_name)
+    assert errors_of(chain) == [
+        "site.toml:6: pool.p.servers[0].verify_name: verify_name is set but the pool's tls has "
+        'verify = "chain" (allowed: verify_name on servers of a pool whose tls has verify = true)',
+        'site.toml:10: pool.p.tls.verify_name: verify_name is set but verify = "chain" checks no '
+        "name (allowed: verify = true (the default) with verify_name, or no verify_name)",
+    ]
+    no_tls = UPSTREAM_TLS.split("[pool.p.tls]")[0]
+    assert errors_of(no_tls) == [
+        "site.toml:6: pool.p.servers[0].verify_name: verify_name is set but the pool has no "
+        "[pool.p.tls] table (allowed: verify_name on servers of a pool whose tls has verify = "
+        "true)"
+    ]
+    off = UPSTREAM_TLS.replace('verify_name = "Backend.Internal."', "verify = false")
+    assert errors_of(off)[0].startswith(
+        "site.toml:6: pool.p.servers[0].verify_name: verify_name is set but the pool's tls has "
+        "verify = false"
+    )
+    for bad, why in [
+        ('"yes"', "'yes' is not a verification mode"),
+        ("1", "1 is not a verification mode"),
+    ]:
+        text = UPSTREAM_TLS.replace('verify_name = "Backend', f'verify = {bad}\nverify_name = "B')
+        assert errors_of(text) == [
+            f'site.toml:9: pool.p.tls.verify: {why} (allowed: true (chain and name), "chain" '
+            "(chain only), false (nothing))"
+        ]
+    for bad in ('"*.internal"', '"two words"', '""', "7"):
+        (err,) = errors_of(UPSTREAM_TLS.replace('"Backend.Internal."', bad))
+        assert err.startswith("site.toml:9: pool.p.tls.verify_name: ") and "allowed" in err
