@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
         "up",
         help="run the proxy with a config file",
         description="Run the proxy. SIGHUP reloads the config, SIGTERM or "
-        "SIGINT drains connections and exits.",
+        "SIGINT drains connections and exits; a second SIGTERM/SIGINT, or SIGQUIT, closes "
+        "them at once. Under systemd ($NOTIFY_SOCKET) it reports READY, RELOADING and "
+        "STOPPING.",
     )
     up.add_argument("config", help="path to the TOML config, e.g. configs/site.toml")
     up.add_argument(
@@ -49,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         "--log-file",
         metavar="PATH",
         help="write event and access logs to PATH (with the live view, logs go nowhere else)",
+    )
+    up.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write the pid to PATH once the listeners are bound; removed at exit",
     )
     up.add_argument(
         "--no-tui",
@@ -82,8 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     reload = sub.add_parser(
         "reload",
         help="reload a running instance's config",
-        description="POST /reload to the admin API; exit 1 if the new "
-        "config was refused (the old one keeps running).",
+        description="POST /reload to the admin API (or, with --pid-file, send SIGHUP to "
+        "the pid in PATH) and wait for the outcome in the admin API's /status; exit 1 "
+        "with the errors if the new config was refused (the old one keeps running).",
+    )
+    reload.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="signal the instance whose pid is in PATH (SIGHUP) instead of POST /reload",
+    )
+    reload.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the outcome (30)",
     )
     admin_args(reload)
     for verb, what in (
@@ -239,13 +259,9 @@ def _cmd_admin(args: argparse.Namespace) -> int:
 
     client = AdminClient(args.admin, args.token)
     if args.command == "reload":
-        status, data = client.call("POST", "/reload")
-        if status == 200:
-            print(f"reloaded (reload {data.get('reloads')})")
-            return 0
-        error = data.get("error") if isinstance(data, dict) else data
-        print(f"reload refused; the previous config keeps running:\n{error}", file=sys.stderr)
-        return 1
+        from l4lb.reloadcmd import reload_instance
+
+        return reload_instance(client, args.pid_file, args.timeout)
     data = client.ok("POST", f"/servers/{args.pool}/{args.server}/{args.command}")
     print(f"{data['pool']}/{data['server']}: {data['state']} ({data['active']} active)")
     return 0
@@ -293,10 +309,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     from l4lb.accesslog import AccessLog
     from l4lb.cluster import resolve_workers
+    from l4lb.pidfile import PidFile
     from l4lb.runtime import Runtime
+    from l4lb.sdnotify import Notifier
     from l4lb.supervisor import Supervisor
 
     config = load(args.config)
+    pid_file = PidFile(args.pid_file) if args.pid_file else None
+    if pid_file is not None:
+        pid_file.claim()  # before binding anything: "already running" beats "address in use"
+    notifier = Notifier.from_environ()
     fmt = args.log_format or config.settings.log_format
     tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     log_stream: TextIO | None = None
@@ -321,11 +343,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
         if args.no_access_log:
             worker_args.append("--no-access-log")
         quiet = tui and not args.log_file  # the live view owns the terminal
-        runtime = Supervisor(config.file, count, worker_args=worker_args, quiet=quiet)
+        runtime = Supervisor(
+            config.file,
+            count,
+            worker_args=worker_args,
+            quiet=quiet,
+            notifier=notifier,
+            pid_file=pid_file,
+        )
     else:
-        runtime = Runtime(config, access_log)
+        runtime = Runtime(config, access_log, notifier=notifier, pid_file=pid_file)
     main = partial(_up_with_view, runtime) if tui else runtime.run
-    anyio.run(main, backend="asyncio", backend_options=_backend_options())
+    try:
+        anyio.run(main, backend="asyncio", backend_options=_backend_options())
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
     log.info("stopped")
     return 0
 

@@ -322,6 +322,9 @@ class Stats:
                 "loaded_at": self.wall(self.loaded_at),
                 "loaded_ago": now - self.loaded_at,
                 "reloads": getattr(runtime, "reloads", 0),
+                "reload_attempts": getattr(runtime, "reload_attempts", 0),
+                "reloading": getattr(runtime, "reloading", False),
+                "last_reload_error": getattr(runtime, "last_reload_error", ""),
             },
             "listeners": [
                 self._listener(name, listener, pools, live)

@@ -202,20 +202,32 @@ class Proxy:
     """`l4lb up` as a subprocess, with its logs in files for the test to read. It runs one
     process (see `single_process`) unless the config sets `workers`."""
 
-    def __init__(self, tmp: Path, config: str, *, loop: str = "", args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        tmp: Path,
+        config: str,
+        *,
+        loop: str = "",
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ):
+        """`env` is added to the environment; `new_session` makes l4lb (and its workers) a
+        process group of its own, to signal as systemd and a terminal do."""
         self.tmp = tmp
         self.path = tmp / "l4lb.toml"
         self.path.write_text(single_process(config))
         self.out = tmp / "stdout.log"
         self.err = tmp / "stderr.log"
-        env = dict(os.environ)
+        environ = {**os.environ, **(env or {})}
         if loop:
-            env["L4LB_LOOP"] = loop
+            environ["L4LB_LOOP"] = loop
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "l4lb", "up", str(self.path), "--no-tui", *args],
             stdout=self.out.open("wb"),
             stderr=self.err.open("wb"),
-            env=env,
+            env=environ,
+            start_new_session=new_session,
         )
         count = len(re.findall(r"^\[listener\.[^.\]]+\]", config, re.M))
         ready = re.compile(r"listener \S+: \S+ on ")

@@ -171,6 +171,9 @@ def test_snapshot_fields_and_json():
         "loaded_at": 1_700_000_000.0,
         "loaded_ago": 60.0,
         "reloads": 0,
+        "reload_attempts": 0,
+        "reloading": False,
+        "last_reload_error": "",
     }
     (web,) = snap["listeners"]
     assert web["protocol"] == "tcp"
