@@ -98,6 +98,10 @@ class Listener:
         self.access_log = access_log
         self.on_session_end = on_session_end
         self.sessions: set[Session] = set()
+        # Setup tasks (TLS handshakes, transport setup) of live sessions: owned here, so that
+        # `cancel_tasks` at shutdown leaves none behind (a session's own handle to its task is
+        # dropped once the task passes the step that can be cancelled from outside).
+        self.tasks: set[asyncio.Task] = set()
         self.accepting = False  # open for business (false once stopped)
         self.reading = False  # listening sockets registered with the loop
         self.total = 0
@@ -158,6 +162,11 @@ class Listener:
             session = Session(self, csock, peer)
             self.sessions.add(session)
             session.start()
+
+    def cancel_tasks(self) -> None:
+        """Cancel the setup tasks still running (shutdown, after the drain deadline)."""
+        for task in list(self.tasks):
+            task.cancel()
 
     def session_ended(self, session: Session) -> None:
         self.sessions.discard(session)
@@ -273,7 +282,11 @@ class Session:
     # -- TLS termination ---------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
+        """Run a setup step as a task owned by the listener (`Listener.tasks`)."""
+        tasks = self.listener.tasks
         task = self.listener.loop.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
         task.add_done_callback(self._task_done)
         return task
 

@@ -123,6 +123,8 @@ class Runtime:
         finally:
             for server in demo:
                 server.close()
+            if self.http_registry is not None:
+                self.http_registry.close()
             for sock in self.sockets.values():
                 sock.close()
             close_pipes()
@@ -169,6 +171,8 @@ class Runtime:
             log.warning("drain deadline reached; closing %d connection(s)", len(left))
         for session in left:
             session.abort("shutdown")
+        for listener in [*self.listeners.values(), *self.retired]:
+            listener.cancel_tasks()
 
     def _sessions(self) -> list:
         out = []

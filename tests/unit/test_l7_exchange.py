@@ -69,6 +69,7 @@ class FakeLoop(asyncio.SelectorEventLoop):
         super().__init__(selectors.DefaultSelector())
         self.now = 1000.0
         self.refusing: set[int] = set()
+        self.hanging: set[int] = set()  # connects to these never complete
         self.made: list[tuple[int, asyncio.Protocol, FakeTransport]] = []
 
     def time(self) -> float:
@@ -77,6 +78,8 @@ class FakeLoop(asyncio.SelectorEventLoop):
     async def create_connection(self, factory, host=None, port=None, **kw):  # type: ignore[override]
         if port in self.refusing:
             raise ConnectionRefusedError(111, "Connection refused")
+        if port in self.hanging:
+            await self.create_future()
         protocol = factory()
         transport = FakeTransport(protocol)
         protocol.connection_made(transport)
@@ -393,4 +396,16 @@ def test_upgrade_holds_the_server_until_the_tunnel_ends(make):
     assert status_of(client) == 101 and h.active() == {"a": 1}
     client.abort()  # the client ends the tunnel
     h.loop.settle()
+    assert h.active() == {"a": 0} and h.budget() == (0, 0)
+
+
+def test_shutdown_cancels_connects_under_way_and_nothing_stays_held(make):
+    h = make()
+    h.loop.hanging.add(9001)
+    _, client = h.request()
+    (up,) = h.registry.pools.values()
+    assert len(up.connecting) == 1 and h.active() == {"a": 1}
+    h.registry.close()  # the runtime's shutdown
+    h.loop.settle()
+    assert not up.connecting and status_of(client) == 502
     assert h.active() == {"a": 0} and h.budget() == (0, 0)
