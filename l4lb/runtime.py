@@ -33,7 +33,7 @@ from l4lb.demo import start_demo_backends
 from l4lb.errors import ConfigErrors, L4lbError
 from l4lb.health.checker import watch_server
 from l4lb.listener import Listener, open_listening_socket
-from l4lb.pool import Pool, build_pools
+from l4lb.pool import Pool, Resolved, build_pools, resolve_addresses
 from l4lb.relay import close_pipes
 from l4lb.server import Server
 from l4lb.stats import Stats
@@ -75,6 +75,8 @@ class Runtime:
             None  # l7.engine.UpstreamRegistry, made with the first http listener
         )
         self._stop = anyio.Event()
+        self._reloading = anyio.Lock()  # one reload at a time (SIGHUP and the admin API)
+        self._tasks: Any = None  # the run's task group (a SIGHUP reload runs in it)
         self._health_scope: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -102,6 +104,7 @@ class Runtime:
                     listener.config.pool,
                 )
             async with anyio.create_task_group() as tg:
+                self._tasks = tg
                 tg.start_soon(self._health_checks)
                 tg.start_soon(self._housekeeping)
                 tg.start_soon(self._signals)
@@ -182,9 +185,10 @@ class Runtime:
 
     # -- config ------------------------------------------------------------------------------
 
-    def apply(self, config: Config) -> None:
+    def apply(self, config: Config, resolved: Resolved | None = None) -> None:
         """Swap to `config` in one step. Raises L4lbError (and changes nothing) if a new
-        address cannot be bound."""
+        address cannot be bound. `resolved`: the server addresses, looked up beforehand
+        (`reload` does it in a thread); without it they are looked up here, blocking."""
         loop = self._loop
         assert loop is not None
         opened: dict[Address, socket.socket] = {}
@@ -214,7 +218,7 @@ class Runtime:
                 sock.close()
             raise
         previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
-        pools = build_pools(config.pools, previous, loop.time())
+        pools = build_pools(config.pools, previous, loop.time(), resolved)
         live = {(p.name, s.name): s for p in pools.values() for s in p.servers}
         self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in live}
         for key, draining in self.drain_overrides.items():
@@ -264,11 +268,18 @@ class Runtime:
             self.http_registry = UpstreamRegistry(self._loop)
         return HttpEngine(lc, pools, self.http_registry, upstream, self.access_log, self.stats)
 
-    def reload(self) -> bool:
-        """Re-read the config file; keep the running config on any error. True if applied."""
+    async def reload(self) -> bool:
+        """Re-read the config file; keep the running config on any error. True if applied.
+        Server names are resolved in a worker thread (DNS can take seconds, and the loop
+        serves every connection meanwhile); the swap itself is one step on the loop."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         try:
             config = load(self.config.file)
-            self.apply(config)
+            resolved = await anyio.to_thread.run_sync(resolve_addresses, config.pools)
+            self.apply(config, resolved)
         except L4lbError as exc:
             sep = "\n" if isinstance(exc, ConfigErrors) else " "
             log.error("reload failed; still running the previous config:%s%s", sep, exc)
@@ -316,7 +327,7 @@ class Runtime:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: reloading %s", self.config.file)
-                    self.reload()
+                    self._tasks.start_soon(self.reload)  # a SIGTERM need not wait for DNS
                 else:
                     log.info("%s: shutting down", signal.Signals(signum).name)
                     self.stop()
