@@ -627,7 +627,8 @@ class Exchange:
         self.finished = True
         attempt = self.attempt
         if attempt is not None:
-            attempt.end(self.engine.registry.loop.time())
+            # (the clock only matters to a trial that got no verdict: see Attempt.end)
+            attempt.end(self.engine.registry.loop.time() if attempt.trial else 0.0)
         self.log()
         self.conn.exchange_done(self)
 
