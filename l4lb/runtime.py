@@ -42,7 +42,7 @@ from l4lb.errors import ConfigErrors, L4lbError
 from l4lb.health.checker import watch_server
 from l4lb.listener import Listener, open_listening_socket
 from l4lb.pidfile import PidFile
-from l4lb.pool import Pool, build_pools
+from l4lb.pool import Pool, Resolved, build_pools, resolve_addresses
 from l4lb.relay import close_pipes
 from l4lb.sdnotify import Notifier
 from l4lb.server import Server
@@ -96,6 +96,8 @@ class Runtime:
             None  # l7.engine.UpstreamRegistry, made with the first http listener
         )
         self._stop = anyio.Event()
+        self._reloading = anyio.Lock()  # one reload at a time (SIGHUP and the admin API)
+        self._tasks: Any = None  # the run's task group (a SIGHUP reload runs in it)
         self._health_scope: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -127,6 +129,7 @@ class Runtime:
             if self.notifier is not None:
                 self.notifier.ready(f"serving {len(self.listeners)} listener(s)")
             async with anyio.create_task_group() as tg:
+                self._tasks = tg
                 tg.start_soon(self._health_checks)
                 tg.start_soon(self._housekeeping)
                 tg.start_soon(self._signals)
@@ -150,6 +153,8 @@ class Runtime:
         finally:
             for server in demo:
                 server.close()
+            if self.http_registry is not None:
+                self.http_registry.close()
             for sock in self.sockets.values():
                 sock.close()
             close_pipes()
@@ -200,6 +205,8 @@ class Runtime:
             log.warning("%s; closing %d connection(s)", why, len(left))
         for session in left:
             session.abort("shutdown")
+        for listener in [*self.listeners.values(), *self.retired]:
+            listener.cancel_tasks()
 
     def _sessions(self) -> list:
         out = []
@@ -209,9 +216,10 @@ class Runtime:
 
     # -- config ------------------------------------------------------------------------------
 
-    def apply(self, config: Config) -> None:
+    def apply(self, config: Config, resolved: Resolved | None = None) -> None:
         """Swap to `config` in one step. Raises L4lbError (and changes nothing) if a new
-        address cannot be bound."""
+        address cannot be bound. `resolved`: the server addresses, looked up beforehand
+        (`reload` does it in a thread); without it they are looked up here, blocking."""
         loop = self._loop
         assert loop is not None
         opened: dict[Address, socket.socket] = {}
@@ -241,7 +249,7 @@ class Runtime:
                 sock.close()
             raise
         previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
-        pools = build_pools(config.pools, previous, loop.time())
+        pools = build_pools(config.pools, previous, loop.time(), resolved)
         live = {(p.name, s.name): s for p in pools.values() for s in p.servers}
         self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in live}
         for key, draining in self.drain_overrides.items():
@@ -291,14 +299,21 @@ class Runtime:
             self.http_registry = UpstreamRegistry(self._loop)
         return HttpEngine(lc, pools, self.http_registry, upstream, self.access_log, self.stats)
 
-    def reload(self) -> bool:
+    async def reload(self) -> bool:
         """Re-read the config file; keep the running config on any error. True if applied.
-        The service manager is told RELOADING, then READY with the outcome."""
+        Server names are resolved in a worker thread (DNS can take seconds, and the loop
+        serves every connection meanwhile); the swap itself is one step on the loop. The
+        service manager is told RELOADING, then READY with the outcome."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         if self.notifier is not None:
             self.notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         try:
             config = load(self.config.file)
-            self.apply(config)
+            resolved = await anyio.to_thread.run_sync(resolve_addresses, config.pools)
+            self.apply(config, resolved)
         except L4lbError as exc:
             sep = "\n" if isinstance(exc, ConfigErrors) else " "
             log.error("reload failed; still running the previous config:%s%s", sep, exc)
@@ -355,7 +370,7 @@ class Runtime:
                 name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: reloading %s", self.config.file)
-                    self.reload()
+                    self._tasks.start_soon(self.reload)  # a SIGTERM need not wait for DNS
                 elif signum == signal.SIGQUIT or (self._stop.is_set() and self.hard_on_repeat):
                     if not self.hard_stop:
                         log.info("%s: stopping now, closing every connection", name)

@@ -94,6 +94,12 @@ class UpstreamRegistry:
         b.percent = pool.config.http.retry_budget
         return b
 
+    def close(self) -> None:
+        """Shutdown: cancel the connects under way and close every idle connection."""
+        for up in self.pools.values():
+            up.cancel_connects()
+            up.close()
+
     def retain(self, live: set[tuple[str, str, str, int]]) -> None:
         """Close the idle connections of servers no longer in any pool."""
         for key in [k for k in self.pools if k not in live]:

@@ -21,9 +21,9 @@ __all__ = ["HttpBackend", "WsBackend"]
 
 
 class HttpBackend:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, port: int = 0) -> None:
         self.name = name
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
         self.requests = 0

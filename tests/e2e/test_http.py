@@ -237,6 +237,34 @@ def test_circuit_breaker_opens_and_recovers(proxy, http_backends):
     assert statuses.count(500) == 1  # one half-open trial, which fails and re-opens
 
 
+def test_breaker_opens_on_connect_failures_and_recovers(proxy, http_backends):
+    """Issue 17: a trial that ends in a refused connect must re-open the breaker, not keep
+    its slot: once the server is back, requests reach it again (they used to get 503 for
+    ever, with the view showing "open")."""
+    port, flap_port = free_port(), free_port()
+    flap = f'name = "flap"\naddress = "127.0.0.1:{flap_port}"'
+    p = proxy(
+        listener(port)
+        + pool_toml(
+            "p",
+            [flap],
+            retries=0,
+            passive={"max_fails": 0},
+            http={"breaker_failures": 2, "breaker_cool_off": '"1s"', "breaker_half_open": 1},
+        )
+    )
+    assert [get(port, "/")[0] for _ in range(2)] == [502, 502]  # nothing listens yet
+    assert p.wait_log(r"server p/flap circuit open")
+    assert get(port, "/")[0] == 503  # open: no server available
+    # The cool-off passes while the server still refuses: the trial gets 502 and re-opens.
+    assert wait_until(lambda: get(port, "/")[0] == 502, timeout=10)
+    assert p.wait_log(r"server p/flap circuit open \(a trial request failed\)")
+    http_backends.add(HttpBackend("flap", flap_port))
+    assert wait_until(lambda: get(port, "/")[0] == 200, timeout=10)
+    assert p.wait_log(r"server p/flap circuit closed")
+    assert [get(port, "/")[0] for _ in range(3)] == [200] * 3
+
+
 def test_limits(proxy, http_backends):
     (a,) = http_backends("a")
     port = free_port()
