@@ -337,7 +337,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from l4lb.config import load_text
     from l4lb.workers import WorkerTag, serve_worker
 
-    config = load_text(sys.stdin.read(), args.config)
+    # The supervisor resolved the names already; a worker restarted during a DNS outage
+    # still starts (a name that does not resolve then keeps its server out of rotation).
+    config = load_text(sys.stdin.read(), args.config, resolve=False)
     log_stream: TextIO | None = None
     if args.log_file:
         log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115

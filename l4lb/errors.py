@@ -31,7 +31,9 @@ class ConfigError:
     """One problem in one config file, located as precisely as we can.
 
     `path` is the key path as a user would write it (`pool.api.servers[2].weight`);
-    `line` is 1-based, or 0 when the problem is not tied to a line (a missing table).
+    `line` is 1-based, or 0 when the problem is not tied to a line (a missing table);
+    `column` is 1-based when known (TOML syntax errors), written `file:line:column` as
+    compilers do, so editors jump to it.
     """
 
     file: str
@@ -39,9 +41,12 @@ class ConfigError:
     line: int
     message: str
     allowed: str = ""
+    column: int = 0
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
+        if self.line and self.column:
+            where += f":{self.column}"
         text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
         if self.allowed:
             text += f" (allowed: {self.allowed})"
