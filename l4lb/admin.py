@@ -282,7 +282,8 @@ async def serve_admin(
         listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     async with listener:
         bound = listener.extra(SocketAttribute.local_port)
-        log.info("admin API on %s:%d%s", host, bound, "" if token else " (no token)")
+        where = Address(listener.extra(SocketAttribute.local_address)[0], bound)
+        log.info("admin API on %s%s", where, "" if token else " (no token)")
         task_status.started(bound)
 
         async def handler(stream: SocketStream) -> None:

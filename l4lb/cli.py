@@ -178,9 +178,10 @@ def _setup_logging(fmt: str, stream: TextIO) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
-        )
+        # UTC with a Z, as the access log writes its times: one clock in one log.
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
     root = logging.getLogger("l4lb")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

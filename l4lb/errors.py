@@ -19,6 +19,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "UpstreamError",
+    "one_line",
 ]
 
 
@@ -61,6 +62,14 @@ class ConfigErrors(L4lbError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+def one_line(exc: L4lbError) -> str:
+    """The error for a log line: several config errors joined with "; " (a log entry that
+    spans lines breaks grep, journald and log shippers)."""
+    if isinstance(exc, ConfigErrors):
+        return "; ".join(str(e) for e in exc.errors)
+    return " ".join(str(exc).split("\n"))
 
 
 class ProtocolError(L4lbError):

@@ -27,12 +27,13 @@ from typing import Any
 import anyio
 
 from l4lb.accesslog import AccessLog
-from l4lb.admin import admin_token, open_admin_listener, serve_admin
+from l4lb.admin import admin_token, config_json, open_admin_listener, serve_admin
 from l4lb.config import Address, Config, load
 from l4lb.demo import start_demo_backends
-from l4lb.errors import ConfigErrors, L4lbError
+from l4lb.errors import L4lbError, one_line
 from l4lb.health.checker import watch_server
 from l4lb.listener import Listener, open_listening_socket
+from l4lb.plan import plan, summary
 from l4lb.pool import Pool, build_pools
 from l4lb.relay import close_pipes
 from l4lb.server import Server
@@ -264,17 +265,17 @@ class Runtime:
         """Re-read the config file; keep the running config on any error. True if applied."""
         try:
             config = load(self.config.file)
+            changes = summary(plan(config_json(self.config), config_json(config)))
             self.apply(config)
         except L4lbError as exc:
-            sep = "\n" if isinstance(exc, ConfigErrors) else " "
-            log.error("reload failed; still running the previous config:%s%s", sep, exc)
+            log.error("reload failed; still running the previous config: %s", one_line(exc))
             self.last_reload_error = str(exc)
             if self.stats is not None and self._loop is not None:
                 self.stats.event(self._loop.time(), "reload_failed", str(exc).split("\n")[0])
             return False
         self.last_reload_error = ""
         self.reloads += 1
-        log.info("reload %d applied from %s", self.reloads, config.file)
+        log.info("reload %d applied from %s: %s", self.reloads, config.file, changes)
         return True
 
     # -- tasks -------------------------------------------------------------------------------

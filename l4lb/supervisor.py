@@ -59,7 +59,7 @@ from l4lb.admin import admin_token, open_admin_listener, serve_admin
 from l4lb.cluster import Backoff, ClusterStats
 from l4lb.config import Config, load, load_text
 from l4lb.demo import start_demo_backends
-from l4lb.errors import ConfigErrors, L4lbError
+from l4lb.errors import L4lbError, one_line
 from l4lb.tls.build import listener_context, upstream_tls
 
 __all__ = ["EXIT_MARGIN", "Supervisor", "check_config"]
@@ -203,8 +203,7 @@ class Supervisor:
             text, config = _read(self.config.file)
             check_config(config)
         except L4lbError as exc:
-            sep = "\n" if isinstance(exc, ConfigErrors) else " "
-            log.error("reload failed; still running the previous config:%s%s", sep, exc)
+            log.error("reload failed; still running the previous config: %s", one_line(exc))
             self.last_reload_error = str(exc)
             if self.stats is not None:
                 first = str(exc).split("\n")[0]

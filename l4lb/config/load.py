@@ -285,8 +285,8 @@ def load_text(text: str, file: str = "<config>", *, resolve: bool = True) -> Con
         raise ConfigErrors([error]) from None
     loader = _Loader(file, LineMap(text))
     config = loader.config(data)
-    if resolve and config is not None:
-        loader.errors += unresolved_servers(config, file, loader.lines.line_of)
+    if resolve:
+        loader.errors += unresolved_servers(loader.addresses, file, loader.lines.line_of)
     if loader.errors or config is None:
         raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line == 0, e.line)))
     return config
@@ -297,6 +297,7 @@ class _Loader:
         self.file = file
         self.lines = lines
         self.errors: list[ConfigError] = []
+        self.addresses: list[tuple[Path_, Address]] = []  # servers' addresses, to resolve
 
     def error(self, parts: Path_, message: str, allowed: str = "") -> None:
         line = self.lines.line_of(parts)
@@ -456,14 +457,18 @@ class _Loader:
                 "client_ca = a PEM file of the CAs that sign client certificates",
             )
             return None
-        if raw["client_ca"] and not self.readable([*parts, "client_ca"], raw["client_ca"]):
-            return None
+        if raw["client_ca"]:
+            if not self.readable([*parts, "client_ca"], raw["client_ca"]):
+                return None
+            raw["client_ca"] = str(self.path(raw["client_ca"]))
         return ListenerConfig(name=name, **raw)
 
     def path(self, value: str) -> Path:
-        """Relative paths in a config are relative to the config file's folder."""
+        """Relative paths in a config are relative to the config file's folder. The result
+        is absolute and normalised, so the same file is written the same way however the
+        config was named (`l4lb plan` compares them), and does not move if the cwd does."""
         path = Path(value)
-        return path if path.is_absolute() else Path(self.file).parent / path
+        return Path(os.path.abspath(path if path.is_absolute() else Path(self.file).parent / path))
 
     def readable(self, parts: Path_, value: str) -> bool:
         try:
@@ -610,6 +615,7 @@ class _Loader:
             if raw is None:
                 ok = False
                 continue
+            self.addresses.append(([*here, "address"], raw["address"]))
             raw["name"] = raw["name"] or str(raw["address"])
             if raw["name"] in names:
                 self.error(

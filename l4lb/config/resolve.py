@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from l4lb.config.lines import format_path
-from l4lb.config.schema import Config
+from l4lb.config.values import Address
 from l4lb.errors import ConfigError
 
 __all__ = ["resolve_host", "unresolved_servers"]
@@ -47,27 +47,26 @@ def resolve_host(host: str, port: int) -> str:
 
 
 def unresolved_servers(
-    config: Config,
+    addresses: Iterable[tuple[list[str | int], Address]],
     file: str,
     line_of: Callable[[list[str | int]], int],
 ) -> list[ConfigError]:
-    """One located error per server whose host does not resolve; each name is asked once."""
+    """One located error per server address (key path, address) whose host does not
+    resolve; each name is asked once."""
     seen: dict[str, str] = {}
     errors = []
-    for pool in config.pools:
-        for i, server in enumerate(pool.servers):
-            host, port = server.address.host, server.address.port
-            if host not in seen:
-                seen[host] = resolve_host(host, port)
-            if seen[host]:
-                parts: list[str | int] = ["pool", pool.name, "servers", i, "address"]
-                errors.append(
-                    ConfigError(
-                        file,
-                        format_path(parts),
-                        line_of(parts),
-                        f"cannot resolve {host!r}: {seen[host]}",
-                        _ALLOWED,
-                    )
+    for parts, address in addresses:
+        host = address.host
+        if host not in seen:
+            seen[host] = resolve_host(host, address.port)
+        if seen[host]:
+            errors.append(
+                ConfigError(
+                    file,
+                    format_path(parts),
+                    line_of(parts),
+                    f"cannot resolve {host!r}: {seen[host]}",
+                    _ALLOWED,
                 )
+            )
     return errors
