@@ -30,7 +30,7 @@ _ALLOWED = "an IP address, or a host name that resolves when the config is loade
 
 
 def resolve_host(host: str, port: int) -> str:
-    """"" if `host` resolves (or is an IP literal), else why not. Blocks (see module doc)."""
+    """Why `host` does not resolve, or "" if it does (or is an IP literal). Blocks."""
     try:
         ipaddress.ip_address(host)
         return ""
