@@ -117,7 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     route.add_argument("config", help="the config file")
     route.add_argument("method", help="e.g. GET")
-    route.add_argument("url", help="e.g. http://api.example.com/v1/users?page=2")
+    route.add_argument(
+        "url",
+        help="e.g. http://api.example.com/v1/users?page=2, or /v1/users with -H 'Host: NAME'",
+    )
     route.add_argument(
         "-H",
         "--header",
@@ -213,9 +216,9 @@ def _cmd_route(args: argparse.Namespace) -> int:
         names = ", ".join(lc.name for lc in http) or "none"
         raise L4lbError(f"pick one http(s) listener with --listener (found: {names})")
     (listener,) = http
-    text = explain(
-        listener.routes, args.method.upper(), args.url, [header_arg(h) for h in args.header]
-    )
+    headers = [header_arg(h) for h in args.header]
+    scheme = "https" if listener.protocol == "https" else "http"
+    text = explain(listener.routes, args.method.upper(), args.url, headers, scheme)
     if text.endswith("no route matched: 404") and listener.pool:
         text = text[: -len("404")] + f"forward to pool {listener.pool!r} (the listener's pool)"
     print(f"listener {listener.name}:\n{text}")

@@ -359,6 +359,11 @@ def test_cli_route_explains(tmp_path):
         "route[0] 'api': matched\n  forward to pool 'api' with path rewritten to /users"
         in hit.stdout
     )
+    path_only = run_cli("route", str(path), "GET", "/v1/users", "-H", "Host: api.example.com")
+    assert path_only.returncode == 0, path_only.stderr
+    assert "route[0] 'api': matched" in path_only.stdout
+    no_host = run_cli("route", str(path), "GET", "/v1/users")
+    assert no_host.returncode == 1 and "add -H 'Host: NAME'" in no_host.stderr
     miss = run_cli("route", str(path), "GET", "http://www.example.com/", "-H", "X-A: b")
     assert "host 'www.example.com' is not api.example.com" in miss.stdout
     assert miss.stdout.strip().endswith("forward to pool 'web' (the listener's pool)")
