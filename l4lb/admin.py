@@ -194,7 +194,9 @@ class AdminApp:
         else:
             server.draining = draining
         now = self.clock()
-        log.info("admin: %s %s/%s", "drain" if draining else "enable", pool_name, server_name)
+        action = "drain" if draining else "enable"
+        log.info("admin: %s %s/%s", action, pool_name, server_name)
+        self.stats.operator(now, pool_name, server, action, "the admin API")
         state = server.state(now)
         return Response.json(
             200,

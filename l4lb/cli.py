@@ -369,7 +369,9 @@ async def _up_with_view(runtime: Runtime | Supervisor) -> None:
         return runtime.stats.snapshot(runtime, anyio.current_time())
 
     async def act(action: str, pool: str, server: str) -> str:
-        runtime.set_draining(pool, server, action == "drain")
+        found = runtime.set_draining(pool, server, action == "drain")
+        if found is not None and runtime.stats is not None:
+            runtime.stats.operator(anyio.current_time(), pool, found, action, "the live view")
         return f"{action} {pool}/{server}"
 
     async with anyio.create_task_group() as tg:

@@ -83,3 +83,21 @@ def test_admin_port_in_use_is_a_clear_error(tmp_path, backends):
     busy.close()
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot listen on" in result.stderr and "(admin)" in result.stderr
+
+
+def test_a_quick_drain_and_enable_leave_events(proxy, backends):
+    import json
+    import urllib.request
+
+    (a,) = backends("a")
+    port, admin = free_port(), free_port()
+    proxy(config(port, admin, [a]))
+    where = ("--admin", f"127.0.0.1:{admin}")
+    assert cli("drain", "p", "a", *where).returncode == 0
+    assert cli("enable", "p", "a", *where).returncode == 0  # well within a stats tick
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=10) as resp:
+        events = [(e["kind"], e["text"]) for e in json.load(resp)["events"]]
+    ours = [(kind, text) for kind, text in events if kind in ("drain", "enable")]
+    assert [kind for kind, _ in ours] == ["enable", "drain"], events  # newest first
+    assert all(t.startswith("p/a ") and t.endswith(", from the admin API") for _, t in ours)
+    assert ours[0][1].endswith(" up, from the admin API")
