@@ -16,6 +16,7 @@ from l4lb.config import Config, load
 from l4lb.errors import ConfigErrors, L4lbError
 
 if TYPE_CHECKING:
+    from l4lb.adminclient import AdminClient
     from l4lb.runtime import Runtime
     from l4lb.supervisor import Supervisor
 
@@ -76,9 +77,18 @@ def _parser() -> argparse.ArgumentParser:
         help="the live view of a running instance",
         description="Show the live view of a running instance, read from its "
         "admin API (works over SSH). Keys: arrows select, d drains, e enables, "
-        "/ filters, q quits the view (not the proxy).",
+        "/ filters, q quits the view (not the proxy). Without a terminal (a pipe, "
+        "ssh without -t), print a plain summary every --interval seconds instead.",
     )
     admin_args(top)
+    top.add_argument("--once", action="store_true", help="print the plain summary once and exit")
+    top.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between plain summaries (default 2)",
+    )
     reload = sub.add_parser(
         "reload",
         help="reload a running instance's config",
@@ -278,7 +288,9 @@ def _cmd_top(args: argparse.Namespace) -> int:
     from l4lb.console import run_view
 
     client = AdminClient(args.admin, args.token)
-    client.ok("GET", "/status")  # fail early, before taking over the terminal
+    status = client.ok("GET", "/status")  # fail early, before taking over the terminal
+    if args.once or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return _top_plain(client, status, None if args.once else max(args.interval, 0.1))
 
     async def snapshot() -> dict:
         return await anyio.to_thread.run_sync(client.ok, "GET", "/status")
@@ -290,6 +302,24 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
     anyio.run(run_view, snapshot, act)
     return 0
+
+
+def _top_plain(client: AdminClient, status: dict, interval: float | None) -> int:
+    """`l4lb top` with no terminal to draw on: plain summaries, a blank line between them,
+    every `interval` seconds (once if None) until interrupted or the reader goes away."""
+    from l4lb.plainview import plain_summary
+
+    try:
+        while True:
+            print(plain_summary(status), flush=True)
+            if interval is None:
+                return 0
+            time.sleep(interval)
+            status = client.ok("GET", "/status")
+            print(flush=True)
+    except BrokenPipeError:  # `l4lb top | head`: the reader has seen enough
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more to flush at exit
+        return 0
 
 
 def _cmd_up(args: argparse.Namespace) -> int:

@@ -102,7 +102,8 @@ class ClusterStats:
 
     def operator(self, now: float, pool: str, server: Any, action: str, by: str) -> None:
         """As `Stats.operator`: the workers report the state change itself a tick later."""
-        self.event(now, action, f"{pool}/{server.name}: {action}, from {by}")
+        done = "drained" if action == "drain" else "enabled"
+        self.event(now, action, f"{pool}/{server.name} {done}, from {by}")
 
     def started_worker(self, index: int, pid: int, now: float) -> None:
         worker = self._workers.setdefault(index, _Worker(index))

@@ -209,3 +209,20 @@ def test_filter_editing():
 def test_visible_servers_matches_address_and_state():
     assert [s["name"] for _, s in visible_servers(SNAPSHOT, "10.0.1.")] == ["api-1"]
     assert [s["name"] for _, s in visible_servers(SNAPSHOT, "DRAIN")] == ["web-3"]
+
+
+def test_plain_summary_for_top_without_a_terminal():
+    from l4lb.plainview import plain_summary
+
+    lines = plain_summary(SNAPSHOT).splitlines()
+    assert lines[0].startswith("l4lb 0.1.0 pid 4242 up 17m41s config site.toml reloads=0 at ")
+    assert lines[0].endswith("Z")
+    assert "listener web tcp 0.0.0.0:80,[::]:80 active=0 conn/s=70" in lines[1]
+    assert "pool web round_robin 3/5 up" in lines
+    down = [x for x in lines if x.startswith("  server ") and " down " in x]
+    assert down == [
+        "  server web/web-2 10.0.0.12:8080 down weight=1 active=0 conn/s=8.0 p50=- p99=- "
+        'check="http: 503" changed=31s'
+    ]
+    assert any(x.startswith("event ") and "reload_failed" in x for x in lines)
+    assert "\x1b" not in "\n".join(lines)
