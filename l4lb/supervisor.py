@@ -55,11 +55,12 @@ from typing import IO, Any
 
 import anyio
 
-from l4lb.admin import admin_token, open_admin_listener, serve_admin
+from l4lb.admin import admin_token, config_json, open_admin_listener, serve_admin
 from l4lb.cluster import Backoff, ClusterStats
 from l4lb.config import Config, load, load_text
 from l4lb.demo import start_demo_backends
 from l4lb.errors import L4lbError, one_line
+from l4lb.plan import plan, summary
 from l4lb.tls.build import listener_context, upstream_tls
 
 __all__ = ["EXIT_MARGIN", "Supervisor", "check_config"]
@@ -209,6 +210,7 @@ class Supervisor:
                 first = str(exc).split("\n")[0]
                 self.stats.event(anyio.current_time(), "reload_failed", first)
             return False
+        changes = summary(plan(config_json(self.config), config_json(config)))
         self.text, self.config = text, config
         self.last_reload_error = ""
         self.reloads += 1
@@ -218,7 +220,12 @@ class Supervisor:
         for worker in serving:
             _signal(worker, signal.SIGHUP)
             worker.text = text
-        log.info("reload %d validated; SIGHUP sent to %d worker(s)", self.reloads, len(serving))
+        log.info(
+            "reload %d validated; SIGHUP sent to %d worker(s): %s",
+            self.reloads,
+            len(serving),
+            changes,
+        )
         if self.stats is not None:
             now = anyio.current_time()
             self.stats.reloaded(now, {lc.name for lc in config.listeners}, servers)
