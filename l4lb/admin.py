@@ -203,7 +203,9 @@ class AdminApp:
         else:
             server.draining = draining
         now = self.clock()
-        log.info("admin: %s %s/%s", "drain" if draining else "enable", pool_name, server_name)
+        action = "drain" if draining else "enable"
+        log.info("admin: %s %s/%s", action, pool_name, server_name)
+        self.stats.operator(now, pool_name, server, action, "the admin API")
         state = server.state(now)
         return Response.json(
             200,
@@ -310,7 +312,8 @@ async def serve_admin(
         listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     async with listener:
         bound = listener.extra(SocketAttribute.local_port)
-        log.info("admin API on %s:%d%s", host, bound, "" if token else " (no token)")
+        where = Address(listener.extra(SocketAttribute.local_address)[0], bound)
+        log.info("admin API on %s%s", where, "" if token else " (no token)")
         task_status.started(bound)
 
         async def handler(stream: SocketStream) -> None:

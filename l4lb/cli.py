@@ -16,6 +16,7 @@ from l4lb.config import Config, load
 from l4lb.errors import ConfigErrors, L4lbError
 
 if TYPE_CHECKING:
+    from l4lb.adminclient import AdminClient
     from l4lb.runtime import Runtime
     from l4lb.supervisor import Supervisor
 
@@ -83,9 +84,18 @@ def _parser() -> argparse.ArgumentParser:
         help="the live view of a running instance",
         description="Show the live view of a running instance, read from its "
         "admin API (works over SSH). Keys: arrows select, d drains, e enables, "
-        "/ filters, q quits the view (not the proxy).",
+        "/ filters, q quits the view (not the proxy). Without a terminal (a pipe, "
+        "ssh without -t), print a plain summary every --interval seconds instead.",
     )
     admin_args(top)
+    top.add_argument("--once", action="store_true", help="print the plain summary once and exit")
+    top.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between plain summaries (default 2)",
+    )
     reload = sub.add_parser(
         "reload",
         help="reload a running instance's config",
@@ -137,7 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     route.add_argument("config", help="the config file")
     route.add_argument("method", help="e.g. GET")
-    route.add_argument("url", help="e.g. http://api.example.com/v1/users?page=2")
+    route.add_argument(
+        "url",
+        help="e.g. http://api.example.com/v1/users?page=2, or /v1/users with -H 'Host: NAME'",
+    )
     route.add_argument(
         "-H",
         "--header",
@@ -198,9 +211,10 @@ def _setup_logging(fmt: str, stream: TextIO) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
-        )
+        # UTC with a Z, as the access log writes its times: one clock in one log.
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
     root = logging.getLogger("l4lb")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -232,9 +246,9 @@ def _cmd_route(args: argparse.Namespace) -> int:
         names = ", ".join(lc.name for lc in http) or "none"
         raise L4lbError(f"pick one http(s) listener with --listener (found: {names})")
     (listener,) = http
-    text = explain(
-        listener.routes, args.method.upper(), args.url, [header_arg(h) for h in args.header]
-    )
+    headers = [header_arg(h) for h in args.header]
+    scheme = "https" if listener.protocol == "https" else "http"
+    text = explain(listener.routes, args.method.upper(), args.url, headers, scheme)
     if text.endswith("no route matched: 404") and listener.pool:
         text = text[: -len("404")] + f"forward to pool {listener.pool!r} (the listener's pool)"
     print(f"listener {listener.name}:\n{text}")
@@ -290,7 +304,9 @@ def _cmd_top(args: argparse.Namespace) -> int:
     from l4lb.console import run_view
 
     client = AdminClient(args.admin, args.token)
-    client.ok("GET", "/status")  # fail early, before taking over the terminal
+    status = client.ok("GET", "/status")  # fail early, before taking over the terminal
+    if args.once or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return _top_plain(client, status, None if args.once else max(args.interval, 0.1))
 
     async def snapshot() -> dict:
         return await anyio.to_thread.run_sync(client.ok, "GET", "/status")
@@ -302,6 +318,24 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
     anyio.run(run_view, snapshot, act)
     return 0
+
+
+def _top_plain(client: AdminClient, status: dict, interval: float | None) -> int:
+    """`l4lb top` with no terminal to draw on: plain summaries, a blank line between them,
+    every `interval` seconds (once if None) until interrupted or the reader goes away."""
+    from l4lb.plainview import plain_summary
+
+    try:
+        while True:
+            print(plain_summary(status), flush=True)
+            if interval is None:
+                return 0
+            time.sleep(interval)
+            status = client.ok("GET", "/status")
+            print(flush=True)
+    except BrokenPipeError:  # `l4lb top | head`: the reader has seen enough
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more to flush at exit
+        return 0
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -370,7 +404,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from l4lb.config import load_text
     from l4lb.workers import WorkerTag, serve_worker
 
-    config = load_text(sys.stdin.read(), args.config)
+    # The supervisor resolved the names already; a worker restarted during a DNS outage
+    # still starts (a name that does not resolve then keeps its server out of rotation).
+    config = load_text(sys.stdin.read(), args.config, resolve=False)
     log_stream: TextIO | None = None
     if args.log_file:
         log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
@@ -396,7 +432,9 @@ async def _up_with_view(runtime: Runtime | Supervisor) -> None:
         return runtime.stats.snapshot(runtime, anyio.current_time())
 
     async def act(action: str, pool: str, server: str) -> str:
-        runtime.set_draining(pool, server, action == "drain")
+        found = runtime.set_draining(pool, server, action == "drain")
+        if found is not None and runtime.stats is not None:
+            runtime.stats.operator(anyio.current_time(), pool, found, action, "the live view")
         return f"{action} {pool}/{server}"
 
     async with anyio.create_task_group() as tg:

@@ -100,6 +100,11 @@ class ClusterStats:
         """An event of the supervisor's own (worker exits, reloads)."""
         self._events.appendleft({"time": self.wall(now), "kind": kind, "text": text})
 
+    def operator(self, now: float, pool: str, server: Any, action: str, by: str) -> None:
+        """As `Stats.operator`: the workers report the state change itself a tick later."""
+        done = "drained" if action == "drain" else "enabled"
+        self.event(now, action, f"{pool}/{server.name} {done}, from {by}")
+
     def started_worker(self, index: int, pid: int, now: float) -> None:
         worker = self._workers.setdefault(index, _Worker(index))
         worker.pid, worker.alive, worker.started, worker.report = pid, True, now, None

@@ -35,13 +35,14 @@ from typing import Any
 import anyio
 
 from l4lb.accesslog import AccessLog
-from l4lb.admin import admin_token, open_admin_listener, serve_admin
+from l4lb.admin import admin_token, config_json, open_admin_listener, serve_admin
 from l4lb.config import Address, Config, load
 from l4lb.demo import start_demo_backends
-from l4lb.errors import ConfigErrors, L4lbError
+from l4lb.errors import L4lbError, one_line
 from l4lb.health.checker import watch_server
 from l4lb.listener import Listener, open_listening_socket
 from l4lb.pidfile import PidFile
+from l4lb.plan import plan, summary
 from l4lb.pool import Pool, Resolved, build_pools, resolve_addresses
 from l4lb.relay import close_pipes
 from l4lb.sdnotify import Notifier
@@ -311,12 +312,12 @@ class Runtime:
         if self.notifier is not None:
             self.notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         try:
-            config = load(self.config.file)
-            resolved = await anyio.to_thread.run_sync(resolve_addresses, config.pools)
+            # Loading checks that every name resolves: in the thread too, with the lookup.
+            config, resolved = await anyio.to_thread.run_sync(_load_resolved, self.config.file)
+            changes = summary(plan(config_json(self.config), config_json(config)))
             self.apply(config, resolved)
         except L4lbError as exc:
-            sep = "\n" if isinstance(exc, ConfigErrors) else " "
-            log.error("reload failed; still running the previous config:%s%s", sep, exc)
+            log.error("reload failed; still running the previous config: %s", one_line(exc))
             self.last_reload_error = str(exc)
             self.reload_attempts += 1
             first = str(exc).split("\n")[0]
@@ -328,7 +329,7 @@ class Runtime:
         self.last_reload_error = ""
         self.reloads += 1
         self.reload_attempts += 1
-        log.info("reload %d applied from %s", self.reloads, config.file)
+        log.info("reload %d applied from %s: %s", self.reloads, config.file, changes)
         if self.notifier is not None:
             self.notifier.ready(f"reload {self.reloads} applied")
         return True
@@ -380,3 +381,9 @@ class Runtime:
                     self.stop()
                 else:
                     log.info("%s again: still draining (SIGQUIT stops at once)", name)
+
+
+def _load_resolved(file: str) -> tuple[Config, Resolved]:
+    """Load and validate `file`, then resolve its servers' names (blocking: run in a thread)."""
+    config = load(file)
+    return config, resolve_addresses(config.pools)

@@ -62,12 +62,13 @@ from typing import IO, Any
 
 import anyio
 
-from l4lb.admin import admin_token, open_admin_listener, serve_admin
+from l4lb.admin import admin_token, config_json, open_admin_listener, serve_admin
 from l4lb.cluster import Backoff, ClusterStats, reload_outcome
 from l4lb.config import Config, load, load_text
 from l4lb.demo import start_demo_backends
-from l4lb.errors import ConfigErrors, L4lbError
+from l4lb.errors import L4lbError, one_line
 from l4lb.pidfile import PidFile
+from l4lb.plan import plan, summary
 from l4lb.sdnotify import Notifier
 from l4lb.tls.build import listener_context, upstream_tls
 
@@ -229,8 +230,7 @@ class Supervisor:
             text, config = _read(self.config.file)
             check_config(config)
         except L4lbError as exc:
-            sep = "\n" if isinstance(exc, ConfigErrors) else " "
-            log.error("reload failed; still running the previous config:%s%s", sep, exc)
+            log.error("reload failed; still running the previous config: %s", one_line(exc))
             self.last_reload_error = str(exc)
             if self.stats is not None:
                 first = str(exc).split("\n")[0]
@@ -239,6 +239,7 @@ class Supervisor:
             if self.notifier is not None:
                 self.notifier.ready(f"reload refused, previous config kept: {first}")
             return False
+        changes = summary(plan(config_json(self.config), config_json(config)))
         self.text, self.config = text, config
         self.last_reload_error = ""
         self.reloads += 1
@@ -250,7 +251,12 @@ class Supervisor:
         for worker in serving:
             _signal(worker, signal.SIGHUP)
             worker.text = text
-        log.info("reload %d validated; SIGHUP sent to %d worker(s)", self.reloads, len(serving))
+        log.info(
+            "reload %d validated; SIGHUP sent to %d worker(s): %s",
+            self.reloads,
+            len(serving),
+            changes,
+        )
         if self.stats is not None:
             now = anyio.current_time()
             self.stats.reloaded(now, {lc.name for lc in config.listeners}, servers)

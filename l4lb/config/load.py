@@ -19,6 +19,7 @@ from typing import Any
 
 from l4lb import balance
 from l4lb.config.lines import LineMap, format_path
+from l4lb.config.resolve import unresolved_servers
 from l4lb.config.schema import (
     AdminConfig,
     Config,
@@ -285,8 +286,11 @@ _ADMIN: Fields = {
 _TOP = ("global", "admin", "demo", "listener", "pool")
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate `path`. Raises `ConfigErrors` listing every problem found."""
+def load(path: str | Path, *, resolve: bool = True) -> Config:
+    """Read and validate `path`. Raises `ConfigErrors` listing every problem found.
+
+    With `resolve`, server host names are resolved too (`config/resolve.py`): this blocks on
+    the system resolver, so an event loop calls it from a worker thread."""
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -294,21 +298,24 @@ def load(path: str | Path) -> Config:
         raise ConfigErrors([ConfigError(name, "", 0, "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigErrors([ConfigError(name, "", 0, f"cannot read the file: {exc}")]) from None
-    return load_text(text, name)
+    return load_text(text, name, resolve=resolve)
 
 
-def load_text(text: str, file: str = "<config>") -> Config:
-    """Validate TOML `text` as if read from `file`."""
+def load_text(text: str, file: str = "<config>", *, resolve: bool = True) -> Config:
+    """Validate TOML `text` as if read from `file` (`resolve` as for `load`)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
-        m = re.search(r"\(at line (\d+), column \d+\)", message)
-        line = int(m.group(1)) if m else 0
+        m = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        line, column = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
-        raise ConfigErrors([ConfigError(file, "", line, f"not valid TOML: {message}")]) from None
+        error = ConfigError(file, "", line, f"not valid TOML: {message}", column=column)
+        raise ConfigErrors([error]) from None
     loader = _Loader(file, LineMap(text))
     config = loader.config(data)
+    if resolve:
+        loader.errors += unresolved_servers(loader.addresses, file, loader.lines.line_of)
     if loader.errors or config is None:
         raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line == 0, e.line)))
     return config
@@ -319,6 +326,7 @@ class _Loader:
         self.file = file
         self.lines = lines
         self.errors: list[ConfigError] = []
+        self.addresses: list[tuple[Path_, Address]] = []  # servers' addresses, to resolve
 
     def error(self, parts: Path_, message: str, allowed: str = "") -> None:
         line = self.lines.line_of(parts)
@@ -478,14 +486,18 @@ class _Loader:
                 "client_ca = a PEM file of the CAs that sign client certificates",
             )
             return None
-        if raw["client_ca"] and not self.readable([*parts, "client_ca"], raw["client_ca"]):
-            return None
+        if raw["client_ca"]:
+            if not self.readable([*parts, "client_ca"], raw["client_ca"]):
+                return None
+            raw["client_ca"] = str(self.path(raw["client_ca"]))
         return ListenerConfig(name=name, **raw)
 
     def path(self, value: str) -> Path:
-        """Relative paths in a config are relative to the config file's folder."""
+        """Relative paths in a config are relative to the config file's folder. The result
+        is absolute and normalised, so the same file is written the same way however the
+        config was named (`l4lb plan` compares them), and does not move if the cwd does."""
         path = Path(value)
-        return path if path.is_absolute() else Path(self.file).parent / path
+        return Path(os.path.abspath(path if path.is_absolute() else Path(self.file).parent / path))
 
     def readable(self, parts: Path_, value: str) -> bool:
         try:
@@ -553,10 +565,11 @@ class _Loader:
             return None
         ok = True
         if raw["balance"] not in balance.NAMES:
+            name = raw["balance"]
+            close = difflib.get_close_matches(str(name), balance.NAMES, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             self.error(
-                [*parts, "balance"],
-                f"unknown algorithm {raw['balance']!r}",
-                ", ".join(balance.NAMES),
+                [*parts, "balance"], f"unknown algorithm {name!r}{hint}", ", ".join(balance.NAMES)
             )
             ok = False
         servers = self.servers(raw["servers"], [*parts, "servers"])
@@ -660,6 +673,7 @@ class _Loader:
             if raw is None:
                 ok = False
                 continue
+            self.addresses.append(([*here, "address"], raw["address"]))
             raw["name"] = raw["name"] or str(raw["address"])
             if raw["name"] in names:
                 self.error(

@@ -123,13 +123,19 @@ class HttpBackend:
 
 
 class WsBackend:
-    """A `websockets` echo server in its own thread and event loop."""
+    """A `websockets` echo server in its own thread and event loop.
+
+    `close` asks the server's own loop to leave `serve` (which closes the server and its
+    connections) and waits for that thread: stopping the loop under it instead left the
+    server's close coroutine unawaited ("coroutine 'Server._close' was never awaited")."""
 
     def __init__(self) -> None:
         self.port = 0
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self._run, daemon=True).start()
+        self._stop: asyncio.Future[None] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
         self.ready.wait(10)
 
     def _run(self) -> None:
@@ -140,19 +146,23 @@ class WsBackend:
                 await ws.send(message)
 
         async def main() -> None:
+            self._stop = self.loop.create_future()
             async with serve(echo, "127.0.0.1", 0, max_size=None) as server:
                 self.port = server.sockets[0].getsockname()[1]
                 self.ready.set()
-                await asyncio.Future()
+                await self._stop
 
         try:
             self.loop.run_until_complete(main())
-        except RuntimeError:
-            pass
+        finally:
+            self.loop.close()
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        stop = self._stop
+        if stop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+        self._thread.join(10)

@@ -128,9 +128,41 @@ def test_bad_addresses():
     )
 
 
-def test_toml_syntax_error_has_a_line():
+def test_toml_syntax_error_has_a_line_and_column():
     (err,) = errors_of(replace("weight = 3", "weight = = 3"))
-    assert err.startswith("site.toml:22: not valid TOML:")
+    assert err == "site.toml:22:10: not valid TOML: Invalid value"
+
+
+def test_misspelled_algorithm_gets_a_did_you_mean():
+    (err,) = errors_of(replace('"least_conn"', '"leastconn"'))
+    assert err.startswith(
+        "site.toml:11: pool.api.balance: unknown algorithm 'leastconn'; did you mean 'least_conn'?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.300:8101", "'127.0.0.300:8101': '127.0.0.300' is not an IPv4 address"),
+        ("no such host:80", "'no such host:80': 'no such host' is not a host name"),
+        ("-db.lan:80", "'-db.lan:80': '-db.lan' is not a host name"),
+        ("db.invalid:5432", "cannot resolve 'db.invalid': the .invalid domain never resolves"),
+    ],
+)
+def test_server_addresses_that_cannot_be_used_are_located_errors(address, message):
+    """As `haproxy -c` and `nginx -t`: a server that could never be reached fails the check,
+    instead of loading and going down at run time. `.invalid` never reaches a resolver."""
+    (err,) = errors_of(replace("127.0.0.1:9002", address))
+    assert err.startswith(f"site.toml:25: pool.api.servers[1].address: {message}"), err
+
+
+def test_server_names_are_resolved_at_load_unless_asked_not_to():
+    text = replace("127.0.0.1:9002", "localhost:9002")  # /etc/hosts: no network
+    assert str(load_text(text).pool("api").servers[1].address) == "localhost:9002"
+    unresolvable = replace("127.0.0.1:9002", "db.invalid:9002")
+    errors_of(unresolvable)
+    config = load_text(unresolvable, resolve=False)  # a worker: its supervisor checked
+    assert config.pool("api").servers[1].address.host == "db.invalid"
 
 
 def test_all_errors_reported_at_once():
@@ -327,6 +359,11 @@ def test_cli_route_explains(tmp_path):
         "route[0] 'api': matched\n  forward to pool 'api' with path rewritten to /users"
         in hit.stdout
     )
+    path_only = run_cli("route", str(path), "GET", "/v1/users", "-H", "Host: api.example.com")
+    assert path_only.returncode == 0, path_only.stderr
+    assert "route[0] 'api': matched" in path_only.stdout
+    no_host = run_cli("route", str(path), "GET", "/v1/users")
+    assert no_host.returncode == 1 and "add -H 'Host: NAME'" in no_host.stderr
     miss = run_cli("route", str(path), "GET", "http://www.example.com/", "-H", "X-A: b")
     assert "host 'www.example.com' is not api.example.com" in miss.stdout
     assert miss.stdout.strip().endswith("forward to pool 'web' (the listener's pool)")
