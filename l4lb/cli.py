@@ -127,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a request header (repeatable), as with curl",
     )
     route.add_argument("--listener", help="which http(s) listener (default: the only one)")
+    route.add_argument(
+        "--absolute-form",
+        action="store_true",
+        help="send URL as the request-target (GET http://host/path HTTP/1.1, as to a forward "
+        "proxy): its authority wins over any Host, as l4lb routes it",
+    )
 
     cert = sub.add_parser(
         "cert", help="certificate tools", description="Certificate tools for tls listeners."
@@ -213,7 +219,11 @@ def _cmd_route(args: argparse.Namespace) -> int:
         raise L4lbError(f"pick one http(s) listener with --listener (found: {names})")
     (listener,) = http
     text = explain(
-        listener.routes, args.method.upper(), args.url, [header_arg(h) for h in args.header]
+        listener.routes,
+        args.method.upper(),
+        args.url,
+        [header_arg(h) for h in args.header],
+        args.absolute_form,
     )
     if text.endswith("no route matched: 404") and listener.pool:
         text = text[: -len("404")] + f"forward to pool {listener.pool!r} (the listener's pool)"

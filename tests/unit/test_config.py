@@ -330,3 +330,44 @@ def test_cli_route_explains(tmp_path):
     miss = run_cli("route", str(path), "GET", "http://www.example.com/", "-H", "X-A: b")
     assert "host 'www.example.com' is not api.example.com" in miss.stdout
     assert miss.stdout.strip().endswith("forward to pool 'web' (the listener's pool)")
+
+
+HTTP = """\
+[listener.web]
+bind = "127.0.0.1:8080"
+protocol = "http"
+pool = "p"
+
+[listener.web.http]
+{options}
+
+[[pool.p.servers]]
+address = "127.0.0.1:9001"
+"""
+
+
+def test_upgrades_and_x_forwarded_for_defaults_and_values():
+    (listener,) = load_text(HTTP.format(options=""), "site.toml").listeners
+    assert listener.http.upgrades == ("websocket",)
+    assert listener.http.x_forwarded_for == "append"
+    text = HTTP.format(options='upgrades = ["WebSocket", "foo"]\nx_forwarded_for = "replace"')
+    (listener,) = load_text(text, "site.toml").listeners
+    assert listener.http.upgrades == ("websocket", "foo")
+    assert listener.http.x_forwarded_for == "replace"
+    (listener,) = load_text(HTTP.format(options="upgrades = []"), "site.toml").listeners
+    assert listener.http.upgrades == ()
+
+
+@pytest.mark.parametrize(
+    "options, wanted",
+    [
+        ('upgrades = ["h2c"]', "never tunnelled"),
+        ('upgrades = "websocket"', "list of protocol names"),
+        ('upgrades = ["web socket"]', "not a protocol name"),
+        ('x_forwarded_for = "prepend"', "append, replace"),
+    ],
+)
+def test_upgrades_and_x_forwarded_for_errors(options, wanted):
+    (error,) = errors_of(HTTP.format(options=options))
+    assert "site.toml" in error and "listener.web.http." in error and wanted in error
+    assert ":7" in error or "line 7" in error
