@@ -139,21 +139,22 @@ class H1Server(asyncio.Protocol):
         """httptools stopped after a request it took for an upgrade, at `offset` in `data`.
         Return what is left to parse as the next request (b"" if nothing, or if the rest
         waits for the server's 101)."""
+        if self.declined:
+            # An upgrade l4lb declined: the request goes on as plain HTTP (it may even be
+            # answered already). llhttp ended it at its head (httptools skips the body of an
+            # upgrade), so its body, if any, is read first.
+            self.declined = False
+            skipped, self.skipped = self.skipped, None
+            if skipped is not None:
+                self.parser = H11BodyReader(self, self.parser, skipped[0], skipped[1])
+            return data[offset:]
         ex = self.building or (self.exchanges[-1] if self.exchanges else None)
         if ex is not None and ex.upgrade:
             ex.upgrade_rest += data[offset:]
             self.pause_reading()  # the rest waits for the server's 101
-            return b""
-        if ex is None or not self.declined:
+        else:
             self.fail(400, "unexpected upgrade")
-            return b""
-        # An upgrade l4lb declined: the request goes on as plain HTTP. llhttp ended it at its
-        # head (httptools skips the body of an upgrade), so its body, if any, is read first.
-        self.declined = False
-        skipped, self.skipped = self.skipped, None
-        if skipped is not None:
-            self.parser = H11BodyReader(self, self.parser, skipped[0], skipped[1])
-        return data[offset:]
+        return b""
 
     def eof_received(self) -> bool:
         if self.peer is not None:

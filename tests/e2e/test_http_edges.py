@@ -84,13 +84,14 @@ def test_h2c_upgrade_is_stripped_and_what_follows_is_the_next_request(proxy, raw
     upgrade, no HTTP2-Settings), and the request pipelined after it is parsed as a request."""
     backend = raw_backend()
     port = free_port()
-    proxy(listener(port) + pool_toml("p", servers(backend)))
+    proxy(listener(port, pool=None, routes=DENY_INTERNAL) + pool_toml("p", servers(backend)))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(
             b"GET /first HTTP/1.1\r\nHost: a.test\r\n" + H2C + b"\r\n"
+            b"GET /internal HTTP/1.1\r\nHost: a.test\r\n" + H2C + b"\r\n"  # answered by l4lb
             b"GET /second HTTP/1.1\r\nHost: a.test\r\n\r\n"
         )
-        assert read_n(s, 2) == [200, 200]
+        assert read_n(s, 3) == [200, 403, 200]
     heads = [h.lower() for h in backend.heads]
     assert [h.split(b"\r\n")[0] for h in heads] == [b"get /first http/1.1", b"get /second http/1.1"]
     for name in (b"upgrade:", b"http2-settings:", b"connection:"):
