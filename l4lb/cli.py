@@ -160,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a request header (repeatable), as with curl",
     )
     route.add_argument("--listener", help="which http(s) listener (default: the only one)")
+    route.add_argument(
+        "--absolute-form",
+        action="store_true",
+        help="send URL as the request-target (GET http://host/path HTTP/1.1, as to a forward "
+        "proxy): its authority wins over any Host, as l4lb routes it",
+    )
 
     cert = sub.add_parser(
         "cert", help="certificate tools", description="Certificate tools for tls listeners."
@@ -248,7 +254,9 @@ def _cmd_route(args: argparse.Namespace) -> int:
     (listener,) = http
     headers = [header_arg(h) for h in args.header]
     scheme = "https" if listener.protocol == "https" else "http"
-    text = explain(listener.routes, args.method.upper(), args.url, headers, scheme)
+    text = explain(
+        listener.routes, args.method.upper(), args.url, headers, scheme, args.absolute_form
+    )
     if text.endswith("no route matched: 404") and listener.pool:
         text = text[: -len("404")] + f"forward to pool {listener.pool!r} (the listener's pool)"
     print(f"listener {listener.name}:\n{text}")

@@ -128,6 +128,7 @@ class HttpEngine:
         self.access_log = access_log
         self.stats = stats
         self.trusted = tuple(ipaddress.ip_network(c) for c in self.settings.trusted_proxies)
+        self.upgrades = frozenset(self.settings.upgrades)  # protocols allowed to upgrade
         hsts = self.settings.hsts if self.scheme == "https" else 0
         self.extra_response_headers = security_headers(hsts_max_age=hsts or None)
         self.redirect_https = self.settings.redirect_https

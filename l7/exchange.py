@@ -31,6 +31,7 @@ from l7.forwarded import (
 from l7.model import Request
 from l7.router import apply_request_headers, apply_response_headers, render_redirect
 from l7.routes import Forward, Redirect, Respond
+from l7.upgrade import accepted_upgrade
 from l7.validate import BodyLimit
 
 if TYPE_CHECKING:
@@ -284,6 +285,7 @@ class Exchange:
                 settings.forwarded,
                 settings.traceparent,  # type: ignore[arg-type]
                 self.upgrade,
+                settings.x_forwarded_for,  # type: ignore[arg-type]
             )
             if route is not None:
                 headers = apply_request_headers(route, headers)
@@ -423,6 +425,12 @@ class Exchange:
             self.interim = True
             if self.request.version == "1.1":
                 self.conn.write(status_line(status) + b"\r\n")
+            return
+        if status == 101 and not (
+            self.upgrade and accepted_upgrade(self.request.headers, hop, self.engine.upgrades)
+        ):
+            # Never a tunnel for a request l4lb did not let upgrade (l7.upgrade).
+            self.on_upstream_error("101 Switching Protocols not to an allowed upgrade")
             return
         self.interim = False
         pool, attempt = self.pool, self.attempt

@@ -191,6 +191,28 @@ def _cidrs(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Never tunnelled (l7/upgrade.py): the HTTP/2 requests inside would bypass every route.
+_NEVER_UPGRADES = frozenset({"h2c", "h2", "http/2", "http/2.0"})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _upgrades(value: Any) -> tuple[str, ...]:
+    allowed = 'a list of protocol names such as ["websocket"], or [] for none; never "h2c"'
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise BadValue(f"expected a list of protocol names, got {value!r}", allowed)
+    out = []
+    for item in value:
+        if not _TOKEN.fullmatch(item):
+            raise BadValue(f"{item!r} is not a protocol name", allowed)
+        if item.lower() in _NEVER_UPGRADES:
+            raise BadValue(
+                f"{item!r} is never tunnelled: the requests inside would bypass every route",
+                allowed,
+            )
+        out.append(item.lower())
+    return tuple(out)
+
+
 def _statuses(value: Any) -> tuple[int, ...]:
     return tuple(sorted({s for lo, hi in status_ranges(value) for s in range(lo, hi + 1)}))
 
@@ -210,6 +232,8 @@ _HTTP_LISTENER: Fields = {
     "redirect_https": (boolean, False),
     "hsts": (integer(0, 10 * 365 * 86400), 0),
     "parser": (choice("httptools", "h11"), "httptools"),
+    "upgrades": (_upgrades, ("websocket",)),
+    "x_forwarded_for": (choice("append", "replace"), "append"),
 }
 _HTTP_POOL: Fields = {
     "response_timeout": (_seconds, 60.0),

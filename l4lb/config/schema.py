@@ -105,6 +105,8 @@ class HttpListenerSettings:
     redirect_https: bool = False  # answer every request with 301 to https://host/target
     hsts: int = 0  # max-age for Strict-Transport-Security on responses (https); 0: off
     parser: str = "httptools"  # "httptools" (llhttp, fast) | "h11" (pure Python)
+    upgrades: tuple[str, ...] = ("websocket",)  # protocols an Upgrade may switch to (lower-case)
+    x_forwarded_for: str = "append"  # "append" (to a client's own) | "replace"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import time
 
 import h11
 
-__all__ = ["HttpBackend", "WsBackend"]
+__all__ = ["HttpBackend", "RawBackend", "WsBackend"]
 
 
 class HttpBackend:
@@ -120,6 +120,90 @@ class HttpBackend:
             for i in range(0, len(body), step):
                 sock.sendall(conn.send(h11.Data(data=body[i : i + step])))
         sock.sendall(conn.send(h11.EndOfMessage()))
+
+
+class RawBackend:
+    """A server that records every byte it receives, per connection, and answers each request
+    head (and its Content-Length body) with `answer`; after an answer starting with
+    `HTTP/1.1 101` it only records. For tests of what exactly reaches a server."""
+
+    def __init__(self, answer: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") -> None:
+        self.answer = answer
+        self.name = "raw"
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytearray] = []
+        self.heads: list[bytes] = []  # each request head answered, in order
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def data(self) -> bytes:
+        """Everything received so far, on all connections."""
+        with self.lock:
+            return b"".join(bytes(r) for r in self.received)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            buf = bytearray()
+            with self.lock:
+                self.received.append(buf)
+            threading.Thread(target=self._handle, args=(conn, buf), daemon=True).start()
+
+    def _handle(self, conn: socket.socket, buf: bytearray) -> None:
+        pending = b""
+        switched = False
+        with conn:
+            conn.settimeout(30)
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                with self.lock:
+                    buf += data
+                pending += data
+                while not switched and b"\r\n\r\n" in pending:
+                    head, _, rest = pending.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value.strip())
+                        elif name.strip().lower() == b"transfer-encoding":
+                            length = _chunked_length(rest)
+                    if length < 0 or len(rest) < length:
+                        break
+                    pending = rest[length:]
+                    with self.lock:
+                        self.heads.append(head)
+                    conn.sendall(self.answer)
+                    switched = self.answer.startswith(b"HTTP/1.1 101")
+
+
+def _chunked_length(data: bytes) -> int:
+    """How many bytes of `data` a chunked body takes (no trailers), or -1 if not all here."""
+    at = 0
+    while True:
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            return -1
+        size = int(data[at:end].split(b";")[0], 16)
+        at = end + 2 + size + 2
+        if size == 0:
+            return at if len(data) >= at else -1
 
 
 class WsBackend:

@@ -153,7 +153,7 @@ def test_headers_sent_upstream(proxy, http_backends):
     )
     assert status == 200 and headers["x-request-id"] == "abc-123"
     seen = dict(json.loads(body)["headers"])
-    assert seen["x-forwarded-for"] == "127.0.0.1"  # an untrusted client's value is replaced
+    assert seen["x-forwarded-for"] == "6.6.6.6, 127.0.0.1"  # appended to, as nginx does
     assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-host"] == "example.com"
     assert seen["forwarded"] == "for=127.0.0.1;proto=http;host=example.com"
     assert seen["via"] == "1.1 l4lb" and seen["x-request-id"] == "abc-123"

@@ -430,3 +430,44 @@ def test_upstream_tls_contradictions_are_located():
     for bad in ('"*.internal"', '"two words"', '""', "7"):
         (err,) = errors_of(UPSTREAM_TLS.replace('"Backend.Internal."', bad))
         assert err.startswith("site.toml:9: pool.p.tls.verify_name: ") and "allowed" in err
+
+
+HTTP = """\
+[listener.web]
+bind = "127.0.0.1:8080"
+protocol = "http"
+pool = "p"
+
+[listener.web.http]
+{options}
+
+[[pool.p.servers]]
+address = "127.0.0.1:9001"
+"""
+
+
+def test_upgrades_and_x_forwarded_for_defaults_and_values():
+    (listener,) = load_text(HTTP.format(options=""), "site.toml").listeners
+    assert listener.http.upgrades == ("websocket",)
+    assert listener.http.x_forwarded_for == "append"
+    text = HTTP.format(options='upgrades = ["WebSocket", "foo"]\nx_forwarded_for = "replace"')
+    (listener,) = load_text(text, "site.toml").listeners
+    assert listener.http.upgrades == ("websocket", "foo")
+    assert listener.http.x_forwarded_for == "replace"
+    (listener,) = load_text(HTTP.format(options="upgrades = []"), "site.toml").listeners
+    assert listener.http.upgrades == ()
+
+
+@pytest.mark.parametrize(
+    "options, wanted",
+    [
+        ('upgrades = ["h2c"]', "never tunnelled"),
+        ('upgrades = "websocket"', "list of protocol names"),
+        ('upgrades = ["web socket"]', "not a protocol name"),
+        ('x_forwarded_for = "prepend"', "append, replace"),
+    ],
+)
+def test_upgrades_and_x_forwarded_for_errors(options, wanted):
+    (error,) = errors_of(HTTP.format(options=options))
+    assert "site.toml" in error and "listener.web.http." in error and wanted in error
+    assert ":7" in error or "line 7" in error
