@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -134,7 +135,8 @@ def config_json(config: Any) -> Any:
 
 class AdminApp:
     """Routes one parsed request to an answer. Sans-IO apart from calling into the runtime
-    (`reload()` reads the config file and may bind sockets; it does not await)."""
+    (`reload()` reads the config file and may bind sockets; a runtime's reload is a coroutine,
+    awaited by `respond`, because it resolves names in a thread)."""
 
     def __init__(
         self,
@@ -147,6 +149,13 @@ class AdminApp:
         self.stats = stats
         self.token = token
         self.clock = clock or anyio.current_time
+
+    async def respond(self, request: Request) -> Response:
+        """`handle`, awaiting the runtime's reload when it is a coroutine."""
+        authorized = self.token is None or self._authorized(request)
+        if request.path == "/reload" and request.method == "POST" and authorized:
+            return await self._reload_async()
+        return self.handle(request)
 
     def handle(self, request: Request) -> Response:
         if self.token is not None and not self._authorized(request):
@@ -194,7 +203,9 @@ class AdminApp:
         else:
             server.draining = draining
         now = self.clock()
-        log.info("admin: %s %s/%s", "drain" if draining else "enable", pool_name, server_name)
+        action = "drain" if draining else "enable"
+        log.info("admin: %s %s/%s", action, pool_name, server_name)
+        self.stats.operator(now, pool_name, server, action, "the admin API")
         state = server.state(now)
         return Response.json(
             200,
@@ -213,10 +224,29 @@ class AdminApp:
         logger.addHandler(capture)
         try:
             ok = self.runtime.reload()
+            if inspect.isawaitable(ok):
+                raise TypeError("an async runtime's reload goes through AdminApp.respond")
         except L4lbError as exc:
             return Response.json(500, {"reloaded": False, "error": str(exc)})
         finally:
             logger.removeHandler(capture)
+        return self._reloaded(ok, capture)
+
+    async def _reload_async(self) -> Response:
+        capture = _Capture()
+        logger = logging.getLogger("l4lb")
+        logger.addHandler(capture)
+        try:
+            ok = self.runtime.reload()
+            if inspect.isawaitable(ok):
+                ok = await ok
+        except L4lbError as exc:
+            return Response.json(500, {"reloaded": False, "error": str(exc)})
+        finally:
+            logger.removeHandler(capture)
+        return self._reloaded(ok, capture)
+
+    def _reloaded(self, ok: bool, capture: _Capture) -> Response:
         if ok:
             return Response.json(200, {"reloaded": True, "reloads": self.runtime.reloads})
         error = getattr(self.runtime, "last_reload_error", "") or "\n".join(capture.messages)
@@ -282,7 +312,8 @@ async def serve_admin(
         listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     async with listener:
         bound = listener.extra(SocketAttribute.local_port)
-        log.info("admin API on %s:%d%s", host, bound, "" if token else " (no token)")
+        where = Address(listener.extra(SocketAttribute.local_address)[0], bound)
+        log.info("admin API on %s%s", where, "" if token else " (no token)")
         task_status.started(bound)
 
         async def handler(stream: SocketStream) -> None:
@@ -305,7 +336,7 @@ async def _serve_connection(app: AdminApp, stream: SocketStream) -> None:
             request, error = result
             if error is None:
                 try:
-                    response = app.handle(request)
+                    response = await app.respond(request)
                 except Exception:  # a bug in a route must not take the admin server down
                     log.exception("admin: error answering %s %s", request.method, request.path)
                     response = Response.error(500, "internal error; see the l4lb log")

@@ -16,6 +16,7 @@ from l4lb.config import Config, load
 from l4lb.errors import ConfigErrors, L4lbError
 
 if TYPE_CHECKING:
+    from l4lb.adminclient import AdminClient
     from l4lb.runtime import Runtime
     from l4lb.supervisor import Supervisor
 
@@ -34,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         "up",
         help="run the proxy with a config file",
         description="Run the proxy. SIGHUP reloads the config, SIGTERM or "
-        "SIGINT drains connections and exits.",
+        "SIGINT drains connections and exits; a second SIGTERM/SIGINT, or SIGQUIT, closes "
+        "them at once. Under systemd ($NOTIFY_SOCKET) it reports READY, RELOADING and "
+        "STOPPING.",
     )
     up.add_argument("config", help="path to the TOML config, e.g. configs/site.toml")
     up.add_argument(
@@ -49,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         "--log-file",
         metavar="PATH",
         help="write event and access logs to PATH (with the live view, logs go nowhere else)",
+    )
+    up.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write the pid to PATH once the listeners are bound; removed at exit",
     )
     up.add_argument(
         "--no-tui",
@@ -76,14 +84,36 @@ def _parser() -> argparse.ArgumentParser:
         help="the live view of a running instance",
         description="Show the live view of a running instance, read from its "
         "admin API (works over SSH). Keys: arrows select, d drains, e enables, "
-        "/ filters, q quits the view (not the proxy).",
+        "/ filters, q quits the view (not the proxy). Without a terminal (a pipe, "
+        "ssh without -t), print a plain summary every --interval seconds instead.",
     )
     admin_args(top)
+    top.add_argument("--once", action="store_true", help="print the plain summary once and exit")
+    top.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between plain summaries (default 2)",
+    )
     reload = sub.add_parser(
         "reload",
         help="reload a running instance's config",
-        description="POST /reload to the admin API; exit 1 if the new "
-        "config was refused (the old one keeps running).",
+        description="POST /reload to the admin API (or, with --pid-file, send SIGHUP to "
+        "the pid in PATH) and wait for the outcome in the admin API's /status; exit 1 "
+        "with the errors if the new config was refused (the old one keeps running).",
+    )
+    reload.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="signal the instance whose pid is in PATH (SIGHUP) instead of POST /reload",
+    )
+    reload.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the outcome (30)",
     )
     admin_args(reload)
     for verb, what in (
@@ -117,7 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     route.add_argument("config", help="the config file")
     route.add_argument("method", help="e.g. GET")
-    route.add_argument("url", help="e.g. http://api.example.com/v1/users?page=2")
+    route.add_argument(
+        "url",
+        help="e.g. http://api.example.com/v1/users?page=2, or /v1/users with -H 'Host: NAME'",
+    )
     route.add_argument(
         "-H",
         "--header",
@@ -127,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a request header (repeatable), as with curl",
     )
     route.add_argument("--listener", help="which http(s) listener (default: the only one)")
+    route.add_argument(
+        "--absolute-form",
+        action="store_true",
+        help="send URL as the request-target (GET http://host/path HTTP/1.1, as to a forward "
+        "proxy): its authority wins over any Host, as l4lb routes it",
+    )
 
     cert = sub.add_parser(
         "cert", help="certificate tools", description="Certificate tools for tls listeners."
@@ -178,9 +217,10 @@ def _setup_logging(fmt: str, stream: TextIO) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
-        )
+        # UTC with a Z, as the access log writes its times: one clock in one log.
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
     root = logging.getLogger("l4lb")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -212,8 +252,10 @@ def _cmd_route(args: argparse.Namespace) -> int:
         names = ", ".join(lc.name for lc in http) or "none"
         raise L4lbError(f"pick one http(s) listener with --listener (found: {names})")
     (listener,) = http
+    headers = [header_arg(h) for h in args.header]
+    scheme = "https" if listener.protocol == "https" else "http"
     text = explain(
-        listener.routes, args.method.upper(), args.url, [header_arg(h) for h in args.header]
+        listener.routes, args.method.upper(), args.url, headers, scheme, args.absolute_form
     )
     if text.endswith("no route matched: 404") and listener.pool:
         text = text[: -len("404")] + f"forward to pool {listener.pool!r} (the listener's pool)"
@@ -239,13 +281,9 @@ def _cmd_admin(args: argparse.Namespace) -> int:
 
     client = AdminClient(args.admin, args.token)
     if args.command == "reload":
-        status, data = client.call("POST", "/reload")
-        if status == 200:
-            print(f"reloaded (reload {data.get('reloads')})")
-            return 0
-        error = data.get("error") if isinstance(data, dict) else data
-        print(f"reload refused; the previous config keeps running:\n{error}", file=sys.stderr)
-        return 1
+        from l4lb.reloadcmd import reload_instance
+
+        return reload_instance(client, args.pid_file, args.timeout)
     data = client.ok("POST", f"/servers/{args.pool}/{args.server}/{args.command}")
     print(f"{data['pool']}/{data['server']}: {data['state']} ({data['active']} active)")
     return 0
@@ -274,7 +312,9 @@ def _cmd_top(args: argparse.Namespace) -> int:
     from l4lb.console import run_view
 
     client = AdminClient(args.admin, args.token)
-    client.ok("GET", "/status")  # fail early, before taking over the terminal
+    status = client.ok("GET", "/status")  # fail early, before taking over the terminal
+    if args.once or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return _top_plain(client, status, None if args.once else max(args.interval, 0.1))
 
     async def snapshot() -> dict:
         return await anyio.to_thread.run_sync(client.ok, "GET", "/status")
@@ -288,15 +328,39 @@ def _cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
+def _top_plain(client: AdminClient, status: dict, interval: float | None) -> int:
+    """`l4lb top` with no terminal to draw on: plain summaries, a blank line between them,
+    every `interval` seconds (once if None) until interrupted or the reader goes away."""
+    from l4lb.plainview import plain_summary
+
+    try:
+        while True:
+            print(plain_summary(status), flush=True)
+            if interval is None:
+                return 0
+            time.sleep(interval)
+            status = client.ok("GET", "/status")
+            print(flush=True)
+    except BrokenPipeError:  # `l4lb top | head`: the reader has seen enough
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more to flush at exit
+        return 0
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     import anyio
 
     from l4lb.accesslog import AccessLog
     from l4lb.cluster import resolve_workers
+    from l4lb.pidfile import PidFile
     from l4lb.runtime import Runtime
+    from l4lb.sdnotify import Notifier
     from l4lb.supervisor import Supervisor
 
     config = load(args.config)
+    pid_file = PidFile(args.pid_file) if args.pid_file else None
+    if pid_file is not None:
+        pid_file.claim()  # before binding anything: "already running" beats "address in use"
+    notifier = Notifier.from_environ()
     fmt = args.log_format or config.settings.log_format
     tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     log_stream: TextIO | None = None
@@ -321,11 +385,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
         if args.no_access_log:
             worker_args.append("--no-access-log")
         quiet = tui and not args.log_file  # the live view owns the terminal
-        runtime = Supervisor(config.file, count, worker_args=worker_args, quiet=quiet)
+        runtime = Supervisor(
+            config.file,
+            count,
+            worker_args=worker_args,
+            quiet=quiet,
+            notifier=notifier,
+            pid_file=pid_file,
+        )
     else:
-        runtime = Runtime(config, access_log)
+        runtime = Runtime(config, access_log, notifier=notifier, pid_file=pid_file)
     main = partial(_up_with_view, runtime) if tui else runtime.run
-    anyio.run(main, backend="asyncio", backend_options=_backend_options())
+    try:
+        anyio.run(main, backend="asyncio", backend_options=_backend_options())
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
     log.info("stopped")
     return 0
 
@@ -337,7 +412,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from l4lb.config import load_text
     from l4lb.workers import WorkerTag, serve_worker
 
-    config = load_text(sys.stdin.read(), args.config)
+    # The supervisor resolved the names already; a worker restarted during a DNS outage
+    # still starts (a name that does not resolve then keeps its server out of rotation).
+    config = load_text(sys.stdin.read(), args.config, resolve=False)
     log_stream: TextIO | None = None
     if args.log_file:
         log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
@@ -363,7 +440,9 @@ async def _up_with_view(runtime: Runtime | Supervisor) -> None:
         return runtime.stats.snapshot(runtime, anyio.current_time())
 
     async def act(action: str, pool: str, server: str) -> str:
-        runtime.set_draining(pool, server, action == "drain")
+        found = runtime.set_draining(pool, server, action == "drain")
+        if found is not None and runtime.stats is not None:
+            runtime.stats.operator(anyio.current_time(), pool, found, action, "the live view")
         return f"{action} {pool}/{server}"
 
     async with anyio.create_task_group() as tg:

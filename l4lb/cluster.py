@@ -18,7 +18,7 @@ from l4lb import __version__
 from l4lb.reports import MAX_EVENTS, Carried, Key, merge_histograms, merge_reports
 from l4lb.stats import LatencyHistogram
 
-__all__ = ["Backoff", "ClusterStats", "resolve_workers"]
+__all__ = ["Backoff", "ClusterStats", "reload_outcome", "resolve_workers"]
 
 
 def resolve_workers(setting: int, cpus: int | None = None) -> int:
@@ -100,6 +100,11 @@ class ClusterStats:
         """An event of the supervisor's own (worker exits, reloads)."""
         self._events.appendleft({"time": self.wall(now), "kind": kind, "text": text})
 
+    def operator(self, now: float, pool: str, server: Any, action: str, by: str) -> None:
+        """As `Stats.operator`: the workers report the state change itself a tick later."""
+        done = "drained" if action == "drain" else "enabled"
+        self.event(now, action, f"{pool}/{server.name} {done}, from {by}")
+
     def started_worker(self, index: int, pid: int, now: float) -> None:
         worker = self._workers.setdefault(index, _Worker(index))
         worker.pid, worker.alive, worker.started, worker.report = pid, True, now, None
@@ -124,6 +129,11 @@ class ClusterStats:
         self.carried.prune(listeners, servers)
 
     # -- outputs -----------------------------------------------------------------------------
+
+    def report_of(self, index: int) -> Mapping[str, Any] | None:
+        """The latest report of worker `index` (None: none since it started)."""
+        worker = self._workers.get(index)
+        return worker.report if worker is not None else None
 
     def reports(self) -> list[Mapping[str, Any]]:
         return [w.report for w in self._workers.values() if w.report is not None]
@@ -156,6 +166,9 @@ class ClusterStats:
                 "loaded_at": self.wall(self.loaded_at),
                 "loaded_ago": now - self.loaded_at,
                 "reloads": getattr(runtime, "reloads", 0),
+                "reload_attempts": getattr(runtime, "reload_attempts", 0),
+                "reloading": getattr(runtime, "reloading", False),
+                "last_reload_error": getattr(runtime, "last_reload_error", ""),
             },
             "listeners": merged["listeners"],
             "retired_sessions": merged["retired_sessions"],
@@ -181,3 +194,26 @@ class ClusterStats:
                 for pool in snap.get("pools", ())
             },
         }
+
+
+def reload_outcome(
+    signalled: Mapping[int, tuple[int, int]], reports: Mapping[int, tuple[int, Any]]
+) -> list[str] | None:
+    """Whether the workers have all reported a reload the supervisor sent them.
+
+    `signalled` is worker index -> (pid, its `reload_attempts` when signalled); `reports` is
+    worker index -> (pid, its latest report or None) for the workers alive now. A worker that
+    died, or was replaced by a new process (which started on the new config), has nothing
+    left to report. Returns None while one is still to report, else the errors the workers
+    gave (`worker N: ...`, empty when every one applied the reload)."""
+    errors = []
+    for index, (pid, before) in signalled.items():
+        now_pid, report = reports.get(index, (0, None))
+        if now_pid != pid:
+            continue
+        config = (report or {}).get("snapshot", {}).get("config", {})
+        if int(config.get("reload_attempts", -1)) <= before:
+            return None
+        if config.get("last_reload_error"):
+            errors.append(f"worker {index}: {config['last_reload_error']}")
+    return errors

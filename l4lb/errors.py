@@ -19,6 +19,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "UpstreamError",
+    "one_line",
 ]
 
 
@@ -31,7 +32,9 @@ class ConfigError:
     """One problem in one config file, located as precisely as we can.
 
     `path` is the key path as a user would write it (`pool.api.servers[2].weight`);
-    `line` is 1-based, or 0 when the problem is not tied to a line (a missing table).
+    `line` is 1-based, or 0 when the problem is not tied to a line (a missing table);
+    `column` is 1-based when known (TOML syntax errors), written `file:line:column` as
+    compilers do, so editors jump to it.
     """
 
     file: str
@@ -39,9 +42,12 @@ class ConfigError:
     line: int
     message: str
     allowed: str = ""
+    column: int = 0
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
+        if self.line and self.column:
+            where += f":{self.column}"
         text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
         if self.allowed:
             text += f" (allowed: {self.allowed})"
@@ -56,6 +62,14 @@ class ConfigErrors(L4lbError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+def one_line(exc: L4lbError) -> str:
+    """The error for a log line: several config errors joined with "; " (a log entry that
+    spans lines breaks grep, journald and log shippers)."""
+    if isinstance(exc, ConfigErrors):
+        return "; ".join(str(e) for e in exc.errors)
+    return " ".join(str(exc).split("\n"))
 
 
 class ProtocolError(L4lbError):

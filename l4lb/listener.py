@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from l4lb.accesslog import AccessLog, ConnectionRecord
+from l4lb.attempt import Attempt
 from l4lb.config.schema import ListenerConfig
 from l4lb.config.values import Address
 from l4lb.errors import RemoteProtocolError
@@ -97,6 +98,10 @@ class Listener:
         self.access_log = access_log
         self.on_session_end = on_session_end
         self.sessions: set[Session] = set()
+        # Setup tasks (TLS handshakes, transport setup) of live sessions: owned here, so that
+        # `cancel_tasks` at shutdown leaves none behind (a session's own handle to its task is
+        # dropped once the task passes the step that can be cancelled from outside).
+        self.tasks: set[asyncio.Task] = set()
         self.accepting = False  # open for business (false once stopped)
         self.reading = False  # listening sockets registered with the loop
         self.total = 0
@@ -162,6 +167,11 @@ class Listener:
             self.sessions.add(session)
             session.start()
 
+    def cancel_tasks(self) -> None:
+        """Cancel the setup tasks still running (shutdown, after the drain deadline)."""
+        for task in list(self.tasks):
+            task.cancel()
+
     def session_ended(self, session: Session) -> None:
         self.sessions.discard(session)
         if self.on_session_end is not None:
@@ -189,6 +199,7 @@ class Session:
 
     __slots__ = (
         "alpn",
+        "attempt",
         "client",
         "connect_started",
         "ended",
@@ -203,7 +214,6 @@ class Session:
         "preface",
         "proxy_reader",
         "relay",
-        "retries",
         "server",
         "sni",
         "ssock",
@@ -212,7 +222,6 @@ class Session:
         "subject",
         "task",
         "timer",
-        "tried",
     )
 
     def __init__(self, listener: Listener, client: socket.socket, peer: tuple) -> None:
@@ -228,9 +237,9 @@ class Session:
         self.stream: StreamRelay | None = None  # set when bytes pass through TLS transports
         self.task: asyncio.Task | None = None  # a TLS handshake or transport setup under way
         self.timer: asyncio.TimerHandle | None = None
-        self.tried: list[Server] = []
+        # The tries on servers (active count, passive check, retries); given back in `_end`.
+        self.attempt: Attempt | None = None
         self.connect_started = 0.0
-        self.retries = 0
         self.started = time.monotonic()
         self.idle_since = 0.0
         self.ended = False
@@ -277,7 +286,11 @@ class Session:
     # -- TLS termination ---------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
+        """Run a setup step as a task owned by the listener (`Listener.tasks`)."""
+        tasks = self.listener.tasks
         task = self.listener.loop.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
         task.add_done_callback(self._task_done)
         return task
 
@@ -373,12 +386,17 @@ class Session:
         stream, pool = self.stream, self.pool
         assert stream is not None and pool is not None and self.ssock is not None
         upstream = self.listener.upstream_tls.get(pool.name)
+        server = self.server
+        assert server is not None
+        ctx, hostname = (None, None)
+        if upstream is not None:
+            ctx, hostname = upstream.connect_args(server.name, server.host)
         try:
             transport, _ = await self.listener.loop.create_connection(
                 lambda: stream.server,
                 sock=self.ssock,
-                ssl=upstream.context if upstream else None,
-                server_hostname=(upstream.sni or self.server.host) if upstream else None,  # type: ignore[union-attr]
+                ssl=ctx,
+                server_hostname=hostname,
                 ssl_handshake_timeout=pool.config.connect_timeout if upstream else None,
             )
         except asyncio.CancelledError:
@@ -388,8 +406,8 @@ class Session:
             log.warning(
                 "server %s/%s: TLS handshake failed: %s",
                 pool.name,
-                self.server.name if self.server else "-",
-                exc or type(exc).__name__,
+                server.name,
+                upstream.failure(exc, server.name, server.host) if upstream else exc,
             )
             self._abort_connected("server_tls_failed")
             return
@@ -523,14 +541,30 @@ class Session:
         loop = self.listener.loop
         pool = self.pool
         assert pool is not None
-        server = pool.pick(loop.time(), self.peer[0].encode(), self.tried)
+        attempt = self.attempt
+        if attempt is None:
+            attempt = self.attempt = Attempt(pool.config.retries)
+        now = loop.time()
+        server = pool.pick(now, self.peer[0].encode(), attempt.tried)
         if server is None:
-            self._fail("no_server" if not self.tried else "connect_failed")
+            self._fail("no_server" if not attempt.tried else "connect_failed")
             return
         self.server = server
-        server.active += 1
-        server.total += 1
-        sock = socket.socket(server.family, socket.SOCK_STREAM)
+        attempt.begin(server, None, now)
+        try:
+            sock = socket.socket(server.family, socket.SOCK_STREAM)
+        except OSError as exc:
+            # Out of descriptors (EMFILE/ENFILE) or memory: another server would fare no
+            # better. End this session (its count is given back in `_end`), logged.
+            log.warning(
+                "listener %s: cannot open a socket to server %s/%s: %s",
+                self.listener.name,
+                server.pool,
+                server.name,
+                exc.strerror or exc,
+            )
+            self._fail(os_error_name(exc.errno or 0))
+            return
         self.ssock = sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -564,13 +598,11 @@ class Session:
         self._connect_failed("connect_timeout")
 
     def _connect_failed(self, why: str) -> None:
-        server, sock, pool = self.server, self.ssock, self.pool
-        assert server is not None and sock is not None and pool is not None
+        server, sock, attempt = self.server, self.ssock, self.attempt
+        assert server is not None and sock is not None and attempt is not None
         sock.close()
         self.ssock = None
-        server.active -= 1
-        now = self.listener.loop.time()
-        if server.on_connect_failed(now):
+        if attempt.fail(self.listener.loop.time(), "connect")[1]:
             log.warning(
                 "server %s/%s ejected for %gs after %s (passive check)",
                 server.pool,
@@ -578,16 +610,15 @@ class Session:
                 server.passive.fail_timeout,
                 why,
             )
-        self.tried.append(server)
-        if self.retries < pool.config.retries:
-            self.retries += 1
+        if attempt.retry(True, False):
             self.connect()
         else:
             self._fail(why)
 
     def _connected(self) -> None:
         assert self.server is not None and self.ssock is not None and self.pool is not None
-        self.server.on_connected()
+        assert self.attempt is not None
+        self.attempt.connected()
         stats = self.listener.stats
         if stats is not None:
             elapsed = time.perf_counter() - self.connect_started
@@ -662,7 +693,6 @@ class Session:
         assert self.server is not None and self.ssock is not None
         self.ssock.close()
         self.ssock = None
-        self.server.active -= 1
         self._fail(why)
 
     # -- end ---------------------------------------------------------------------------------
@@ -670,7 +700,6 @@ class Session:
     def _relay_done(self, relay: Relay | StreamRelay, how: str) -> None:
         server = self.server
         assert server is not None
-        server.active -= 1
         server.bytes_in += relay.bytes_in
         server.bytes_out += relay.bytes_out
         self._end(how, relay.bytes_in, relay.bytes_out)
@@ -703,8 +732,6 @@ class Session:
             loop.remove_writer(self.ssock.fileno())
             self.ssock.close()
             self.ssock = None
-            if self.server is not None:
-                self.server.active -= 1
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -715,6 +742,9 @@ class Session:
             return
         self.ended = True
         listener = self.listener
+        attempt = self.attempt
+        if attempt is not None:
+            attempt.end(listener.loop.time())  # the server's count, whatever the phase
         listener.access_log.write(
             ConnectionRecord(
                 client=_format_peer(self.peer),
@@ -725,7 +755,7 @@ class Session:
                 bytes_out=bytes_out,
                 duration=time.monotonic() - self.started,
                 end=how or "closed",
-                retries=self.retries,
+                retries=self.attempt.retries if self.attempt is not None else 0,
                 sni=self.sni or "",
                 client_cert=self.subject or "",
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["plan"]
+__all__ = ["plan", "summary"]
 
 _SUBTABLES = ("servers", "routes", "certs")
 
@@ -89,3 +89,13 @@ def plan(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if old_d != new_d:
         lines.append(f"~ demo backends: {_fmt(old_d)} -> {_fmt(new_d)} (take effect on restart)")
     return lines
+
+
+def summary(lines: list[str], limit: int = 8) -> str:
+    """`plan`'s lines on one log line: `"2 changes: ~ pool p: ...; - server p/b: ..."`, the
+    first `limit` of them and a count of the rest; `"no changes"` when empty."""
+    if not lines:
+        return "no changes"
+    shown = "; ".join(lines[:limit])
+    more = f"; and {len(lines) - limit} more" if len(lines) > limit else ""
+    return f"{len(lines)} change{'s' if len(lines) != 1 else ''}: {shown}{more}"

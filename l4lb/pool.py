@@ -15,7 +15,10 @@ from l4lb import balance
 from l4lb.config.schema import PoolConfig
 from l4lb.server import Server
 
-__all__ = ["Pool", "build_pools"]
+__all__ = ["Pool", "build_pools", "resolve_addresses"]
+
+# (host, port) -> (family, sockaddr), or the reason it did not resolve
+Resolved = dict[tuple[str, int], "tuple[int, tuple] | str"]
 
 
 class Pool:
@@ -45,30 +48,55 @@ class Pool:
 
 
 def build_pools(
-    configs: Iterable[PoolConfig], previous: dict[tuple[str, str], Server], now: float
+    configs: Iterable[PoolConfig],
+    previous: dict[tuple[str, str], Server],
+    now: float,
+    resolved: Resolved | None = None,
 ) -> dict[str, Pool]:
     """Build pools for a (re)loaded config, reusing `Server` objects that keep pool and name,
-    so that health, counters and active connections carry over a reload."""
+    so that health, counters and active connections carry over a reload. `resolved` is what
+    `resolve_addresses` found (in a thread, at reload); an address missing from it is
+    resolved here, blocking."""
     pools: dict[str, Pool] = {}
     for pc in configs:
         servers = []
         for sc in pc.servers:
             server = previous.get((pc.name, sc.name)) or Server(pc.name, sc, now)
             server.apply(sc, pc.health, pc.passive, pc.slow_start)
-            resolve(server)
+            found = resolved.get(server.address) if resolved is not None else None
+            _set_address(server, found if found is not None else _lookup(*server.address))
             servers.append(server)
         pools[pc.name] = Pool(pc, servers)
     return pools
 
 
-def resolve(server: Server) -> None:
-    """Resolve the server's address once, at (re)load, as HAProxy does at startup: a name that
-    does not resolve leaves the server out of rotation with the reason in `last_check`."""
+def resolve_addresses(configs: Iterable[PoolConfig]) -> Resolved:
+    """Resolve every server address of `configs`. Blocks (getaddrinfo, DNS for names):
+    the runtime calls it in a worker thread at reload, so the event loop goes on serving."""
+    out: Resolved = {}
+    for pc in configs:
+        for sc in pc.servers:
+            key = (sc.address.host, sc.address.port)
+            if key not in out:
+                out[key] = _lookup(*key)
+    return out
+
+
+def _lookup(host: str, port: int) -> tuple[int, tuple] | str:
+    """Resolve once, as HAProxy does at startup: the first address, or why there is none."""
     try:
-        infos = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        server.family, server.sockaddr = 0, ()
-        server.last_check = f"cannot resolve {server.host!r}: {exc.strerror or exc}"
-        return
+        return f"cannot resolve {host!r}: {exc.strerror or exc}"
     family, _, _, _, sockaddr = infos[0]
-    server.family, server.sockaddr = family, sockaddr
+    return family, sockaddr
+
+
+def _set_address(server: Server, found: tuple[int, tuple] | str) -> None:
+    """A name that does not resolve leaves the server out of rotation with the reason in
+    `last_check`."""
+    if isinstance(found, str):
+        server.family, server.sockaddr = 0, ()
+        server.last_check = found
+    else:
+        server.family, server.sockaddr = found

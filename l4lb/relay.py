@@ -162,7 +162,16 @@ class Relay:
 
     def _read(self, d: _Direction) -> None:
         self.touched = True
-        pipe = d.pipe or _take_pipe()
+        pipe = d.pipe
+        if pipe is None:
+            try:
+                pipe = _take_pipe()
+            except OSError as exc:
+                # No descriptor for a pipe (EMFILE/ENFILE): end this relay, as an error the
+                # access log names ("emfile"), rather than raise out of the loop's callback
+                # and be called again at once, for ever.
+                self.close(errno.errorcode.get(exc.errno or 0, "pipe_failed").lower())
+                return
         try:
             n = os.splice(d.src_fd, pipe[1], CHUNK, flags=_SPLICE_FLAGS)
         except BlockingIOError:

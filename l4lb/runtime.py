@@ -10,6 +10,14 @@ the swap is one synchronous step on the loop: listening sockets whose address is
 handed over as they are (no connection is refused), established connections finish on the
 pool and servers they started with, servers that keep their pool and name keep their health
 and counters, and removed listeners stop accepting and drain.
+
+Signals (the table is in README.md): SIGHUP reloads; SIGTERM or SIGINT stops accepting and
+drains for up to `drain_timeout`; a second SIGTERM/SIGINT during that drain, or SIGQUIT at any
+time, closes every connection at once (Caddy's mapping, and what Ctrl-C twice means in a
+terminal). A worker (`hard_on_repeat=False`) takes only SIGQUIT as a hard stop: systemd and a
+terminal signal the supervisor and its workers together, and the supervisor forwards the same
+signal again, so a repeat there means nothing. A service manager is told READY, RELOADING and
+STOPPING (`sdnotify.py`), and the pid file is written once the listeners are bound.
 """
 
 from __future__ import annotations
@@ -27,14 +35,17 @@ from typing import Any
 import anyio
 
 from l4lb.accesslog import AccessLog
-from l4lb.admin import admin_token, open_admin_listener, serve_admin
+from l4lb.admin import admin_token, config_json, open_admin_listener, serve_admin
 from l4lb.config import Address, Config, load
 from l4lb.demo import start_demo_backends
-from l4lb.errors import ConfigErrors, L4lbError
+from l4lb.errors import L4lbError, one_line
 from l4lb.health.checker import watch_server
 from l4lb.listener import Listener, open_listening_socket
-from l4lb.pool import Pool, build_pools
+from l4lb.pidfile import PidFile
+from l4lb.plan import plan, summary
+from l4lb.pool import Pool, Resolved, build_pools, resolve_addresses
 from l4lb.relay import close_pipes
+from l4lb.sdnotify import Notifier
 from l4lb.server import Server
 from l4lb.stats import Stats
 from l4lb.tls.build import listener_context, upstream_tls
@@ -53,10 +64,16 @@ class Runtime:
         reuse_port: bool = False,
         on_tick: Callable[[Runtime], None] | None = None,
         admin: bool = True,
+        notifier: Notifier | None = None,
+        pid_file: PidFile | None = None,
+        hard_on_repeat: bool = True,
     ) -> None:
         """`reuse_port` binds listeners with SO_REUSEPORT (worker processes share ports);
         `on_tick(runtime)` runs once a second after the stats tick (a worker reports to its
-        supervisor there); `admin=False` leaves the admin API to someone else."""
+        supervisor there); `admin=False` leaves the admin API to someone else; `notifier`
+        tells systemd about readiness, reloads and stopping; `pid_file` is written once the
+        listeners are bound; `hard_on_repeat=False` (a worker) ignores a repeated
+        SIGTERM/SIGINT."""
         self.config = config
         self.access_log = access_log
         self.reuse_port = reuse_port
@@ -67,7 +84,12 @@ class Runtime:
         self.retired: list[Listener] = []  # removed by a reload, draining their sessions
         self.sockets: dict[Address, socket.socket] = {}
         self.reloads = 0
+        self.reload_attempts = 0  # finished reloads, applied or refused (`l4lb reload` waits)
         self.last_reload_error = ""
+        self.notifier = notifier
+        self.pid_file = pid_file
+        self.hard_on_repeat = hard_on_repeat
+        self.hard_stop = False
         self.stats: Stats | None = None
         # Drains set at run time (admin API, TUI) outlive reloads, as an operator expects.
         self.drain_overrides: dict[tuple[str, str], bool] = {}
@@ -75,6 +97,8 @@ class Runtime:
             None  # l7.engine.UpstreamRegistry, made with the first http listener
         )
         self._stop = anyio.Event()
+        self._reloading = anyio.Lock()  # one reload at a time (SIGHUP and the admin API)
+        self._tasks: Any = None  # the run's task group (a SIGHUP reload runs in it)
         self._health_scope: anyio.CancelScope | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -101,7 +125,12 @@ class Runtime:
                     binds,
                     listener.config.pool,
                 )
+            if self.pid_file is not None:
+                self.pid_file.write()
+            if self.notifier is not None:
+                self.notifier.ready(f"serving {len(self.listeners)} listener(s)")
             async with anyio.create_task_group() as tg:
+                self._tasks = tg
                 tg.start_soon(self._health_checks)
                 tg.start_soon(self._housekeeping)
                 tg.start_soon(self._signals)
@@ -118,17 +147,24 @@ class Runtime:
                         )
                     )
                 await self._stop.wait()
+                if self.notifier is not None:
+                    self.notifier.stopping()
                 await self._drain()
                 tg.cancel_scope.cancel()
         finally:
             for server in demo:
                 server.close()
+            if self.http_registry is not None:
+                self.http_registry.close()
             for sock in self.sockets.values():
                 sock.close()
             close_pipes()
             self.access_log.flush()
 
-    def stop(self) -> None:
+    def stop(self, *, hard: bool = False) -> None:
+        """Stop: drain (up to `drain_timeout`), or with `hard` close every connection now;
+        a hard stop during a drain cuts the drain short."""
+        self.hard_stop = self.hard_stop or hard
         self._stop.set()
 
     async def _open_admin(self) -> Any:
@@ -162,13 +198,16 @@ class Runtime:
         if live:
             log.info("draining %d connection(s) for up to %gs", len(live), timeout)
         with anyio.move_on_after(timeout):
-            while self._sessions():
+            while self._sessions() and not self.hard_stop:
                 await anyio.sleep(0.05)
         left = self._sessions()
         if left:
-            log.warning("drain deadline reached; closing %d connection(s)", len(left))
+            why = "hard stop" if self.hard_stop else "drain deadline reached"
+            log.warning("%s; closing %d connection(s)", why, len(left))
         for session in left:
             session.abort("shutdown")
+        for listener in [*self.listeners.values(), *self.retired]:
+            listener.cancel_tasks()
 
     def _sessions(self) -> list:
         out = []
@@ -178,9 +217,10 @@ class Runtime:
 
     # -- config ------------------------------------------------------------------------------
 
-    def apply(self, config: Config) -> None:
+    def apply(self, config: Config, resolved: Resolved | None = None) -> None:
         """Swap to `config` in one step. Raises L4lbError (and changes nothing) if a new
-        address cannot be bound."""
+        address cannot be bound. `resolved`: the server addresses, looked up beforehand
+        (`reload` does it in a thread); without it they are looked up here, blocking."""
         loop = self._loop
         assert loop is not None
         opened: dict[Address, socket.socket] = {}
@@ -210,7 +250,7 @@ class Runtime:
                 sock.close()
             raise
         previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
-        pools = build_pools(config.pools, previous, loop.time())
+        pools = build_pools(config.pools, previous, loop.time(), resolved)
         live = {(p.name, s.name): s for p in pools.values() for s in p.servers}
         self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in live}
         for key, draining in self.drain_overrides.items():
@@ -260,21 +300,38 @@ class Runtime:
             self.http_registry = UpstreamRegistry(self._loop)
         return HttpEngine(lc, pools, self.http_registry, upstream, self.access_log, self.stats)
 
-    def reload(self) -> bool:
-        """Re-read the config file; keep the running config on any error. True if applied."""
+    async def reload(self) -> bool:
+        """Re-read the config file; keep the running config on any error. True if applied.
+        Server names are resolved in a worker thread (DNS can take seconds, and the loop
+        serves every connection meanwhile); the swap itself is one step on the loop. The
+        service manager is told RELOADING, then READY with the outcome."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
+        if self.notifier is not None:
+            self.notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         try:
-            config = load(self.config.file)
-            self.apply(config)
+            # Loading checks that every name resolves: in the thread too, with the lookup.
+            config, resolved = await anyio.to_thread.run_sync(_load_resolved, self.config.file)
+            changes = summary(plan(config_json(self.config), config_json(config)))
+            self.apply(config, resolved)
         except L4lbError as exc:
-            sep = "\n" if isinstance(exc, ConfigErrors) else " "
-            log.error("reload failed; still running the previous config:%s%s", sep, exc)
+            log.error("reload failed; still running the previous config: %s", one_line(exc))
             self.last_reload_error = str(exc)
+            self.reload_attempts += 1
+            first = str(exc).split("\n")[0]
             if self.stats is not None and self._loop is not None:
-                self.stats.event(self._loop.time(), "reload_failed", str(exc).split("\n")[0])
+                self.stats.event(self._loop.time(), "reload_failed", first)
+            if self.notifier is not None:
+                self.notifier.ready(f"reload refused, previous config kept: {first}")
             return False
         self.last_reload_error = ""
         self.reloads += 1
-        log.info("reload %d applied from %s", self.reloads, config.file)
+        self.reload_attempts += 1
+        log.info("reload %d applied from %s: %s", self.reloads, config.file, changes)
+        if self.notifier is not None:
+            self.notifier.ready(f"reload {self.reloads} applied")
         return True
 
     # -- tasks -------------------------------------------------------------------------------
@@ -308,11 +365,25 @@ class Runtime:
                 self.retired = [r for r in self.retired if r.sessions]
 
     async def _signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+        with anyio.open_signal_receiver(*signums) as signals:
             async for signum in signals:
+                name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: reloading %s", self.config.file)
-                    self.reload()
-                else:
-                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    self._tasks.start_soon(self.reload)  # a SIGTERM need not wait for DNS
+                elif signum == signal.SIGQUIT or (self._stop.is_set() and self.hard_on_repeat):
+                    if not self.hard_stop:
+                        log.info("%s: stopping now, closing every connection", name)
+                    self.stop(hard=True)
+                elif not self._stop.is_set():
+                    log.info("%s: shutting down (again, or SIGQUIT, to stop at once)", name)
                     self.stop()
+                else:
+                    log.info("%s again: still draining (SIGQUIT stops at once)", name)
+
+
+def _load_resolved(file: str) -> tuple[Config, Resolved]:
+    """Load and validate `file`, then resolve its servers' names (blocking: run in a thread)."""
+    config = load(file)
+    return config, resolve_addresses(config.pools)

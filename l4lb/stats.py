@@ -208,6 +208,7 @@ class Stats:
         self._servers: dict[tuple[str, str], _Meters] = {}
         self._latency: dict[tuple[str, str], LatencyHistogram] = {}
         self._states: dict[tuple[str, str], str] = {}
+        self._changed: dict[tuple[str, str], float] = {}  # when the state shown last changed
         self._config: object = None
         self._reloads_seen: int | None = None
 
@@ -216,6 +217,18 @@ class Stats:
     def event(self, now: float, kind: str, text: str) -> None:
         """Remember an event; the oldest is dropped past `max_events`."""
         self._events.append(Event(now, kind, text))
+
+    def operator(self, now: float, pool: str, server: Any, action: str, by: str) -> None:
+        """An operator drained or enabled `server` (`action` "drain" or "enable") from `by`
+        ("the admin API", "the live view"): an event at once, so a drain undone before the
+        next tick still shows, and the state noted so the tick does not report it again."""
+        key = (pool, server.name)
+        before, after = self._states.get(key), _state(server, now)
+        self._states[key] = after
+        if before != after:
+            self._changed[key] = now
+        move = f"{before} -> {after}" if before and before != after else after
+        self.event(now, action, f"{pool}/{server.name} {move}, from {by}")
 
     def connect_latency(self, pool: str, server: str) -> LatencyHistogram:
         """The connect-time histogram of one server, made on first use: the runtime calls
@@ -267,7 +280,7 @@ class Stats:
                 self._note_state(key, server, now)
         for gone in [k for k in self._listeners if k not in listeners]:
             del self._listeners[gone]
-        for table in (self._servers, self._latency, self._states):
+        for table in (self._servers, self._latency, self._states, self._changed):
             for gone in [k for k in table if k not in seen]:
                 del table[gone]
 
@@ -290,6 +303,7 @@ class Stats:
         self._states[key] = state
         if before is None or before == state:
             return
+        self._changed[key] = now
         text = f"{key[0]}/{key[1]} {before} -> {state}"
         if state == "down":
             if getattr(server, "ejected_until", 0.0) > now:
@@ -322,6 +336,9 @@ class Stats:
                 "loaded_at": self.wall(self.loaded_at),
                 "loaded_ago": now - self.loaded_at,
                 "reloads": getattr(runtime, "reloads", 0),
+                "reload_attempts": getattr(runtime, "reload_attempts", 0),
+                "reloading": getattr(runtime, "reloading", False),
+                "last_reload_error": getattr(runtime, "last_reload_error", ""),
             },
             "listeners": [
                 self._listener(name, listener, pools, live)
@@ -400,7 +417,8 @@ class Stats:
         health = getattr(server, "health", None)
         extra_in, extra_out = live.get(id(server), (0, 0))
         ejected_until = getattr(server, "ejected_until", 0.0)
-        last_change = getattr(server, "last_change", now)
+        # The server knows its health changes; drain, enable and the breaker are seen here.
+        last_change = max(getattr(server, "last_change", now), self._changed.get(key, -math.inf))
         host, port = getattr(server, "host", ""), getattr(server, "port", 0)
         return {
             "name": server.name,

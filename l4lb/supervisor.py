@@ -15,7 +15,14 @@ measures what that does to each algorithm). The supervisor:
 - restarts a worker that dies, with a growing delay for quick deaths (`cluster.Backoff`);
 - forwards signals: SIGHUP validates first and then signals every worker, each of which
   reloads in-process (hitless: kept listening sockets stay open); SIGTERM/SIGINT signal every
-  worker, wait for them to drain (`drain_timeout` plus `EXIT_MARGIN`), and exit 0.
+  worker, wait for them to drain (`drain_timeout` plus `EXIT_MARGIN`), and exit 0. A second
+  SIGTERM/SIGINT, or SIGQUIT, sends SIGQUIT to every worker: they close their connections at
+  once (a worker ignores a repeated SIGTERM, which systemd's and the terminal's signalling
+  of the whole group would otherwise turn into a hard stop);
+- tells systemd READY once every worker has reported (and writes the pid file then), and
+  after a reload READY again once every worker has reported the outcome of its own reload
+  (`reload_attempts` in its report), with a STATUS naming any worker that refused it. The
+  workers do not inherit $NOTIFY_SOCKET.
 
 Why `subprocess.Popen([sys.executable, "-m", "l4lb", "worker", ...])` and not
 `multiprocessing`: forking after an event loop, uvloop or OpenSSL has started is unsafe, so
@@ -55,11 +62,14 @@ from typing import IO, Any
 
 import anyio
 
-from l4lb.admin import admin_token, open_admin_listener, serve_admin
-from l4lb.cluster import Backoff, ClusterStats
+from l4lb.admin import admin_token, config_json, open_admin_listener, serve_admin
+from l4lb.cluster import Backoff, ClusterStats, reload_outcome
 from l4lb.config import Config, load, load_text
 from l4lb.demo import start_demo_backends
-from l4lb.errors import ConfigErrors, L4lbError
+from l4lb.errors import L4lbError, one_line
+from l4lb.pidfile import PidFile
+from l4lb.plan import plan, summary
+from l4lb.sdnotify import Notifier
 from l4lb.tls.build import listener_context, upstream_tls
 
 __all__ = ["EXIT_MARGIN", "Supervisor", "check_config"]
@@ -163,17 +173,31 @@ class Supervisor:
     `last_reload_error`, `stats`."""
 
     def __init__(
-        self, file: str, count: int, *, worker_args: Sequence[str] = (), quiet: bool = False
+        self,
+        file: str,
+        count: int,
+        *,
+        worker_args: Sequence[str] = (),
+        quiet: bool = False,
+        notifier: Notifier | None = None,
+        pid_file: PidFile | None = None,
     ) -> None:
         """`count` workers for the config in `file`. `worker_args` go to every `l4lb worker`
         (log options); `quiet` sends the workers' output to /dev/null (the live view owns the
-        terminal). Raises ConfigErrors if the file does not validate."""
+        terminal); `notifier` and `pid_file` as for `Runtime`. Raises ConfigErrors if the
+        file does not validate."""
         self.text, self.config = _read(file)
         self.count = count
         self.worker_args = tuple(worker_args)
         self.quiet = quiet
         self.reloads = 0
+        self.reload_attempts = 0  # reloads whose outcome is known (every worker reported)
+        self.reloading = False
         self.last_reload_error = ""
+        self.notifier = notifier
+        self.pid_file = pid_file
+        self._hard = False
+        self._signalled: dict[int, tuple[int, int]] = {}  # index -> (pid, reload_attempts)
         self.stats: ClusterStats | None = None
         self.drain_overrides: dict[tuple[str, str], bool] = {}
         self._workers: dict[int, _Worker] = {}
@@ -198,33 +222,74 @@ class Supervisor:
     def reload(self) -> bool:
         """Validate the config file here, then SIGHUP every worker; on any error keep
         everything as it is. True if the workers were signalled. Each worker reloads on its
-        own and logs `reload N applied` (or why not)."""
+        own and logs `reload N applied` (or why not); `reloading` stays True until each has
+        reported its outcome."""
+        if self.notifier is not None:
+            self.notifier.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         try:
             text, config = _read(self.config.file)
             check_config(config)
         except L4lbError as exc:
-            sep = "\n" if isinstance(exc, ConfigErrors) else " "
-            log.error("reload failed; still running the previous config:%s%s", sep, exc)
+            log.error("reload failed; still running the previous config: %s", one_line(exc))
             self.last_reload_error = str(exc)
             if self.stats is not None:
                 first = str(exc).split("\n")[0]
                 self.stats.event(anyio.current_time(), "reload_failed", first)
+            self.reload_attempts += 1
+            if self.notifier is not None:
+                self.notifier.ready(f"reload refused, previous config kept: {first}")
             return False
+        changes = summary(plan(config_json(self.config), config_json(config)))
         self.text, self.config = text, config
         self.last_reload_error = ""
         self.reloads += 1
         servers = {(p.name, s.name) for p in config.pools for s in p.servers}
         self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in servers}
         serving = [w for w in self._workers.values() if w.serving and w.alive]
+        self._signalled = {w.index: (w.proc.pid, self._worker_reloads(w.index)) for w in serving}
+        self.reloading = True
         for worker in serving:
             _signal(worker, signal.SIGHUP)
             worker.text = text
-        log.info("reload %d validated; SIGHUP sent to %d worker(s)", self.reloads, len(serving))
+        log.info(
+            "reload %d validated; SIGHUP sent to %d worker(s): %s",
+            self.reloads,
+            len(serving),
+            changes,
+        )
         if self.stats is not None:
             now = anyio.current_time()
             self.stats.reloaded(now, {lc.name for lc in config.listeners}, servers)
             self.stats.event(now, "reload", f"reload {self.reloads} sent to the workers")
+        self._check_reload()
         return True
+
+    def _worker_reloads(self, index: int) -> int:
+        """The `reload_attempts` worker `index` last reported (-1: no report yet)."""
+        report = self.stats.report_of(index) if self.stats is not None else None
+        config = (report or {}).get("snapshot", {}).get("config", {})
+        return int(config.get("reload_attempts", -1))
+
+    def _check_reload(self) -> None:
+        """Once every signalled worker has reported its reload (or died), the reload is done:
+        say so to the service manager and in `/status`."""
+        if not self.reloading:
+            return
+        alive = {w.index: w for w in self._workers.values() if w.alive}
+        assert self.stats is not None
+        reports = {i: (w.proc.pid, self.stats.report_of(i)) for i, w in alive.items()}
+        errors = reload_outcome(self._signalled, reports)
+        if errors is None:
+            return
+        self.reloading = False
+        self.reload_attempts += 1
+        self.last_reload_error = "\n".join(errors)
+        if errors:
+            log.error("reload %d refused by %d worker(s)", self.reloads, len(errors))
+        if self.notifier is not None:
+            first = errors[0].split("\n")[0] if errors else ""
+            status = f"reload refused: {first}" if errors else f"reload {self.reloads} applied"
+            self.notifier.ready(status)
 
     def set_draining(self, pool: str, server: str, draining: bool) -> _ServerView | None:
         """Drain or enable a server in every worker, now and in workers started later."""
@@ -260,6 +325,8 @@ class Supervisor:
                     serve = partial(serve_admin, self, self.stats, "", 0, token, listener=admin)
                     tg.start_soon(serve)
                 await self._stop.wait()
+                if self.notifier is not None:
+                    self.notifier.stopping()
                 await self._shutdown()
                 tg.cancel_scope.cancel()
         finally:
@@ -290,6 +357,7 @@ class Supervisor:
                     await anyio.sleep(REAP_INTERVAL)
                 assert self.stats is not None
                 self.stats.exited(index)
+                self._check_reload()
                 how = _how(worker.proc.returncode)
                 pid = worker.proc.pid
             else:
@@ -314,9 +382,15 @@ class Supervisor:
         args = [sys.executable, "-m", "l4lb", "worker", self.config.file, "--index", str(index)]
         args += ["--control-fd", str(theirs.fileno()), *self.worker_args]
         out = subprocess.DEVNULL if self.quiet else None
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # ours to use
         try:
             proc = subprocess.Popen(
-                args, stdin=subprocess.PIPE, stdout=out, stderr=out, pass_fds=[theirs.fileno()]
+                args,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=out,
+                pass_fds=[theirs.fileno()],
+                env=env,
             )
         except OSError as exc:
             log.error("worker %d: cannot start %s: %s", index, sys.executable, exc)
@@ -356,6 +430,7 @@ class Supervisor:
             self.stats.update(worker.index, report, anyio.current_time())
             if not worker.serving:
                 self._serving(worker)
+            self._check_reload()
 
     def _serving(self, worker: _Worker) -> None:
         """A worker's first report: it has bound its listeners and handles signals."""
@@ -369,15 +444,32 @@ class Supervisor:
         if not self._ready and everyone and all(w.serving for w in self._workers.values()):
             self._ready = True
             log.info("all %d workers serving", self.count)
+            if self.pid_file is not None:
+                try:
+                    self.pid_file.write()
+                except L4lbError as exc:
+                    log.error("%s", exc)
+            if self.notifier is not None:
+                self.notifier.ready(f"{self.count} workers serving")
 
     async def _signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+        with anyio.open_signal_receiver(*signums) as signals:
             async for signum in signals:
+                name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: validating %s", self.config.file)
                     self.reload()
+                elif signum == signal.SIGQUIT or self._stop.is_set():
+                    if not self._hard:
+                        log.info("%s: stopping the workers now (SIGQUIT)", name)
+                    self._hard = True
+                    for worker in self._workers.values():
+                        if worker.alive:
+                            _signal(worker, signal.SIGQUIT)
+                    self.stop()
                 else:
-                    log.info("%s: stopping the workers", signal.Signals(signum).name)
+                    log.info("%s: stopping the workers (again, or SIGQUIT, to stop at once)", name)
                     self.stop()
 
     async def _shutdown(self) -> None:
@@ -385,7 +477,7 @@ class Supervisor:
         self._stopping = True
         live = [w for w in self._workers.values() if w.alive]
         for worker in live:
-            _signal(worker, signal.SIGTERM)
+            _signal(worker, signal.SIGQUIT if self._hard else signal.SIGTERM)
         deadline = self.config.settings.drain_timeout + EXIT_MARGIN
         with anyio.move_on_after(deadline):
             while any(w.alive for w in live):

@@ -52,6 +52,8 @@ EVENT_STYLES = {
     "server_draining": "yellow",
     "server_slow_start": "cyan",
     "server_circuit_open": "magenta",
+    "drain": "yellow",
+    "enable": "green",
     "reload": "cyan",
     "reload_failed": "bold red",
     "config_error": "bold red",
@@ -233,36 +235,66 @@ def _header(snapshot: Mapping[str, Any]) -> Text:
     return text
 
 
-def _listeners(listeners: Sequence[Mapping[str, Any]], rows: int) -> Table:
-    table = _table(
-        [
-            ("LISTENER", "left"),
-            ("PROTO", "left"),
-            ("ADDRESS", "left"),
-            ("ACTIVE", "right"),
-            ("CONN/S", "right"),
-            ("REQ/S", "right"),
-            ("IN/S", "right"),
-            ("OUT/S", "right"),
-        ]
-    )
+_LISTENER_COLUMNS = (
+    ("LISTENER", "left"),
+    ("PROTO", "left"),
+    ("ADDRESS", "left"),
+    ("ACTIVE", "right"),
+    ("CONN/S", "right"),
+    ("REQ/S", "right"),
+    ("IN/S", "right"),
+    ("OUT/S", "right"),
+)
+
+
+def _binds(lst: Mapping[str, Any], wide: bool) -> str:
+    binds = list(lst.get("bind", ()))
+    if wide or len(binds) < 2:
+        return ", ".join(binds)
+    return f"{binds[0]} +{len(binds) - 1}"
+
+
+def _listeners(listeners: Sequence[Mapping[str, Any]], rows: int, width: int) -> Table:
+    """Numbers are never cut: the address (then the name) gives way when space is short."""
+    wide = width >= WIDE
     shown = listeners if len(listeners) <= rows else listeners[: max(rows - 1, 0)]
-    for lst in shown:
-        table.add_row(
+    body = [
+        [
             Text(lst["name"], style="bold" if lst.get("accepting", True) else "dim"),
             lst.get("protocol", ""),
-            ", ".join(lst.get("bind", ())),
+            _binds(lst, wide),
             str(lst.get("active", 0)),
             _rate(lst.get("conn_rate", 0.0)),
             _rate(lst.get("req_rate", 0.0)) if lst.get("protocol") in ("http", "https") else "-",
             _bytes_rate(lst.get("bytes_in_rate", 0.0)),
             _bytes_rate(lst.get("bytes_out_rate", 0.0)),
-        )
-    if len(shown) < len(listeners):
-        table.add_row(Text(f"… {len(listeners) - len(shown)} more", style="dim"))
-    if not listeners:
-        table.add_row(Text("no listeners", style="dim"))
+        ]
+        for lst in shown
+    ]
+    notes = [f"… {len(listeners) - len(shown)} more"] if len(shown) < len(listeners) else []
+    notes += [] if listeners else ["no listeners"]
+    widths = _measure([name for name, _ in _LISTENER_COLUMNS], body)
+    widths[0] = min(max(widths[0], *map(cell_len, notes), 0), 16)
+    others = sum(widths) - widths[2] + 2 * (len(widths) - 1)
+    widths[2] = max(7, min(widths[2], width - others))
+    table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold", expand=False)
+    for (name, justify), size in zip(_LISTENER_COLUMNS, widths, strict=True):
+        table.add_column(
+            name, justify=justify, no_wrap=True, overflow="ellipsis", min_width=size, max_width=size
+        )  # type: ignore[arg-type]
+    for cells in body:
+        table.add_row(*cells)
+    for note in notes:
+        table.add_row(Text(note, style="dim"))
     return table
+
+
+def _measure(headers: Sequence[str], body: Iterable[Sequence[Text | str]]) -> list[int]:
+    widths = [cell_len(h) for h in headers]
+    for cells in body:
+        for i, cell in enumerate(cells):
+            widths[i] = max(widths[i], cell_len(cell.plain if isinstance(cell, Text) else cell))
+    return widths
 
 
 def _weight(server: Mapping[str, Any]) -> str:
@@ -291,9 +323,18 @@ _SERVER_COLUMNS: tuple[tuple[str, str, int, int, Cell], ...] = (
     ("OUT/S", "right", 8, HUGE, lambda s, _: _bytes_rate(s.get("bytes_out_rate", 0.0))),
     ("P50", "right", 7, 0, lambda s, _: _latency(s.get("connect_p50"))),
     ("P99", "right", 7, 0, lambda s, _: _latency(s.get("connect_p99"))),
-    ("CHECK", "left", 16, WIDE, lambda s, _: s.get("check", "") or "-"),
+    ("CHECK", "left", 16, 0, lambda s, wide: _check(s.get("check", ""), wide)),
     ("CHANGED", "right", 7, WIDE, lambda s, _: _duration(s.get("last_change_ago", 0))),
 )
+
+
+def _check(detail: str, wide: bool) -> str:
+    """The last health check: `http: 503` when wide, `503` when narrow (the kind of check
+    is the pool's, the same on every row)."""
+    if not detail:
+        return "-"
+    kind, sep, rest = detail.partition(": ")
+    return detail if wide or not sep or kind not in ("http", "tcp") else rest
 
 
 def _pool_cell(header: str, pool: Mapping[str, Any]) -> Text | str:
@@ -336,10 +377,7 @@ def _pools(snapshot: Mapping[str, Any], width: int, rows: int, selected: int, fi
         )
 
     # The sparkline takes what the other columns leave, measured on the cells to be shown.
-    widths = [cell_len(c[0]) for c in columns]
-    for cells, _, _ in body:
-        for i, cell in enumerate(cells):
-            widths[i] = max(widths[i], cell_len(cell.plain if isinstance(cell, Text) else cell))
+    widths = _measure([c[0] for c in columns], [cells for cells, _, _ in body])
     used = sum(min(w, c[2]) for w, c in zip(widths, columns, strict=True)) + 2 * len(columns)
     spark = max(3, min(60, width - used))
 
@@ -434,15 +472,16 @@ def render(
     avail -= 1 + pool_rows
     parts: list[RenderableType] = [
         _header(snapshot),
-        _listeners(listeners, listener_rows),
+        _listeners(listeners, listener_rows, width),
         Text(""),
         _pools(snapshot, width, pool_rows, selected, filter),
     ]
     if events and avail >= 3:
         parts.append(Text(""))
-        parts.extend(_events(events, avail - 1))
-        avail = 0
-    parts.extend([Text("")] * max(avail, 0))
+        shown = _events(events, avail - 1)
+        parts.extend(shown)
+        avail -= 1 + len(shown)
+    parts.extend([Text("")] * max(avail, 0))  # the footer stays on the last line
     parts.append(_footer(filter, editing))
     return Group(*parts)
 

@@ -76,6 +76,7 @@ async def serve_worker(config: Config, access_log: AccessLog, index: int, contro
         reuse_port=True,
         on_tick=report,
         admin=False,
+        hard_on_repeat=False,  # systemd and the terminal signal us and the supervisor both
     )
 
     async def commands() -> None:

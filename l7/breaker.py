@@ -32,13 +32,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["BreakerState", "CircuitBreaker", "Transition"]
+__all__ = ["ADMITTED", "REFUSED", "TRIAL", "BreakerState", "CircuitBreaker", "Transition"]
 
 BreakerState = Literal["closed", "open", "half_open"]
 
 CLOSED: BreakerState = "closed"
 OPEN: BreakerState = "open"
 HALF_OPEN: BreakerState = "half_open"
+
+# What `admit` answers.
+REFUSED = 0
+ADMITTED = 1
+TRIAL = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +95,19 @@ class CircuitBreaker:
     def allow(self, now: float) -> bool:
         """May a request go to this server now? In half-open, a True takes a trial slot that
         the request's `on_success`, `on_failure` or `on_abandon` gives back."""
+        return self.admit(now) != REFUSED
+
+    def admit(self, now: float) -> int:
+        """`allow`, saying how: `REFUSED` (0), `ADMITTED` (1, closed: no slot taken) or
+        `TRIAL` (2, half-open: a trial slot taken). A caller that knows it holds a trial
+        can give it back with `on_abandon` without taking someone else's."""
         state = self._advance(now)
         if state == CLOSED:
-            return True
+            return ADMITTED
         if state == OPEN or self._in_flight >= self.half_open_requests:
-            return False
+            return REFUSED
         self._in_flight += 1
-        return True
+        return TRIAL
 
     def on_success(self, now: float) -> Transition | None:
         """A request to this server succeeded. Returns the transition it caused, if any."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from l4lb.config.schema import ListenerConfig
@@ -62,14 +63,16 @@ class UpstreamRegistry:
                 server.port,
                 max_idle=settings.max_idle,
                 idle_timeout=settings.idle_timeout,
-                tls=tls.context if tls else None,
-                sni=tls.sni if tls else None,
                 connect_timeout=pool.config.connect_timeout,
             )
         else:
             up.max_idle, up.idle_timeout = settings.max_idle, settings.idle_timeout
             up.connect_timeout = pool.config.connect_timeout
-            up.tls, up.sni = (tls.context, tls.sni) if tls else (None, None)
+        if tls is not None:
+            up.tls, up.sni = tls.connect_args(server.name, server.host)
+            up.describe = partial(tls.failure, server=server.name, host=server.host)
+        else:
+            up.tls, up.sni, up.describe = None, None, None
         return up
 
     def breaker(self, pool: Pool, server: Server) -> CircuitBreaker | None:
@@ -90,6 +93,12 @@ class UpstreamRegistry:
             b = self.budgets[pool.name] = RetryBudget(pool.config.http.retry_budget)
         b.percent = pool.config.http.retry_budget
         return b
+
+    def close(self) -> None:
+        """Shutdown: cancel the connects under way and close every idle connection."""
+        for up in self.pools.values():
+            up.cancel_connects()
+            up.close()
 
     def retain(self, live: set[tuple[str, str, str, int]]) -> None:
         """Close the idle connections of servers no longer in any pool."""
@@ -119,6 +128,7 @@ class HttpEngine:
         self.access_log = access_log
         self.stats = stats
         self.trusted = tuple(ipaddress.ip_network(c) for c in self.settings.trusted_proxies)
+        self.upgrades = frozenset(self.settings.upgrades)  # protocols allowed to upgrade
         hsts = self.settings.hsts if self.scheme == "https" else 0
         self.extra_response_headers = security_headers(hsts_max_age=hsts or None)
         self.redirect_https = self.settings.redirect_https

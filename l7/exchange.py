@@ -20,12 +20,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from l4lb.attempt import Attempt
 from l7.budget import is_retryable
 from l7.errors_page import error_response
 from l7.forwarded import response_hop_by_hop_filter
 from l7.model import Request, Response
 from l7.router import apply_response_headers, render_redirect
 from l7.routes import Forward, Redirect, Respond
+from l7.upgrade import accepted_upgrade
 from l7.validate import BodyLimit
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ class Exchange:
     chunked to an HTTP/1.1 server)."""
 
     __slots__ = (
+        "attempt",
         "authority",
         "body_done",
         "body_kind",
@@ -75,15 +78,12 @@ class Exchange:
         "request_id",
         "request_line",
         "response_time",
-        "retries",
-        "retry_held",
         "route",
         "sent_at",
         "server",
         "started",
         "status",
         "target",
-        "tried",
         "upgrade",
         "upgrade_rest",
         "upstream",
@@ -119,9 +119,9 @@ class Exchange:
         self.server: Server | None = None
         self.link: ServerLink | None = None  # the server's upstream pool and breaker
         self.upstream: ServerStream | None = None
-        self.tried: list[Server] = []
-        self.retries = 0
-        self.retry_held = False
+        # The tries on servers: what each holds (active count, breaker trial, retry budget)
+        # and gives back; made once the request is routed to a pool.
+        self.attempt: Attempt | None = None
         self.pending: list[bytes] = []  # request body waiting for the server connection
         self.pending_size = 0
         # The body so far, while small enough to resend; None for a request without one.
@@ -179,31 +179,26 @@ class Exchange:
             assert isinstance(action, Forward)
             pool_name = action.pool
         self.pool = pool = engine.pools[pool_name]
-        engine.budget(pool).on_request_start()
+        self.attempt = Attempt(pool.config.retries, engine.budget(pool))
         self.forward()
 
     # -- stage: upstream ---------------------------------------------------------------------
 
     def forward(self) -> None:
-        pool, engine = self.pool, self.engine
-        assert pool is not None
-        loop = engine.registry.loop
-        now = loop.time()
+        pool, engine, attempt = self.pool, self.engine, self.attempt
+        assert pool is not None and attempt is not None
+        now = engine.registry.loop.time()
         key = self.request.client[0].encode()
         while True:
-            server = pool.pick(now, key, self.tried)
+            server = pool.pick(now, key, attempt.tried)
             if server is None:
                 self.error(503, "no server available", retry_after=1)
                 return
             link = engine.link(pool, server)
-            breaker = link.breaker
-            if breaker is None or breaker.allow(now):
-                break
-            self.tried.append(server)  # breaker open: as if tried
+            if attempt.begin(server, link.breaker, now):
+                break  # (a server whose breaker says no counts as tried)
         self.server = server
         self.link = link
-        server.active += 1
-        server.total += 1
         up = link.upstream
         conn = up.take()
         if conn is not None:
@@ -226,8 +221,8 @@ class Exchange:
         """Send the request on `conn`: a pooled connection, or (`connected`) a new one, whose
         connect time goes to the stats. A pooled one did not connect: it records 0 in the
         access log and nothing in the connect-latency histogram."""
-        assert self.server is not None and self.pool is not None
-        self.server.on_connected()
+        assert self.server is not None and self.pool is not None and self.attempt is not None
+        self.attempt.connected()
         if connected:
             self.connect_time = time.monotonic() - self.connect_started
             stats = self.engine.stats
@@ -250,27 +245,13 @@ class Exchange:
 
     def attempt_failed(self, phase: str, reason: str) -> None:
         """A server failed before answering: retry elsewhere when allowed, else 502/504."""
-        server, pool = self.server, self.pool
-        assert server is not None and pool is not None
-        now = self.engine.registry.loop.time()
-        server.active -= 1
-        if phase == "connect":
-            server.on_connect_failed(now)
-        breaker = self.link.breaker if self.link is not None else None
-        if breaker is not None and phase != "connect":
-            self.breaker_result(breaker.on_failure(now))
-        self.tried.append(server)
+        server, attempt = self.server, self.attempt
+        assert server is not None and attempt is not None
         self.upstream = None
+        self.breaker_result(attempt.fail(self.engine.registry.loop.time(), phase)[0])
         replayable = self.body_sent == 0 or self.replay is not None
-        budget = self.engine.budget(pool)
-        if (
-            self.retries < pool.config.retries
-            and is_retryable(self.request.method, phase, None, (), replayable)  # type: ignore[arg-type]
-            and (phase == "connect" or budget.try_acquire_retry())
-        ):
-            if phase != "connect":
-                self.retry_held = True
-            self.retries += 1
+        allowed = is_retryable(self.request.method, phase, None, (), replayable)  # type: ignore[arg-type]
+        if attempt.retry(allowed, phase != "connect"):
             self.replay_body()
             self.forward()
             return
@@ -370,38 +351,21 @@ class Exchange:
             self.interim = True
             self.conn.send_interim(self, status)
             return
+        if status == 101 and not (
+            self.upgrade and accepted_upgrade(self.request.headers, hop, self.engine.upgrades)
+        ):
+            # Never a tunnel for a request l4lb did not let upgrade (l7.upgrade).
+            self.on_upstream_error("101 Switching Protocols not to an allowed upgrade")
+            return
         self.interim = False
-        pool, server = self.pool, self.server
-        assert pool is not None and server is not None
+        pool, attempt = self.pool, self.attempt
+        assert pool is not None and attempt is not None
         retry_on = pool.config.http.retry_on
-        breaker = self.link.breaker if self.link is not None else None
-        if status in retry_on and not self.head_sent:
-            replayable = self.body_sent == 0 or self.replay is not None
-            budget = self.engine.budget(pool)
-            if (
-                self.retries < pool.config.retries
-                and is_retryable(self.request.method, "status", status, retry_on, replayable)
-                and budget.try_acquire_retry()
-            ):
-                self.retry_held = True
-                conn, self.upstream = self.upstream, None
-                if conn is not None:
-                    conn.exchange = None
-                    conn.abort()
-                server.active -= 1
-                if breaker is not None:
-                    self.breaker_result(breaker.on_failure(loop.time()))
-                self.tried.append(server)
-                self.retries += 1
-                self.replay_body()
-                self.forward()
-                return
+        if status in retry_on and not self.head_sent and self.retry_on_status(status, retry_on):
+            return
         self.status = status
-        if breaker is not None:
-            if status >= 500:
-                self.breaker_result(breaker.on_failure(loop.time()))
-            else:
-                self.breaker_result(breaker.on_success(loop.time()))
+        if attempt.verdict_due:
+            self.breaker_result(attempt.verdict(status < 500, loop.time()))
         self.response_headers(response, hop)
         request = self.request
         upgrade = status == 101
@@ -415,6 +379,24 @@ class Exchange:
         self.conn.send_head(self, response)
         if request.method == "HEAD" and not upgrade:
             self.engine.registry.loop.call_soon(self.on_response_complete)
+
+    def retry_on_status(self, status: int, retry_on: tuple[int, ...]) -> bool:
+        """A status the pool retries (`retry_on`): True if the request went to another server
+        (the answer is dropped with its connection, and the try counts as failed)."""
+        attempt = self.attempt
+        assert attempt is not None
+        replayable = self.body_sent == 0 or self.replay is not None
+        allowed = is_retryable(self.request.method, "status", status, retry_on, replayable)
+        if not attempt.retry(allowed, True):
+            return False  # the answer goes to the client as it is
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.exchange = None
+            conn.abort()
+        self.breaker_result(attempt.fail(self.engine.registry.loop.time(), "status")[0])
+        self.replay_body()
+        self.forward()
+        return True
 
     # -- stage: response headers -------------------------------------------------------------
 
@@ -554,13 +536,10 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        if self.server is not None and self.status:
-            self.server.active -= 1
-        if self.pool is not None:
-            budget = self.engine.budget(self.pool)
-            budget.on_request_end()
-            if self.retry_held:
-                budget.release_retry()
+        attempt = self.attempt
+        if attempt is not None:
+            # (the clock only matters to a trial that got no verdict: see Attempt.end)
+            attempt.end(self.engine.registry.loop.time() if attempt.trial else 0.0)
         self.log()
         self.conn.exchange_done(self)
 
@@ -572,17 +551,12 @@ class Exchange:
         if conn is not None:
             conn.exchange = None
             conn.abort()
-        if self.server is not None and not self.status:
-            self.server.active -= 1
-            self.server = None
         if not self.status:
             self.status = 499  # nginx's "client closed request"
         self.finished = True
-        if self.pool is not None:
-            budget = self.engine.budget(self.pool)
-            budget.on_request_end()
-            if self.retry_held:
-                budget.release_retry()
+        attempt = self.attempt
+        if attempt is not None:
+            attempt.end(self.engine.registry.loop.time())  # a trial with no verdict: abandoned
         self.log()
 
     def log(self) -> None:
@@ -606,5 +580,5 @@ class Exchange:
             response=self.response_time,
             total=time.monotonic() - self.started,
             request_id=self.request_id,
-            retries=self.retries,
+            retries=self.attempt.retries if self.attempt is not None else 0,
         )

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from l4lb.errors import L4lbError
+from l4lb.errors import L4lbError, RemoteProtocolError
 from l7.model import Request
 from l7.router import (
     Match,
@@ -24,6 +24,7 @@ from l7.router import (
     render_redirect,
 )
 from l7.routes import Forward, HeaderOps, HttpRoute, Redirect, ValueMatch
+from l7.target import origin_form, with_host
 
 __all__ = ["explain", "header_arg", "request_from_url", "why_not"]
 
@@ -38,33 +39,68 @@ def header_arg(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def request_from_url(method: str, url: str, headers: Sequence[tuple[str, str]] = ()) -> Request:
-    """The request a client would send for an absolute `http://host:port/path?query` URL. A
-    Host given in `headers` wins over the URL's, as with curl's `-H 'Host: ...'`."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise L4lbError(f"{url!r} is not an absolute URL such as http://example.com/path")
+def request_from_url(
+    method: str,
+    url: str,
+    headers: Sequence[tuple[str, str]] = (),
+    scheme: str = "http",
+    absolute_form: bool = False,
+) -> Request:
+    """The request a client would send for an absolute `http://host:port/path?query` URL, or
+    for a path (`/path?query`, the request line's own form) with a Host in `headers`; then
+    `scheme` is the listener's. A Host given in `headers` wins over the URL's, as with curl's
+    `-H 'Host: ...'`; with `absolute_form` the URL is the request-target itself (`GET
+    http://host/path HTTP/1.1`, as sent to a forward proxy), and its authority wins over any
+    Host, as in l4lb (l7.target)."""
     fields = []
     for name, value in headers:
         if not _TOKEN.match(name):
             raise L4lbError(f"{name!r} is not a header name")
         fields.append((name.lower().encode(), value.encode()))
-    authority = parts.netloc.rpartition("@")[2]
     given = [v for k, v in fields if k == b"host"]
+    if url.startswith("/"):
+        if not given:
+            raise L4lbError(f"{url!r} has no host: add -H 'Host: NAME', or give a full URL")
+        if absolute_form:
+            raise L4lbError("--absolute-form needs a full URL such as http://example.com/path")
+        parts = urlsplit(url)
+        authority = ""
+    else:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise L4lbError(
+                f"{url!r} is not an absolute URL such as http://example.com/path, "
+                "or a path such as /path with -H 'Host: NAME'"
+            )
+        scheme = parts.scheme
+        authority = parts.netloc.rpartition("@")[2]
     if not given:
         fields.insert(0, (b"host", authority.encode()))
     host = given[0].decode() if given else authority
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Request(method, target, fields, host=host_key(host), scheme=parts.scheme)
+    if absolute_form:
+        try:
+            raw, target = origin_form(method, url)
+        except RemoteProtocolError as exc:
+            raise L4lbError(f"l4lb answers 400 to the request-target {url!r}: {exc}") from None
+        fields = with_host(fields, raw)
+        host = raw.decode("latin-1")
+    return Request(method, target, fields, host=host_key(host), scheme=scheme)
 
 
 def explain(
-    routes: Sequence[HttpRoute], method: str, url: str, headers: Sequence[tuple[str, str]] = ()
+    routes: Sequence[HttpRoute],
+    method: str,
+    url: str,
+    headers: Sequence[tuple[str, str]] = (),
+    scheme: str = "http",
+    absolute_form: bool = False,
 ) -> str:
     """Several lines: the request as routed, each route tried with why it did not match, then
     the matching route and what it does, or `no route matched: 404`. Raises `L4lbError` for
-    a URL or header that a client could not send."""
-    request = request_from_url(method, url, headers)
+    a URL or header that a client could not send. `scheme` is the listener's (used when
+    `url` is a path)."""
+    request = request_from_url(method, url, headers, scheme, absolute_form)
     match = Router(routes).match(request)
     query = f" query {request.query!r}" if request.query else ""
     lines = [f"request: {request.method} host {request.host!r} path {request.path!r}{query}"]

@@ -15,12 +15,19 @@ set ourselves (X-Forwarded-For, ...) only removes the client's copy, which we re
 With `upgrade=True` (a WebSocket handshake the pipeline allowed) Upgrade is kept and
 `Connection: upgrade` sent, as nginx's `proxy_set_header Connection "upgrade"` does.
 
+**X-Forwarded-For** is a list of hops the server reads from the right: by default
+(`x_forwarded_for="append"`) the client's address is appended to whatever came in, as nginx's
+`$proxy_add_x_forwarded_for`, HAProxy's `option forwardfor` and Envoy do; the last element is
+always the address l4lb saw, and the application decides how many hops to believe. With
+`"replace"`, a client outside `trusted` has its list replaced by its address.
+
 **Trust** (`trusted`: networks of proxies in front of l4lb): if the client's address is in
-one of them, its X-Forwarded-For and Forwarded chains are kept and ours is appended, and its
-X-Forwarded-Proto / X-Forwarded-Host are kept when present; otherwise all four are replaced with
-what l4lb saw itself. This is nginx's `set_real_ip_from` with Envoy's `xff_num_trusted_hops`
-idea reduced to one hop: anything but a trusted proxy can write any address into these headers,
-so a server that reads them must only see values l4lb vouches for. With `forwarded_header`
+one of them, its Forwarded chain is kept and ours is appended, and its X-Forwarded-Proto /
+X-Forwarded-Host are kept when present; otherwise these are replaced with what l4lb saw
+itself. This is nginx's `set_real_ip_from` with Envoy's `xff_num_trusted_hops` idea reduced
+to one hop: anything but a trusted proxy can write anything into these headers, and unlike
+X-Forwarded-For they carry one value a server takes as it is, so a server must only see
+values l4lb vouches for. With `forwarded_header`
 off, a client's Forwarded is removed even from a trusted proxy: a chain l4lb did not extend
 would name the wrong last hop. IPv4-mapped IPv6 client
 addresses (`::ffff:192.0.2.1`, from dual-stack sockets) are treated and written as IPv4.
@@ -244,6 +251,7 @@ def forward_headers(
     forwarded_header: bool = False,
     traceparent: Literal["pass", "create"] = "pass",
     upgrade: bool = False,
+    x_forwarded_for: Literal["append", "replace"] = "append",
 ) -> Headers:
     """The headers to send to the server for a request (see the module docstring for policy).
 
@@ -299,7 +307,8 @@ def forward_headers(
     via_b = _VIA if via == "1.1 l4lb" else via.encode("latin-1")
     out.append((b"via", _joined(via_in, via_b) if via_in else via_b))
     ours = client.encode("ascii")
-    out.append((b"x-forwarded-for", _joined(xff, ours) if is_trusted and xff else ours))
+    keep_xff = xff and (is_trusted or x_forwarded_for == "append")
+    out.append((b"x-forwarded-for", _joined(xff, ours) if keep_xff else ours))
     scheme_b = scheme.encode("latin-1")
     host_b = host.encode("latin-1", "replace")
     out.append((b"x-forwarded-proto", proto_in if is_trusted and proto_in else scheme_b))

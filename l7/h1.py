@@ -32,8 +32,11 @@ from l7.errors_page import error_response, status_line
 from l7.exchange import Exchange
 from l7.forwarded import new_request_id, request_id_from
 from l7.h1wire import LAST_CHUNK, chunk, response_head, simple_response
+from l7.h11parser import H11BodyReader, H11RequestParser
 from l7.model import Request, Response
 from l7.router import host_key
+from l7.target import origin_form, with_host
+from l7.upgrade import allowed_upgrade
 from l7.validate import check_request_head
 
 if TYPE_CHECKING:
@@ -65,8 +68,6 @@ class H1Server(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         settings = engine_of().settings
         if settings.parser == "h11":
-            from l7.h11parser import H11RequestParser
-
             max_head = settings.max_header_bytes + settings.max_uri + 1024
             self.parser: Any = H11RequestParser(self, max_head)
         else:
@@ -84,6 +85,12 @@ class H1Server(asyncio.Protocol):
         # (engine, Host, forwarding_lines) of the last request: a client keeps its Host.
         self.forwarding: tuple[Any, bytes, bytes] = (None, b"", b"")
         self.body_seen = False
+        # An upgrade declined (l7.upgrade) under httptools: `declined` until the parser stops
+        # after it; `skipped` is (chunked, length) of the body llhttp skipped, and `hold_end`
+        # ignores the end of message llhttp reports before that body.
+        self.declined = False
+        self.skipped: tuple[bool, int] | None = None
+        self.hold_end = False
         self.closed = False
         self.closing = False
         self.draining = False
@@ -107,29 +114,48 @@ class H1Server(asyncio.Protocol):
             return
         if self.closing:
             return
-        try:
-            self.parser.feed_data(data)
-            if self.in_head and self.timer_kind == "keepalive":
-                self.arm("header", self.engine_of().settings.header_timeout)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
-            ex = self.building or (self.exchanges[-1] if self.exchanges else None)
-            if ex is not None and ex.upgrade:
-                ex.upgrade_rest += data[offset:]
-                self.pause_reading()  # the rest waits for the server's 101
-            else:
-                self.fail(400, "unexpected upgrade")
-        except httptools.HttpParserError as exc:
-            cause = exc.__context__
-            if isinstance(cause, RemoteProtocolError):  # raised by one of our callbacks
-                self.fail(cause.status_hint, str(cause))
-            else:
-                self.fail(400, f"malformed request: {exc}")
-        except RemoteProtocolError as exc:
-            self.fail(exc.status_hint, str(exc))
-        except Exception:  # a bug: it costs this connection, logged, and nothing else
-            log.exception("http %s:%d: internal error", self.client[0], self.client[1])
-            self.fail(500, "internal error")
+        while True:
+            try:
+                self.parser.feed_data(data)
+                if self.in_head and self.timer_kind == "keepalive":
+                    self.arm("header", self.engine_of().settings.header_timeout)
+            except httptools.HttpParserUpgrade as exc:
+                data = self.upgraded(data, exc.args[0] if exc.args else len(data))
+                if data and not self.closing:
+                    continue  # after a declined upgrade: the next request
+            except httptools.HttpParserError as exc:
+                cause = exc.__context__
+                if isinstance(cause, RemoteProtocolError):  # raised by one of our callbacks
+                    self.fail(cause.status_hint, str(cause))
+                else:
+                    self.fail(400, f"malformed request: {exc}")
+            except RemoteProtocolError as exc:
+                self.fail(exc.status_hint, str(exc))
+            except Exception:  # a bug: it costs this connection, logged, and nothing else
+                log.exception("http %s:%d: internal error", self.client[0], self.client[1])
+                self.fail(500, "internal error")
+            return
+
+    def upgraded(self, data: bytes, offset: int) -> bytes:
+        """httptools stopped after a request it took for an upgrade, at `offset` in `data`.
+        Return what is left to parse as the next request (b"" if nothing, or if the rest
+        waits for the server's 101)."""
+        if self.declined:
+            # An upgrade l4lb declined: the request goes on as plain HTTP (it may even be
+            # answered already). llhttp ended it at its head (httptools skips the body of an
+            # upgrade), so its body, if any, is read first.
+            self.declined = False
+            skipped, self.skipped = self.skipped, None
+            if skipped is not None:
+                self.parser = H11BodyReader(self, self.parser, skipped[0], skipped[1])
+            return data[offset:]
+        ex = self.building or (self.exchanges[-1] if self.exchanges else None)
+        if ex is not None and ex.upgrade:
+            ex.upgrade_rest += data[offset:]
+            self.pause_reading()  # the rest waits for the server's 101
+        else:
+            self.fail(400, "unexpected upgrade")
+        return b""
 
     def eof_received(self) -> bool:
         if self.peer is not None:
@@ -211,7 +237,12 @@ class H1Server(asyncio.Protocol):
             # Answered here, as nginx does (RFC 9110 §10.1.1): the client sends its body at
             # once, and the server never sees an Expect it might not honour.
             headers = [(n, v) for n, v in headers if n != b"expect"]
-        if host is None:
+        url = self.url
+        if url[0] != 47 and method != "CONNECT" and target != "*":  # absolute-form (not "/")
+            host, target = origin_form(method, target)
+            headers = with_host(headers, host)
+            url = target.encode("latin-1")
+        elif host is None:
             host = b""
         key = _host_key(host)
         request = Request(
@@ -225,7 +256,11 @@ class H1Server(asyncio.Protocol):
             host,
             None if chunked else length,
         )
-        upgrade = parser.should_upgrade() and method != "CONNECT"
+        upgrade = False
+        if parser.should_upgrade() and method != "CONNECT":
+            upgrade = allowed_upgrade(headers, version, engine.upgrades)
+            if not upgrade:
+                self.decline_upgrade(chunked, length)
         self.requests += 1
         keep_alive = (
             parser.should_keep_alive()
@@ -235,7 +270,7 @@ class H1Server(asyncio.Protocol):
         if length > 0 and settings.max_body and length > settings.max_body:
             raise RemoteProtocolError("request body too large", 413)
         request_id = request_id_from(headers) or new_request_id()
-        line = method_bytes + b" " + self.url + b" HTTP/1.1"
+        line = method_bytes + b" " + url + b" HTTP/1.1"
         ex = Exchange(self, engine, request, keep_alive, body, request_id, upgrade, host, line)
         self.building = ex
         self.exchanges.append(ex)
@@ -250,12 +285,28 @@ class H1Server(asyncio.Protocol):
         else:
             self.pause_reading()  # pipelined: one at a time
 
+    def decline_upgrade(self, chunked: bool, length: int) -> None:
+        """The parser saw an upgrade that l4lb does not allow: the request goes on as plain
+        HTTP (its Upgrade and Connection go with the other hop-by-hop fields) and what
+        follows it is the next request. h11 reads its body and goes on by itself; httptools
+        stops after its head (see `upgraded`)."""
+        if isinstance(self.parser, H11RequestParser):
+            self.parser.decline_upgrade()
+            return
+        self.declined = True
+        if chunked or length > 0:
+            self.skipped = (chunked, length)
+            self.hold_end = True
+
     def on_body(self, body: bytes) -> None:
         self.body_seen = True
         if self.building is not None and not self.building.finished:
             self.building.body_chunk(body)
 
     def on_message_complete(self) -> None:
+        if self.hold_end:  # llhttp's early end of a declined upgrade: its body comes next
+            self.hold_end = False
+            return
         ex, self.building = self.building, None
         if self.timer_kind == "body":
             self.disarm()

@@ -22,7 +22,7 @@ import httptools
 from l4lb.errors import RemoteProtocolError
 from l7.validate import check_raw_head
 
-__all__ = ["H11RequestParser"]
+__all__ = ["H11BodyReader", "H11RequestParser"]
 
 
 class H11RequestParser:
@@ -56,6 +56,11 @@ class H11RequestParser:
 
     def should_upgrade(self) -> bool:
         return self.upgrade
+
+    def decline_upgrade(self) -> None:
+        """The adapter does not allow this request's upgrade (l7.upgrade): when it ends, what
+        follows is parsed as the next request instead of raising HttpParserUpgrade."""
+        self.upgrade = False
 
     def feed_data(self, data: bytes) -> None:
         if self.in_head:
@@ -113,3 +118,46 @@ class H11RequestParser:
             protocol.on_body(bytes(event.data))
         elif isinstance(event, h11.EndOfMessage):
             protocol.on_message_complete()
+
+
+class H11BodyReader:
+    """Stands in for a connection's httptools parser while it reads one request body that
+    llhttp skipped, then puts that parser back and feeds it what follows.
+
+    httptools takes any request with `Connection: upgrade` and Upgrade for an upgrade, ends
+    the message at its head whatever Content-Length or chunked say, and stops there. When the
+    adapter declines the upgrade (l7.upgrade), the body must still be read as a body, or its
+    bytes would be parsed as the next request (a desync). h11 reads it, told the framing by a
+    made-up head; `on_body` and `on_message_complete` go to `protocol` as the parser's would.
+    """
+
+    def __init__(self, protocol: Any, parser: Any, chunked: bool, length: int) -> None:
+        self.protocol = protocol
+        self.parser = parser
+        self.conn = h11.Connection(h11.SERVER)
+        framing = b"transfer-encoding: chunked" if chunked else b"content-length: %d" % length
+        self.conn.receive_data(b"POST / HTTP/1.1\r\nhost: x\r\n" + framing + b"\r\n\r\n")
+        self.conn.next_event()  # the made-up Request
+
+    def feed_data(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httptools.HttpParserError(f"invalid body: {exc}") from None
+            if event is h11.NEED_DATA:
+                return
+            if isinstance(event, h11.Data):
+                self.protocol.on_body(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                rest = self.conn.trailing_data[0]
+                self.protocol.parser = self.parser
+                self.protocol.on_message_complete()
+                if rest:
+                    try:
+                        self.parser.feed_data(rest)
+                    except httptools.HttpParserUpgrade as exc:  # offsets are into `data`
+                        offset = exc.args[0] if exc.args else len(rest)
+                        raise httptools.HttpParserUpgrade(len(data) - len(rest) + offset) from None
+                return

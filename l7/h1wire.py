@@ -68,6 +68,7 @@ def request_head(ex: Exchange) -> bytes:
             settings.forwarded,
             settings.traceparent,  # type: ignore[arg-type]
             ex.upgrade,
+            settings.x_forwarded_for,  # type: ignore[arg-type]
         )
         if route is not None:
             headers = apply_request_headers(route, headers)

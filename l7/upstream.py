@@ -7,7 +7,8 @@ time (HTTP/1.1 without pipelining towards servers, like nginx and Envoy). Respon
 parsed with httptools (llhttp): the fastest parser measured here (../shared/research), and
 the one uvicorn picks by default.
 
-A new connection is made by a task (`loop.create_connection`); everything after that is
+A new connection is made by a task (`loop.create_connection`), kept in the pool's
+`connecting` set until it is done, so that a shutdown can cancel it; everything after that is
 Protocol callbacks. The pool keeps no policy: the exchange decides what to retry and when a
 connection may go back to the pool.
 
@@ -19,6 +20,7 @@ timer at all.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from l7.sides import ExchangeEvents as Exchange
 
 __all__ = ["UpstreamConn", "UpstreamPool"]
+
+log = logging.getLogger("l4lb")
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -259,9 +263,11 @@ class UpstreamPool:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.tls = tls
-        self.sni = sni
+        self.sni = sni  # server_hostname: the SNI, and the name checked unless tls pins one
+        self.describe: Callable[[BaseException], str] | None = None  # a TLS failure, for logs
         self.connect_timeout = connect_timeout
         self.idle: list[UpstreamConn] = []
+        self.connecting: set[asyncio.Task] = set()  # connects under way (see `cancel_connects`)
         self.opened = 0  # connections made, for tests and stats
 
     def take(self) -> UpstreamConn | None:
@@ -274,8 +280,16 @@ class UpstreamPool:
         return None
 
     def connect(self, done: Callable[[UpstreamConn | None, str], None]) -> asyncio.Task:
-        """Open a new connection; `done(conn, "")` or `done(None, reason)` is called once."""
-        return self.loop.create_task(self._connect(done))
+        """Open a new connection; `done(conn, "")` or `done(None, reason)` is called once
+        (`"shutdown"` when `cancel_connects` cancelled it)."""
+        task = self.loop.create_task(self._connect(done))
+        self.connecting.add(task)
+        task.add_done_callback(self.connecting.discard)
+        return task
+
+    def cancel_connects(self) -> None:
+        for task in list(self.connecting):
+            task.cancel()
 
     async def _connect(self, done: Callable[[UpstreamConn | None, str], None]) -> None:
         try:
@@ -289,11 +303,18 @@ class UpstreamPool:
                 ),
                 self.connect_timeout,
             )
+        except asyncio.CancelledError:
+            done(None, "shutdown")  # the exchange gives back what it holds
+            raise
         except TimeoutError:
             done(None, "connect_timeout")
             return
         except (OSError, ssl.SSLError) as exc:
             reason = "refused" if isinstance(exc, ConnectionRefusedError) else "connect_failed"
+            if isinstance(exc, ssl.SSLError) and self.describe is not None:
+                reason = "tls_failed"
+                why = self.describe(exc)
+                log.warning("server %s:%d: TLS handshake failed: %s", self.host, self.port, why)
             done(None, reason)
             return
         self.opened += 1

@@ -47,6 +47,7 @@ __all__ = [
     "check_raw_head",
     "check_request_head",
     "content_length",
+    "valid_host",
 ]
 
 # RFC 9110 §5.6.2 token.
@@ -244,6 +245,11 @@ def _check_host(hosts: Sequence[bytes], version: str) -> None:
         if len(_GOOD_HOSTS) >= _MEMO_SIZE:
             _GOOD_HOSTS.clear()
         _GOOD_HOSTS.add(host)
+
+
+def valid_host(value: bytes) -> bool:
+    """Is `value` a valid Host (RFC 9110 §7.2: uri-host [":" port])? An empty host is."""
+    return _HOST.fullmatch(value) is not None
 
 
 # -- raw head ----------------------------------------------------------------------------------

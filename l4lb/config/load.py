@@ -19,6 +19,7 @@ from typing import Any
 
 from l4lb import balance
 from l4lb.config.lines import LineMap, format_path
+from l4lb.config.resolve import unresolved_servers
 from l4lb.config.schema import (
     AdminConfig,
     Config,
@@ -115,6 +116,33 @@ def _names(value: Any, *, wildcard: bool) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _verify(value: Any) -> str:
+    if value is True or value is False:
+        return "name" if value else "none"
+    if value == "chain":
+        return "chain"
+    raise BadValue(
+        f"{value!r} is not a verification mode",
+        'true (chain and name), "chain" (chain only), false (nothing)',
+    )
+
+
+def _verify_name(value: Any) -> str:
+    """One DNS name (no wildcard) or IP address a server certificate must be valid for."""
+    if isinstance(value, str) and value:
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            pass
+        if not value.startswith("*"):
+            return _names(value, wildcard=False)[0]
+    raise BadValue(
+        f"{value!r} is not one host name or IP address",
+        'a host name such as "backend.internal", or an IP address',
+    )
+
+
+_VERIFY_TOML = {"name": "true", "chain": '"chain"', "none": "false"}
 _SETTINGS: Fields = {
     "log_format": (choice("text", "json"), "text"),
     "access_log": (boolean, True),
@@ -163,6 +191,28 @@ def _cidrs(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Never tunnelled (l7/upgrade.py): the HTTP/2 requests inside would bypass every route.
+_NEVER_UPGRADES = frozenset({"h2c", "h2", "http/2", "http/2.0"})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _upgrades(value: Any) -> tuple[str, ...]:
+    allowed = 'a list of protocol names such as ["websocket"], or [] for none; never "h2c"'
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise BadValue(f"expected a list of protocol names, got {value!r}", allowed)
+    out = []
+    for item in value:
+        if not _TOKEN.fullmatch(item):
+            raise BadValue(f"{item!r} is not a protocol name", allowed)
+        if item.lower() in _NEVER_UPGRADES:
+            raise BadValue(
+                f"{item!r} is never tunnelled: the requests inside would bypass every route",
+                allowed,
+            )
+        out.append(item.lower())
+    return tuple(out)
+
+
 def _statuses(value: Any) -> tuple[int, ...]:
     return tuple(sorted({s for lo, hi in status_ranges(value) for s in range(lo, hi + 1)}))
 
@@ -182,6 +232,8 @@ _HTTP_LISTENER: Fields = {
     "redirect_https": (boolean, False),
     "hsts": (integer(0, 10 * 365 * 86400), 0),
     "parser": (choice("httptools", "h11"), "httptools"),
+    "upgrades": (_upgrades, ("websocket",)),
+    "x_forwarded_for": (choice("append", "replace"), "append"),
     "h2c": (boolean, False),
     "h2_max_streams": (integer(1, 10000), 100),
     "h2_header_table_size": (integer(0, 1 << 20), 4096),
@@ -208,9 +260,10 @@ _CERT: Fields = {
     "names": (lambda v: _names(v, wildcard=True), ("localhost",)),
 }
 _UPSTREAM_TLS: Fields = {
-    "verify": (boolean, True),
+    "verify": (_verify, "name"),
     "ca_file": (string, ""),
     "sni": (string, ""),
+    "verify_name": (_verify_name, ""),
     "cert": (string, ""),
     "key": (string, ""),
     "alpn": (lambda v: _strings(v), ()),
@@ -239,6 +292,7 @@ _SERVER: Fields = {
     "backup": (boolean, False),
     "max_connections": (integer(0, 1_000_000), 0),
     "drain": (boolean, False),
+    "verify_name": (_verify_name, ""),
 }
 _HEALTH: Fields = {
     "type": (choice("tcp", "http"), "tcp"),
@@ -263,8 +317,11 @@ _ADMIN: Fields = {
 _TOP = ("global", "admin", "demo", "listener", "pool")
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate `path`. Raises `ConfigErrors` listing every problem found."""
+def load(path: str | Path, *, resolve: bool = True) -> Config:
+    """Read and validate `path`. Raises `ConfigErrors` listing every problem found.
+
+    With `resolve`, server host names are resolved too (`config/resolve.py`): this blocks on
+    the system resolver, so an event loop calls it from a worker thread."""
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -272,21 +329,24 @@ def load(path: str | Path) -> Config:
         raise ConfigErrors([ConfigError(name, "", 0, "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigErrors([ConfigError(name, "", 0, f"cannot read the file: {exc}")]) from None
-    return load_text(text, name)
+    return load_text(text, name, resolve=resolve)
 
 
-def load_text(text: str, file: str = "<config>") -> Config:
-    """Validate TOML `text` as if read from `file`."""
+def load_text(text: str, file: str = "<config>", *, resolve: bool = True) -> Config:
+    """Validate TOML `text` as if read from `file` (`resolve` as for `load`)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
-        m = re.search(r"\(at line (\d+), column \d+\)", message)
-        line = int(m.group(1)) if m else 0
+        m = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        line, column = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
-        raise ConfigErrors([ConfigError(file, "", line, f"not valid TOML: {message}")]) from None
+        error = ConfigError(file, "", line, f"not valid TOML: {message}", column=column)
+        raise ConfigErrors([error]) from None
     loader = _Loader(file, LineMap(text))
     config = loader.config(data)
+    if resolve:
+        loader.errors += unresolved_servers(loader.addresses, file, loader.lines.line_of)
     if loader.errors or config is None:
         raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line == 0, e.line)))
     return config
@@ -297,6 +357,7 @@ class _Loader:
         self.file = file
         self.lines = lines
         self.errors: list[ConfigError] = []
+        self.addresses: list[tuple[Path_, Address]] = []  # servers' addresses, to resolve
 
     def error(self, parts: Path_, message: str, allowed: str = "") -> None:
         line = self.lines.line_of(parts)
@@ -456,14 +517,18 @@ class _Loader:
                 "client_ca = a PEM file of the CAs that sign client certificates",
             )
             return None
-        if raw["client_ca"] and not self.readable([*parts, "client_ca"], raw["client_ca"]):
-            return None
+        if raw["client_ca"]:
+            if not self.readable([*parts, "client_ca"], raw["client_ca"]):
+                return None
+            raw["client_ca"] = str(self.path(raw["client_ca"]))
         return ListenerConfig(name=name, **raw)
 
     def path(self, value: str) -> Path:
-        """Relative paths in a config are relative to the config file's folder."""
+        """Relative paths in a config are relative to the config file's folder. The result
+        is absolute and normalised, so the same file is written the same way however the
+        config was named (`l4lb plan` compares them), and does not move if the cwd does."""
         path = Path(value)
-        return path if path.is_absolute() else Path(self.file).parent / path
+        return Path(os.path.abspath(path if path.is_absolute() else Path(self.file).parent / path))
 
     def readable(self, parts: Path_, value: str) -> bool:
         try:
@@ -531,10 +596,11 @@ class _Loader:
             return None
         ok = True
         if raw["balance"] not in balance.NAMES:
+            name = raw["balance"]
+            close = difflib.get_close_matches(str(name), balance.NAMES, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             self.error(
-                [*parts, "balance"],
-                f"unknown algorithm {raw['balance']!r}",
-                ", ".join(balance.NAMES),
+                [*parts, "balance"], f"unknown algorithm {name!r}{hint}", ", ".join(balance.NAMES)
             )
             ok = False
         servers = self.servers(raw["servers"], [*parts, "servers"])
@@ -566,6 +632,15 @@ class _Loader:
                             break
             tls = UpstreamTlsConfig(**t) if t is not None else None
             ok = ok and tls is not None
+            if tls is not None and tls.verify_name and tls.verify != "name":
+                self.error(
+                    [*parts, "tls", "verify_name"],
+                    f"verify_name is set but verify = {_VERIFY_TOML[tls.verify]} checks no name",
+                    "verify = true (the default) with verify_name, or no verify_name",
+                )
+                ok = False
+        if servers is not None and (tls is not None or raw["tls"] is None):
+            ok = self.server_names_checked(parts, raw["servers"], tls) and ok
         http = HttpPoolSettings()
         if raw["http"] is not None:
             h = self.table(raw["http"], [*parts, "http"], _HTTP_POOL)
@@ -577,6 +652,26 @@ class _Loader:
             servers=servers, health=health, passive=passive or PassiveConfig(), tls=tls, http=http
         )
         return PoolConfig(name=name, **raw)
+
+    def server_names_checked(self, parts: Path_, raw: list, tls: UpstreamTlsConfig | None) -> bool:
+        """A server's verify_name needs the pool to speak TLS and check names."""
+        ok = True
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict) or "verify_name" not in item:
+                continue
+            if tls is None or tls.verify != "name":
+                why = (
+                    "the pool has no [" + format_path([*parts, "tls"]) + "] table"
+                    if tls is None
+                    else f"the pool's tls has verify = {_VERIFY_TOML[tls.verify]}"
+                )
+                self.error(
+                    [*parts, "servers", i, "verify_name"],
+                    f"verify_name is set but {why}",
+                    "verify_name on servers of a pool whose tls has verify = true",
+                )
+                ok = False
+        return ok
 
     def nested(self, body: dict[str, Any], parts: Path_) -> None:
         if isinstance(body.get("health"), dict):
@@ -609,6 +704,7 @@ class _Loader:
             if raw is None:
                 ok = False
                 continue
+            self.addresses.append(([*here, "address"], raw["address"]))
             raw["name"] = raw["name"] or str(raw["address"])
             if raw["name"] in names:
                 self.error(

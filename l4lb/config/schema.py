@@ -83,6 +83,7 @@ class ServerConfig:
     backup: bool = False
     max_connections: int = 0  # 0: no limit
     drain: bool = False
+    verify_name: str = ""  # TLS pools: the name this server's certificate must carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ class HttpListenerSettings:
     redirect_https: bool = False  # answer every request with 301 to https://host/target
     hsts: int = 0  # max-age for Strict-Transport-Security on responses (https); 0: off
     parser: str = "httptools"  # "httptools" (llhttp, fast) | "h11" (pure Python)
+    upgrades: tuple[str, ...] = ("websocket",)  # protocols an Upgrade may switch to (lower-case)
+    x_forwarded_for: str = "append"  # "append" (to a client's own) | "replace"
     # HTTP/2 (https listeners offer it by ALPN; http listeners only with h2c = true)
     h2c: bool = False  # http listeners: accept HTTP/2 with prior knowledge (never Upgrade)
     h2_max_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS (nginx, Envoy: 100)
@@ -157,11 +160,13 @@ class TlsCert:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTlsConfig:
-    """`[pool.NAME.tls]`: the pool speaks TLS to its servers."""
+    """`[pool.NAME.tls]`: the pool speaks TLS to its servers. `verify`: "name" (TOML `true`)
+    checks the chain and a name, "chain" the chain only, "none" (`false`) nothing."""
 
-    verify: bool = True
+    verify: str = "name"
     ca_file: str = ""  # empty: the system store
-    sni: str = ""  # empty: the server's host
+    sni: str = ""  # empty: the verified name (verify_name, else the server's host)
+    verify_name: str = ""  # empty: sni, else the server's host
     cert: str = ""
     key: str = ""
     alpn: tuple[str, ...] = ()

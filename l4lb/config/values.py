@@ -20,6 +20,7 @@ __all__ = [
     "boolean",
     "choice",
     "duration",
+    "host_problem",
     "integer",
     "parse_address",
     "status_ranges",
@@ -131,9 +132,35 @@ def parse_address(text: str, *, default_host: str | None = None) -> Address:
             host = default_host
         if host == "*":
             host = "0.0.0.0"
+        problem = host_problem(host)
+        if problem:
+            raise BadValue(
+                f"{text!r}: {problem}",
+                "an IP address, or a host name of letters, digits, '-' and dots",
+            )
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise BadValue(f"{text!r} has no valid port", "a port from 1 to 65535")
     return Address(host, int(port_text))
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def host_problem(host: str) -> str:
+    """What is wrong with `host` as an IPv4 literal or a host name (RFC 1123), or "".
+
+    Checked before any resolver sees the name: `127.0.0.300` is not a name to look up in DNS
+    (glibc would send it to the resolver), and a name with spaces is not a name at all."""
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv4 address"
+        return ""
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        return f"{host!r} is not a host name"
+    return ""
 
 
 def address(value: Any) -> Address:

@@ -43,10 +43,11 @@ is only validated and a warning says it is not stapled. Responses are read at st
 each reload: refresh the file and reload before it expires.
 
 Client side, `client_context(...)` is for a pool that speaks TLS to its servers: verification
-against `ca_file` or the system store, optional client certificate, ALPN. The name to send as SNI
-and to verify the server's certificate against is per connection in the standard library: pass it
-as `server_hostname` when connecting (`loop.create_connection(..., ssl=ctx,
-server_hostname=name)`).
+(chain and name, chain only, or none) against `ca_file` or the system store, optional client
+certificate, ALPN. The standard library takes one name per connection, `server_hostname`, as
+both the SNI sent and the name the certificate must carry (`loop.create_connection(...,
+ssl=ctx, server_hostname=name)`). A context made with `name=` checks that name instead, so
+the SNI can differ (`l4lb.tls.build.UpstreamTls.connect_args` picks the context and SNI).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from l4lb.tls.certs import CertError, CertPair, CertSelector, StrPath, load_pair
 __all__ = [
     "TLS12_CIPHERS",
     "TLS_VERSIONS",
+    "VERIFY_MODES",
     "client_context",
     "load_ocsp_response",
     "peer_subject",
@@ -288,35 +290,53 @@ def _staple(ctx: ssl.SSLContext, pair: CertPair, response: bytes) -> None:
 # -- client (upstream) ---------------------------------------------------------------------------
 
 
+VERIFY_MODES = ("name", "chain", "none")
+
+
 def client_context(
     *,
     ca_file: StrPath | None = None,
-    verify: bool = True,
+    verify: bool | str = True,
+    name: str | None = None,
     cert: StrPath | None = None,
     key: StrPath | None = None,
     alpn: Sequence[str] = (),
 ) -> ssl.SSLContext:
     """An `SSLContext` for TLS from a pool to its servers.
 
-    With `verify` (the default) the server's chain is checked against `ca_file`, or the system
-    store when None, and its name against the `server_hostname` the caller connects with.
-    `verify=False` checks nothing (and ignores `ca_file`): only for servers on a trusted network.
+    `verify` is one of `VERIFY_MODES` (True means "name", False "none"):
+    - "name" (the default): the server's chain is checked against `ca_file`, or the system
+      store when None, and its name against the `server_hostname` the caller connects with
+      (which is also the SNI sent), or against `name` when given, whatever the SNI
+      (`l4lb.tls.native.set_verify_name`; raises NativeUnavailable where that cannot be done).
+    - "chain": the chain only, as HAProxy's `verify required` without `verifyhost`: any
+      certificate the CA signed is accepted, whatever name it carries.
+    - "none": nothing (and `ca_file` is ignored): only for servers on a trusted network.
     `cert`/`key` present a client certificate (checked with `load_pair`; `key` defaults to
     `cert` for a combined PEM). `alpn` offers protocols, e.g. `("h2", "http/1.1")`.
     TLS 1.2 is the minimum; ciphers are the standard library's defaults (forward-secret suites
     only, security level 2), a little wider than the listener's so that older servers connect.
 
-    Raises `CertError` for an unusable CA, certificate or key file. Blocks on file reads.
+    Raises `CertError` for an unusable CA, certificate or key file, ValueError for arguments
+    no config should produce. Blocks on file reads.
     """
+    mode = {True: "name", False: "none"}.get(verify, verify)  # type: ignore[call-overload]
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"verify {verify!r}: allowed {', '.join(VERIFY_MODES)}")
+    if name is not None and mode != "name":
+        raise ValueError(f"a name to verify needs verify='name', not {mode!r}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not verify:
+    if mode == "none":
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    elif ca_file is not None:
-        _load_ca(ctx, ca_file)
     else:
-        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if mode == "chain" or name is not None:
+            ctx.check_hostname = False  # verify_mode stays CERT_REQUIRED
+        if ca_file is not None:
+            _load_ca(ctx, ca_file)
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if cert is not None:
         pair = load_pair(cert, key if key is not None else cert)
         try:
@@ -327,4 +347,8 @@ def client_context(
         raise ValueError("client_context: key given without cert")
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
+    if name is not None:
+        from l4lb.tls.native import set_verify_name
+
+        set_verify_name(ctx, name)
     return ctx

@@ -45,6 +45,7 @@ def http_backends():
         made.extend(new)
         return new
 
+    make.add = made.append  # type: ignore[attr-defined]  # one made by the test, closed here
     yield make
     for b in made:
         b.close()

@@ -202,20 +202,32 @@ class Proxy:
     """`l4lb up` as a subprocess, with its logs in files for the test to read. It runs one
     process (see `single_process`) unless the config sets `workers`."""
 
-    def __init__(self, tmp: Path, config: str, *, loop: str = "", args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        tmp: Path,
+        config: str,
+        *,
+        loop: str = "",
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ):
+        """`env` is added to the environment; `new_session` makes l4lb (and its workers) a
+        process group of its own, to signal as systemd and a terminal do."""
         self.tmp = tmp
         self.path = tmp / "l4lb.toml"
         self.path.write_text(single_process(config))
         self.out = tmp / "stdout.log"
         self.err = tmp / "stderr.log"
-        env = dict(os.environ)
+        environ = {**os.environ, **(env or {})}
         if loop:
-            env["L4LB_LOOP"] = loop
+            environ["L4LB_LOOP"] = loop
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "l4lb", "up", str(self.path), "--no-tui", *args],
             stdout=self.out.open("wb"),
             stderr=self.err.open("wb"),
-            env=env,
+            env=environ,
+            start_new_session=new_session,
         )
         count = len(re.findall(r"^\[listener\.[^.\]]+\]", config, re.M))
         ready = re.compile(r"listener \S+: \S+ on ")
@@ -291,12 +303,37 @@ def make_cert(tmp, name: str) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-class TlsBackend:
-    """A TLS server with its own certificate; after the handshake it sends its name."""
+def make_ca_cert(tmp, ca: str, name: str) -> tuple[str, str, str]:
+    """A CA named `ca` (made once per folder) and a certificate for `name` it signs:
+    (CA file, certificate, key)."""
+    ca_crt, ca_key = tmp / f"{ca}.ca.crt", tmp / f"{ca}.ca.key"
+    cert, key, csr = tmp / f"{ca}-{name}.crt", tmp / f"{ca}-{name}.key", tmp / f"{ca}-{name}.csr"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
 
-    def __init__(self, name: str, cert: str, key: str, client_ca: str | None = None) -> None:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+    if not ca_crt.exists():
+        run("req", "-x509", *ec, "-days", "2", "-subj", f"/CN={ca}", "-keyout", str(ca_key),
+            "-out", str(ca_crt))  # fmt: skip
+    run("req", "-new", *ec, "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr))
+    ext = tmp / f"{ca}-{name}.ext"
+    ext.write_text(f"subjectAltName=DNS:{name}\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+    return str(ca_crt), str(cert), str(key)
+
+
+class TlsBackend:
+    """A TLS server with its own certificate; after the handshake it sends its name, or, with
+    `http`, answers one HTTP request with its name as the body and closes."""
+
+    def __init__(
+        self, name: str, cert: str, key: str, client_ca: str | None = None, *, http: bool = False
+    ) -> None:
         self.name = name
         self.cert = cert
+        self.http = http
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         if client_ca:  # mTLS: only clients with a certificate from this CA
@@ -319,6 +356,17 @@ class TlsBackend:
     def _handle(self, conn: socket.socket) -> None:
         try:
             with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                if self.http:
+                    head = b""
+                    while b"\r\n\r\n" not in head and (data := tls.recv(65536)):
+                        head += data
+                    body = self.name.encode()
+                    tls.sendall(
+                        b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                        + body
+                    )
+                    return
                 tls.sendall(f"{self.name}\n".encode())
                 while data := tls.recv(65536):
                     tls.sendall(data)

@@ -17,13 +17,13 @@ import time
 
 import h11
 
-__all__ = ["HttpBackend", "WsBackend"]
+__all__ = ["HttpBackend", "RawBackend", "WsBackend"]
 
 
 class HttpBackend:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, port: int = 0) -> None:
         self.name = name
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
         self.requests = 0
@@ -122,14 +122,104 @@ class HttpBackend:
         sock.sendall(conn.send(h11.EndOfMessage()))
 
 
+class RawBackend:
+    """A server that records every byte it receives, per connection, and answers each request
+    head (and its Content-Length body) with `answer`; after an answer starting with
+    `HTTP/1.1 101` it only records. For tests of what exactly reaches a server."""
+
+    def __init__(self, answer: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") -> None:
+        self.answer = answer
+        self.name = "raw"
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytearray] = []
+        self.heads: list[bytes] = []  # each request head answered, in order
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def data(self) -> bytes:
+        """Everything received so far, on all connections."""
+        with self.lock:
+            return b"".join(bytes(r) for r in self.received)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            buf = bytearray()
+            with self.lock:
+                self.received.append(buf)
+            threading.Thread(target=self._handle, args=(conn, buf), daemon=True).start()
+
+    def _handle(self, conn: socket.socket, buf: bytearray) -> None:
+        pending = b""
+        switched = False
+        with conn:
+            conn.settimeout(30)
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                with self.lock:
+                    buf += data
+                pending += data
+                while not switched and b"\r\n\r\n" in pending:
+                    head, _, rest = pending.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value.strip())
+                        elif name.strip().lower() == b"transfer-encoding":
+                            length = _chunked_length(rest)
+                    if length < 0 or len(rest) < length:
+                        break
+                    pending = rest[length:]
+                    with self.lock:
+                        self.heads.append(head)
+                    conn.sendall(self.answer)
+                    switched = self.answer.startswith(b"HTTP/1.1 101")
+
+
+def _chunked_length(data: bytes) -> int:
+    """How many bytes of `data` a chunked body takes (no trailers), or -1 if not all here."""
+    at = 0
+    while True:
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            return -1
+        size = int(data[at:end].split(b";")[0], 16)
+        at = end + 2 + size + 2
+        if size == 0:
+            return at if len(data) >= at else -1
+
+
 class WsBackend:
-    """A `websockets` echo server in its own thread and event loop."""
+    """A `websockets` echo server in its own thread and event loop.
+
+    `close` asks the server's own loop to leave `serve` (which closes the server and its
+    connections) and waits for that thread: stopping the loop under it instead left the
+    server's close coroutine unawaited ("coroutine 'Server._close' was never awaited")."""
 
     def __init__(self) -> None:
         self.port = 0
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self._run, daemon=True).start()
+        self._stop: asyncio.Future[None] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
         self.ready.wait(10)
 
     def _run(self) -> None:
@@ -140,19 +230,23 @@ class WsBackend:
                 await ws.send(message)
 
         async def main() -> None:
+            self._stop = self.loop.create_future()
             async with serve(echo, "127.0.0.1", 0, max_size=None) as server:
                 self.port = server.sockets[0].getsockname()[1]
                 self.ready.set()
-                await asyncio.Future()
+                await self._stop
 
         try:
             self.loop.run_until_complete(main())
-        except RuntimeError:
-            pass
+        finally:
+            self.loop.close()
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        stop = self._stop
+        if stop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+        self._thread.join(10)

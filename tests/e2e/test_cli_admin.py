@@ -83,3 +83,61 @@ def test_admin_port_in_use_is_a_clear_error(tmp_path, backends):
     busy.close()
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot listen on" in result.stderr and "(admin)" in result.stderr
+
+
+def test_a_quick_drain_and_enable_leave_events(proxy, backends):
+    import json
+    import urllib.request
+
+    (a,) = backends("a")
+    port, admin = free_port(), free_port()
+    proxy(config(port, admin, [a]))
+    where = ("--admin", f"127.0.0.1:{admin}")
+    assert cli("drain", "p", "a", *where).returncode == 0
+    assert cli("enable", "p", "a", *where).returncode == 0  # well within a stats tick
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=10) as resp:
+        events = [(e["kind"], e["text"]) for e in json.load(resp)["events"]]
+    ours = [(kind, text) for kind, text in events if kind in ("drain", "enable")]
+    assert [kind for kind, _ in ours] == ["enable", "drain"], events  # newest first
+    assert all(t.startswith("p/a ") and t.endswith(", from the admin API") for _, t in ours)
+    assert ours[0][1].endswith(" up, from the admin API")
+
+
+def test_top_without_a_terminal_prints_plain_summaries(proxy, backends):
+    """`ssh host l4lb top` (no -t) or a pipe: no terminal to draw on, so plain text."""
+    (a,) = backends("a")
+    port, admin = free_port(), free_port()
+    proxy(config(port, admin, [a]))
+    where = ("--admin", f"127.0.0.1:{admin}")
+    once = subprocess.run(
+        [sys.executable, "-m", "l4lb", "top", "--once", *where],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert once.returncode == 0, once.stderr
+    assert once.stdout.startswith("l4lb ") and "Traceback" not in once.stderr
+    assert f"listener l tcp 127.0.0.1:{port} active=0" in once.stdout
+    assert f"  server p/a {a.address} up weight=1" in once.stdout
+
+    top = subprocess.Popen(
+        [sys.executable, "-m", "l4lb", "top", "--interval", "0.2", *where],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        heads = 0
+        for _ in range(200):  # a bounded read: two summaries are about 10 lines
+            line = top.stdout.readline()
+            if not line:
+                break
+            heads += line.startswith("l4lb ")
+            if heads == 2:
+                break
+        assert heads == 2, top.stderr.read() if top.poll() is not None else "too few"
+    finally:
+        top.kill()
+        top.wait()

@@ -153,7 +153,7 @@ def test_headers_sent_upstream(proxy, http_backends):
     )
     assert status == 200 and headers["x-request-id"] == "abc-123"
     seen = dict(json.loads(body)["headers"])
-    assert seen["x-forwarded-for"] == "127.0.0.1"  # an untrusted client's value is replaced
+    assert seen["x-forwarded-for"] == "6.6.6.6, 127.0.0.1"  # appended to, as nginx does
     assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-host"] == "example.com"
     assert seen["forwarded"] == "for=127.0.0.1;proto=http;host=example.com"
     assert seen["via"] == "1.1 l4lb" and seen["x-request-id"] == "abc-123"
@@ -235,6 +235,34 @@ def test_circuit_breaker_opens_and_recovers(proxy, http_backends):
     time.sleep(1.2)
     statuses = [get(port, "/flaky/500")[0] for _ in range(6)]
     assert statuses.count(500) == 1  # one half-open trial, which fails and re-opens
+
+
+def test_breaker_opens_on_connect_failures_and_recovers(proxy, http_backends):
+    """Issue 17: a trial that ends in a refused connect must re-open the breaker, not keep
+    its slot: once the server is back, requests reach it again (they used to get 503 for
+    ever, with the view showing "open")."""
+    port, flap_port = free_port(), free_port()
+    flap = f'name = "flap"\naddress = "127.0.0.1:{flap_port}"'
+    p = proxy(
+        listener(port)
+        + pool_toml(
+            "p",
+            [flap],
+            retries=0,
+            passive={"max_fails": 0},
+            http={"breaker_failures": 2, "breaker_cool_off": '"1s"', "breaker_half_open": 1},
+        )
+    )
+    assert [get(port, "/")[0] for _ in range(2)] == [502, 502]  # nothing listens yet
+    assert p.wait_log(r"server p/flap circuit open")
+    assert get(port, "/")[0] == 503  # open: no server available
+    # The cool-off passes while the server still refuses: the trial gets 502 and re-opens.
+    assert wait_until(lambda: get(port, "/")[0] == 502, timeout=10)
+    assert p.wait_log(r"server p/flap circuit open \(a trial request failed\)")
+    http_backends.add(HttpBackend("flap", flap_port))
+    assert wait_until(lambda: get(port, "/")[0] == 200, timeout=10)
+    assert p.wait_log(r"server p/flap circuit closed")
+    assert [get(port, "/")[0] for _ in range(3)] == [200] * 3
 
 
 def test_limits(proxy, http_backends):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import resource
 import socket
 import threading
 
@@ -401,3 +404,58 @@ def test_a_server_reset_mid_write_leaves_no_stale_registration(proxy, backends):
                 assert s.recv(10) == b"ping"
     finally:
         resetter.close()
+
+
+def _limit_free_descriptors(pid: int, free: int) -> None:
+    """Lower l4lb's RLIMIT_NOFILE so that exactly `free` more descriptors can be opened (the
+    limit bounds descriptor numbers, and the kernel hands out the lowest free one first)."""
+    used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    holes = [n for n in range(max(used) + free + 2) if n not in used]
+    _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (holes[free], hard))
+
+
+def _server_active(admin: int) -> int:
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    snap = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    return sum(s["active"] for p in snap["pools"] for s in p["servers"])
+
+
+def _closed_at_once(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        try:
+            return s.recv(100) == b""
+        except ConnectionResetError:
+            return True
+
+
+def test_out_of_descriptors_ends_the_session_and_gives_the_server_back(proxy, backends):
+    """Issue 17: under EMFILE, `socket.socket()` (for the server) and `os.pipe2` (for the
+    relay) used to raise out of a loop callback with the server's count taken. With a real
+    low RLIMIT_NOFILE on the l4lb process, each ends its session (`end=emfile`) and the
+    proxy goes on once descriptors are free again."""
+    (b,) = backends("b")
+    port, admin = free_port(), free_port()
+    config = f'[admin]\nbind = "127.0.0.1:{admin}"\n' + listener_toml(port) + pool_toml("p", [b])
+    p = proxy(config, loop="uvloop")
+    pid = p.proc.pid
+    _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    try:
+        # Room for the client and the server socket, none for the relay's pipe.
+        _limit_free_descriptors(pid, 2)
+        assert _closed_at_once(port)
+        assert p.wait_log(r"end=emfile")
+        # Room for the client only: the socket for the server cannot be made.
+        _limit_free_descriptors(pid, 1)
+        assert _closed_at_once(port)
+        assert p.wait_log(r"cannot open a socket to server p/b")
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+    assert name_of(port) == "b"
+    assert wait_until(lambda: _server_active(admin) == 0)
+    assert len(re.findall(r"end=emfile", p.log())) == 2, p.log()[-3000:]
+    assert "Traceback" not in p.log() and p.proc.poll() is None

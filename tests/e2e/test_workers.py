@@ -216,7 +216,11 @@ def test_reload_changes_every_worker_while_connections_flow(proxy, backends):
         p.proc.send_signal(signal.SIGHUP)
         for i in range(2):
             assert p.wait_log(rf"worker {i}: reload 1 applied", 10), p.log()
-        assert "reload 1 validated; SIGHUP sent to 2 worker(s)" in p.log()
+        assert re.search(  # and what changed, as `l4lb plan` says it
+            r"reload 1 validated; SIGHUP sent to 2 worker\(s\): \d+ changes: "
+            r"~ pool p: balance 'round_robin' -> 'least_conn'",
+            p.log(),
+        ), p.log()
         time.sleep(0.5)
     finally:
         stop.set()

@@ -70,6 +70,7 @@ def test_real_config_as_json():
         "backup": True,
         "max_connections": 0,
         "drain": False,
+        "verify_name": "",
     }
 
 

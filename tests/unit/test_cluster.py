@@ -201,3 +201,28 @@ def test_workers_zero_means_one_per_cpu():
     assert resolve_workers(0, cpus=8) == 8
     assert resolve_workers(0, cpus=0) == 1
     assert resolve_workers(0) >= 1
+
+
+# -- reload_outcome ------------------------------------------------------------------------
+
+
+def _report(attempts: int, error: str = "") -> dict:
+    return {"snapshot": {"config": {"reload_attempts": attempts, "last_reload_error": error}}}
+
+
+def test_reload_outcome_waits_for_every_signalled_worker():
+    from l4lb.cluster import reload_outcome
+
+    signalled = {0: (100, 0), 1: (101, 0)}
+    assert reload_outcome(signalled, {0: (100, _report(1)), 1: (101, _report(0))}) is None
+    assert reload_outcome(signalled, {0: (100, _report(1)), 1: (101, None)}) is None
+    assert reload_outcome(signalled, {0: (100, _report(1)), 1: (101, _report(1))}) == []
+
+
+def test_reload_outcome_names_refusing_workers_and_skips_dead_or_replaced_ones():
+    from l4lb.cluster import reload_outcome
+
+    signalled = {0: (100, 2), 1: (101, 2), 2: (102, 2)}
+    reports = {0: (100, _report(3, "cannot listen on 127.0.0.1:1")), 1: (555, _report(0))}
+    assert reload_outcome(signalled, reports) == ["worker 0: cannot listen on 127.0.0.1:1"]
+    assert reload_outcome({}, {}) == []

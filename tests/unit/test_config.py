@@ -128,9 +128,41 @@ def test_bad_addresses():
     )
 
 
-def test_toml_syntax_error_has_a_line():
+def test_toml_syntax_error_has_a_line_and_column():
     (err,) = errors_of(replace("weight = 3", "weight = = 3"))
-    assert err.startswith("site.toml:22: not valid TOML:")
+    assert err == "site.toml:22:10: not valid TOML: Invalid value"
+
+
+def test_misspelled_algorithm_gets_a_did_you_mean():
+    (err,) = errors_of(replace('"least_conn"', '"leastconn"'))
+    assert err.startswith(
+        "site.toml:11: pool.api.balance: unknown algorithm 'leastconn'; did you mean 'least_conn'?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.300:8101", "'127.0.0.300:8101': '127.0.0.300' is not an IPv4 address"),
+        ("no such host:80", "'no such host:80': 'no such host' is not a host name"),
+        ("-db.lan:80", "'-db.lan:80': '-db.lan' is not a host name"),
+        ("db.invalid:5432", "cannot resolve 'db.invalid': the .invalid domain never resolves"),
+    ],
+)
+def test_server_addresses_that_cannot_be_used_are_located_errors(address, message):
+    """As `haproxy -c` and `nginx -t`: a server that could never be reached fails the check,
+    instead of loading and going down at run time. `.invalid` never reaches a resolver."""
+    (err,) = errors_of(replace("127.0.0.1:9002", address))
+    assert err.startswith(f"site.toml:25: pool.api.servers[1].address: {message}"), err
+
+
+def test_server_names_are_resolved_at_load_unless_asked_not_to():
+    text = replace("127.0.0.1:9002", "localhost:9002")  # /etc/hosts: no network
+    assert str(load_text(text).pool("api").servers[1].address) == "localhost:9002"
+    unresolvable = replace("127.0.0.1:9002", "db.invalid:9002")
+    errors_of(unresolvable)
+    config = load_text(unresolvable, resolve=False)  # a worker: its supervisor checked
+    assert config.pool("api").servers[1].address.host == "db.invalid"
 
 
 def test_all_errors_reported_at_once():
@@ -327,6 +359,115 @@ def test_cli_route_explains(tmp_path):
         "route[0] 'api': matched\n  forward to pool 'api' with path rewritten to /users"
         in hit.stdout
     )
+    path_only = run_cli("route", str(path), "GET", "/v1/users", "-H", "Host: api.example.com")
+    assert path_only.returncode == 0, path_only.stderr
+    assert "route[0] 'api': matched" in path_only.stdout
+    no_host = run_cli("route", str(path), "GET", "/v1/users")
+    assert no_host.returncode == 1 and "add -H 'Host: NAME'" in no_host.stderr
     miss = run_cli("route", str(path), "GET", "http://www.example.com/", "-H", "X-A: b")
     assert "host 'www.example.com' is not api.example.com" in miss.stdout
     assert miss.stdout.strip().endswith("forward to pool 'web' (the listener's pool)")
+
+
+UPSTREAM_TLS = """\
+[listener.l]
+bind = "127.0.0.1:1"
+pool = "p"
+
+[pool.p]
+servers = [{ address = "127.0.0.1:2", verify_name = "one.internal" }, "127.0.0.1:3"]
+
+[pool.p.tls]
+verify_name = "Backend.Internal."
+"""
+
+
+def test_upstream_tls_verify_modes_and_names_load():
+    tls_of = lambda text: load_text(text, "site.toml").pool("p").tls  # noqa: E731
+    tls = tls_of(UPSTREAM_TLS)
+    assert tls.verify == "name" and tls.verify_name == "backend.internal" and tls.sni == ""
+    servers = load_text(UPSTREAM_TLS, "site.toml").pool("p").servers
+    assert [s.verify_name for s in servers] == ["one.internal", ""]
+    bare = UPSTREAM_TLS.replace('verify_name = "one.internal"', "weight = 1")
+    assert tls_of(bare.replace('verify_name = "Backend.Internal."', 'verify = "chain"')).verify == (
+        "chain"
+    )
+    assert tls_of(bare.replace('verify_name = "Backend.Internal."', "verify = false")).verify == (
+        "none"
+    )
+    assert tls_of(UPSTREAM_TLS.replace('"Backend.Internal."', '"[::1]"')).verify_name == "::1"
+
+
+def test_upstream_tls_contradictions_are_located():
+    pool_name = 'verify_name = "Backend'
+    chain = UPSTREAM_TLS.replace(pool_name, 'verify = "chain"\n' + pool_name)
+    assert errors_of(chain) == [
+        "site.toml:6: pool.p.servers[0].verify_name: verify_name is set but the pool's tls has "
+        'verify = "chain" (allowed: verify_name on servers of a pool whose tls has verify = true)',
+        'site.toml:10: pool.p.tls.verify_name: verify_name is set but verify = "chain" checks no '
+        "name (allowed: verify = true (the default) with verify_name, or no verify_name)",
+    ]
+    no_tls = UPSTREAM_TLS.split("[pool.p.tls]")[0]
+    assert errors_of(no_tls) == [
+        "site.toml:6: pool.p.servers[0].verify_name: verify_name is set but the pool has no "
+        "[pool.p.tls] table (allowed: verify_name on servers of a pool whose tls has verify = "
+        "true)"
+    ]
+    off = UPSTREAM_TLS.replace('verify_name = "Backend.Internal."', "verify = false")
+    assert errors_of(off)[0].startswith(
+        "site.toml:6: pool.p.servers[0].verify_name: verify_name is set but the pool's tls has "
+        "verify = false"
+    )
+    for bad, why in [
+        ('"yes"', "'yes' is not a verification mode"),
+        ("1", "1 is not a verification mode"),
+    ]:
+        text = UPSTREAM_TLS.replace('verify_name = "Backend', f'verify = {bad}\nverify_name = "B')
+        assert errors_of(text) == [
+            f'site.toml:9: pool.p.tls.verify: {why} (allowed: true (chain and name), "chain" '
+            "(chain only), false (nothing))"
+        ]
+    for bad in ('"*.internal"', '"two words"', '""', "7"):
+        (err,) = errors_of(UPSTREAM_TLS.replace('"Backend.Internal."', bad))
+        assert err.startswith("site.toml:9: pool.p.tls.verify_name: ") and "allowed" in err
+
+
+HTTP = """\
+[listener.web]
+bind = "127.0.0.1:8080"
+protocol = "http"
+pool = "p"
+
+[listener.web.http]
+{options}
+
+[[pool.p.servers]]
+address = "127.0.0.1:9001"
+"""
+
+
+def test_upgrades_and_x_forwarded_for_defaults_and_values():
+    (listener,) = load_text(HTTP.format(options=""), "site.toml").listeners
+    assert listener.http.upgrades == ("websocket",)
+    assert listener.http.x_forwarded_for == "append"
+    text = HTTP.format(options='upgrades = ["WebSocket", "foo"]\nx_forwarded_for = "replace"')
+    (listener,) = load_text(text, "site.toml").listeners
+    assert listener.http.upgrades == ("websocket", "foo")
+    assert listener.http.x_forwarded_for == "replace"
+    (listener,) = load_text(HTTP.format(options="upgrades = []"), "site.toml").listeners
+    assert listener.http.upgrades == ()
+
+
+@pytest.mark.parametrize(
+    "options, wanted",
+    [
+        ('upgrades = ["h2c"]', "never tunnelled"),
+        ('upgrades = "websocket"', "list of protocol names"),
+        ('upgrades = ["web socket"]', "not a protocol name"),
+        ('x_forwarded_for = "prepend"', "append, replace"),
+    ],
+)
+def test_upgrades_and_x_forwarded_for_errors(options, wanted):
+    (error,) = errors_of(HTTP.format(options=options))
+    assert "site.toml" in error and "listener.web.http." in error and wanted in error
+    assert ":7" in error or "line 7" in error

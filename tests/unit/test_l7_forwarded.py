@@ -134,10 +134,23 @@ def test_untrusted_client_cannot_forge_forwarding_headers() -> None:
         (b"forwarded", b"for=1.2.3.4"),
     ]
     out = forward(headers, forwarded_header=True)
-    assert values(out, b"x-forwarded-for") == [b"203.0.113.7"]
+    # X-Forwarded-For is appended to (the last hop is ours: a server counts from the right);
+    # the single-valued ones and Forwarded are replaced for an untrusted client.
+    assert values(out, b"x-forwarded-for") == [b"1.2.3.4, 5.6.7.8, 203.0.113.7"]
     assert values(out, b"x-forwarded-proto") == [b"https"]
     assert values(out, b"x-forwarded-host") == [b"example.com"]
     assert values(out, b"forwarded") == [b"for=203.0.113.7;proto=https;host=example.com"]
+    replaced = forward(headers, forwarded_header=True, x_forwarded_for="replace")
+    assert values(replaced, b"x-forwarded-for") == [b"203.0.113.7"]
+    assert [h for h in replaced if h[0] != b"x-forwarded-for"] == [
+        h for h in out if h[0] != b"x-forwarded-for"
+    ]
+
+
+def test_replace_still_extends_a_trusted_proxys_chain() -> None:
+    headers = [(b"host", b"example.com"), (b"x-forwarded-for", b"198.51.100.1")]
+    out = forward(headers, client_ip="10.0.0.3", x_forwarded_for="replace")
+    assert values(out, b"x-forwarded-for") == [b"198.51.100.1, 10.0.0.3"]
 
 
 def test_trusted_proxy_chains_are_extended() -> None:
@@ -377,9 +390,12 @@ NAMES = st.sampled_from(
 HEADERS = st.lists(st.tuples(NAMES, st.binary(max_size=20)), max_size=12)
 
 
-@given(HEADERS, st.booleans(), st.booleans())
-def test_no_hop_by_hop_field_survives(headers: Headers, trusted: bool, upgrade: bool) -> None:
-    out = forward(headers, client_ip="10.0.0.1" if trusted else "192.0.2.1", upgrade=upgrade)
+@given(HEADERS, st.booleans(), st.booleans(), st.sampled_from(["append", "replace"]))
+def test_no_hop_by_hop_field_survives(
+    headers: Headers, trusted: bool, upgrade: bool, xff_mode: str
+) -> None:
+    client_ip = "10.0.0.1" if trusted else "192.0.2.1"
+    out = forward(headers, client_ip=client_ip, upgrade=upgrade, x_forwarded_for=xff_mode)
     names = [k for k, _ in out]
     for name in (b"te", b"keep-alive", b"transfer-encoding"):
         assert name not in names
@@ -388,7 +404,7 @@ def test_no_hop_by_hop_field_survives(headers: Headers, trusted: bool, upgrade: 
         assert names.count(name) == 1
     (xff,) = values(out, b"x-forwarded-for")
     assert xff.endswith(b"10.0.0.1" if trusted else b"192.0.2.1")
-    if not trusted:
+    if not trusted and xff_mode == "replace":
         assert xff == b"192.0.2.1"
 
 
@@ -400,15 +416,23 @@ PLAIN_NAMES = st.sampled_from([b"host", b"accept", b"user-agent", b"cookie", b"x
     st.sampled_from(["192.0.2.1", "10.0.0.1", "2001:db8::1", "::ffff:192.0.2.9"]),
     st.sampled_from(["", "example.com", "example.com:8443", "[::1]:80"]),
     st.booleans(),
+    st.sampled_from(["append", "replace"]),
 )
 def test_forwarding_lines_are_what_forward_headers_appends(
-    headers: Headers, client_ip: str, host: str, forwarded_header: bool
+    headers: Headers, client_ip: str, host: str, forwarded_header: bool, xff_mode: str
 ) -> None:
     """The HTTP hot path sends a request without REWRITTEN fields (but for a lone
     `Connection: keep-alive`) as its own fields + forwarding_lines + X-Request-ID: that must
-    be exactly what forward_headers makes of it, trusted client or not."""
+    be exactly what forward_headers makes of it, trusted client or not, whichever
+    x_forwarded_for mode (a request with its own X-Forwarded-For takes the general path)."""
     headers = [(n, b"keep-alive") if n == b"connection" else (n, v) for n, v in headers]
-    out = forward(headers, client_ip=client_ip, host=host, forwarded_header=forwarded_header)
+    out = forward(
+        headers,
+        client_ip=client_ip,
+        host=host,
+        forwarded_header=forwarded_header,
+        x_forwarded_for=xff_mode,
+    )
     fast = [(n, v) for n, v in headers if n not in REWRITTEN]
     lines = forwarding_lines(client_ip, "https", host, tuple(TRUSTED), forwarded_header)
     fast += [tuple(line.split(b": ", 1)) for line in lines.split(b"\r\n") if line]

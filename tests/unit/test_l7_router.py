@@ -399,9 +399,19 @@ def test_explain_host_header_wins_like_curl():
 
 
 @pytest.mark.parametrize("url", ["/api", "ftp://example.com/", "example.com/api"])
-def test_explain_needs_an_absolute_http_url(url):
+def test_explain_needs_an_absolute_http_url_or_a_host(url):
     with pytest.raises(L4lbError):
         explain(SITE, "GET", url, [])
+
+
+def test_explain_a_path_with_a_host_header():
+    """`l4lb route FILE GET /api/x -H 'Host: api.example.com'`: what the request line and
+    the Host header of a real request say."""
+    text = explain(SITE, "GET", "/api/x?v=2", [("Host", "api.example.com")])
+    assert text.splitlines()[0] == "request: GET host 'api.example.com' path '/api/x' query 'v=2'"
+    assert "route[1] 'api': matched" in text
+    req = request_from_url("GET", "/a", [("Host", "Example.com:8443")], scheme="https")
+    assert (req.scheme, req.host, req.target) == ("https", "example.com", "/a")
 
 
 def test_header_arg():

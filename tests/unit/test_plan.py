@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from l4lb.admin import config_json
-from l4lb.config import load_text
-from l4lb.plan import plan
+from l4lb.config import load, load_text
+from l4lb.plan import plan, summary
 
 OLD = """\
 [listener.web]
@@ -71,3 +71,26 @@ def test_keys_decode():
         "escape",
         "q",
     ]
+
+
+def test_unchanged_certificate_is_not_removed_and_added(tmp_path, monkeypatch):
+    """The running instance was started as `l4lb up site.toml`, the plan asked with an
+    absolute path (or the other way round): the same certificate file, written two ways."""
+    (tmp_path / "site.toml").write_text(
+        '[listener.s]\nbind = "127.0.0.1:8443"\nprotocol = "tls"\npool = "p"\n'
+        '[[listener.s.certs]]\ncert = "var/../var/s.crt"\nkey = "var/s.key"\nselfsigned = true\n'
+        '[pool.p]\nservers = ["127.0.0.1:9001"]\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    running = config_json(load("site.toml"))
+    lines = plan(running, config_json(load(tmp_path / "site.toml")))
+    assert lines == [f"~ listener s: certificate files re-read: {tmp_path / 'var' / 's.crt'}"]
+
+
+def test_summary_is_one_line():
+    lines = plan(config_json(load_text(OLD)), config_json(load_text(NEW)))
+    text = summary(lines, limit=2)
+    assert "\n" not in text
+    assert text == f"{len(lines)} changes: {lines[0]}; {lines[1]}; and {len(lines) - 2} more"
+    assert summary(lines[:1]) == f"1 change: {lines[0]}"
+    assert summary([]) == "no changes"

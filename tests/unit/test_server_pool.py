@@ -117,3 +117,25 @@ def test_unresolved_server_is_out_of_rotation():
     a = make_server("a", 1)
     a.family = 0
     assert make_pool([a]).pick(0) is None
+
+
+def test_addresses_resolved_beforehand_are_used_as_they_are():
+    """Reload resolves in a thread (`resolve_addresses`), then builds pools from the result
+    without another lookup."""
+    from l4lb.pool import build_pools, resolve_addresses
+
+    servers = (
+        ServerConfig("a", Address("127.0.0.1", 81)),
+        ServerConfig("b", Address("localhost", 82)),
+        ServerConfig("c", Address("127.0.0.1", 81)),
+    )
+    config = PoolConfig(name="p", servers=servers)
+    found = resolve_addresses([config])
+    assert set(found) == {("127.0.0.1", 81), ("localhost", 82)}
+    assert found[("127.0.0.1", 81)][1][:2] == ("127.0.0.1", 81)
+    found[("localhost", 82)] = "cannot resolve 'localhost': made up for the test"
+    pool = build_pools([config], {}, 0.0, found)["p"]
+    a, b, _ = pool.servers
+    assert a.family and a.sockaddr[:2] == ("127.0.0.1", 81)
+    assert b.family == 0 and b.last_check.startswith("cannot resolve")
+    assert [s.name for s in [pool.pick(0.0) for _ in range(4)]].count("b") == 0

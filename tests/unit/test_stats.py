@@ -171,6 +171,9 @@ def test_snapshot_fields_and_json():
         "loaded_at": 1_700_000_000.0,
         "loaded_ago": 60.0,
         "reloads": 0,
+        "reload_attempts": 0,
+        "reloading": False,
+        "last_reload_error": "",
     }
     (web,) = snap["listeners"]
     assert web["protocol"] == "tcp"
@@ -204,6 +207,37 @@ def test_server_state_changes_become_events():
     snap = stats.snapshot(rt, 3.0)
     assert snap["events"][0]["kind"] == "server_up"  # newest first
     assert snap["events"][0]["ago"] == 0.0
+
+
+def test_a_quick_drain_and_enable_leaves_events_and_moves_changed():
+    """Ticks compare states a second apart, so a drain undone within a second was invisible;
+    the operator's action is an event of its own, and is not reported twice."""
+    rt = make_runtime()
+    stats = Stats(0.0, 0.0)
+    a, _ = rt.pools["api"].servers
+    stats.tick(rt, 1.0)
+    a.draining = True
+    stats.operator(1.2, "api", a, "drain", "the admin API")
+    a.draining = False
+    stats.operator(1.4, "api", a, "enable", "the admin API")
+    stats.tick(rt, 2.0)
+    assert [(e.kind, e.text) for e in stats.events()] == [
+        ("drain", "api/a up -> draining, from the admin API"),
+        ("enable", "api/a draining -> up, from the admin API"),
+    ]
+    (server, _) = stats.snapshot(rt, 10.0)["pools"][0]["servers"]
+    assert server["last_change_ago"] == pytest.approx(8.6)  # the enable, not the start
+
+
+def test_state_changes_seen_by_a_tick_move_changed():
+    rt = make_runtime()
+    stats = Stats(0.0, 0.0)
+    _, b = rt.pools["api"].servers
+    stats.tick(rt, 1.0)
+    b.draining = True  # e.g. set by a reload's `drain = true`
+    stats.tick(rt, 2.0)
+    (_, server) = stats.snapshot(rt, 5.0)["pools"][0]["servers"]
+    assert server["state"] == "draining" and server["last_change_ago"] == 3.0
 
 
 def test_reload_is_noticed_and_sets_loaded_at():

@@ -27,6 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from test_tls_certs import NOW, Issued, MiniCA
 
+from l4lb.config import load_text
+from l4lb.config.schema import PoolConfig
+from l4lb.tls.build import upstream_tls
 from l4lb.tls.certs import CertError, CertPair, generate_selfsigned, load_pair
 from l4lb.tls.context import (
     TLS12_CIPHERS,
@@ -463,6 +466,81 @@ def test_client_context_without_verification(pki: Pki) -> None:
     with serving(server_context(all_pairs(pki))) as server:
         ctx = client_context(verify=False, ca_file=pki.rogue.ca_path)
         assert connect(server.port, ctx, "unknown.example").names == ["a.example"]
+
+
+def test_client_context_chain_only_accepts_any_name_the_ca_signed(pki: Pki) -> None:
+    with serving(server_context(all_pairs(pki))) as server:
+        ctx = client_context(ca_file=pki.ca.ca_path, verify="chain")
+        assert connect(server.port, ctx, "unknown.example").names == ["a.example"]
+        assert connect(server.port, ctx, "127.0.0.1").names == ["a.example"]  # no SNI sent
+        with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
+            connect(server.port, client_context(ca_file=pki.rogue.ca_path, verify="chain"), None)
+
+
+def test_client_context_checks_a_given_name_whatever_the_sni(pki: Pki) -> None:
+    with serving(server_context(all_pairs(pki))) as server:
+        ctx = client_context(ca_file=pki.ca.ca_path, name="www.b.example")
+        assert connect(server.port, ctx, "b.example").names == ["b.example", "www.b.example"]
+        with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+            connect(server.port, ctx, "a.example")  # the SNI picks a.example's certificate
+        by_ip = client_context(ca_file=pki.ca.ca_path, name="127.0.0.1")
+        with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
+            connect(server.port, by_ip, "a.example")
+        rogue = client_context(ca_file=pki.rogue.ca_path, name="a.example")
+        with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
+            connect(server.port, rogue, "a.example")
+
+
+def test_client_context_rejects_contradictory_arguments() -> None:
+    with pytest.raises(ValueError, match="allowed name, chain, none"):
+        client_context(verify="loose")
+    for mode in ("chain", "none", False):
+        with pytest.raises(ValueError, match="a name to verify needs verify='name'"):
+            client_context(verify=mode, name="a.example")
+
+
+def pool_tls(tls: str, servers: str = '"127.0.0.1:2"') -> PoolConfig:
+    text = f'[listener.l]\nbind = "127.0.0.1:1"\npool = "p"\n[pool.p]\nservers = [{servers}]\n'
+    return load_text(text + "[pool.p.tls]\n" + tls, "site.toml").pool("p")
+
+
+def test_upstream_tls_picks_the_context_and_sni_per_server(pki: Pki) -> None:
+    ca = f'ca_file = "{pki.ca.ca_path}"\n'
+    up = upstream_tls(pool_tls(ca))
+    assert up is not None and up.context.check_hostname  # the standard library checks the name
+    assert up.connect_args("s", "127.0.0.1") == (up.context, "127.0.0.1")
+    up = upstream_tls(pool_tls(ca + 'verify = "chain"\n'))
+    assert up is not None and not up.context.check_hostname
+    assert up.context.verify_mode == ssl.CERT_REQUIRED
+    assert up.connect_args("s", "127.0.0.1") == (up.context, "127.0.0.1")
+    up = upstream_tls(pool_tls(ca + 'verify_name = "a.example"\n'))
+    assert up is not None and up.connect_args("s", "127.0.0.1") == (up.context, "a.example")
+    servers = '{ address = "127.0.0.1:2", name = "one", verify_name = "b.example" }, "127.0.0.1:3"'
+    up = upstream_tls(pool_tls(ca + 'sni = "front.example"\nverify_name = "a.example"\n', servers))
+    assert up is not None and set(up.by_name) == {"a.example", "b.example"}
+    assert up.connect_args("one", "127.0.0.1") == (up.by_name["b.example"], "front.example")
+    assert up.connect_args("127.0.0.1:3", "127.0.0.1") == (up.by_name["a.example"], "front.example")
+    with serving(server_context(all_pairs(pki))) as server:
+        ctx, _ = up.connect_args("127.0.0.1:3", "127.0.0.1")
+        assert connect(server.port, ctx, "unknown.example").names == ["a.example"]
+        ctx, sni = up.connect_args("one", "127.0.0.1")
+        with pytest.raises(ssl.SSLCertVerificationError) as err:
+            connect(server.port, ctx, sni)
+        why = up.failure(err.value, "one", "127.0.0.1")
+        assert why == "certificate verify failed: not valid for the name 'b.example'"
+
+
+def test_upstream_tls_failure_says_what_to_set_for_an_address(pki: Pki) -> None:
+    up = upstream_tls(pool_tls(f'ca_file = "{pki.ca.ca_path}"\n'))
+    assert up is not None
+    with serving(server_context(all_pairs(pki))) as server:
+        ctx, sni = up.connect_args("s", "127.0.0.1")
+        with pytest.raises(ssl.SSLCertVerificationError) as err:
+            connect(server.port, ctx, sni)
+    assert up.failure(err.value, "s", "127.0.0.1") == (
+        "certificate verify failed: not valid for the address '127.0.0.1' "
+        '(set verify_name, or verify = "chain")'
+    )
 
 
 def test_client_context_presents_a_client_certificate_and_alpn(pki: Pki) -> None:

@@ -58,7 +58,40 @@ def test_wide_frame_has_the_detail_columns():
     assert "http: 503" in row(text, "web-2") and "31s" in row(text, "web-2")
     assert "least_conn" in text
     narrow = render_to_text(SNAPSHOT, 80, 24)
-    assert "10.0.0.12:8080" not in narrow and "CHECK" not in narrow
+    assert "10.0.0.12:8080" not in narrow and "CHANGED" not in narrow
+
+
+def test_changed_counts_a_drain():
+    # web-3 was drained 21s before the snapshot; its health never changed.
+    assert row(render_to_text(SNAPSHOT, 160, 48), "web-3").split()[-2] == "21s"
+
+
+def demo_like_snapshot(events: bool) -> dict:
+    """The quick start's listeners: two addresses each, the widest case at 80 columns."""
+    snap = dict(SNAPSHOT, events=SNAPSHOT["events"] if events else [])
+    snap["listeners"] = [
+        dict(lst, bind=["127.0.0.1:40933", "[::1]:40933"], protocol="https", req_rate=1234.0)
+        for lst in SNAPSHOT["listeners"]
+    ]
+    return snap
+
+
+@pytest.mark.parametrize("events", [True, False])
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (120, 32)])
+def test_at_common_sizes_nothing_is_cut_and_the_footer_is_last(width, height, events):
+    text = render_to_text(demo_like_snapshot(events), width, height)
+    lines = lines_of(text)
+    assert len(lines) == height and "q quit" in lines[-1]
+    head = next(x for x in lines if x.startswith("LISTENER"))
+    assert head.split() == [
+        "LISTENER", "PROTO", "ADDRESS", "ACTIVE", "CONN/S", "REQ/S", "IN/S", "OUT/S"
+    ]  # fmt: skip
+    (web,) = [x for x in lines if x.startswith("web ") and "https" in x]
+    assert web.split()[-3:] == ["1.2k", "351.6K/s", "14.6M/s"]
+    assert "127.0.0.1:40933" in web
+    # The health check column the README promises, at every size.
+    assert "CHECK" in next(x for x in lines if x.startswith("SERVER"))
+    assert "503" in row(text, "web-2") and "200" in row(text, "web-4")
 
 
 def test_sparkline_spans_the_last_minute_at_every_width():
@@ -176,3 +209,20 @@ def test_filter_editing():
 def test_visible_servers_matches_address_and_state():
     assert [s["name"] for _, s in visible_servers(SNAPSHOT, "10.0.1.")] == ["api-1"]
     assert [s["name"] for _, s in visible_servers(SNAPSHOT, "DRAIN")] == ["web-3"]
+
+
+def test_plain_summary_for_top_without_a_terminal():
+    from l4lb.plainview import plain_summary
+
+    lines = plain_summary(SNAPSHOT).splitlines()
+    assert lines[0].startswith("l4lb 0.1.0 pid 4242 up 17m41s config site.toml reloads=0 at ")
+    assert lines[0].endswith("Z")
+    assert "listener web tcp 0.0.0.0:80,[::]:80 active=0 conn/s=70" in lines[1]
+    assert "pool web round_robin 3/5 up" in lines
+    down = [x for x in lines if x.startswith("  server ") and " down " in x]
+    assert down == [
+        "  server web/web-2 10.0.0.12:8080 down weight=1 active=0 conn/s=8.0 p50=- p99=- "
+        'check="http: 503" changed=31s'
+    ]
+    assert any(x.startswith("event ") and "reload_failed" in x for x in lines)
+    assert "\x1b" not in "\n".join(lines)
