@@ -86,8 +86,10 @@ class AccessLog:
         total: float,
         request_id: str,
         retries: int,
+        version: str = "1.1",
     ) -> None:
-        """One line per HTTP request (nginx's combined log, plus what a proxy adds)."""
+        """One line per HTTP request (nginx's combined log, plus what a proxy adds); `version`
+        is the client's HTTP version ("1.0", "1.1", "2")."""
         if not self.enabled:
             return
         stamp = self._stamp()
@@ -111,13 +113,14 @@ class AccessLog:
                     "total_time": round(total, 6),
                     "request_id": request_id,
                     "retries": retries,
+                    "http_version": version,
                 }
             )
         else:
             line = (
                 f'{stamp}Z {peer} {listener} "{method} {host}{path}" {status} {bytes_out} '
                 f"route={route} server={server} connect={_ms(connect)} response={_ms(response)} "
-                f"total={total * 1000:.1f}ms id={request_id} retries={retries}"
+                f"total={total * 1000:.1f}ms id={request_id} retries={retries} http={version}"
             )
         try:
             self.stream.write(line + "\n")

@@ -29,6 +29,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "l4lb_reloads_total": ("counter", "Config reloads applied since start."),
     "l4lb_listener_connections_total": ("counter", "Client connections accepted."),
     "l4lb_listener_active_connections": ("gauge", "Client connections open now."),
+    "l4lb_listener_requests_total": ("counter", "HTTP requests answered (http/https)."),
+    "l4lb_listener_http2_connections_total": ("counter", "HTTP/2 client connections."),
+    "l4lb_listener_http2_streams_total": ("counter", "HTTP/2 streams (requests) opened."),
+    "l4lb_listener_http2_resets_total": ("counter", "HTTP/2 streams reset by the client."),
+    "l4lb_listener_http2_goaways_total": ("counter", "HTTP/2 GOAWAY frames sent."),
     "l4lb_server_connections_total": ("counter", "Connections sent to the server."),
     "l4lb_server_active_connections": ("gauge", "Connections to the server open now."),
     "l4lb_server_up": ("gauge", "1 if the server passes health checks and is not ejected."),
@@ -93,6 +98,15 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
         samples["l4lb_listener_active_connections"].append(
             ("l4lb_listener_active_connections", labels, int(listener["active"]))
         )
+        if listener.get("protocol") in ("http", "https"):
+            for key, name in (
+                ("requests", "l4lb_listener_requests_total"),
+                ("h2_connections", "l4lb_listener_http2_connections_total"),
+                ("h2_streams", "l4lb_listener_http2_streams_total"),
+                ("h2_resets", "l4lb_listener_http2_resets_total"),
+                ("h2_goaways", "l4lb_listener_http2_goaways_total"),
+            ):
+                samples[name].append((name, labels, int(listener.get(key, 0))))
     histograms = dict(stats.histograms()) if stats is not None else {}
     for pool in snapshot.get("pools", ()):
         for server in pool.get("servers", ()):

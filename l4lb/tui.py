@@ -254,6 +254,16 @@ def _binds(lst: Mapping[str, Any], wide: bool) -> str:
     return f"{binds[0]} +{len(binds) - 1}"
 
 
+def _proto(lst: Mapping[str, Any], wide: bool) -> str:
+    """The listener's protocol; `+h2` once HTTP/2 clients came (wide: with its resets)."""
+    proto = lst.get("protocol", "")
+    if not lst.get("h2_connections"):
+        return proto
+    if wide and lst.get("h2_resets"):
+        return f"{proto}+h2 rst {lst['h2_resets']}"
+    return f"{proto}+h2"
+
+
 def _listeners(listeners: Sequence[Mapping[str, Any]], rows: int, width: int) -> Table:
     """Numbers are never cut: the address (then the name) gives way when space is short."""
     wide = width >= WIDE
@@ -261,7 +271,7 @@ def _listeners(listeners: Sequence[Mapping[str, Any]], rows: int, width: int) ->
     body = [
         [
             Text(lst["name"], style="bold" if lst.get("accepting", True) else "dim"),
-            lst.get("protocol", ""),
+            _proto(lst, wide),
             _binds(lst, wide),
             str(lst.get("active", 0)),
             _rate(lst.get("conn_rate", 0.0)),

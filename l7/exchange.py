@@ -581,4 +581,5 @@ class Exchange:
             total=time.monotonic() - self.started,
             request_id=self.request_id,
             retries=self.attempt.retries if self.attempt is not None else 0,
+            version=request.version,
         )

@@ -226,3 +226,12 @@ def test_plain_summary_for_top_without_a_terminal():
     ]
     assert any(x.startswith("event ") and "reload_failed" in x for x in lines)
     assert "\x1b" not in "\n".join(lines)
+
+
+def test_listener_protocol_shows_http2_in_use():
+    from l4lb.tui import _proto
+
+    assert _proto({"protocol": "https"}, wide=True) == "https"
+    assert _proto({"protocol": "https", "h2_connections": 3}, wide=False) == "https+h2"
+    seen = {"protocol": "https", "h2_connections": 3, "h2_resets": 7}
+    assert _proto(seen, wide=True) == "https+h2 rst 7"
