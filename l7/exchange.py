@@ -483,12 +483,25 @@ class Exchange:
         self.conn.write(data)
 
     def on_tunnel_eof(self, side: str) -> bool:
+        """The server ended its way of the tunnel: "server" (EOF: passed on, see
+        `H1Server.tunnel_eof`), "server_lost" (its connection closed: TLS, which cannot
+        half-close) or "server_reset"."""
         if side == "server":
-            self.conn.write_eof()
+            self.conn.tunnel_eof("server")
             return True
+        if side == "server_lost":
+            self.conn.end_tunnel()
+            return False
         self.conn.abort()
         self.finish()
         return False
+
+    def tunnel_closed(self) -> None:
+        """The client connection ends the tunnel (both ways have ended): log it now."""
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.exchange = None
+        self.finish()
 
     # -- flow control ------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from l7.upgrade import allowed_upgrade
 from l7.validate import check_request_head
 
 if TYPE_CHECKING:
-    from l7.sides import ServerStream
+    from l7.upstream import UpstreamConn
 
 __all__ = ["H1Server"]
 
@@ -95,7 +95,9 @@ class H1Server(asyncio.Protocol):
         self.closing = False
         self.draining = False
         self.paused = False
-        self.peer: ServerStream | None = None  # set when the connection became a tunnel
+        self.peer: UpstreamConn | None = None  # set when the connection became a tunnel
+        self.client_ended = False  # tunnel: the client's EOF was passed on to the server
+        self.server_ended = False  # tunnel: the server's EOF was passed on to the client
         self.touched = False
         self.corked: list[bytes] | None = None  # writes held to leave as one
         self.loop = asyncio.get_event_loop()
@@ -159,8 +161,7 @@ class H1Server(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if self.peer is not None:
-            if self.peer.transport is not None and self.peer.transport.can_write_eof():
-                self.peer.transport.write_eof()
+            self.tunnel_eof("client")
             return True
         return False  # a half-closed HTTP client: finish and close
 
@@ -180,7 +181,10 @@ class H1Server(asyncio.Protocol):
         self.closed = True
         self.cancel_timer()
         if self.peer is not None:
-            self.peer.abort()
+            if exc is None:
+                self.end_tunnel()  # a TLS client's close: the server still gets what is buffered
+            else:
+                self.peer.abort()
         for ex in self.exchanges:
             ex.abort()
         self.exchanges.clear()
@@ -373,12 +377,6 @@ class H1Server(asyncio.Protocol):
         if held and self.transport is not None and not self.closed:
             self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
-    def write_eof(self) -> None:
-        if self.transport is not None and not self.closed and self.transport.can_write_eof():
-            self.transport.write_eof()
-        elif self.transport is not None:
-            self.transport.close()
-
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed and not self.paused:
             self.transport.pause_reading()
@@ -393,7 +391,7 @@ class H1Server(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.abort()
 
-    def tunnel(self, upstream: ServerStream | None, pending: bytes) -> None:
+    def tunnel(self, upstream: UpstreamConn | None, pending: bytes) -> None:
         """After a 101: the client and the server talk directly; `pending` is what the
         client sent after its request head."""
         if upstream is None:
@@ -407,6 +405,39 @@ class H1Server(asyncio.Protocol):
         idle = self.engine_of().config.idle_timeout
         self.touched = True
         self.arm("tunnel", idle)
+
+    def tunnel_eof(self, side: str) -> None:
+        """`side` ("client" or "server") ended its way of the tunnel: pass the EOF on, and
+        once both ways have ended close both connections (`end_tunnel`). asyncio keeps a
+        transport that has received and sent EOF open until it is closed, so without this a
+        closed WebSocket held its two descriptors until the idle timeout. A TLS side cannot
+        half-close (asyncio's TLS transports cannot send EOF alone): there the EOF ends the
+        tunnel, as `l4lb.streamrelay` does."""
+        peer = self.peer
+        if peer is None:
+            return
+        if side == "client":
+            self.client_ended = True
+            ended, transport = self.server_ended, peer.transport
+        else:
+            self.server_ended = True
+            ended, transport = self.client_ended, self.transport
+        if not ended and transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        else:
+            self.end_tunnel()
+
+    def end_tunnel(self) -> None:
+        """Close both sides of the tunnel, each after what is buffered for it is written, and
+        log the exchange now (its `total` is the tunnel's lifetime)."""
+        peer, self.peer = self.peer, None
+        if peer is None:
+            return
+        self.closing = True
+        if self.exchanges:
+            self.exchanges[0].tunnel_closed()
+        peer.close()
+        self.close()
 
     def exchange_done(self, ex: Exchange) -> None:
         if self.exchanges and self.exchanges[0] is ex:

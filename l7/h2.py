@@ -192,7 +192,10 @@ class H2Stream:
     def write(self, data: bytes) -> None:
         self.abort()
 
-    def write_eof(self) -> None:
+    def tunnel_eof(self, side: str) -> None:
+        self.abort()
+
+    def end_tunnel(self) -> None:
         self.abort()
 
     def tunnel(self, upstream: ServerStream | None, pending: bytes) -> None:

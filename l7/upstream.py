@@ -113,7 +113,7 @@ class UpstreamConn(asyncio.Protocol):
         ex, self.exchange = self.exchange, None
         if ex is not None:
             if self.tunnel:
-                ex.on_tunnel_eof("server_lost")
+                ex.on_tunnel_eof("server_lost" if exc is None else "server_reset")
             elif self.until_close:
                 ex.on_response_complete()  # a close-delimited body ends with the connection
             else:
@@ -213,6 +213,14 @@ class UpstreamConn(asyncio.Protocol):
         self.reusable = False
         if self.transport is not None and not self.closed:
             self.transport.abort()
+
+    def close(self) -> None:
+        """Close once what is buffered is written (the end of a tunnel). A server that does
+        not read what is left is aborted after the pool's idle timeout."""
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+            self.arm(self.pool.idle_timeout)
 
     def release(self) -> None:
         """The exchange is done with it: back to the pool if it can carry another request."""
