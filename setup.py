@@ -22,7 +22,9 @@ HOT_PATH = [
     "l7/deadline.py",
     "l7/upstream.py",
     "l7/exchange.py",
+    "l7/h1wire.py",
     "l7/h1.py",
+    "l4lb/attempt.py",
 ]
 
 ext_modules = []
