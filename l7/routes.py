@@ -32,7 +32,12 @@ from string import Formatter
 from typing import Any
 
 from l4lb.config.lines import format_path
-from l4lb.config.load import _NAME, _REQUIRED, Fields, _Loader, _names, _strings
+from l4lb.config.tables import NAME as _NAME
+from l4lb.config.tables import REQUIRED as _REQUIRED
+from l4lb.config.tables import Fields
+from l4lb.config.tables import TableLoader as _Loader
+from l4lb.config.tables import names as _names
+from l4lb.config.tables import strings as _strings
 from l4lb.config.values import BadValue, boolean, integer, string
 
 __all__ = [

@@ -13,7 +13,6 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,10 @@ from l4lb.config.schema import (
     TlsCert,
     UpstreamTlsConfig,
 )
+from l4lb.config.tables import REQUIRED as _REQUIRED
+from l4lb.config.tables import Fields, Path_, TableLoader
+from l4lb.config.tables import names as _names
+from l4lb.config.tables import strings as _strings
 from l4lb.config.values import (
     Address,
     BadValue,
@@ -54,11 +57,6 @@ __all__ = ["LISTENER_PROTOCOLS", "load", "load_text"]
 #: Listener protocols this build serves; the others in DESIGN.md's vocabulary come later.
 LISTENER_PROTOCOLS = ("tcp", "tls-passthrough", "tls", "http", "https")
 _TLS_PROTOCOLS = ("tls", "https")
-
-_REQUIRED = object()
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-Path_ = list[str | int]
-Fields = dict[str, tuple[Callable[[Any], Any], Any]]
 
 
 def _seconds(value: Any) -> float:
@@ -87,33 +85,6 @@ def _bind_list(value: Any) -> tuple[Address, ...]:
     if not items:
         raise BadValue("the list is empty", "an address or a list of addresses")
     return tuple(_bind_address(item) for item in items)
-
-
-_HOSTNAME = re.compile(
-    r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
-    r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$"
-)
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(i, str) and i for i in items):
-        raise BadValue(
-            f"expected a string or a list of strings, got {value!r}",
-            "a string or a list of strings",
-        )
-    return tuple(items)
-
-
-def _names(value: Any, *, wildcard: bool) -> tuple[str, ...]:
-    allowed = 'host names such as "api.example.com"' + (' or "*.example.com"' if wildcard else "")
-    out = []
-    for name in _strings(value):
-        name = name.lower().rstrip(".")
-        if not _HOSTNAME.match(name) or (name.startswith("*") and not wildcard):
-            raise BadValue(f"{name!r} is not a host name", allowed)
-        out.append(name)
-    return tuple(out)
 
 
 def _verify(value: Any) -> str:
@@ -352,59 +323,10 @@ def load_text(text: str, file: str = "<config>", *, resolve: bool = True) -> Con
     return config
 
 
-class _Loader:
+class _Loader(TableLoader):
     def __init__(self, file: str, lines: LineMap) -> None:
-        self.file = file
-        self.lines = lines
-        self.errors: list[ConfigError] = []
+        super().__init__(file, lines)
         self.addresses: list[tuple[Path_, Address]] = []  # servers' addresses, to resolve
-
-    def error(self, parts: Path_, message: str, allowed: str = "") -> None:
-        line = self.lines.line_of(parts)
-        self.errors.append(ConfigError(self.file, format_path(parts), line, message, allowed))
-
-    def unknown(self, parts: Path_, key: str, known: list[str] | tuple[str, ...]) -> None:
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        self.error([*parts, key], f"unknown key {key!r}{hint}", ", ".join(known))
-
-    def table(self, value: Any, parts: Path_, fields: Fields) -> dict[str, Any] | None:
-        """Convert the keys of one table; None if anything in it was wrong."""
-        if not isinstance(value, dict):
-            self.error(parts, f"expected a table, got {value!r}")
-            return None
-        before = len(self.errors)
-        for key in value:
-            if key not in fields:
-                self.unknown(parts, key, list(fields))
-        out: dict[str, Any] = {}
-        for key, (convert, default) in fields.items():
-            if key in value:
-                try:
-                    out[key] = convert(value[key])
-                except BadValue as exc:
-                    self.error([*parts, key], exc.message, exc.allowed)
-            elif default is _REQUIRED:
-                self.error([*parts, key], f"missing required key {key!r}")
-            else:
-                out[key] = default
-        return out if len(self.errors) == before else None
-
-    def named_tables(self, value: Any, parts: Path_) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.error(parts, "expected tables such as [" + format_path(parts) + ".NAME]")
-            return {}
-        good = {}
-        for name, body in value.items():
-            if not _NAME.match(name):
-                self.error(
-                    [*parts, name],
-                    f"{name!r} is not a valid name",
-                    "letters, digits, '_', '-', '.', up to 64 characters",
-                )
-            else:
-                good[name] = body
-        return good
 
     def config(self, data: dict[str, Any]) -> Config | None:
         for key in data:
