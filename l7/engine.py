@@ -68,6 +68,11 @@ class UpstreamRegistry:
         else:
             up.max_idle, up.idle_timeout = settings.max_idle, settings.idle_timeout
             up.connect_timeout = pool.config.connect_timeout
+        up.server = server
+        ceiling = max(settings.max_idle, settings.max_idle_ceiling)
+        if server.max_connections:
+            ceiling = min(ceiling, max(server.max_connections, settings.max_idle))
+        up.max_idle_ceiling = ceiling
         if tls is not None:
             up.tls, up.sni = tls.connect_args(server.name, server.host)
             up.describe = partial(tls.failure, server=server.name, host=server.host)

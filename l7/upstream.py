@@ -277,6 +277,14 @@ class UpstreamPool:
         self.idle: list[UpstreamConn] = []
         self.connecting: set[asyncio.Task] = set()  # connects under way (see `cancel_connects`)
         self.opened = 0  # connections made, for tests and stats
+        # The server's in-flight requests (its `active`), read when a connection comes back:
+        # as many idle connections as the peak of the last `idle_timeout` are kept (at least
+        # `max_idle`, at most `max_idle_ceiling`), so steady load above `max_idle` concurrent
+        # requests does not close and reopen connections (bench/RESULTS.md).
+        self.server: Any = None
+        self.max_idle_ceiling = max_idle
+        self.peak = 0
+        self.peak_at = 0.0
 
     def take(self) -> UpstreamConn | None:
         """An idle connection, most recently used first (it is the least likely to have been
@@ -329,7 +337,15 @@ class UpstreamPool:
         done(conn, "")
 
     def put(self, conn: UpstreamConn) -> None:
-        if len(self.idle) >= self.max_idle:
+        limit = self.max_idle
+        server = self.server
+        if server is not None and self.max_idle_ceiling > limit:
+            active = server.active
+            if active >= self.peak or self.loop.time() - self.peak_at > self.idle_timeout:
+                self.peak, self.peak_at = active, self.loop.time()
+            if self.peak > limit:
+                limit = min(self.peak, self.max_idle_ceiling)
+        if len(self.idle) >= limit:
             conn.abort()
             return
         self.idle.append(conn)

@@ -218,6 +218,7 @@ _HTTP_POOL: Fields = {
     "retry_on": (_statuses, ()),
     "retry_budget": (lambda v: float(integer(0, 100)(v)), 20.0),
     "max_idle": (integer(0, 10000), 32),
+    "max_idle_ceiling": (integer(0, 100000), 1024),
     "idle_timeout": (_seconds, 60.0),
     "breaker_failures": (integer(0, 1000), 5),
     "breaker_cool_off": (_seconds, 10.0),

@@ -124,7 +124,8 @@ class HttpPoolSettings:
     response_timeout: float = 60.0  # from request sent to response head: 504
     retry_on: tuple[int, ...] = ()  # statuses retried for idempotent requests, e.g. 502-504
     retry_budget: float = 20.0  # retries allowed, as a percentage of requests in flight
-    max_idle: int = 32  # idle keep-alive connections kept per server
+    max_idle: int = 32  # idle keep-alive connections kept per server, at least
+    max_idle_ceiling: int = 1024  # kept while that many requests are in flight to the server
     idle_timeout: float = 60.0  # an idle upstream connection is closed after this
     breaker_failures: int = 5  # consecutive 5xx or timeouts that open a server's breaker; 0 off
     breaker_cool_off: float = 10.0

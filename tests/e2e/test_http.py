@@ -659,3 +659,28 @@ def test_bytes_after_a_response_retire_the_server_connection(proxy):
         assert len(accepted) == 2  # the first connection was not used again
     finally:
         server.close()
+
+
+def test_keep_alive_pool_follows_the_concurrency_the_server_sees(proxy, http_backends):
+    """More requests in flight than `max_idle`: the connections are reused, not closed and
+    opened again after every response (the pool keeps as many as the recent peak)."""
+    (a,) = http_backends("a")
+    port = free_port()
+    proxy(listener(port) + pool_toml("p", servers(a), http={"max_idle": 2}))
+    results: list[int] = []
+
+    def client() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for _ in range(25):
+                s.sendall(b"GET /slow/0.02 HTTP/1.1\r\nHost: x\r\n\r\n")
+                results.append(read_response(s)[0])
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [200] * 200
+    # 8 clients need at most 8 server connections; a pool capped at 2 idle closed some after
+    # each burst of answers and opened them again (15-25 connections here before).
+    assert a.accepted <= 10, a.accepted
