@@ -1,13 +1,19 @@
 """Packaging is in pyproject.toml; this file only adds the optional compiled build.
 
-With `L4LB_MYPYC=1` the HTTP/1.1 hot path (l7/) is compiled with mypyc into C extensions
-(about a quarter less Python time per request, bench/RESULTS.md), as black and mypy ship
-themselves. Without it, nothing is compiled and l4lb is pure Python. Build it with
-`scripts/build-compiled`, which works on a copy of the tree so that the .so files never shadow
-the sources being edited.
+The HTTP hot path (l7/) is compiled with mypyc into C extensions (about a quarter less
+Python time per request, bench/RESULTS.md), as black and mypy ship themselves:
+- `L4LB_MYPYC=1`: compiled, or the install fails;
+- `L4LB_MYPYC=auto` (the default, so `pip install .`): compiled where mypyc and a C compiler
+  with the Python headers are there, else (or if the compile fails) pure Python, which
+  behaves the same;
+- `L4LB_MYPYC=0`: pure Python. scripts/setup installs the working tree this way (editable),
+  since .so files beside the sources would run stale code after an edit; the compiled build
+  of a working tree is made in a copy of it by scripts/build-compiled.
 """
 
 import os
+import shutil
+import sysconfig
 
 from setuptools import setup
 
@@ -27,14 +33,36 @@ HOT_PATH = [
     "l4lb/attempt.py",
 ]
 
+
+def _can_compile() -> bool:
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    return bool(compiler) and os.path.exists(headers)
+
+
+mode = os.environ.get("L4LB_MYPYC", "auto")
 ext_modules = []
-if os.environ.get("L4LB_MYPYC") == "1":
-    from mypyc.build import mypycify
+if mode == "1" or (mode == "auto" and _can_compile()):
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        if mode == "1":
+            raise
+        mypycify = None
 
     # --follow-imports=silent: the modules imported from l4lb/ are type-checked only as far
     # as the compiled ones use them; --ignore-missing-imports: the build needs no runtime
     # dependency installed (httptools, uvloop are called as ordinary Python objects).
     flags = ["--follow-imports=silent", "--ignore-missing-imports"]
-    ext_modules = mypycify([*flags, *HOT_PATH], opt_level="3", group_name="l7")
+    if mypycify is not None:
+        try:
+            ext_modules = mypycify([*flags, *HOT_PATH], opt_level="3", group_name="l7")
+        except (Exception, SystemExit):
+            if mode == "1":
+                raise
+            ext_modules = []
+    if mode == "auto":
+        for ext in ext_modules:
+            ext.optional = True  # a failed C compile leaves the pure-Python modules
 
 setup(ext_modules=ext_modules)
