@@ -29,6 +29,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "l4lb_reloads_total": ("counter", "Config reloads applied since start."),
     "l4lb_listener_connections_total": ("counter", "Client connections accepted."),
     "l4lb_listener_active_connections": ("gauge", "Client connections open now."),
+    "l4lb_listener_denied_total": ("counter", "Connections closed at accept by IP rules."),
+    "l4lb_listener_limited_total": (
+        "counter",
+        "Connections closed at accept by a per-client limit (max_per_client, rate_per_client).",
+    ),
     "l4lb_listener_requests_total": ("counter", "HTTP requests answered (http/https)."),
     "l4lb_listener_http2_connections_total": ("counter", "HTTP/2 client connections."),
     "l4lb_listener_http2_streams_total": ("counter", "HTTP/2 streams (requests) opened."),
@@ -98,6 +103,11 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
         samples["l4lb_listener_active_connections"].append(
             ("l4lb_listener_active_connections", labels, int(listener["active"]))
         )
+        for key, name in (
+            ("denied", "l4lb_listener_denied_total"),
+            ("limited", "l4lb_listener_limited_total"),
+        ):
+            samples[name].append((name, labels, int(listener.get(key, 0))))
         if listener.get("protocol") in ("http", "https"):
             for key, name in (
                 ("requests", "l4lb_listener_requests_total"),

@@ -380,6 +380,8 @@ class Stats:
         }
         for optional in (
             "refused",
+            "denied",
+            "limited",
             "errors",
             "h2_connections",
             "h2_streams",
