@@ -39,6 +39,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "l4lb_listener_http2_streams_total": ("counter", "HTTP/2 streams (requests) opened."),
     "l4lb_listener_http2_resets_total": ("counter", "HTTP/2 streams reset by the client."),
     "l4lb_listener_http2_goaways_total": ("counter", "HTTP/2 GOAWAY frames sent."),
+    "l4lb_route_denied_total": ("counter", "HTTP requests refused (403) by a route's access."),
+    "l4lb_route_ratelimit_requests_total": ("counter", "HTTP requests a rate limit counted."),
+    "l4lb_route_ratelimit_rejected_total": ("counter", "HTTP requests refused (429)."),
     "l4lb_server_connections_total": ("counter", "Connections sent to the server."),
     "l4lb_server_active_connections": ("gauge", "Connections to the server open now."),
     "l4lb_server_up": ("gauge", "1 if the server passes health checks and is not ejected."),
@@ -117,6 +120,18 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
                 ("h2_goaways", "l4lb_listener_http2_goaways_total"),
             ):
                 samples[name].append((name, labels, int(listener.get(key, 0))))
+        for guard in listener.get("route_guards", ()):
+            route = {"listener": listener["name"], "route": guard["route"]}
+            samples["l4lb_route_denied_total"].append(
+                ("l4lb_route_denied_total", route, int(guard["denied"]))
+            )
+            for limit in guard["limits"]:
+                lab = {**route, "limit": limit["name"]}
+                for key, name in (
+                    ("requests", "l4lb_route_ratelimit_requests_total"),
+                    ("rejected", "l4lb_route_ratelimit_rejected_total"),
+                ):
+                    samples[name].append((name, lab, int(limit[key])))
     histograms = dict(stats.histograms()) if stats is not None else {}
     for pool in snapshot.get("pools", ()):
         for server in pool.get("servers", ()):
