@@ -22,6 +22,7 @@ from typing import Any
 
 from l4lb.accesslog import AccessLog, ConnectionRecord
 from l4lb.attempt import Attempt
+from l4lb.clientgate import ClientGate
 from l4lb.config.schema import ListenerConfig
 from l4lb.config.values import Address
 from l4lb.errors import RemoteProtocolError
@@ -111,6 +112,9 @@ class Listener:
         self.h2_resets = 0
         self.h2_goaways = 0
         self.refused = 0
+        self.denied = 0  # closed at accept by IP rules (l4lb.clientgate)
+        self.limited = 0  # closed at accept by a per-client limit
+        self.gate = ClientGate(config.access) if config.access else None
 
     @property
     def name(self) -> str:
@@ -120,7 +124,29 @@ class Listener:
         self.config = config
         self.pools = pools
         self.router = SniRouter(config.routes, config.pool)
+        if self.gate is not None:
+            self.gate.configure(config.access)  # keeps the counts of live connections
+            if not config.access and not self.gate.current:
+                self.gate = None
+        elif config.access:
+            self.gate = ClientGate(config.access)
         self._resume_if_room()
+
+    def admit(self, host: str) -> str | None:
+        """Ask the gate whether a connection from `host` may go on (None), else count, log
+        and say why not. Called before anything but a PROXY header is read."""
+        gate = self.gate
+        if gate is None:
+            return None
+        why = gate.admit(host, self.loop.time())
+        if why is None:
+            return None
+        if why == "denied":
+            self.denied += 1
+        else:
+            self.limited += 1
+        log.info("listener %s: %s closed at accept (%s)", self.name, host, why)
+        return why
 
     def start(self) -> None:
         self.accepting = True
@@ -160,10 +186,15 @@ class Listener:
                     self._pause()
                     self.loop.call_later(0.5, self._resume_if_room)
                 return
+            if self.gate is not None and not self.config.accept_proxy and self.admit(peer[0]):
+                csock.close()
+                continue
             csock.setblocking(False)
             csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.total += 1
             session = Session(self, csock, peer)
+            if self.gate is not None and not self.config.accept_proxy:
+                session.gated = self.gate
             self.sessions.add(session)
             session.start()
 
@@ -203,6 +234,7 @@ class Session:
         "client",
         "connect_started",
         "ended",
+        "gated",
         "hello_reader",
         "http",
         "idle_since",
@@ -250,6 +282,7 @@ class Session:
         self.alpn: tuple[str, ...] = ()
         self.subject: str | None = None  # the verified client certificate (mTLS)
         self.http: Any = None  # the HTTP adapter (l7.h1.H1Server) of an http(s) connection
+        self.gated: ClientGate | None = None  # the gate that counts this connection
 
     def start(self) -> None:
         config = self.listener.config
@@ -446,6 +479,8 @@ class Session:
                     return
                 if header.src is not None:
                     self.peer, self.local = header.src, header.dst
+                if not self._admitted():
+                    return
                 data = self.proxy_reader.rest()
                 self.proxy_reader = None
             self.preface += data
@@ -506,7 +541,21 @@ class Session:
         if header.src is not None:
             self.peer, self.local = header.src, header.dst
         self._stop_preread()
-        self._start_protocol()
+        if self._admitted():
+            self._start_protocol()
+
+    def _admitted(self) -> bool:
+        """Behind a PROXY header: the gate judges the client it names (`peer`; the proxy's
+        own address for a LOCAL header). False: the connection was closed."""
+        listener = self.listener
+        if listener.gate is None:
+            return True
+        why = listener.admit(self.peer[0])
+        if why is not None:
+            self._end_preread(why)
+            return False
+        self.gated = listener.gate
+        return True
 
     def _peek_again(self, fd: int) -> None:
         if not self.ended and self.timer is not None:
@@ -742,6 +791,8 @@ class Session:
             return
         self.ended = True
         listener = self.listener
+        if self.gated is not None:
+            self.gated.release(self.peer[0])
         attempt = self.attempt
         if attempt is not None:
             attempt.end(listener.loop.time())  # the server's count, whatever the phase

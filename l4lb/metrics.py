@@ -29,11 +29,19 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "l4lb_reloads_total": ("counter", "Config reloads applied since start."),
     "l4lb_listener_connections_total": ("counter", "Client connections accepted."),
     "l4lb_listener_active_connections": ("gauge", "Client connections open now."),
+    "l4lb_listener_denied_total": ("counter", "Connections closed at accept by IP rules."),
+    "l4lb_listener_limited_total": (
+        "counter",
+        "Connections closed at accept by a per-client limit (max_per_client, rate_per_client).",
+    ),
     "l4lb_listener_requests_total": ("counter", "HTTP requests answered (http/https)."),
     "l4lb_listener_http2_connections_total": ("counter", "HTTP/2 client connections."),
     "l4lb_listener_http2_streams_total": ("counter", "HTTP/2 streams (requests) opened."),
     "l4lb_listener_http2_resets_total": ("counter", "HTTP/2 streams reset by the client."),
     "l4lb_listener_http2_goaways_total": ("counter", "HTTP/2 GOAWAY frames sent."),
+    "l4lb_route_denied_total": ("counter", "HTTP requests refused (403) by a route's access."),
+    "l4lb_route_ratelimit_requests_total": ("counter", "HTTP requests a rate limit counted."),
+    "l4lb_route_ratelimit_rejected_total": ("counter", "HTTP requests refused (429)."),
     "l4lb_server_connections_total": ("counter", "Connections sent to the server."),
     "l4lb_server_active_connections": ("gauge", "Connections to the server open now."),
     "l4lb_server_up": ("gauge", "1 if the server passes health checks and is not ejected."),
@@ -98,6 +106,11 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
         samples["l4lb_listener_active_connections"].append(
             ("l4lb_listener_active_connections", labels, int(listener["active"]))
         )
+        for key, name in (
+            ("denied", "l4lb_listener_denied_total"),
+            ("limited", "l4lb_listener_limited_total"),
+        ):
+            samples[name].append((name, labels, int(listener.get(key, 0))))
         if listener.get("protocol") in ("http", "https"):
             for key, name in (
                 ("requests", "l4lb_listener_requests_total"),
@@ -107,6 +120,18 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
                 ("h2_goaways", "l4lb_listener_http2_goaways_total"),
             ):
                 samples[name].append((name, labels, int(listener.get(key, 0))))
+        for guard in listener.get("route_guards", ()):
+            route = {"listener": listener["name"], "route": guard["route"]}
+            samples["l4lb_route_denied_total"].append(
+                ("l4lb_route_denied_total", route, int(guard["denied"]))
+            )
+            for limit in guard["limits"]:
+                lab = {**route, "limit": limit["name"]}
+                for key, name in (
+                    ("requests", "l4lb_route_ratelimit_requests_total"),
+                    ("rejected", "l4lb_route_ratelimit_rejected_total"),
+                ):
+                    samples[name].append((name, lab, int(limit[key])))
     histograms = dict(stats.histograms()) if stats is not None else {}
     for pool in snapshot.get("pools", ()):
         for server in pool.get("servers", ()):

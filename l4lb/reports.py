@@ -54,6 +54,8 @@ LISTENER_COUNTERS = (
     "bytes_in",
     "bytes_out",
     "refused",
+    "denied",
+    "limited",
     "errors",
     "h2_connections",
     "h2_streams",

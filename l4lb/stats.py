@@ -380,6 +380,8 @@ class Stats:
         }
         for optional in (
             "refused",
+            "denied",
+            "limited",
             "errors",
             "h2_connections",
             "h2_streams",
@@ -389,6 +391,9 @@ class Stats:
             value = getattr(listener, optional, None)
             if isinstance(value, int):
                 out[optional] = value
+        guards = getattr(getattr(listener, "engine", None), "guards", None)
+        if guards:  # http(s): routes' access rules and rate limits (l7.guard)
+            out["route_guards"] = [guard.report() for guard in guards.values()]
         return out
 
     def _pool(

@@ -18,11 +18,13 @@ from l4lb.config.schema import ListenerConfig
 from l7.breaker import CircuitBreaker
 from l7.budget import RetryBudget
 from l7.forwarded import security_headers
+from l7.guard import RouteGuard
 from l7.router import Router
 from l7.upstream import UpstreamPool
 
 if TYPE_CHECKING:
     from l4lb.accesslog import AccessLog
+    from l4lb.gcra import KeyedGcra
     from l4lb.pool import Pool
     from l4lb.server import Server
     from l4lb.stats import Stats
@@ -51,6 +53,7 @@ class UpstreamRegistry:
         self.pools: dict[tuple[str, str, str, int], UpstreamPool] = {}
         self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self.budgets: dict[str, RetryBudget] = {}
+        self.limiters: dict[tuple, KeyedGcra] = {}  # routes' rate limits (l7.guard)
 
     def upstream(self, pool: Pool, server: Server, tls: UpstreamTls | None) -> UpstreamPool:
         key = (pool.name, server.name, server.host, server.port)
@@ -141,6 +144,12 @@ class HttpEngine:
         self.listener: Any = None  # the l4lb Listener serving this engine (for counters)
         self._links: dict[int, tuple[Server, ServerLink]] = {}
         self._budgets: dict[str, RetryBudget] = {}
+        # Routes with access rules or rate limits, by name (l7.guard, called by the Exchange).
+        self.guards = {
+            r.name: RouteGuard(config.name, r.name, r.security, registry.limiters)
+            for r in config.routes
+            if r.security is not None
+        }
 
     def link(self, pool: Pool, server: Server) -> ServerLink:
         """The upstream pool and breaker of `server` in `pool`, cached for this engine (a

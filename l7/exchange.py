@@ -162,6 +162,10 @@ class Exchange:
             pool_name = engine.config.pool
         else:
             self.route = route = match.route
+            if route.security is not None and not engine.guards[route.name].check(
+                self, engine.registry.loop.time()
+            ):
+                return  # stage: the route's access rules and rate limits (l7.guard)
             if match.target is not None:
                 self.target = match.target
             action = route.action

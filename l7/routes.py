@@ -39,6 +39,7 @@ from l4lb.config.tables import TableLoader as _Loader
 from l4lb.config.tables import names as _names
 from l4lb.config.tables import strings as _strings
 from l4lb.config.values import BadValue, boolean, integer, string
+from l7.guard import RouteSecurity, parse_security
 
 __all__ = [
     "PLACEHOLDERS",
@@ -150,6 +151,7 @@ class HttpRoute:
     replace_prefix: str | None = None
     request_headers: HeaderOps = HeaderOps()
     response_headers: HeaderOps = HeaderOps()
+    security: RouteSecurity | None = None  # access rules and rate limits (l7.guard)
 
     @property
     def is_default(self) -> bool:
@@ -293,6 +295,8 @@ _ROUTE: Fields = {
     "replace_prefix": (_path, None),
     "request_headers": (_any, None),
     "response_headers": (_any, None),
+    "access": (_any, None),
+    "rate_limits": (_any, ()),
 }
 _HEADER_MATCH: Fields = {
     "name": (_field_name, _REQUIRED),
@@ -346,6 +350,7 @@ def _route(loader: _Loader, item: Any, here: Path_, index: int) -> HttpRoute | N
     action = _action(loader, item, here)
     request_ops = _header_ops(loader, item.get("request_headers"), [*here, "request_headers"])
     response_ops = _header_ops(loader, item.get("response_headers"), [*here, "response_headers"])
+    security = parse_security(loader, item, here)
     if raw is None or action is None or len(loader.errors) != before:
         return None
     _exclusive(loader, raw, here, PATH_KINDS, "path")
@@ -368,6 +373,7 @@ def _route(loader: _Loader, item: Any, here: Path_, index: int) -> HttpRoute | N
         replace_prefix=raw["replace_prefix"],
         request_headers=request_ops or HeaderOps(),
         response_headers=response_ops or HeaderOps(),
+        security=security,
     )
 
 

@@ -20,6 +20,7 @@ from l4lb import balance
 from l4lb.config.lines import LineMap, format_path
 from l4lb.config.resolve import unresolved_servers
 from l4lb.config.schema import (
+    AccessConfig,
     AdminConfig,
     Config,
     DemoBackend,
@@ -136,6 +137,7 @@ _LISTENER: Fields = {
     "client_ca": (string, ""),
     "client_cert": (choice("off", "optional", "required"), "off"),
     "http": (lambda v: v, None),
+    "access": (lambda v: v, None),
 }
 
 
@@ -410,6 +412,15 @@ class _Loader(TableLoader):
                 return None
             settings = HttpListenerSettings(**h)
         raw["http"] = settings
+        if raw["access"] is None:
+            raw["access"] = AccessConfig()
+        else:
+            from l4lb.config.access import parse_access
+
+            access = parse_access(self, raw["access"], [*parts, "access"], listener=True)
+            if access is None:
+                return None
+            raw["access"] = access
         if raw["protocol"] == "tcp":
             if routes:
                 self.error(

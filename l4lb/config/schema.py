@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from l4lb.config.values import Address
 
 __all__ = [
+    "AccessConfig",
     "AdminConfig",
     "Config",
     "DemoBackend",
@@ -185,6 +186,22 @@ class SniRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """`[listener.NAME.access]` or a route's `access`: who may connect (`allow`/`deny`
+    ranges, the `*_file` ones already read in) and, on a listener, how much one client
+    address may use (HAProxy's stick-table `conn_cur` and `conn_rate`), per worker process."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    max_per_client: int = 0  # concurrent connections from one address; 0: no limit
+    rate_per_client: int = 0  # new connections per second from one address; 0: no limit
+    rate_burst: int = 0  # connections at once beyond the rate; 0: the rate
+
+    def __bool__(self) -> bool:
+        return bool(self.allow or self.deny or self.max_per_client or self.rate_per_client)
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     name: str
     bind: tuple[Address, ...]
@@ -202,6 +219,7 @@ class ListenerConfig:
     client_ca: str = ""
     client_cert: str = "off"  # "off" | "optional" | "required"
     http: HttpListenerSettings = HttpListenerSettings()
+    access: AccessConfig = AccessConfig()
 
 
 @dataclass(frozen=True, slots=True)
