@@ -575,6 +575,48 @@ def wrk_rate(run: subprocess.CompletedProcess) -> tuple[float, list[str]]:
     return float(m.group(1)), errors
 
 
+def percentile(sorted_xs: list[float], p: float) -> float:
+    if not sorted_xs:
+        return float("nan")
+    k = (len(sorted_xs) - 1) * p
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (k - lo)
+
+
+def parse_h2load(log_path: Path, stdout: str, seconds: float) -> dict:
+    """Latency percentiles (ms) from h2load's per-request `--log-file` (start, status,
+    microseconds per line), and its failure counts from `stdout`. Status 0: h2load 1.52 logs
+    some of the requests in flight when its warm-up ends with status 0 (all with the same
+    start time, and counted as succeeded in its summary); they are not counted as errors."""
+    durations, bad, others = [], 0, {}
+    for line in log_path.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) != 3:
+            continue
+        if parts[1] not in ("200", "0"):
+            bad += 1
+            others[parts[1]] = others.get(parts[1], 0) + 1
+        durations.append(int(parts[2]) / 1000.0)
+    if not durations:
+        raise ValueError("h2load logged no request")
+    durations.sort()
+    failed = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", stdout)
+    return {
+        "value": percentile(durations, 0.99),
+        "p50_ms": percentile(durations, 0.50),
+        "p99_ms": percentile(durations, 0.99),
+        "p999_ms": percentile(durations, 0.999),
+        "max_ms": durations[-1],
+        "mean_ms": statistics.fmean(durations),
+        "rate": len(durations) / seconds,
+        "requests": len(durations),
+        "non200": bad,
+        "statuses": ", ".join(f"{n} x {code}" for code, n in sorted(others.items())),
+        "failed": sum(int(x) for x in failed.groups()) if failed else 0,
+    }
+
+
 # -- configs shared by several benchmarks ----------------------------------------------------
 
 

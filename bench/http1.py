@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -62,6 +61,7 @@ from common import (
     nginx_config,
     nginx_temp_paths,
     notes_lines,
+    parse_h2load,
     py_spy_record,
     ratio,
     read_profile,
@@ -174,42 +174,6 @@ def parse_wrk(stdout: str) -> dict:
     reqs = re.search(r"(\d+) requests in", stdout)
     out["requests"] = int(reqs.group(1)) if reqs else 0
     return out
-
-
-def percentile(sorted_xs: list[float], p: float) -> float:
-    if not sorted_xs:
-        return float("nan")
-    k = (len(sorted_xs) - 1) * p
-    lo = int(k)
-    hi = min(lo + 1, len(sorted_xs) - 1)
-    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (k - lo)
-
-
-def parse_h2load(log_path: Path, stdout: str, seconds: float) -> dict:
-    durations, bad = [], 0
-    for line in log_path.read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) != 3:
-            continue
-        if parts[1] != "200":
-            bad += 1
-        durations.append(int(parts[2]) / 1000.0)
-    if not durations:
-        raise ValueError("h2load logged no request")
-    durations.sort()
-    failed = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", stdout)
-    return {
-        "value": percentile(durations, 0.99),
-        "p50_ms": percentile(durations, 0.50),
-        "p99_ms": percentile(durations, 0.99),
-        "p999_ms": percentile(durations, 0.999),
-        "max_ms": durations[-1],
-        "mean_ms": statistics.fmean(durations),
-        "rate": len(durations) / seconds,
-        "requests": len(durations),
-        "non200": bad,
-        "failed": sum(int(x) for x in failed.groups()) if failed else 0,
-    }
 
 
 # -- the run ---------------------------------------------------------------------------------

@@ -1,0 +1,200 @@
+"""The Python cost of one HTTP/2 request through l4lb, without sockets or a load generator.
+
+Like bench/http_inproc.py for HTTP/1.1: the HTTP/2 client adapter (`l7.h2.H2Server`) is fed
+the bytes of an h2 client connection (python-hyper `h2` as the client, the headers h2load
+sends, one request per stream), and a pooled server connection (`l7.upstream.UpstreamConn`)
+an nginx-like response to each request, through transports that only collect what is
+written. The client's bytes are made before the clock starts (the client's own cost is not
+counted); after each round they are checked: every stream got a 200 with its 100 bytes.
+
+    .venv/bin/python bench/h2_inproc.py [-n 20000] [--rounds 3] [--profile]
+
+`--profile` runs one more round under cProfile and says where an HTTP/2 request's time goes:
+own time grouped by where the code lives (the h2 library, hpack, hyperframe, l7/, l4lb/,
+the standard library), then the top functions. cProfile slows everything down, the shares
+are what counts. Pin it (`taskset -c 0`) while something else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import cProfile
+import gc
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import uvloop
+from http1 import l4lb_config  # bench/ is on sys.path when this file is run
+from http_inproc import RESPONSE, CollectingTransport
+
+from l4lb.accesslog import AccessLog
+from l4lb.config.load import load
+from l4lb.pool import build_pools
+from l7.engine import HttpEngine, UpstreamRegistry
+from l7.h2 import H2Server
+from l7.upstream import UpstreamConn
+
+# What h2load sends for each request (its HPACK encoder indexes them after the first).
+REQUEST = [
+    (":method", "GET"),
+    (":path", "/small"),
+    (":scheme", "https"),
+    (":authority", "127.0.0.1:8080"),
+    ("accept", "*/*"),
+    ("accept-encoding", "gzip, deflate"),
+    ("user-agent", "h2load nghttp2/1.52.0"),
+]
+
+
+class KeepingTransport(CollectingTransport):
+    """Keeps what is written (the server's frames, checked after each round)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.out.append(data)
+
+
+def client_requests(client: h2.connection.H2Connection, count: int) -> list[bytes]:
+    """The bytes of `count` requests, one HEADERS frame (END_STREAM) each."""
+    out = []
+    for _ in range(count):
+        client.send_headers(client.get_next_available_stream_id(), REQUEST, end_stream=True)
+        out.append(client.data_to_send())
+    return out
+
+
+def check(client: h2.connection.H2Connection, data: bytes, count: int) -> None:
+    ok = body = 0
+    for event in client.receive_data(data):
+        if isinstance(event, h2.events.ResponseReceived):
+            ok += dict(event.headers).get(b":status") == b"200"
+        elif isinstance(event, h2.events.DataReceived):
+            body += len(event.data)
+    if ok != count or body != 100 * count:
+        raise SystemExit(f"expected {count} responses of 100 bytes, got {ok} ({body} bytes)")
+
+
+async def measure(count: int, rounds: int, profile: bool) -> tuple[list[float], str]:
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "inproc.toml"
+        path.write_text(l4lb_config(8080, 8081))  # the HTTP benchmark's l4lb config
+        config = load(path)
+    pools = build_pools(config.pools, {}, loop.time())
+    access_log = AccessLog()
+    access_log.enabled = False
+    engine = HttpEngine(config.listeners[0], pools, UpstreamRegistry(loop), {}, access_log, None)
+    pool = pools["bench"]
+    upstream_pool = engine.link(pool, pool.servers[0]).upstream
+    server_conn = UpstreamConn(upstream_pool)
+    server_conn.connection_made(CollectingTransport())
+    server_conn.reusable = True
+    upstream_pool.put(server_conn)
+
+    # The client: a connection window big enough for every round (it never sends
+    # WINDOW_UPDATE), and it does not see the server's SETTINGS before its requests are made
+    # (its streams are done one at a time, but it would count them as open).
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.increment_flow_control_window(2**31 - 1 - 65535)
+    preface = client.data_to_send()
+    batches = [client_requests(client, count) for _ in range(rounds + profile)]
+
+    server = H2Server(lambda: engine, ("127.0.0.1", 40000))
+    transport = KeepingTransport()
+    server.connection_made(transport)
+    server.data_received(preface)
+    check(client, b"".join(transport.out), 0)
+    transport.out.clear()
+    gc.collect()
+    gc.freeze()
+
+    def one_round(batch: list[bytes]) -> float:
+        started = time.process_time()
+        for data in batch:
+            server.data_received(data)
+            server_conn.data_received(RESPONSE)
+        return (time.process_time() - started) / len(batch) * 1e6
+
+    results = []
+    for batch in batches[:rounds]:
+        results.append(one_round(batch))
+        check(client, b"".join(transport.out), count)
+        transport.out.clear()
+    report = ""
+    if profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        one_round(batches[-1])
+        prof.disable()
+        check(client, b"".join(transport.out), count)
+        report = where(pstats.Stats(prof), count)
+    return results, report
+
+
+def area(file: str) -> str:
+    """Where a function lives, by its file."""
+    parts = file.replace("\\", "/").split("/")
+    for name in ("h2", "hpack", "hyperframe", "l7", "l4lb", "asyncio"):
+        if name in parts[:-1]:
+            i = len(parts) - 1 - parts[::-1].index(name)
+            rest = "/".join(parts[i:])
+            return rest if name in ("l7", "l4lb") else f"{name} (library)"
+    if file == "~":
+        return "built-ins (C: bytes, dict, list, ...)"
+    return f"standard library and other: {parts[-1]}"
+
+
+def where(stats: pstats.Stats, count: int) -> str:
+    total = sum(tt for (_, _, tt, _, _) in stats.stats.values()) or 1.0  # type: ignore[attr-defined]
+    areas: collections.Counter[str] = collections.Counter()
+    funcs = []
+    for (file, line, name), (_, calls, tt, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        areas[area(file)] += tt
+        funcs.append((tt, calls, f"{name} ({area(file)}:{line})" if file != "~" else name))
+    lines = [
+        f"cProfile, one round of {count} requests: own time per area (share, us per request "
+        "under the profiler):",
+        "",
+        "| share | us/request | area |",
+        "|---:|---:|---|",
+    ]
+    for name, tt in areas.most_common():
+        lines.append(f"| {tt / total:.1%} | {tt / count * 1e6:.1f} | {name} |")
+    lines += ["", "Top functions by own time:", "", "| share | calls/request | function |"]
+    lines.append("|---:|---:|---|")
+    for tt, calls, name in sorted(funcs, reverse=True)[:25]:
+        lines.append(f"| {tt / total:.1%} | {calls / count:.1f} | {name} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=20_000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="then one round under cProfile")
+    args = parser.parse_args()
+    compiled = Path(sys.modules[UpstreamConn.__module__].__file__ or "").suffix == ".so"
+    results, report = uvloop.run(measure(args.n, args.rounds, args.profile))
+    build = "compiled" if compiled else "pure Python"
+    rounds = ", ".join(f"{r:.2f}" for r in results)
+    print(f"h2 request, {build}: {min(results):.2f} us per request (rounds: {rounds})")
+    if report:
+        print()
+        print(report)
+
+
+if __name__ == "__main__":
+    main()
