@@ -183,7 +183,10 @@ class QuicEndpoint:
         if header.token:
             try:
                 original = self.retry.validate_token(
-                    address=addr, destination_cid=header.destination_cid, token=header.token, now=now
+                    address=addr,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=now,
                 )
             except ValueError:
                 self.dropped()  # a stale or forged token: the client starts again

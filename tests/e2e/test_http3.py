@@ -68,7 +68,7 @@ def test_get_routed_by_host_with_forwarding_headers(h3):
 
 
 def test_post_body_and_large_download(h3):
-    _, port, a, _ = h3()
+    _, port, _, _ = h3()
     client = H3Client(port)
     try:
         body = os.urandom(3 * 1024 * 1024 + 17)
@@ -76,7 +76,7 @@ def test_post_body_and_large_download(h3):
         assert status == 200
         assert hashlib.sha256(body).hexdigest() in answer.decode()
         size = 8 * 1024 * 1024
-        status, headers, data = client.request("GET", f"/bytes/{size}")
+        status, _, data = client.request("GET", f"/bytes/{size}")
         assert status == 200 and len(data) == size
     finally:
         client.close()
@@ -88,41 +88,38 @@ def test_errors_made_by_l4lb(h3):
     try:
         status, _, _ = client.request("GET", "/", authority="unknown.example")
         assert status == 404
-        status, headers, _ = client.request("GET", "/nowhere/x", authority="unknown.example")
+        status, _, _ = client.request("GET", "/nowhere/x", authority="unknown.example")
         assert status in (502, 503)
     finally:
         client.close()
 
 
-def test_alt_svc_on_the_tcp_listener(h3):
-    _, port, _, _ = h3()
+def tls_head(port: int) -> str:
+    """The head of an HTTP/1.1 response over TLS (TCP) from the same listener."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-    head = data.split(b"\r\n\r\n")[0].decode().lower()
-    assert f'alt-svc: h3=":{port}"; ma=86400' in head
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.split(b"\r\n\r\n")[0].decode().lower()
+
+
+def test_alt_svc_on_the_tcp_listener(h3):
+    _, port, _, _ = h3()
+    assert f'alt-svc: h3=":{port}"; ma=86400' in tls_head(port)
 
 
 def test_alt_svc_can_be_turned_off(h3):
     _, port, _, _ = h3("alt_svc_max_age = 0\n")
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            data = s.recv(65536)
-    assert b"alt-svc" not in data.lower()
+    assert "alt-svc" not in tls_head(port)
 
 
 def test_retry_always(h3):
-    p, port, _, _ = h3('quic_retry = "always"\n')
+    _, port, _, _ = h3('quic_retry = "always"\n')
     client = H3Client(port)
     try:
         # The first answer to the client's Initial is a Retry (long header, type 3 in v1).
@@ -179,3 +176,34 @@ def test_nat_rebinding_keeps_the_connection(h3):
         assert a.accepted >= 1
     finally:
         client.close()
+
+
+def test_reload_keeps_the_udp_endpoint_and_its_connections(h3, tmp_path):
+    p, port, a, b = h3()
+    client = H3Client(port)
+    try:
+        assert client.request("GET", "/")[0] == 200
+        assert p.reload(config(tmp_path, port, a, b, "quic_max_streams = 50\n"))
+        assert client.request("GET", "/")[0] == 200  # the same QUIC connection
+        other = H3Client(port)  # and new ones are accepted
+        try:
+            assert other.request("GET", "/")[0] == 200
+        finally:
+            other.close()
+    finally:
+        client.close()
+
+
+def test_http3_needs_an_https_listener(tmp_path):
+    from l4lb.config import load_text
+    from l4lb.errors import ConfigErrors
+
+    text = (
+        '[listener.web]\nbind = "127.0.0.1:8080"\nprotocol = "http"\npool = "p"\n'
+        "[listener.web.http]\nhttp3 = true\n"
+        '[pool.p]\nservers = [{address = "127.0.0.1:9"}]\n'
+    )
+    with pytest.raises(ConfigErrors) as info:
+        load_text(text, "site.toml", resolve=False)
+    message = str(info.value)
+    assert "listener.web.http.http3" in message and "HTTP/3 needs TLS" in message
