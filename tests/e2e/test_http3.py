@@ -14,7 +14,7 @@ import struct
 import pytest
 
 from tests.e2e.h3client import H3Client
-from tests.e2e.helpers import free_port, make_cert, pool_toml
+from tests.e2e.helpers import free_port, make_cert, pool_toml, wait_until
 
 pytest.importorskip("aioquic")
 
@@ -207,3 +207,32 @@ def test_http3_needs_an_https_listener(tmp_path):
         load_text(text, "site.toml", resolve=False)
     message = str(info.value)
     assert "listener.web.http.http3" in message and "HTTP/3 needs TLS" in message
+
+
+def test_metrics_count_http3(proxy, http_backends, tmp_path):
+    a, b = http_backends("a", "b")
+    port, admin = free_port(), free_port()
+    text = config(tmp_path, port, a, b, 'quic_retry = "always"\n')
+    p = proxy(f'[admin]\nbind = "127.0.0.1:{admin}"\n' + text)
+    client = H3Client(port)
+    try:
+        assert client.request("GET", "/")[0] == 200
+    finally:
+        client.close()
+
+    def metric(name: str) -> int:
+        with socket.create_connection(("127.0.0.1", admin), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        for line in data.decode().splitlines():
+            if line.startswith(name + "{") and 'listener="web"' in line:
+                return int(float(line.rsplit(" ", 1)[1]))
+        return -1
+
+    assert wait_until(lambda: metric("l4lb_listener_http3_streams_total") == 1)
+    assert metric("l4lb_listener_http3_connections_total") == 1
+    assert metric("l4lb_listener_http3_handshakes_total") == 1
+    assert metric("l4lb_listener_http3_retries_total") == 1
+    assert p.proc.poll() is None
