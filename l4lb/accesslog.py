@@ -89,7 +89,7 @@ class AccessLog:
         version: str = "1.1",
     ) -> None:
         """One line per HTTP request (nginx's combined log, plus what a proxy adds); `version`
-        is the client's HTTP version ("1.0", "1.1", "2")."""
+        is the client's HTTP version ("1.0", "1.1", "2", "3")."""
         if not self.enabled:
             return
         stamp = self._stamp()

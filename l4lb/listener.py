@@ -111,6 +111,15 @@ class Listener:
         self.h2_streams = 0
         self.h2_resets = 0
         self.h2_goaways = 0
+        # HTTP/3 (quic/): connections, handshakes done, streams, client resets, GOAWAYs sent,
+        # Retry packets sent, datagrams dropped (unparsable, unknown connection, over limits)
+        self.h3_connections = 0
+        self.h3_handshakes = 0
+        self.h3_streams = 0
+        self.h3_resets = 0
+        self.h3_goaways = 0
+        self.h3_retries = 0
+        self.h3_dropped = 0
         self.refused = 0
         self.denied = 0  # closed at accept by IP rules (l4lb.clientgate)
         self.limited = 0  # closed at accept by a per-client limit

@@ -42,6 +42,13 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "l4lb_route_denied_total": ("counter", "HTTP requests refused (403) by a route's access."),
     "l4lb_route_ratelimit_requests_total": ("counter", "HTTP requests a rate limit counted."),
     "l4lb_route_ratelimit_rejected_total": ("counter", "HTTP requests refused (429)."),
+    "l4lb_listener_http3_connections_total": ("counter", "QUIC (HTTP/3) connections accepted."),
+    "l4lb_listener_http3_handshakes_total": ("counter", "QUIC handshakes completed."),
+    "l4lb_listener_http3_streams_total": ("counter", "HTTP/3 request streams opened."),
+    "l4lb_listener_http3_resets_total": ("counter", "HTTP/3 streams reset by the client."),
+    "l4lb_listener_http3_goaways_total": ("counter", "HTTP/3 GOAWAY frames sent."),
+    "l4lb_listener_http3_retries_total": ("counter", "QUIC Retry packets sent."),
+    "l4lb_listener_http3_dropped_total": ("counter", "UDP datagrams dropped unanswered."),
     "l4lb_server_connections_total": ("counter", "Connections sent to the server."),
     "l4lb_server_active_connections": ("gauge", "Connections to the server open now."),
     "l4lb_server_up": ("gauge", "1 if the server passes health checks and is not ejected."),
@@ -118,6 +125,13 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
                 ("h2_streams", "l4lb_listener_http2_streams_total"),
                 ("h2_resets", "l4lb_listener_http2_resets_total"),
                 ("h2_goaways", "l4lb_listener_http2_goaways_total"),
+                ("h3_connections", "l4lb_listener_http3_connections_total"),
+                ("h3_handshakes", "l4lb_listener_http3_handshakes_total"),
+                ("h3_streams", "l4lb_listener_http3_streams_total"),
+                ("h3_resets", "l4lb_listener_http3_resets_total"),
+                ("h3_goaways", "l4lb_listener_http3_goaways_total"),
+                ("h3_retries", "l4lb_listener_http3_retries_total"),
+                ("h3_dropped", "l4lb_listener_http3_dropped_total"),
             ):
                 samples[name].append((name, labels, int(listener.get(key, 0))))
         for guard in listener.get("route_guards", ()):

@@ -61,6 +61,13 @@ LISTENER_COUNTERS = (
     "h2_streams",
     "h2_resets",
     "h2_goaways",
+    "h3_connections",
+    "h3_handshakes",
+    "h3_streams",
+    "h3_resets",
+    "h3_goaways",
+    "h3_retries",
+    "h3_dropped",
 )
 LISTENER_GAUGES = (
     "active",

@@ -83,6 +83,10 @@ class Runtime:
         self.listeners: dict[str, Listener] = {}
         self.retired: list[Listener] = []  # removed by a reload, draining their sessions
         self.sockets: dict[Address, socket.socket] = {}
+        # HTTP/3: one QUIC endpoint (quic.endpoint.QuicEndpoint) per UDP address, kept across
+        # reloads like the TCP sockets; retired ones finish their connections, then close.
+        self.quic: dict[Address, Any] = {}
+        self.quic_retired: list[Any] = []
         self.reloads = 0
         self.reload_attempts = 0  # finished reloads, applied or refused (`l4lb reload` waits)
         self.last_reload_error = ""
@@ -158,6 +162,9 @@ class Runtime:
                 self.http_registry.close()
             for sock in self.sockets.values():
                 sock.close()
+            for endpoint in [*self.quic.values(), *self.quic_retired]:
+                endpoint.close()
+                endpoint.sock.close()
             close_pipes()
             self.access_log.flush()
 
@@ -194,11 +201,14 @@ class Runtime:
         for session in self._sessions():
             if session.http is not None:
                 session.http.drain(min(1.0, timeout))
+        for endpoint in [*self.quic.values(), *self.quic_retired]:
+            endpoint.stop_accepting()
+            endpoint.drain(min(1.0, timeout))
         live = self._sessions()
         if live:
             log.info("draining %d connection(s) for up to %gs", len(live), timeout)
         with anyio.move_on_after(timeout):
-            while self._sessions() and not self.hard_stop:
+            while (self._sessions() or self._quic_connections()) and not self.hard_stop:
                 await anyio.sleep(0.05)
         left = self._sessions()
         if left:
@@ -208,6 +218,8 @@ class Runtime:
             session.abort("shutdown")
         for listener in [*self.listeners.values(), *self.retired]:
             listener.cancel_tasks()
+        for endpoint in [*self.quic.values(), *self.quic_retired]:
+            endpoint.close()
 
     def _sessions(self) -> list:
         out = []
@@ -238,6 +250,7 @@ class Runtime:
             for sock in opened.values():
                 sock.close()
             raise L4lbError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+        quic_opened: dict[Address, socket.socket] = {}
         try:
             tls_contexts = {
                 lc.name: listener_context(lc)
@@ -245,8 +258,9 @@ class Runtime:
                 if lc.protocol in ("tls", "https")
             }
             upstream = {pc.name: u for pc in config.pools if (u := upstream_tls(pc)) is not None}
+            quic_wanted = self._quic_sockets(config, quic_opened)
         except L4lbError:
-            for sock in opened.values():
+            for sock in [*opened.values(), *quic_opened.values()]:
                 sock.close()
             raise
         previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
@@ -276,6 +290,7 @@ class Runtime:
             listener.update(lc, pools)
             listener.start()
             listeners[lc.name] = listener
+        self._quic_endpoints(quic_wanted, quic_opened, listeners)
         self.retired.extend(self.listeners.values())
         for addr, sock in self.sockets.items():
             if addr not in wanted:
@@ -290,6 +305,66 @@ class Runtime:
         self.config = config
         if self._health_scope is not None:
             self._health_scope.cancel()  # restart checks on the new pools
+
+    def _quic_sockets(
+        self, config: Config, opened: dict[Address, socket.socket]
+    ) -> dict[Address, tuple[str, Any]]:
+        """Bind the UDP sockets of listeners with `http3 = true` not bound yet (into
+        `opened`) and build their QUIC settings: address -> (listener name, settings).
+        quic/ and aioquic are imported only here (DESIGN.md). Raises L4lbError."""
+        wanted: dict[Address, tuple[str, Any]] = {}
+        h3 = [lc for lc in config.listeners if lc.protocol == "https" and lc.http.http3]
+        if not h3:
+            return wanted
+        try:
+            from quic.endpoint import open_udp_socket
+            from quic.settings import quic_settings
+        except ImportError as exc:
+            raise L4lbError(
+                f"listener {h3[0].name}: http3 = true needs aioquic ({exc}): "
+                "pip install aioquic, or set http3 = false"
+            ) from None
+        for lc in h3:
+            settings = quic_settings(lc)
+            for addr in lc.bind:
+                if addr not in self.quic:
+                    try:
+                        opened[addr] = open_udp_socket(addr, reuse_port=self.reuse_port)
+                    except OSError as exc:
+                        raise L4lbError(
+                            f"listener {lc.name}: cannot listen on {addr} (UDP, HTTP/3): "
+                            f"{exc.strerror or exc}"
+                        ) from None
+                wanted[addr] = (lc.name, settings)
+        return wanted
+
+    def _quic_endpoints(
+        self,
+        wanted: dict[Address, tuple[str, Any]],
+        opened: dict[Address, socket.socket],
+        listeners: dict[str, Listener],
+    ) -> None:
+        """Point kept endpoints at their reloaded listener, start new ones, retire the rest."""
+        loop = self._loop
+        endpoints: dict[Address, Any] = {}
+        for addr, (name, settings) in wanted.items():
+            endpoint = self.quic.pop(addr, None)
+            if endpoint is None:
+                from quic.endpoint import QuicEndpoint
+
+                endpoint = QuicEndpoint(loop, opened[addr], listeners[name], settings)
+            else:
+                endpoint.update(listeners[name], settings)
+            endpoint.start()
+            endpoints[addr] = endpoint
+        for endpoint in self.quic.values():
+            endpoint.stop_accepting()
+            endpoint.drain(min(1.0, self.config.settings.drain_timeout))
+            self.quic_retired.append(endpoint)
+        self.quic = endpoints
+
+    def _quic_connections(self) -> int:
+        return sum(len(e.connections) for e in [*self.quic.values(), *self.quic_retired])
 
     def _http_engine(self, lc: Any, pools: dict[str, Pool], upstream: dict) -> Any:
         """l7 is imported only when a config has an http(s) listener (DESIGN.md)."""
@@ -363,6 +438,10 @@ class Runtime:
                 if self.on_tick is not None:
                     self.on_tick(self)
                 self.retired = [r for r in self.retired if r.sessions]
+                for endpoint in [e for e in self.quic_retired if not e.connections]:
+                    endpoint.close()
+                    endpoint.sock.close()
+                    self.quic_retired.remove(endpoint)
 
     async def _signals(self) -> None:
         signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)

@@ -39,6 +39,17 @@ __all__ = [
     "Stats",
 ]
 
+# HTTP/3 listener counters (l4lb/listener.py), in /status, /metrics and the live view.
+H3_COUNTERS = (
+    "h3_connections",
+    "h3_handshakes",
+    "h3_streams",
+    "h3_resets",
+    "h3_goaways",
+    "h3_retries",
+    "h3_dropped",
+)
+
 #: Bucket upper bounds in seconds, log-spaced in 1-2.5-5 steps from 25 µs (a loopback
 #: connect) to 30 s (a slow connect timeout). Round numbers, so Prometheus `le` labels read
 #: well and stay the same from release to release (changing them breaks rate() over buckets).
@@ -387,6 +398,7 @@ class Stats:
             "h2_streams",
             "h2_resets",
             "h2_goaways",
+            *H3_COUNTERS,
         ):
             value = getattr(listener, optional, None)
             if isinstance(value, int):

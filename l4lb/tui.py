@@ -255,13 +255,17 @@ def _binds(lst: Mapping[str, Any], wide: bool) -> str:
 
 
 def _proto(lst: Mapping[str, Any], wide: bool) -> str:
-    """The listener's protocol; `+h2` once HTTP/2 clients came (wide: with its resets)."""
+    """The listener's protocol; `+h2`/`+h3` once HTTP/2 or HTTP/3 clients came (wide: with
+    the HTTP/2 resets)."""
     proto = lst.get("protocol", "")
-    if not lst.get("h2_connections"):
-        return proto
-    if wide and lst.get("h2_resets"):
-        return f"{proto}+h2 rst {lst['h2_resets']}"
-    return f"{proto}+h2"
+    if lst.get("h2_connections"):
+        if wide and lst.get("h2_resets"):
+            proto = f"{proto}+h2 rst {lst['h2_resets']}"
+        else:
+            proto = f"{proto}+h2"
+    if lst.get("h3_connections"):
+        proto = f"{proto}+h3"
+    return proto
 
 
 def _listeners(listeners: Sequence[Mapping[str, Any]], rows: int, width: int) -> Table:

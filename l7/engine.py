@@ -139,6 +139,10 @@ class HttpEngine:
         self.upgrades = frozenset(self.settings.upgrades)  # protocols allowed to upgrade
         hsts = self.settings.hsts if self.scheme == "https" else 0
         self.extra_response_headers = security_headers(hsts_max_age=hsts or None)
+        if self.settings.http3 and self.settings.alt_svc_max_age and config.bind:
+            # RFC 7838: HTTP/3 on the same port over UDP (quic/); clients switch by themselves.
+            port, age = config.bind[0].port, self.settings.alt_svc_max_age
+            self.extra_response_headers.append((b"alt-svc", f'h3=":{port}"; ma={age}'.encode()))
         self.redirect_https = self.settings.redirect_https
         self.draining = False
         self.listener: Any = None  # the l4lb Listener serving this engine (for counters)

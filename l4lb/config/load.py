@@ -214,6 +214,18 @@ _HTTP_LISTENER: Fields = {
     "h2_stream_buffer": (_size, 262144),
     "h2_max_resets": (integer(0, 1_000_000), 200),
     "h2_max_control": (integer(0, 1_000_000), 2000),
+    "http3": (boolean, False),
+    "alt_svc_max_age": (integer(0, 10 * 365 * 86400), 86400),
+    "quic_retry": (choice("auto", "always", "off"), "auto"),
+    "quic_retry_threshold": (integer(0, 1_000_000), 100),
+    "quic_idle_timeout": (_seconds, 30.0),
+    "quic_max_streams": (integer(1, 10000), 100),
+    "quic_stream_window": (integer(16384, 1 << 30), 262144),
+    "quic_connection_window": (integer(16384, 1 << 32), 1048576),
+    "quic_max_datagram_size": (integer(1200, 65527), 1200),
+    "quic_congestion": (choice("cubic", "reno"), "cubic"),
+    "qpack_table_size": (integer(0, 1 << 20), 4096),
+    "qpack_blocked_streams": (integer(0, 1000), 16),
 }
 _HTTP_POOL: Fields = {
     "response_timeout": (_seconds, 60.0),
@@ -411,6 +423,13 @@ class _Loader(TableLoader):
             if h is None:
                 return None
             settings = HttpListenerSettings(**h)
+            if settings.http3 and raw["protocol"] != "https":
+                self.error(
+                    [*parts, "http", "http3"],
+                    "HTTP/3 needs TLS: QUIC carries the https listener's certificates",
+                    'protocol = "https"',
+                )
+                return None
         raw["http"] = settings
         if raw["access"] is None:
             raw["access"] = AccessConfig()

@@ -116,6 +116,19 @@ class HttpListenerSettings:
     h2_stream_buffer: int = 262144  # response bytes held per stream before the server waits
     h2_max_resets: int = 200  # client stream resets per 10 s before GOAWAY; 0: no limit
     h2_max_control: int = 2000  # SETTINGS/PING/PRIORITY/empty DATA per 10 s; 0: no limit
+    # HTTP/3 (https listeners only): QUIC on UDP, same address and port (quic/, docs/CONFIG.md)
+    http3: bool = False
+    alt_svc_max_age: int = 86400  # Alt-Svc h3 advertised on HTTP/1.1 and HTTP/2; 0: none
+    quic_retry: str = "auto"  # "auto" (beyond quic_retry_threshold) | "always" | "off"
+    quic_retry_threshold: int = 100  # handshakes in progress before Retry (HAProxy's default)
+    quic_idle_timeout: float = 30.0  # a QUIC connection with no packets is closed after this
+    quic_max_streams: int = 100  # concurrent request streams per connection
+    quic_stream_window: int = 262144  # request body bytes in flight per stream
+    quic_connection_window: int = 1048576  # request body bytes in flight per connection
+    quic_max_datagram_size: int = 1200  # 1200 always gets through; bigger is faster
+    quic_congestion: str = "cubic"  # "cubic" | "reno" (what aioquic offers)
+    qpack_table_size: int = 4096  # SETTINGS_QPACK_MAX_TABLE_CAPACITY (decoder)
+    qpack_blocked_streams: int = 16  # SETTINGS_QPACK_BLOCKED_STREAMS
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,285 @@
+"""One UDP socket of an `https` listener with `http3 = true`: datagrams to QUIC connections.
+
+The socket is bound by the runtime beside the listener's TCP port (same address and port)
+and kept across reloads, like the TCP sockets; `update` points the endpoint at the new
+config. Reading is one loop reader callback that drains up to `_BATCH` datagrams per wake-up
+(no task, no Future per packet, no asyncio transport: the runtime's swap is synchronous and
+a transport cannot be made synchronously); sending is `sendto`, and a datagram the kernel
+will not take now is dropped (QUIC's loss recovery sends it again).
+
+Per datagram, as aioquic's own server does (`aioquic.asyncio.server`), plus limits:
+- a header that does not parse, or a short-header packet for no known connection: dropped
+  (counted in `h3_dropped`; a stateless reset would need a key shared across workers);
+- an unknown version: a Version Negotiation packet (never in answer to one);
+- an Initial for no connection, in a datagram of at least 1200 bytes (RFC 9000 §14.1, the
+  anti-amplification floor): a Retry with an address-validation token when `quic_retry` is
+  "always", or "auto" and more than `quic_retry_threshold` handshakes are unfinished (as
+  HAProxy's quic-retry-threshold); otherwise, or with a valid token, a new connection,
+  unless the listener is at `max_connections` (then dropped: the client retries).
+Until a client's address is validated aioquic itself sends at most 3x what it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from aioquic.buffer import Buffer
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
+from aioquic.quic.packet import (
+    QuicPacketType,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from aioquic.quic.retry import QuicRetryTokenHandler
+
+from l4lb.config.values import Address
+from quic.h3 import H3Server, _Quic
+from quic.settings import QuicSettings
+
+__all__ = ["QuicEndpoint", "open_udp_socket"]
+
+log = logging.getLogger("l4lb")
+_BATCH = 64
+_MAX_DATAGRAM = 65535
+
+
+def open_udp_socket(addr: Address, reuse_port: bool = False) -> socket.socket:
+    """Bind a UDP socket on `addr` (v6-only for IPv6, as the TCP listeners)."""
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr.host, addr.port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class QuicEndpoint:
+    """The QUIC connections behind one UDP socket, routed by connection id."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        listener: Any,
+        settings: QuicSettings,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.listener = listener
+        self.settings = settings
+        self.stream_buffer = listener.config.http.h2_stream_buffer
+        self.by_cid: dict[bytes, H3Server] = {}
+        self.connections: set[H3Server] = set()
+        self.paused: set[H3Server] = set()  # connections with a server paused for the client
+        self.handshaking = 0
+        self.retry = QuicRetryTokenHandler()
+        self.reading = False
+        self.accepting = True
+
+    def engine_of(self) -> Any:
+        return self.listener.engine
+
+    def update(self, listener: Any, settings: QuicSettings) -> None:
+        """A reload: new connections get the new settings; live ones keep theirs."""
+        self.listener = listener
+        self.settings = settings
+        self.stream_buffer = listener.config.http.h2_stream_buffer
+        self.accepting = True
+
+    def start(self) -> None:
+        if not self.reading:
+            self.loop.add_reader(self.sock.fileno(), self._readable)
+            self.reading = True
+
+    def stop_accepting(self) -> None:
+        """Shutdown or a removed listener: no new connections; live ones go on."""
+        self.accepting = False
+
+    def close(self) -> None:
+        """Forget every connection and stop reading (the runtime closes the socket)."""
+        for conn in list(self.connections):
+            conn.abort()
+        if self.reading:
+            self.loop.remove_reader(self.sock.fileno())
+            self.reading = False
+
+    def drain(self, grace: float) -> None:
+        for conn in list(self.connections):
+            conn.drain(grace)
+
+    # -- IO ----------------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        sock = self.sock
+        now = self.loop.time()
+        for _ in range(_BATCH):
+            try:
+                data, addr = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP errors surface here (ECONNREFUSED): not ours
+                log.debug("quic %s: recvfrom: %s", self.listener.name, exc)
+                continue
+            self.datagram(data, addr, now)
+
+    def send(self, data: bytes, addr: Any) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # dropped: loss recovery resends
+        except OSError as exc:
+            log.debug("quic %s: sendto %s: %s", self.listener.name, addr, exc)
+
+    # -- datagrams ---------------------------------------------------------------------------
+
+    def datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """One datagram from `addr` at loop time `now` (never raises on bad input)."""
+        configuration = self.settings.configuration
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=configuration.connection_id_length
+            )
+        except ValueError:
+            self.dropped()
+            return
+        conn = self.by_cid.get(header.destination_cid)
+        if conn is not None:
+            conn.datagram(data, addr, now)
+            return
+        if header.version is not None and header.version not in configuration.supported_versions:
+            if header.packet_type != QuicPacketType.VERSION_NEGOTIATION:
+                self.send(
+                    encode_quic_version_negotiation(
+                        source_cid=header.destination_cid,
+                        destination_cid=header.source_cid,
+                        supported_versions=configuration.supported_versions,
+                    ),
+                    addr,
+                )
+            return
+        if (
+            header.packet_type != QuicPacketType.INITIAL
+            or len(data) < SMALLEST_MAX_DATAGRAM_SIZE
+            or not self.accepting
+            or len(self.connections) >= self.settings.max_connections
+        ):
+            self.dropped()
+            return
+        original = header.destination_cid
+        retry_source = None
+        if header.token:
+            try:
+                original = self.retry.validate_token(
+                    address=addr,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=now,
+                )
+            except ValueError:
+                self.dropped()  # a stale or forged token: the client starts again
+                return
+            retry_source = header.destination_cid
+        elif self.wants_retry():
+            self.send_retry(header, addr, now)
+            return
+        self.accept(header.destination_cid, original, retry_source, data, addr, now)
+
+    def wants_retry(self) -> bool:
+        mode = self.settings.retry
+        if mode == "always":
+            return True
+        return mode == "auto" and self.handshaking >= self.settings.retry_threshold
+
+    def send_retry(self, header: Any, addr: Any, now: float) -> None:
+        source_cid = os.urandom(8)
+        token = self.retry.create_token(
+            address=addr,
+            original_destination_connection_id=header.destination_cid,
+            retry_source_connection_id=source_cid,
+            now=now,
+        )
+        self.send(
+            encode_quic_retry(
+                version=header.version,
+                source_cid=source_cid,
+                destination_cid=header.source_cid,
+                original_destination_cid=header.destination_cid,
+                retry_token=token,
+            ),
+            addr,
+        )
+        if self.listener is not None:
+            self.listener.h3_retries += 1
+
+    def accept(
+        self,
+        cid: bytes,
+        original: bytes,
+        retry_source: bytes | None,
+        data: bytes,
+        addr: Any,
+        now: float,
+    ) -> None:
+        settings = self.settings
+        quic = _Quic(
+            configuration=settings.configuration,
+            original_destination_connection_id=original,
+            retry_source_connection_id=retry_source,
+        )
+        quic._local_max_streams_bidi.value = settings.max_streams
+        client = (addr[0], addr[1])
+        conn = H3Server(
+            self, quic, client, (settings.qpack_table_size, settings.qpack_blocked_streams)
+        )
+        self.connections.add(conn)
+        self.handshaking += 1
+        self.add_cid(cid, conn)
+        self.add_cid(quic.host_cid, conn)
+        if self.listener is not None:
+            self.listener.h3_connections += 1
+        conn.datagram(data, addr, now)
+
+    def dropped(self) -> None:
+        if self.listener is not None:
+            self.listener.h3_dropped += 1
+
+    # -- what connections report -------------------------------------------------------------
+
+    def add_cid(self, cid: bytes, conn: H3Server) -> None:
+        self.by_cid[cid] = conn
+        conn.cids.add(cid)
+
+    def drop_cid(self, cid: bytes) -> None:
+        conn = self.by_cid.pop(cid, None)
+        if conn is not None:
+            conn.cids.discard(cid)
+
+    def handshake_done(self, conn: H3Server) -> None:
+        self.handshaking -= 1
+        if self.listener is not None:
+            self.listener.h3_handshakes += 1
+
+    def connection_ended(self, conn: H3Server) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        self.paused.discard(conn)
+        if not conn.handshake_done:
+            self.handshaking -= 1
+        for cid in conn.cids:
+            if self.by_cid.get(cid) is conn:
+                del self.by_cid[cid]
+        conn.cids.clear()

@@ -1,0 +1,565 @@
+"""The HTTP/3 adapter on the client side: one QUIC connection, H3 events to exchanges and back.
+
+One `H3Server` per QUIC connection (made by the endpoint, quic/endpoint.py, for a client's
+first Initial); one `H3Stream` per request, which is the exchange's `ClientStream`
+(l7/sides.py), as `l7.h2.H2Stream` is for HTTP/2. aioquic's sans-IO `QuicConnection` does
+QUIC (handshake, loss recovery, congestion control, path validation when a client migrates,
+idle timeout) and `H3Connection` does HTTP/3 framing and QPACK; this object feeds them
+datagrams with the loop's time, drains their events, sends what they queue and re-arms one
+timer (aioquic's `get_timer`/`handle_timer`), as aioquic's own asyncio adapter does.
+
+Flow control with bounded memory, as for HTTP/2:
+- request bodies: aioquic raises a stream's receive window as soon as data arrives; `_Quic`
+  holds it back (no MAX_STREAM_DATA) for a stream whose exchange paused reading, so a slow
+  server stalls that stream's client, not l4lb's memory;
+- response bodies: aioquic queues without limit, so the server is paused while a stream's
+  unacknowledged bytes are over `h2_stream_buffer`, and resumed as acknowledgements come.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic import events as qe
+from aioquic.quic.connection import QuicConnection
+
+from l4lb.errors import RemoteProtocolError
+from l7.exchange import Exchange
+from l7.forwarded import new_request_id, request_id_from
+from l7.model import Request, Response
+from l7.router import host_key
+from l7.validate import check_request_head
+
+if TYPE_CHECKING:
+    from quic.endpoint import QuicEndpoint
+
+__all__ = ["H3Server", "H3Stream", "request_fields"]
+
+log = logging.getLogger("l4lb")
+_STATUS: dict[int, bytes] = {}
+
+
+def _status(code: int) -> bytes:
+    value = _STATUS.get(code)
+    if value is None:
+        value = _STATUS[code] = str(code).encode()
+    return value
+
+
+class _Quic(QuicConnection):
+    """aioquic's connection, holding back the receive window of paused streams (`held`)."""
+
+    held: set[int]
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        if stream.stream_id in self.held:
+            return
+        super()._write_stream_limits(builder, space, stream)
+
+
+class _H3(H3Connection):
+    """aioquic's H3 with our QPACK limits: its constructor assigns the defaults (4096, 16) and
+    announces them at once, so the two attributes read the values set before it runs."""
+
+    qpack_table = 4096
+    qpack_blocked = 16
+    _max_table_capacity = property(lambda self: self.qpack_table, lambda self, v: None)
+    _blocked_streams = property(lambda self: self.qpack_blocked, lambda self, v: None)
+
+    def __init__(self, quic: QuicConnection, table: int, blocked: int) -> None:
+        self.qpack_table = table
+        self.qpack_blocked = blocked
+        super().__init__(quic)
+
+
+def request_fields(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, bytes, bytes, list]:
+    """Split an HTTP/3 header list into method, path, authority, scheme and the regular
+    fields (RFC 9114 §4.3.1), with `host` first when only `:authority` came and the cookie
+    fields joined again for HTTP/1.1 (§4.2.1). Raises RemoteProtocolError (400/501)."""
+    method = path = authority = scheme = b""
+    headers: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    host = None
+    for name, value in fields:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":scheme":
+                scheme = value
+            else:
+                raise RemoteProtocolError(f"unknown pseudo-header {name!r}", 400)
+        elif name == b"cookie":
+            cookies.append(value)
+        else:
+            if name == b"host" and host is None:
+                host = value
+            headers.append((name, value))
+    if method == b"CONNECT":
+        raise RemoteProtocolError("CONNECT is not supported", 501)
+    if not method or not path or not scheme:
+        raise RemoteProtocolError("a pseudo-header is missing", 400)
+    if authority and host is not None and host != authority:
+        raise RemoteProtocolError(":authority and host disagree", 400)
+    if not authority:
+        authority = host or b""
+    if host is None and authority:
+        headers.insert(0, (b"host", authority))
+    if cookies:
+        headers.append((b"cookie", b"; ".join(cookies)))
+    return method, path, authority, scheme, headers
+
+
+class H3Stream:
+    """One request on an HTTP/3 connection: the exchange's client side."""
+
+    __slots__ = ("conn", "end_sent", "ex", "request_done", "stream_id", "upstream_paused")
+
+    def __init__(self, conn: H3Server, stream_id: int) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.ex: Exchange | None = None
+        self.end_sent = False
+        self.request_done = False
+        self.upstream_paused = False
+
+    # -- l7.sides.ClientStream: state the pipeline reads ------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self.conn.draining
+
+    @property
+    def forwarding(self) -> tuple[Any, bytes, bytes]:
+        return self.conn.forwarding
+
+    @forwarding.setter
+    def forwarding(self, value: tuple[Any, bytes, bytes]) -> None:
+        self.conn.forwarding = value
+
+    @property
+    def touched(self) -> bool:
+        return False
+
+    @touched.setter
+    def touched(self, value: bool) -> None:
+        pass
+
+    # -- the response ------------------------------------------------------------------------
+
+    def send_interim(self, ex: Exchange, status: int) -> None:
+        self.conn.send_headers(self, [(b":status", _status(status))], False)
+
+    def send_head(self, ex: Exchange, response: Response) -> None:
+        if ex.framing != "none":
+            ex.framing = "stream"
+        fields = [(b":status", _status(response.status))]
+        fields += response.fields()
+        if response.extra:
+            fields += response.extra
+        end = ex.framing == "none"
+        self.end_sent = end
+        self.conn.send_headers(self, fields, end)
+
+    def send_data(self, ex: Exchange, data: bytes) -> None:
+        self.conn.send_data(self, data, False)
+
+    def send_end(self, ex: Exchange) -> None:
+        if not self.end_sent:
+            self.end_sent = True
+            self.conn.send_data(self, b"", True)
+
+    def send_simple(self, ex: Exchange, status: int, fields: list, body: bytes) -> None:
+        head = [(b":status", _status(status))]
+        head += [(n, v) for n, v in fields if n != b"connection"]
+        self.end_sent = True
+        if body:
+            self.conn.send_headers(self, head, False)
+            self.conn.send_data(self, body, True)
+        else:
+            self.conn.send_headers(self, head, True)
+
+    # -- flow control asked by the pipeline --------------------------------------------------
+
+    def pause_reading(self) -> None:
+        self.conn.quic.held.add(self.stream_id)
+
+    def resume_reading(self) -> None:
+        held = self.conn.quic.held
+        if self.stream_id in held:
+            held.discard(self.stream_id)
+            self.conn.transmit()  # the MAX_STREAM_DATA held back
+
+    def cork(self) -> None:
+        self.conn.corked += 1
+
+    def uncork(self) -> None:
+        conn = self.conn
+        conn.corked -= 1
+        if conn.corked <= 0:
+            conn.corked = 0
+            conn.transmit()
+
+    def abort(self) -> None:
+        self.conn.reset(self, ErrorCode.H3_INTERNAL_ERROR)
+
+    # -- tunnels are HTTP/1.1 only (no extended CONNECT): never reached ----------------------
+
+    def write(self, data: bytes) -> None:
+        self.abort()
+
+    def tunnel_eof(self, side: str) -> None:
+        self.abort()
+
+    def end_tunnel(self) -> None:
+        self.abort()
+
+    def tunnel(self, upstream: Any, pending: bytes) -> None:
+        self.abort()
+
+    def exchange_done(self, ex: Exchange) -> None:
+        self.conn.forget(self)
+
+
+class H3Server:
+    """One QUIC connection from a client, carrying HTTP/3. `engine_of()` returns the
+    listener's current engine (a reload applies from the next request on)."""
+
+    def __init__(
+        self,
+        endpoint: QuicEndpoint,
+        quic: _Quic,
+        client: tuple[str, int],
+        qpack: tuple[int, int],
+    ) -> None:
+        self.endpoint = endpoint
+        self.quic = quic
+        quic.held = set()
+        self.client = client
+        self.qpack = qpack
+        self.loop = endpoint.loop
+        self.listener = endpoint.listener
+        self.h3: H3Connection | None = None
+        self.streams: dict[int, H3Stream] = {}
+        self.forwarding: tuple[Any, bytes, bytes] = (None, b"", b"")
+        self.corked = 0
+        self.draining = False
+        self.closed = False
+        self.handshake_done = False
+        self.timer: Any = None
+        self.timer_at: float | None = None
+        self.cids: set[bytes] = set()
+
+    # -- input -------------------------------------------------------------------------------
+
+    def datagram(self, data: bytes, addr: Any, now: float) -> None:
+        if self.closed:
+            return
+        self.quic.receive_datagram(data, addr, now)
+        self.process()
+
+    def process(self) -> None:
+        """Drain aioquic's events into H3 and the pipeline, then send what they queued."""
+        self.corked += 1
+        try:
+            while (event := self.quic.next_event()) is not None:
+                self.quic_event(event)
+                if self.h3 is not None and not self.closed:
+                    for h3_event in self.h3.handle_event(event):
+                        self.h3_event(h3_event)
+        except Exception:  # a bug: it costs this connection, logged, and nothing else
+            log.exception("http3 %s:%d: internal error", self.client[0], self.client[1])
+            self.quic.close(error_code=ErrorCode.H3_INTERNAL_ERROR, reason_phrase="internal")
+        finally:
+            self.corked -= 1
+        self.transmit()
+
+    def quic_event(self, event: qe.QuicEvent) -> None:
+        endpoint = self.endpoint
+        if isinstance(event, qe.ProtocolNegotiated):
+            if event.alpn_protocol in ("h3",) and self.h3 is None:
+                self.h3 = _H3(self.quic, *self.qpack)
+        elif isinstance(event, qe.HandshakeCompleted):
+            self.handshake_done = True
+            endpoint.handshake_done(self)
+        elif isinstance(event, qe.ConnectionIdIssued):
+            endpoint.add_cid(event.connection_id, self)
+        elif isinstance(event, qe.ConnectionIdRetired):
+            endpoint.drop_cid(event.connection_id)
+        elif isinstance(event, qe.StreamReset):
+            stream = self.streams.pop(event.stream_id, None)
+            if self.listener is not None:
+                self.listener.h3_resets += 1
+            if stream is not None and stream.ex is not None and not stream.ex.finished:
+                stream.ex.abort()
+        elif isinstance(event, qe.ConnectionTerminated):
+            self.terminated()
+
+    def h3_event(self, event: Any) -> None:
+        if isinstance(event, HeadersReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                self.request(event)
+            # (trailers: not forwarded to HTTP/1.1 servers, as for HTTP/2)
+            elif event.stream_ended:
+                self.request_ended(stream)
+        elif isinstance(event, DataReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is None or stream.ex is None:
+                return
+            ex = stream.ex
+            if event.data and not ex.finished:
+                try:
+                    ex.body_chunk(event.data)
+                except RemoteProtocolError as exc:
+                    self.refuse(stream, exc.status_hint, str(exc))
+                    return
+            if event.stream_ended:
+                self.request_ended(stream)
+
+    def request_ended(self, stream: H3Stream) -> None:
+        stream.request_done = True
+        ex = stream.ex
+        if ex is not None and not ex.finished:
+            ex.body_complete()
+        elif ex is not None:
+            ex.body_done = True
+        self.forget(stream)
+
+    def request(self, event: HeadersReceived) -> None:
+        stream_id = event.stream_id
+        if self.draining:
+            self.quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
+            return
+        engine = self.endpoint.engine_of()
+        settings = engine.settings
+        stream = self.streams[stream_id] = H3Stream(self, stream_id)
+        if self.listener is not None:
+            self.listener.h3_streams += 1
+        try:
+            method, path, authority, scheme, headers = request_fields(event.headers)
+            target = path.decode("latin-1")
+            checked = check_request_head(
+                method.decode("latin-1"),
+                target,
+                headers,
+                "1.1",
+                settings.max_uri,
+                settings.max_header_bytes,
+                settings.max_headers,
+            )
+            length = checked[1]
+            if length > 0 and settings.max_body and length > settings.max_body:
+                raise RemoteProtocolError("request body too large", 413)
+        except RemoteProtocolError as exc:
+            self.refuse_head(stream, exc.status_hint, str(exc))
+            return
+        ended = event.stream_ended
+        if ended:
+            stream.request_done = True
+            body = "none"
+        elif length >= 0:
+            body = "length" if length > 0 else "none"
+        else:
+            body = "chunked"  # length unknown: chunked to an HTTP/1.1 server
+        if checked[3]:  # Expect: 100-continue means nothing in HTTP/3: dropped
+            headers = [(n, v) for n, v in headers if n != b"expect"]
+        request = Request(
+            method.decode("latin-1"),
+            target,
+            headers,
+            host_key(authority.decode("latin-1")),
+            scheme.decode("latin-1") or engine.scheme,
+            "3",
+            self.client,
+            authority,
+            None if body == "chunked" else max(length, 0),
+        )
+        request_id = request_id_from(headers) or new_request_id()
+        ex = Exchange(stream, engine, request, True, body, request_id, False, authority, None)
+        stream.ex = ex
+        if body == "none" and not ended:
+            ex.body_done = False  # DATA may still come (length 0): wait for the stream's end
+        ex.start()
+
+    # -- output ------------------------------------------------------------------------------
+
+    def send_headers(self, stream: H3Stream, fields: list, end: bool) -> None:
+        if self.closed or self.h3 is None:
+            return
+        try:
+            self.h3.send_headers(stream.stream_id, fields, end_stream=end)
+        except Exception as exc:  # aioquic raises plain errors for a stream it closed
+            log.debug("http3: headers on stream %d: %s", stream.stream_id, exc)
+            return
+        if not self.corked:
+            self.transmit()
+
+    def send_data(self, stream: H3Stream, data: bytes, end: bool) -> None:
+        if self.closed or self.h3 is None:
+            return
+        try:
+            self.h3.send_data(stream.stream_id, data, end_stream=end)
+        except Exception as exc:  # (a stream the client reset or stopped)
+            log.debug("http3: data on stream %d: %s", stream.stream_id, exc)
+            return
+        if not end and self._queued(stream.stream_id) > self.endpoint.stream_buffer:
+            ex = stream.ex
+            if ex is not None and ex.upstream is not None and not stream.upstream_paused:
+                ex.upstream.pause_reading()
+                stream.upstream_paused = True
+                self.endpoint.paused.add(self)
+        if not self.corked:
+            self.transmit()
+
+    def _queued(self, stream_id: int) -> int:
+        """Response bytes of a stream not yet acknowledged by the client."""
+        qs = self.quic._streams.get(stream_id)
+        return len(qs.sender._buffer) if qs is not None else 0
+
+    def transmit(self) -> None:
+        """Send the queued datagrams and re-arm the one timer at aioquic's next deadline."""
+        if self.corked or self.closed:
+            return
+        quic, endpoint = self.quic, self.endpoint
+        for data, addr in quic.datagrams_to_send(now=self.loop.time()):
+            endpoint.send(data, addr)
+        at = quic.get_timer()
+        if self.timer is not None and self.timer_at != at:
+            self.timer.cancel()
+            self.timer = None
+        if self.timer is None and at is not None:
+            self.timer = self.loop.call_at(at, self._expired)
+        self.timer_at = at
+        if self in endpoint.paused:
+            self._resume_servers()
+
+    def _resume_servers(self) -> None:
+        limit = self.endpoint.stream_buffer
+        waiting = False
+        for stream in self.streams.values():
+            if not stream.upstream_paused:
+                continue
+            if self._queued(stream.stream_id) <= limit:
+                stream.upstream_paused = False
+                ex = stream.ex
+                if ex is not None and ex.upstream is not None:
+                    ex.upstream.resume_reading()
+            else:
+                waiting = True
+        if not waiting:
+            self.endpoint.paused.discard(self)
+
+    def _expired(self) -> None:
+        self.timer = None
+        at, self.timer_at = self.timer_at, None
+        if self.closed:
+            return
+        self.quic.handle_timer(now=max(at or 0.0, self.loop.time()))
+        self.process()
+
+    # -- the end of streams and of the connection --------------------------------------------
+
+    def refuse_head(self, stream: H3Stream, status: int, message: str) -> None:
+        log.info("http3 %s:%d: %d %s", self.client[0], self.client[1], status, message)
+        engine = self.endpoint.engine_of()
+        ex = Exchange(
+            stream,
+            engine,
+            Request("-", "/", [], "", engine.scheme, "3", self.client),
+            True,
+            "none",
+            new_request_id(),
+        )
+        stream.ex = ex
+        ex.error(status, message)
+
+    def refuse(self, stream: H3Stream, status: int, message: str) -> None:
+        """A request refused while its body came in (413)."""
+        ex = stream.ex
+        log.info("http3 %s:%d: %d %s", self.client[0], self.client[1], status, message)
+        if ex is not None and not ex.head_sent and not ex.finished:
+            upstream, ex.upstream = ex.upstream, None
+            if upstream is not None:
+                upstream.exchange = None
+                upstream.abort()
+            ex.error(status, message)
+        else:
+            self.reset(stream, ErrorCode.H3_REQUEST_CANCELLED)
+
+    def reset(self, stream: H3Stream, code: int) -> None:
+        self.streams.pop(stream.stream_id, None)
+        self.quic.held.discard(stream.stream_id)
+        try:
+            self.quic.reset_stream(stream.stream_id, code)
+        except Exception as exc:  # (already reset or finished)
+            log.debug("http3: reset stream %d: %s", stream.stream_id, exc)
+        if stream.ex is not None and not stream.ex.finished:
+            stream.ex.abort()
+        if not self.corked:
+            self.transmit()
+
+    def forget(self, stream: H3Stream) -> None:
+        ex = stream.ex
+        if ex is None or not ex.finished or not stream.end_sent:
+            return
+        if self.streams.pop(stream.stream_id, None) is None:
+            return
+        self.quic.held.discard(stream.stream_id)
+        if not stream.request_done:
+            # Answered before the whole body came: the rest is not wanted (RFC 9114 §4.1).
+            try:
+                self.quic.stop_stream(stream.stream_id, ErrorCode.H3_NO_ERROR)
+            except Exception as exc:
+                log.debug("http3: stop stream %d: %s", stream.stream_id, exc)
+        if not self.streams and self.draining:
+            self.close()
+
+    def drain(self, grace: float) -> None:
+        """Reload or shutdown: GOAWAY (RFC 9114 §5.2) with the next stream id; streams in
+        flight finish; the connection closes when none is left, or after `grace` seconds."""
+        if self.draining or self.closed:
+            return
+        self.draining = True
+        h3 = self.h3
+        if h3 is not None and h3._local_control_stream_id is not None:
+            last = max(self.streams, default=-4) + 4
+            frame = encode_frame(FrameType.GOAWAY, encode_uint_var(max(last, 0)))
+            self.quic.send_stream_data(h3._local_control_stream_id, frame)
+        if self.listener is not None:
+            self.listener.h3_goaways += 1
+        if not self.streams:
+            self.loop.call_later(min(grace, 0.2), self.close)
+        else:
+            self.loop.call_later(grace, self.close)
+        self.transmit()
+
+    def close(self, code: int = ErrorCode.H3_NO_ERROR) -> None:
+        if not self.closed:
+            self.quic.close(error_code=code)
+            self.transmit()
+
+    def abort(self) -> None:
+        """End now (shutdown deadline): CONNECTION_CLOSE, and forget the connection."""
+        self.close()
+        self.terminated()
+
+    def terminated(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            if stream.ex is not None and not stream.ex.finished:
+                stream.ex.abort()
+        self.endpoint.connection_ended(self)

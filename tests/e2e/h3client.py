@@ -1,0 +1,143 @@
+"""A small HTTP/3 client for the tests: aioquic's sans-IO QuicConnection and H3Connection over
+one blocking UDP socket, stepped by hand (send, receive with the timer's timeout, handle
+timers). Being synchronous makes a port change (NAT rebinding) a matter of swapping the
+socket. Every wait is bounded in time.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import time
+
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, StreamReset
+
+__all__ = ["H3Client", "H3Error"]
+
+
+class H3Error(Exception):
+    pass
+
+
+class H3Client:
+    def __init__(self, port: int, server_name: str = "localhost", host: str = "127.0.0.1"):
+        config = QuicConfiguration(is_client=True, alpn_protocols=list(H3_ALPN))
+        config.server_name = server_name
+        config.verify_mode = ssl.CERT_NONE  # a self-signed certificate
+        self.addr = (host, port)
+        self.quic = QuicConnection(configuration=config)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.h3: H3Connection | None = None
+        self.connected = False
+        self.terminated: ConnectionTerminated | None = None
+        self.responses: dict[int, dict] = {}
+        self.received: list[bytes] = []  # every datagram, for the tests that look at them
+        self.quic.connect(self.addr, now=time.monotonic())
+        self.h3 = H3Connection(self.quic)
+        self.step_until(lambda: self.connected or self.terminated is not None)
+        if not self.connected:
+            raise H3Error(f"handshake failed: {self.terminated}")
+
+    def rebind(self) -> None:
+        """A NAT rebinding: the same connection from a new local port."""
+        self.sock.close()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+
+    def flush(self) -> None:
+        for data, addr in self.quic.datagrams_to_send(now=time.monotonic()):
+            self.sock.sendto(data, addr)
+
+    def step(self, wait: float) -> None:
+        self.flush()
+        timer = self.quic.get_timer()
+        now = time.monotonic()
+        timeout = wait if timer is None else max(0.0, min(wait, timer - now))
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if ready:
+            data, addr = self.sock.recvfrom(65535)
+            self.received.append(data)
+            self.quic.receive_datagram(data, addr, now=time.monotonic())
+        timer = self.quic.get_timer()
+        if timer is not None and time.monotonic() >= timer:
+            self.quic.handle_timer(now=time.monotonic())
+        self.events()
+        self.flush()
+
+    def events(self) -> None:
+        while (event := self.quic.next_event()) is not None:
+            if isinstance(event, HandshakeCompleted):
+                self.connected = True
+            elif isinstance(event, ConnectionTerminated):
+                self.terminated = event
+            elif isinstance(event, StreamReset):
+                r = self.responses.setdefault(event.stream_id, self._new())
+                r["reset"] = event.error_code
+                r["done"] = True
+            assert self.h3 is not None
+            for h in self.h3.handle_event(event):
+                r = self.responses.setdefault(h.stream_id, self._new())
+                if isinstance(h, HeadersReceived):
+                    r["headers"].extend(h.headers)
+                elif isinstance(h, DataReceived):
+                    r["body"].append(h.data)
+                if getattr(h, "stream_ended", False):
+                    r["done"] = True
+
+    @staticmethod
+    def _new() -> dict:
+        return {"headers": [], "body": [], "done": False, "reset": None}
+
+    def step_until(self, predicate, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            self.step(min(0.05, max(0.0, deadline - time.monotonic())))
+        return predicate()
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        authority: str = "localhost",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        body: bytes = b"",
+    ) -> int:
+        assert self.h3 is not None
+        sid = self.quic.get_next_available_stream_id()
+        fields = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", authority.encode()),
+            (b":path", path.encode()),
+            *(headers or []),
+        ]
+        self.h3.send_headers(sid, fields, end_stream=not body)
+        if body:
+            for i in range(0, len(body), 65536):
+                self.h3.send_data(sid, body[i : i + 65536], end_stream=i + 65536 >= len(body))
+                self.step(0)
+        self.flush()
+        return sid
+
+    def response(self, sid: int, timeout: float = 20.0) -> tuple[int, dict[str, str], bytes]:
+        if not self.step_until(lambda: self.responses.get(sid, {}).get("done"), timeout):
+            raise H3Error(f"no response on stream {sid}")
+        r = self.responses[sid]
+        if r["reset"] is not None:
+            raise H3Error(f"stream {sid} reset: {r['reset']:#x}")
+        fields = {n.decode(): v.decode() for n, v in r["headers"]}
+        return int(fields.pop(":status")), fields, b"".join(r["body"])
+
+    def request(self, method: str, path: str, **kw) -> tuple[int, dict[str, str], bytes]:
+        return self.response(self.send(method, path, **kw))
+
+    def close(self) -> None:
+        self.quic.close()
+        self.flush()
+        self.sock.close()
