@@ -214,7 +214,9 @@ def test_one_sigterm_to_the_whole_group_still_drains(proxy, backends):
     assert p.wait_log(r"all 2 workers serving", 20), p.log()
     c = hold_connection(port)
     os.killpg(p.proc.pid, signal.SIGTERM)
-    assert p.wait_log(r"worker \d: SIGTERM again: still draining", 20), p.log()
+    # The repeat may reach a worker while the first is still pending, and standard signals do
+    # not queue, so the "again" line is not guaranteed; the connection surviving is the point.
+    p.wait_log(r"worker \d: SIGTERM again: still draining", 5)
     c.sendall(b"still here")
     assert c.recv(100) == b"still here"  # the connection outlived both signals
     c.close()  # the drain ends when the last connection does
