@@ -485,6 +485,7 @@ class H2Server(asyncio.Protocol):
             return
         h2c = self.h2
         sid = stream.stream_id
+        sent = False
         try:
             while stream.out:
                 window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
@@ -497,6 +498,7 @@ class H2Server(asyncio.Protocol):
                     stream.out[0] = data[window:]
                     data = data[:window]
                 stream.out_size -= len(data)
+                sent = True
                 last = stream.ended and not stream.out
                 h2c.send_data(sid, data, end_stream=last)
                 if last:
@@ -509,15 +511,21 @@ class H2Server(asyncio.Protocol):
             stream.end_sent = True
         ex = stream.ex
         up = ex.upstream if ex is not None else None
+        # Bytes left waiting for the client's window, whatever their size, start (or, after
+        # progress, restart) the stall clock: a small response behind a zero window must be
+        # reset after body_timeout too, not hold the stream and the connection for ever.
+        if not stream.out:
+            stream.stalled_since = 0.0
+        elif not stream.stalled_since:
+            stream.stalled_since = self.loop.time()
+            self.schedule(self.settings.body_timeout)
+        elif sent:
+            stream.stalled_since = self.loop.time()
         if stream.out_size > self.settings.h2_stream_buffer or self.write_paused:
             if up is not None and not stream.upstream_paused:
                 up.pause_reading()
                 stream.upstream_paused = True
-            if stream.out and not stream.stalled_since:
-                stream.stalled_since = self.loop.time()
-                self.schedule(self.settings.body_timeout)
         else:
-            stream.stalled_since = 0.0
             if stream.upstream_paused and up is not None:
                 up.resume_reading()
             stream.upstream_paused = False
