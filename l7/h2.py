@@ -250,6 +250,13 @@ class H2Server(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.h2.initiate_connection()
+        # h2 takes a stream over SETTINGS_MAX_CONCURRENT_STREAMS for a connection error, which
+        # cuts every stream in flight, though RFC 9113 §5.1.2 asks for a stream error (a client
+        # may open streams before it read our SETTINGS). So h2 holds a higher hard cap, and
+        # `request` refuses streams over the advertised limit with REFUSED_STREAM, as nginx.
+        values = dict(self.h2.local_settings)
+        values[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.settings.h2_max_streams + 100
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=values)
         # A bigger connection window than the 64 KiB default: streams share it.
         self.h2.increment_flow_control_window(self.settings.h2_window * 4)
         self.flush()
@@ -380,6 +387,11 @@ class H2Server(asyncio.Protocol):
         stream_id = event.stream_id
         if self.goaway_sent and stream_id > self.last_stream:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        if len(self.streams) >= self.settings.h2_max_streams:
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            if self.guard.control(self.loop.time()):  # costs a frame, like a PING: counted so
+                self.calm("streams over the concurrency limit")
             return
         engine = self.engine_of()  # a reload applies from the next stream on
         settings = engine.settings
