@@ -640,7 +640,9 @@ class H2Server(asyncio.Protocol):
 
     def drain(self, grace: float) -> None:
         """Reload or shutdown: GOAWAY with the last stream id; streams in flight finish; the
-        connection closes when none is left, or after `grace` seconds."""
+        connection closes when none is left (`maybe_forget`), an idle one after `grace`
+        seconds. As with HTTP/1.1 (`H1Server.drain`), `grace` is the idle grace (1 s from the
+        runtime): the deadline for streams in flight is the runtime's `drain_timeout`."""
         if self.draining or self.closed:
             return
         self.draining = True
@@ -652,8 +654,6 @@ class H2Server(asyncio.Protocol):
             self.transport.write(frame.serialize())
         self.goaway_count()
         if not self.streams:
-            self.loop.call_later(min(grace, 1.0), self.close)
-        else:
             self.loop.call_later(grace, self.close)
 
     def abort(self) -> None:
