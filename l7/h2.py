@@ -237,6 +237,7 @@ class H2Server(asyncio.Protocol):
         self.guard = FloodGuard(settings.h2_max_resets, settings.h2_max_control, 10.0)
         self.corked = 0
         self.closed = False
+        self.gone = False  # calm() sent its GOAWAY: the rest of the frames read are dropped
         self.draining = False
         self.goaway_sent = False
         self.last_stream = 0
@@ -278,6 +279,8 @@ class H2Server(asyncio.Protocol):
         self.corked += 1
         try:
             for event in events:
+                if self.gone:
+                    break
                 self.event(event)
         except Exception:  # a bug: it costs this connection, logged, and nothing else
             log.exception("http2 %s:%d: internal error", self.client[0], self.client[1])
@@ -625,6 +628,9 @@ class H2Server(asyncio.Protocol):
 
     def calm(self, why: str, code: int = _CALM) -> None:
         """GOAWAY with `code` (ENHANCE_YOUR_CALM for floods) and close."""
+        if self.gone:
+            return
+        self.gone = True
         log.warning("http2 %s:%d: %s: GOAWAY", self.client[0], self.client[1], why)
         try:
             self.h2.close_connection(code)
