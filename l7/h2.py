@@ -20,8 +20,9 @@ What h2 does not do, done here (defences.py holds the counting, sans-IO):
   client's window is closed, and the server is paused once that buffer is over
   `h2_stream_buffer`. A stream that stays blocked on a zero window longer than
   `body_timeout` is reset.
-- `:authority` and `host`: one authority (RFC 9113 §8.3.1): the request is refused with 400
-  when both are present and differ; the server gets `Host: <authority>`.
+- `:authority` and `host`: one authority (RFC 9113 §8.3.1): h2 refuses a request where both
+  are present and differ (GOAWAY PROTOCOL_ERROR, before `request` sees it; the 400 there is
+  a second line); the server gets `Host: <authority>`.
 - Graceful GOAWAY at reload and shutdown: the frame is written by hand (h2's close_connection
   would stop the streams in flight), streams after it are refused, the connection closes
   when the last one is done or after the grace period.

@@ -140,7 +140,9 @@ class H2Client:
         view = memoryview(data)
         deadline = time.monotonic() + self.timeout
         while view:
-            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            window = min(
+                self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size
+            )
             if window <= 0:
                 if time.monotonic() > deadline or self.goaway is not None or self.closed:
                     raise TimeoutError(f"stream {sid}: the server's window stays closed")

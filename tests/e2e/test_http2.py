@@ -9,19 +9,16 @@ import hashlib
 import json
 import os
 import signal
-import signal
 import socket
 import ssl
 import subprocess
-import time
-import urllib.request
 import time
 import urllib.request
 
 import h11
 import pytest
 
-from tests.e2e.h2client import H2Client, H2Response
+from tests.e2e.h2client import H2Client
 from tests.e2e.helpers import free_port, make_cert, pool_toml, wait_until
 from tests.e2e.httpbackend import HttpBackend
 
@@ -54,30 +51,30 @@ def h1_ask(port, method, path, headers, body, authority) -> tuple[int, dict, byt
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
-        with ctx.wrap_socket(raw, server_hostname="example.com") as s:
-            assert s.selected_alpn_protocol() == "http/1.1"
-            conn = h11.Connection(h11.CLIENT)
-            fields = [("host", authority), *headers]
-            if body is not None:
-                fields.append(("content-length", str(len(body))))
-            s.sendall(conn.send(h11.Request(method=method, target=path, headers=fields)))
-            if body:
-                for i in range(0, len(body), 1 << 20):
-                    s.sendall(conn.send(h11.Data(data=body[i : i + (1 << 20)])))
-            s.sendall(conn.send(h11.EndOfMessage()))
-            status, got, out = 0, {}, bytearray()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(s.recv(1 << 20))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    got = {k.decode(): v.decode() for k, v in event.headers}
-                elif isinstance(event, h11.Data):
-                    out += event.data
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    return status, got, bytes(out)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    with raw, ctx.wrap_socket(raw, server_hostname="example.com") as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+        conn = h11.Connection(h11.CLIENT)
+        fields = [("host", authority), *headers]
+        if body is not None:
+            fields.append(("content-length", str(len(body))))
+        s.sendall(conn.send(h11.Request(method=method, target=path, headers=fields)))
+        if body:
+            for i in range(0, len(body), 1 << 20):
+                s.sendall(conn.send(h11.Data(data=body[i : i + (1 << 20)])))
+        s.sendall(conn.send(h11.EndOfMessage()))
+        status, got, out = 0, {}, bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(s.recv(1 << 20))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                got = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                out += event.data
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return status, got, bytes(out)
 
 
 def h2_ask(port, method, path, headers, body, authority) -> tuple[int, dict, bytes]:
