@@ -20,8 +20,9 @@ What h2 does not do, done here (defences.py holds the counting, sans-IO):
   client's window is closed, and the server is paused once that buffer is over
   `h2_stream_buffer`. A stream that stays blocked on a zero window longer than
   `body_timeout` is reset.
-- `:authority` and `host`: one authority (RFC 9113 §8.3.1): the request is refused with 400
-  when both are present and differ; the server gets `Host: <authority>`.
+- `:authority` and `host`: one authority (RFC 9113 §8.3.1): h2 refuses a request where both
+  are present and differ (GOAWAY PROTOCOL_ERROR, before `request` sees it; the 400 there is
+  a second line); the server gets `Host: <authority>`.
 - Graceful GOAWAY at reload and shutdown: the frame is written by hand (h2's close_connection
   would stop the streams in flight), streams after it are refused, the connection closes
   when the last one is done or after the grace period.
@@ -240,6 +241,7 @@ class H2Server(asyncio.Protocol):
         self.guard = FloodGuard(settings.h2_max_resets, settings.h2_max_control, 10.0)
         self.corked = 0
         self.closed = False
+        self.gone = False  # calm() sent its GOAWAY: the rest of the frames read are dropped
         self.draining = False
         self.goaway_sent = False
         self.last_stream = 0
@@ -253,6 +255,13 @@ class H2Server(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.h2.initiate_connection()
+        # h2 takes a stream over SETTINGS_MAX_CONCURRENT_STREAMS for a connection error, which
+        # cuts every stream in flight, though RFC 9113 §5.1.2 asks for a stream error (a client
+        # may open streams before it read our SETTINGS). So h2 holds a higher hard cap, and
+        # `request` refuses streams over the advertised limit with REFUSED_STREAM, as nginx.
+        values = dict(self.h2.local_settings)
+        values[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.settings.h2_max_streams + 100
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=values)
         # A bigger connection window than the 64 KiB default: streams share it.
         self.h2.increment_flow_control_window(self.settings.h2_window * 4)
         self.flush()
@@ -274,6 +283,8 @@ class H2Server(asyncio.Protocol):
         self.corked += 1
         try:
             for event in events:
+                if self.gone:
+                    break
                 self.event(event)
         except Exception:  # a bug: it costs this connection, logged, and nothing else
             log.exception("http2 %s:%d: internal error", self.client[0], self.client[1])
@@ -384,6 +395,11 @@ class H2Server(asyncio.Protocol):
         if self.goaway_sent and stream_id > self.last_stream:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
+        if len(self.streams) >= self.settings.h2_max_streams:
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            if self.guard.control(self.loop.time()):  # costs a frame, like a PING: counted so
+                self.calm("streams over the concurrency limit")
+            return
         engine = self.engine_of()  # a reload applies from the next stream on
         settings = engine.settings
         stream = self.streams[stream_id] = H2Stream(self, stream_id)
@@ -488,6 +504,7 @@ class H2Server(asyncio.Protocol):
             return
         h2c = self.h2
         sid = stream.stream_id
+        sent = False
         try:
             while stream.out:
                 window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
@@ -500,6 +517,7 @@ class H2Server(asyncio.Protocol):
                     stream.out[0] = data[window:]
                     data = data[:window]
                 stream.out_size -= len(data)
+                sent = True
                 last = stream.ended and not stream.out
                 h2c.send_data(sid, data, end_stream=last)
                 if last:
@@ -512,15 +530,21 @@ class H2Server(asyncio.Protocol):
             stream.end_sent = True
         ex = stream.ex
         up = ex.upstream if ex is not None else None
+        # Bytes left waiting for the client's window, whatever their size, start (or, after
+        # progress, restart) the stall clock: a small response behind a zero window must be
+        # reset after body_timeout too, not hold the stream and the connection for ever.
+        if not stream.out:
+            stream.stalled_since = 0.0
+        elif not stream.stalled_since:
+            stream.stalled_since = self.loop.time()
+            self.schedule(self.settings.body_timeout)
+        elif sent:
+            stream.stalled_since = self.loop.time()
         if stream.out_size > self.settings.h2_stream_buffer or self.write_paused:
             if up is not None and not stream.upstream_paused:
                 up.pause_reading()
                 stream.upstream_paused = True
-            if stream.out and not stream.stalled_since:
-                stream.stalled_since = self.loop.time()
-                self.schedule(self.settings.body_timeout)
         else:
-            stream.stalled_since = 0.0
             if stream.upstream_paused and up is not None:
                 up.resume_reading()
             stream.upstream_paused = False
@@ -608,6 +632,9 @@ class H2Server(asyncio.Protocol):
 
     def calm(self, why: str, code: int = _CALM) -> None:
         """GOAWAY with `code` (ENHANCE_YOUR_CALM for floods) and close."""
+        if self.gone:
+            return
+        self.gone = True
         log.warning("http2 %s:%d: %s: GOAWAY", self.client[0], self.client[1], why)
         try:
             self.h2.close_connection(code)
@@ -623,7 +650,9 @@ class H2Server(asyncio.Protocol):
 
     def drain(self, grace: float) -> None:
         """Reload or shutdown: GOAWAY with the last stream id; streams in flight finish; the
-        connection closes when none is left, or after `grace` seconds."""
+        connection closes when none is left (`maybe_forget`), an idle one after `grace`
+        seconds. As with HTTP/1.1 (`H1Server.drain`), `grace` is the idle grace (1 s from the
+        runtime): the deadline for streams in flight is the runtime's `drain_timeout`."""
         if self.draining or self.closed:
             return
         self.draining = True
@@ -635,8 +664,6 @@ class H2Server(asyncio.Protocol):
             self.transport.write(frame.serialize())
         self.goaway_count()
         if not self.streams:
-            self.loop.call_later(min(grace, 1.0), self.close)
-        else:
             self.loop.call_later(grace, self.close)
 
     def abort(self) -> None:

@@ -233,6 +233,11 @@ class H2Client:
             stream.reset = int(event.error_code)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
+            if event.error_code == 0:
+                # A graceful GOAWAY (RFC 9113 §6.8): streams up to its last stream id still
+                # finish, but h2 closes its state machine on any GOAWAY and would refuse
+                # their frames. Back to open, to read them.
+                self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
 
     def wait(self, predicate, timeout: float | None = None) -> bool:
         """Read until `predicate()` holds, the connection closes, or `timeout` passes."""

@@ -8,9 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
+import time
+import urllib.request
 
 import h11
 import pytest
@@ -48,10 +51,8 @@ def h1_ask(port, method, path, headers, body, authority) -> tuple[int, dict, byt
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
-        ctx.wrap_socket(raw, server_hostname="example.com") as s,
-    ):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    with raw, ctx.wrap_socket(raw, server_hostname="example.com") as s:
         assert s.selected_alpn_protocol() == "http/1.1"
         conn = h11.Connection(h11.CLIENT)
         fields = [("host", authority), *headers]
@@ -301,3 +302,277 @@ def test_h2c_scheme_is_the_connections(proxy, http_backends):
         r = c.response(c.request(pseudo=pseudo))
     assert r.status == 200
     assert dict(json.loads(r.body)["headers"])["x-forwarded-proto"] == "http"
+
+
+# -- defences: each attack from a raw h2 client, another client served meanwhile ------------
+
+
+class Bystander:
+    """A client connected before the attack, asked again after it, and a new one after it:
+    the attack costs the attacker's connection only."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.client = H2Client(port)  # three requests in all, two on this connection
+        assert self.client.response(self.client.request("GET", "/")).status == 200
+
+    def check(self) -> None:
+        c = self.client
+        r = c.response(c.request("GET", "/bytes/100"))
+        assert (r.status, r.body) == (200, b"b" * 100), (r, c.goaway)
+        c.close()
+        assert h2_ask(self.port, "GET", "/", [], None, "example.com")[0] == 200
+
+
+def start_h2(proxy, cert, backend, http: str = "", pool_http: dict | None = None) -> int:
+    port = free_port()
+    proxy(https(port, cert, http=http) + pool_toml("p", servers(backend), http=pool_http or {}))
+    return port
+
+
+def test_rapid_reset_gets_goaway(cert, proxy, http_backends):
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a, "h2_max_resets = 50\n")
+    other = Bystander(port)
+    with H2Client(port) as c:
+        for _ in range(200):  # open and cancel at once, all in a few writes (CVE-2023-44487)
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
+                                      (b":authority", b"x"), (b":path", b"/slow/1")],
+                                end_stream=True)  # fmt: skip
+            c.conn.reset_stream(sid, 8)
+        c.flush()
+        assert c.wait_goaway().error_code == CALM
+        assert c.wait_closed()
+    other.check()
+    assert a.requests < 100  # the flood was cut short
+
+
+@pytest.mark.parametrize("frame", ["ping", "settings"])
+def test_control_frame_flood_gets_goaway(frame, cert, proxy, http_backends):
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a, "h2_max_control = 100\n")
+    other = Bystander(port)
+    with H2Client(port) as c:
+        for i in range(400):
+            if frame == "ping":
+                c.conn.ping(i.to_bytes(8, "big"))
+            else:
+                c.conn.update_settings({})
+        c.flush()
+        assert c.wait_goaway().error_code == CALM
+        assert c.wait_closed()
+    other.check()
+
+
+def test_streams_over_the_concurrency_limit_are_refused(cert, proxy, http_backends):
+    """A client that opens more streams than SETTINGS_MAX_CONCURRENT_STREAMS (as one racing
+    the server's SETTINGS does) gets the extra ones refused, not its connection cut."""
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a, "h2_max_streams = 5\n")
+    other = Bystander(port)
+    with H2Client(port) as c:  # sends before it read the server's SETTINGS
+        sids = [c.request("GET", "/slow/0.5") for _ in range(7)]
+        assert c.wait(lambda: all(c.streams[s].done for s in sids))
+        results = [(c.streams[s].status, c.streams[s].reset) for s in sids]
+        assert results == [(200, None)] * 5 + [(0, REFUSED)] * 2, (results, c.goaway)
+        assert c.goaway is None
+        r = c.response(c.request("GET", "/"))  # the connection goes on
+        assert r.status == 200
+    other.check()
+    assert a.requests == 5 + 1 + 3  # the refused ones were not forwarded
+
+
+def continuation_flood(count: int) -> bytes:
+    from hpack import Encoder
+    from hyperframe.frame import ContinuationFrame, HeadersFrame
+
+    block = Encoder().encode([(b":method", b"GET"), (b":scheme", b"https"),
+                              (b":authority", b"x"), (b":path", b"/")])  # fmt: skip
+    out = HeadersFrame(1, data=block, flags=["END_STREAM"]).serialize()
+    for _ in range(count):  # never END_HEADERS
+        out += ContinuationFrame(1, data=Encoder().encode([(b"x-pad", b"p" * 100)])).serialize()
+    return out
+
+
+def test_continuation_flood_gets_goaway(cert, proxy, http_backends):
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a)
+    other = Bystander(port)
+    with H2Client(port) as c:
+        c.send_raw(continuation_flood(2000))
+        assert c.wait_goaway().error_code == PROTOCOL_ERROR
+        assert c.wait_closed()
+    other.check()
+    assert a.requests == 3  # the bystander's only
+
+
+def test_hpack_bomb_and_oversized_header_list_get_goaway(cert, proxy, http_backends):
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a, "max_header_bytes = 8192\n")
+    other = Bystander(port)
+    # A 4000-byte field put in the HPACK table once, then referenced by index (one byte each):
+    # a few KB on the wire that would decode to 400 KB.
+    with H2Client(port) as c:
+        c.request("GET", "/", [("x-bomb", "a" * 4000)] * 100)
+        assert c.wait_goaway().error_code == CALM
+        assert c.wait_closed()
+    with H2Client(port) as c:  # one plain field over max_header_bytes
+        c.request("GET", "/", [("x-big", "a" * 9000)])
+        assert c.wait_goaway().error_code == CALM
+    other.check()
+    assert a.requests == 3  # the bystander's only
+
+
+@pytest.mark.parametrize("sent", [5, 20])
+def test_content_length_that_disagrees_with_data(sent, cert, proxy):
+    from tests.e2e.httpbackend import RawBackend
+
+    raw = RawBackend()
+    try:
+        port = start_h2(proxy, cert, raw)
+        with H2Client(port) as c:
+            sid = c.request("POST", "/", [("content-length", "10")], b"x" * sent, end=True)
+            c.wait(lambda: c.goaway is not None or c.streams[sid].done)
+            r = c.streams[sid]
+            assert (c.goaway and c.goaway.error_code == PROTOCOL_ERROR) or r.reset == PROTOCOL_ERROR
+            assert r.status == 0
+        time.sleep(0.3)
+        assert raw.heads == []  # no complete request reached the server
+        assert h2_ask(port, "GET", "/", [], None, "x")[2] == b"ok"
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+         ("connection", "keep-alive")],
+        [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+         ("transfer-encoding", "chunked")],
+        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+         ("te", "gzip")],
+        [(":method", "GET"), (":scheme", "https"), (":authority", "x")],
+        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+         ("X-Upper", "1")],
+        [(":method", "GET"), (":scheme", "https"), ("x-a", "1"), (":authority", "x"),
+         (":path", "/")],
+        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+         (":path", "/b")],
+        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+         (":foo", "1")],
+        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "")],
+    ],
+    ids=["connection", "transfer-encoding", "te", "no-path", "uppercase", "pseudo-after",
+         "two-paths", "unknown-pseudo", "empty-path"],
+)  # fmt: skip
+def test_malformed_requests_are_refused_and_not_forwarded(fields, cert, proxy, http_backends):
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a)
+    other = Bystander(port)
+    with H2Client(port) as c:
+        sid = c.request(pseudo=fields)
+        c.wait(lambda: c.goaway is not None or c.streams[sid].done)
+        r = c.streams[sid]
+        assert (c.goaway and c.goaway.error_code == PROTOCOL_ERROR) or r.reset == PROTOCOL_ERROR
+        assert r.status == 0
+    other.check()
+    assert a.requests == 3  # the bystander's only
+
+
+def test_authority_and_host_must_agree(cert, proxy, http_backends):
+    """RFC 9113 §8.3.1: a Host that differs from :authority makes the request malformed; h2
+    refuses it (PROTOCOL_ERROR) before l4lb sees it, so nothing is forwarded."""
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a)
+    with H2Client(port, authority="a.test") as c:
+        sid = c.request("GET", "/headers", [("host", "b.test")])
+        c.wait(lambda: c.goaway is not None or c.streams[sid].done)
+        r = c.streams[sid]
+        assert (c.goaway and c.goaway.error_code == PROTOCOL_ERROR) or r.reset == PROTOCOL_ERROR
+        assert r.status == 0 and a.requests == 0
+    with H2Client(port, authority="a.test") as c:
+        r = c.response(c.request("GET", "/headers", [("host", "a.test")]))  # same: fine
+        assert r.status == 200
+        assert [v for n, v in json.loads(r.body)["headers"] if n == "host"] == ["a.test"]
+        # No :authority: host stands in for it (RFC 9113 §8.3.1).
+        pseudo = [(":method", "GET"), (":scheme", "https"), (":path", "/headers")]
+        r = c.response(c.request(pseudo=pseudo, headers=[("host", "c.test")]))
+        assert [v for n, v in json.loads(r.body)["headers"] if n == "host"] == ["c.test"]
+    assert a.requests == 2
+
+
+def test_zero_window_stall_is_reset_after_body_timeout(cert, proxy, http_backends):
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a, 'body_timeout = "1s"\n')
+    other = Bystander(port)
+    with H2Client(port, window=0) as c:  # never lets the server send a body byte
+        big = c.request("GET", f"/bytes/{1 << 20}")
+        small = c.request("GET", "/bytes/100")
+        c.wait(lambda: c.streams[big].done and c.streams[small].done, timeout=5)
+        resets = (c.streams[big].reset, c.streams[small].reset)
+        assert resets == (3, 3), c.streams  # FLOW_CONTROL_ERROR, the small one too
+        r = c.response(c.request("HEAD", "/bytes/100"))  # no body: the connection still works
+        assert (r.status, r.headers["content-length"], r.ended) == (200, "100", True)
+    other.check()
+
+
+def test_a_slow_reader_does_not_block_other_streams(cert, proxy, http_backends):
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a)
+    with H2Client(port, window=65535) as c:
+        slow = c.request("GET", f"/bytes/{8 << 20}", hold=True)  # its window is never opened
+        assert c.wait(lambda: len(c.streams[slow].body) == 65535)
+        for _ in range(3):
+            r = c.response(c.request("GET", f"/bytes/{200_000}"))
+            assert (r.status, len(r.body)) == (200, 200_000)
+        assert not c.streams[slow].done and len(c.streams[slow].body) == 65535
+        c.conn.acknowledge_received_data(65535, slow)  # now read it all
+        c.streams[slow].hold = False
+        c.flush()
+        r = c.response(slow, timeout=30)
+        assert r.ended and len(r.body) == 8 << 20
+
+
+def test_shutdown_sends_goaway_and_lets_streams_finish(cert, proxy, http_backends):
+    (a,) = http_backends("a")
+    port = free_port()
+    p = proxy(https(port, cert) + pool_toml("p", servers(a)))
+    with H2Client(port) as c:
+        sid = c.request("GET", "/slow/1.5")
+        assert wait_until(lambda: a.requests == 1, timeout=5)
+        p.proc.send_signal(signal.SIGTERM)
+        goaway = c.wait_goaway()
+        assert goaway.error_code == NO_ERROR and goaway.last_stream_id == sid
+        r = c.response(sid)
+        assert (r.status, r.body, r.reset) == (200, b"a\n", None)
+        assert c.wait_closed()
+    assert p.proc.wait(10) == 0
+
+
+def test_status_shows_h2_counters(cert, proxy, http_backends):
+    (a,) = http_backends("a")
+    port, admin = free_port(), free_port()
+    proxy(
+        f'[admin]\nbind = "127.0.0.1:{admin}"\n'
+        + https(port, cert, http="h2_max_control = 20\n")
+        + pool_toml("p", servers(a))
+    )
+    with H2Client(port) as c:
+        sids = [c.request("GET", "/") for _ in range(3)]
+        c.wait(lambda: all(c.streams[s].done for s in sids))
+        c.reset(c.request("GET", "/slow/1"))
+        for i in range(50):
+            c.conn.ping(i.to_bytes(8, "big"))
+        c.flush()
+        c.wait_goaway()
+
+    def listener() -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=5) as r:
+            return json.loads(r.read())["listeners"][0]
+
+    want = {"h2_connections": 1, "h2_streams": 4, "h2_resets": 1, "h2_goaways": 1}
+    assert wait_until(lambda: {k: listener().get(k) for k in want} == want, timeout=5), {
+        k: v for k, v in listener().items() if k.startswith("h2")
+    }
