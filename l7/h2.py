@@ -44,14 +44,18 @@ from hyperframe.frame import GoAwayFrame
 
 from l4lb.errors import RemoteProtocolError
 from l7.defences import FloodGuard
-from l7.exchange import Exchange
-from l7.forwarded import new_request_id, request_id_from
-from l7.model import Request, Response
-from l7.router import host_key
-from l7.validate import check_request_head
+from l7.streams import (
+    StreamSide,
+    head_fields,
+    open_exchange,
+    refused_exchange,
+    simple_fields,
+    status_value,
+)
 
 if TYPE_CHECKING:
-    from l7.sides import ServerStream
+    from l7.exchange import Exchange
+    from l7.model import Response
 
 __all__ = ["H2_PREFACE", "H2Server", "H2Stream"]
 
@@ -59,17 +63,9 @@ log = logging.getLogger("l4lb")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
-_STATUS: dict[int, bytes] = {}
 
 
-def _status(code: int) -> bytes:
-    value = _STATUS.get(code)
-    if value is None:
-        value = _STATUS[code] = str(code).encode()
-    return value
-
-
-class H2Stream:
+class H2Stream(StreamSide):
     """One request on an HTTP/2 connection: the exchange's client side."""
 
     __slots__ = (
@@ -101,44 +97,18 @@ class H2Stream:
         self.upstream_paused = False
         self.stalled_since = 0.0
 
-    # -- l7.sides.ClientStream: state the pipeline reads ------------------------------------
-
-    @property
-    def draining(self) -> bool:
-        return self.conn.draining
-
-    @property
-    def forwarding(self) -> tuple[Any, bytes, bytes]:
-        return self.conn.forwarding
-
-    @forwarding.setter
-    def forwarding(self, value: tuple[Any, bytes, bytes]) -> None:
-        self.conn.forwarding = value
-
-    @property
-    def touched(self) -> bool:
-        return False
-
-    @touched.setter
-    def touched(self, value: bool) -> None:
-        pass
-
     # -- the response ------------------------------------------------------------------------
 
     def send_interim(self, ex: Exchange, status: int) -> None:
-        self.conn.send_headers(self, [(b":status", _status(status))], False)
+        self.conn.send_headers(self, [(b":status", status_value(status))], False)
 
     def send_head(self, ex: Exchange, response: Response) -> None:
         if ex.framing != "none":
             ex.framing = "stream"
-        fields = [(b":status", _status(response.status))]
-        fields += response.fields()
-        if response.extra:
-            fields += response.extra
         end = ex.framing == "none"
         if end:
             self.ended = self.end_sent = True
-        self.conn.send_headers(self, fields, end)
+        self.conn.send_headers(self, head_fields(response), end)
 
     def send_data(self, ex: Exchange, data: bytes) -> None:
         self.out.append(data)
@@ -151,8 +121,7 @@ class H2Stream:
             self.conn.flush_stream(self)
 
     def send_simple(self, ex: Exchange, status: int, fields: list, body: bytes) -> None:
-        head = [(b":status", _status(status))]
-        head += [(n, v) for n, v in fields if n != b"connection"]
+        head = simple_fields(status, fields)
         if body:
             self.conn.send_headers(self, head, False)
             self.out.append(body)
@@ -175,32 +144,8 @@ class H2Stream:
                 n, self.unacked = self.unacked, 0
                 self.conn.acknowledge(self, n)
 
-    def cork(self) -> None:
-        self.conn.corked += 1
-
-    def uncork(self) -> None:
-        conn = self.conn
-        conn.corked -= 1
-        if conn.corked <= 0:
-            conn.corked = 0
-            conn.flush()
-
     def abort(self) -> None:
         self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-
-    # -- tunnels are HTTP/1.1 only (no extended CONNECT): never reached ----------------------
-
-    def write(self, data: bytes) -> None:
-        self.abort()
-
-    def tunnel_eof(self, side: str) -> None:
-        self.abort()
-
-    def end_tunnel(self) -> None:
-        self.abort()
-
-    def tunnel(self, upstream: ServerStream | None, pending: bytes) -> None:
-        self.abort()
 
     def exchange_done(self, ex: Exchange) -> None:
         self.conn.stream_done(self)
@@ -401,89 +346,20 @@ class H2Server(asyncio.Protocol):
                 self.calm("streams over the concurrency limit")
             return
         engine = self.engine_of()  # a reload applies from the next stream on
-        settings = engine.settings
         stream = self.streams[stream_id] = H2Stream(self, stream_id)
         if self.listener is not None:
             self.listener.h2_streams += 1
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        method = path = authority = b""
-        scheme = b""
-        headers: list[tuple[bytes, bytes]] = []
-        cookies: list[bytes] = []
-        for name, value in event.headers:
-            if name[0] == 58:  # b":"
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                elif name == b":scheme":
-                    scheme = value
-            elif name == b"cookie":
-                cookies.append(value)
-            else:
-                headers.append((name, value))
+        ended = event.stream_ended is not None
         try:
-            if method == b"CONNECT":
-                raise RemoteProtocolError("CONNECT is not supported", 501)
-            host = None
-            for name, value in headers:
-                if name == b"host":
-                    host = value
-                    break
-            if authority and host is not None and host != authority:
-                raise RemoteProtocolError(":authority and host disagree", 400)
-            if not authority:
-                authority = host or b""
-            if host is None and authority:
-                headers.insert(0, (b"host", authority))
-            if cookies:  # RFC 9113 §8.2.3: one field again for HTTP/1.1
-                headers.append((b"cookie", b"; ".join(cookies)))
-            target = path.decode("latin-1")
-            checked = check_request_head(
-                method.decode("latin-1"),
-                target,
-                headers,
-                "1.1",
-                settings.max_uri,
-                settings.max_header_bytes,
-                settings.max_headers,
-            )
-            length = checked[1]
-            if length > 0 and settings.max_body and length > settings.max_body:
-                raise RemoteProtocolError("request body too large", 413)
+            ex = open_exchange(stream, engine, self.client, event.headers, ended, "2")
         except RemoteProtocolError as exc:
             self.refuse_head(stream, exc.status_hint, str(exc))
             return
-        ended = event.stream_ended is not None
-        if ended:
-            stream.request_done = True
-            body = "none"
-        elif length >= 0:
-            body = "length" if length > 0 else "none"
-        else:
-            body = "chunked"  # length unknown: chunked to an HTTP/1.1 server
-        if checked[3]:  # Expect: 100-continue means nothing in HTTP/2: dropped
-            headers = [(n, v) for n, v in headers if n != b"expect"]
-        request = Request(
-            method.decode("latin-1"),
-            target,
-            headers,
-            host_key(authority.decode("latin-1")),
-            scheme.decode("latin-1") or engine.scheme,
-            "2",
-            self.client,
-            authority,
-            None if body == "chunked" else max(length, 0),
-        )
-        request_id = request_id_from(headers) or new_request_id()
-        ex = Exchange(stream, engine, request, True, body, request_id, False, authority, None)
+        stream.request_done = ended
         stream.ex = ex
-        if body == "none" and not ended:
-            ex.body_done = False  # DATA may still come (length 0): wait for END_STREAM
         ex.start()
 
     # -- writing -----------------------------------------------------------------------------
@@ -571,16 +447,7 @@ class H2Server(asyncio.Protocol):
         """A request refused before it became an exchange: an error response, and the stream
         reset if its body is still coming."""
         log.info("http2 %s:%d: %d %s", self.client[0], self.client[1], status, message)
-        engine = self.engine_of()
-        ex = Exchange(
-            stream,
-            engine,
-            Request("-", "/", [], "", engine.scheme, "2", self.client),
-            True,
-            "none",
-            new_request_id(),
-        )
-        stream.ex = ex
+        ex = stream.ex = refused_exchange(stream, self.engine_of(), self.client, "2")
         ex.error(status, message)
 
     def refuse(self, stream: H2Stream, status: int, message: str) -> None:

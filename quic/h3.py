@@ -28,26 +28,23 @@ from aioquic.quic import events as qe
 from aioquic.quic.connection import QuicConnection
 
 from l4lb.errors import RemoteProtocolError
-from l7.exchange import Exchange
-from l7.forwarded import new_request_id, request_id_from
-from l7.model import Request, Response
-from l7.router import host_key
-from l7.validate import check_request_head
+from l7.streams import (
+    StreamSide,
+    head_fields,
+    open_exchange,
+    refused_exchange,
+    simple_fields,
+    status_value,
+)
 
 if TYPE_CHECKING:
+    from l7.exchange import Exchange
+    from l7.model import Response
     from quic.endpoint import QuicEndpoint
 
-__all__ = ["H3Server", "H3Stream", "request_fields"]
+__all__ = ["H3Server", "H3Stream"]
 
 log = logging.getLogger("l4lb")
-_STATUS: dict[int, bytes] = {}
-
-
-def _status(code: int) -> bytes:
-    value = _STATUS.get(code)
-    if value is None:
-        value = _STATUS[code] = str(code).encode()
-    return value
 
 
 class _Quic(QuicConnection):
@@ -76,48 +73,7 @@ class _H3(H3Connection):
         super().__init__(quic)
 
 
-def request_fields(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, bytes, bytes, list]:
-    """Split an HTTP/3 header list into method, path, authority, scheme and the regular
-    fields (RFC 9114 §4.3.1), with `host` first when only `:authority` came and the cookie
-    fields joined again for HTTP/1.1 (§4.2.1). Raises RemoteProtocolError (400/501)."""
-    method = path = authority = scheme = b""
-    headers: list[tuple[bytes, bytes]] = []
-    cookies: list[bytes] = []
-    host = None
-    for name, value in fields:
-        if name[:1] == b":":
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            elif name == b":scheme":
-                scheme = value
-            else:
-                raise RemoteProtocolError(f"unknown pseudo-header {name!r}", 400)
-        elif name == b"cookie":
-            cookies.append(value)
-        else:
-            if name == b"host" and host is None:
-                host = value
-            headers.append((name, value))
-    if method == b"CONNECT":
-        raise RemoteProtocolError("CONNECT is not supported", 501)
-    if not method or not path or not scheme:
-        raise RemoteProtocolError("a pseudo-header is missing", 400)
-    if authority and host is not None and host != authority:
-        raise RemoteProtocolError(":authority and host disagree", 400)
-    if not authority:
-        authority = host or b""
-    if host is None and authority:
-        headers.insert(0, (b"host", authority))
-    if cookies:
-        headers.append((b"cookie", b"; ".join(cookies)))
-    return method, path, authority, scheme, headers
-
-
-class H3Stream:
+class H3Stream(StreamSide):
     """One request on an HTTP/3 connection: the exchange's client side."""
 
     __slots__ = ("conn", "end_sent", "ex", "request_done", "stream_id", "upstream_paused")
@@ -130,43 +86,17 @@ class H3Stream:
         self.request_done = False
         self.upstream_paused = False
 
-    # -- l7.sides.ClientStream: state the pipeline reads ------------------------------------
-
-    @property
-    def draining(self) -> bool:
-        return self.conn.draining
-
-    @property
-    def forwarding(self) -> tuple[Any, bytes, bytes]:
-        return self.conn.forwarding
-
-    @forwarding.setter
-    def forwarding(self, value: tuple[Any, bytes, bytes]) -> None:
-        self.conn.forwarding = value
-
-    @property
-    def touched(self) -> bool:
-        return False
-
-    @touched.setter
-    def touched(self, value: bool) -> None:
-        pass
-
     # -- the response ------------------------------------------------------------------------
 
     def send_interim(self, ex: Exchange, status: int) -> None:
-        self.conn.send_headers(self, [(b":status", _status(status))], False)
+        self.conn.send_headers(self, [(b":status", status_value(status))], False)
 
     def send_head(self, ex: Exchange, response: Response) -> None:
         if ex.framing != "none":
             ex.framing = "stream"
-        fields = [(b":status", _status(response.status))]
-        fields += response.fields()
-        if response.extra:
-            fields += response.extra
         end = ex.framing == "none"
         self.end_sent = end
-        self.conn.send_headers(self, fields, end)
+        self.conn.send_headers(self, head_fields(response), end)
 
     def send_data(self, ex: Exchange, data: bytes) -> None:
         self.conn.send_data(self, data, False)
@@ -177,8 +107,7 @@ class H3Stream:
             self.conn.send_data(self, b"", True)
 
     def send_simple(self, ex: Exchange, status: int, fields: list, body: bytes) -> None:
-        head = [(b":status", _status(status))]
-        head += [(n, v) for n, v in fields if n != b"connection"]
+        head = simple_fields(status, fields)
         self.end_sent = True
         if body:
             self.conn.send_headers(self, head, False)
@@ -197,32 +126,8 @@ class H3Stream:
             held.discard(self.stream_id)
             self.conn.transmit()  # the MAX_STREAM_DATA held back
 
-    def cork(self) -> None:
-        self.conn.corked += 1
-
-    def uncork(self) -> None:
-        conn = self.conn
-        conn.corked -= 1
-        if conn.corked <= 0:
-            conn.corked = 0
-            conn.transmit()
-
     def abort(self) -> None:
         self.conn.reset(self, ErrorCode.H3_INTERNAL_ERROR)
-
-    # -- tunnels are HTTP/1.1 only (no extended CONNECT): never reached ----------------------
-
-    def write(self, data: bytes) -> None:
-        self.abort()
-
-    def tunnel_eof(self, side: str) -> None:
-        self.abort()
-
-    def end_tunnel(self) -> None:
-        self.abort()
-
-    def tunnel(self, upstream: Any, pending: bytes) -> None:
-        self.abort()
 
     def exchange_done(self, ex: Exchange) -> None:
         self.conn.forget(self)
@@ -339,54 +244,17 @@ class H3Server:
             self.quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
             return
         engine = self.endpoint.engine_of()
-        settings = engine.settings
         stream = self.streams[stream_id] = H3Stream(self, stream_id)
         if self.listener is not None:
             self.listener.h3_streams += 1
+        ended = bool(event.stream_ended)
         try:
-            method, path, authority, scheme, headers = request_fields(event.headers)
-            target = path.decode("latin-1")
-            checked = check_request_head(
-                method.decode("latin-1"),
-                target,
-                headers,
-                "1.1",
-                settings.max_uri,
-                settings.max_header_bytes,
-                settings.max_headers,
-            )
-            length = checked[1]
-            if length > 0 and settings.max_body and length > settings.max_body:
-                raise RemoteProtocolError("request body too large", 413)
+            ex = open_exchange(stream, engine, self.client, event.headers, ended, "3")
         except RemoteProtocolError as exc:
             self.refuse_head(stream, exc.status_hint, str(exc))
             return
-        ended = event.stream_ended
-        if ended:
-            stream.request_done = True
-            body = "none"
-        elif length >= 0:
-            body = "length" if length > 0 else "none"
-        else:
-            body = "chunked"  # length unknown: chunked to an HTTP/1.1 server
-        if checked[3]:  # Expect: 100-continue means nothing in HTTP/3: dropped
-            headers = [(n, v) for n, v in headers if n != b"expect"]
-        request = Request(
-            method.decode("latin-1"),
-            target,
-            headers,
-            host_key(authority.decode("latin-1")),
-            scheme.decode("latin-1") or engine.scheme,
-            "3",
-            self.client,
-            authority,
-            None if body == "chunked" else max(length, 0),
-        )
-        request_id = request_id_from(headers) or new_request_id()
-        ex = Exchange(stream, engine, request, True, body, request_id, False, authority, None)
+        stream.request_done = ended
         stream.ex = ex
-        if body == "none" and not ended:
-            ex.body_done = False  # DATA may still come (length 0): wait for the stream's end
         ex.start()
 
     # -- output ------------------------------------------------------------------------------
@@ -423,6 +291,10 @@ class H3Server:
         """Response bytes of a stream not yet acknowledged by the client."""
         qs = self.quic._streams.get(stream_id)
         return len(qs.sender._buffer) if qs is not None else 0
+
+    def flush(self) -> None:
+        """What the streams queued goes out (`StreamSide.uncork`)."""
+        self.transmit()
 
     def transmit(self) -> None:
         """Send the queued datagrams and re-arm the one timer at aioquic's next deadline."""
@@ -469,16 +341,7 @@ class H3Server:
 
     def refuse_head(self, stream: H3Stream, status: int, message: str) -> None:
         log.info("http3 %s:%d: %d %s", self.client[0], self.client[1], status, message)
-        engine = self.endpoint.engine_of()
-        ex = Exchange(
-            stream,
-            engine,
-            Request("-", "/", [], "", engine.scheme, "3", self.client),
-            True,
-            "none",
-            new_request_id(),
-        )
-        stream.ex = ex
+        ex = stream.ex = refused_exchange(stream, self.endpoint.engine_of(), self.client, "3")
         ex.error(status, message)
 
     def refuse(self, stream: H3Stream, status: int, message: str) -> None:
