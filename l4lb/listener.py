@@ -47,10 +47,11 @@ _TERMINATING = ("tls", "http", "https")  # protocols whose bytes a loop transpor
 _FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-def open_listening_socket(addr: Address, backlog: int, reuse_port: bool = False) -> socket.socket:
-    """Bind and listen on `addr`. IPv6 sockets are v6-only so `[::]` and `0.0.0.0` can coexist."""
+def bound_socket(addr: Address, kind: int, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking socket of `kind` (SOCK_STREAM, SOCK_DGRAM) bound on `addr`. IPv6
+    sockets are v6-only so `[::]` and `0.0.0.0` can coexist."""
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
@@ -58,8 +59,18 @@ def open_listening_socket(addr: Address, backlog: int, reuse_port: bool = False)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((addr.host, addr.port))
-        sock.listen(backlog)
         sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_listening_socket(addr: Address, backlog: int, reuse_port: bool = False) -> socket.socket:
+    """Bind and listen on `addr` (see `bound_socket`)."""
+    sock = bound_socket(addr, socket.SOCK_STREAM, reuse_port)
+    try:
+        sock.listen(backlog)
     except BaseException:
         sock.close()
         raise

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from l4lb.stats import LatencyHistogram
+from l4lb.stats import OPTIONAL_LISTENER_COUNTERS, LatencyHistogram
 
 __all__ = [
     "MAX_EVENTS",
@@ -48,27 +48,7 @@ __all__ = [
 
 Key = tuple[str, str]  # (pool, server)
 
-LISTENER_COUNTERS = (
-    "total",
-    "requests",
-    "bytes_in",
-    "bytes_out",
-    "refused",
-    "denied",
-    "limited",
-    "errors",
-    "h2_connections",
-    "h2_streams",
-    "h2_resets",
-    "h2_goaways",
-    "h3_connections",
-    "h3_handshakes",
-    "h3_streams",
-    "h3_resets",
-    "h3_goaways",
-    "h3_retries",
-    "h3_dropped",
-)
+LISTENER_COUNTERS = ("total", "requests", "bytes_in", "bytes_out", *OPTIONAL_LISTENER_COUNTERS)
 LISTENER_GAUGES = (
     "active",
     "conn_rate",

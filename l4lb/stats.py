@@ -49,6 +49,19 @@ H3_COUNTERS = (
     "h3_retries",
     "h3_dropped",
 )
+#: The counters a listener has only for some protocols (access rules, HTTP/2, HTTP/3): in
+#: /status when the listener has them, summed over workers (l4lb/reports.py).
+OPTIONAL_LISTENER_COUNTERS = (
+    "refused",
+    "denied",
+    "limited",
+    "errors",
+    "h2_connections",
+    "h2_streams",
+    "h2_resets",
+    "h2_goaways",
+    *H3_COUNTERS,
+)
 
 #: Bucket upper bounds in seconds, log-spaced in 1-2.5-5 steps from 25 µs (a loopback
 #: connect) to 30 s (a slow connect timeout). Round numbers, so Prometheus `le` labels read
@@ -389,17 +402,7 @@ class Stats:
             "bytes_out_rate": meters.bytes_out.rate if meters else 0.0,
             "history": meters.conn.history() if meters else [],
         }
-        for optional in (
-            "refused",
-            "denied",
-            "limited",
-            "errors",
-            "h2_connections",
-            "h2_streams",
-            "h2_resets",
-            "h2_goaways",
-            *H3_COUNTERS,
-        ):
+        for optional in OPTIONAL_LISTENER_COUNTERS:
             value = getattr(listener, optional, None)
             if isinstance(value, int):
                 out[optional] = value

@@ -38,6 +38,7 @@ from aioquic.quic.packet import (
 from aioquic.quic.retry import QuicRetryTokenHandler
 
 from l4lb.config.values import Address
+from l4lb.listener import bound_socket
 from quic.h3 import H3Server, _Quic
 from quic.settings import QuicSettings
 
@@ -49,21 +50,8 @@ _MAX_DATAGRAM = 65535
 
 
 def open_udp_socket(addr: Address, reuse_port: bool = False) -> socket.socket:
-    """Bind a UDP socket on `addr` (v6-only for IPv6, as the TCP listeners)."""
-    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((addr.host, addr.port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """Bind a UDP socket on `addr`, as the TCP listeners bind theirs."""
+    return bound_socket(addr, socket.SOCK_DGRAM, reuse_port)
 
 
 class QuicEndpoint:
