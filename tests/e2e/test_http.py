@@ -440,20 +440,26 @@ def test_many_clients_at_once(proxy, http_backends):
     a, b = http_backends("a", "b")
     port = free_port()
     proxy(listener(port) + pool_toml("p", servers(a, b)))
+    assert keep_alive_clients(port, b"/", clients=8, requests=20) == [200] * 160
+
+
+def keep_alive_clients(port: int, path: bytes, clients: int, requests: int) -> list[int]:
+    """`clients` threads at once, each sending `requests` requests for `path` one after the
+    other on its own keep-alive connection; the statuses, in the order they came."""
     results: list[int] = []
 
     def client() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            for _ in range(20):
-                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            for _ in range(requests):
+                s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
                 results.append(read_response(s)[0])
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    assert results == [200] * 160
+    return results
 
 
 def test_accept_proxy_on_http_listener(proxy, http_backends):
@@ -667,20 +673,7 @@ def test_keep_alive_pool_follows_the_concurrency_the_server_sees(proxy, http_bac
     (a,) = http_backends("a")
     port = free_port()
     proxy(listener(port) + pool_toml("p", servers(a), http={"max_idle": 2}))
-    results: list[int] = []
-
-    def client() -> None:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            for _ in range(25):
-                s.sendall(b"GET /slow/0.02 HTTP/1.1\r\nHost: x\r\n\r\n")
-                results.append(read_response(s)[0])
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert results == [200] * 200
+    assert keep_alive_clients(port, b"/slow/0.02", clients=8, requests=25) == [200] * 200
     # 8 clients need at most 8 server connections; a pool capped at 2 idle closed some after
     # each burst of answers and opened them again (15-25 connections here before).
     assert a.accepted <= 10, a.accepted
