@@ -21,6 +21,7 @@ import pytest
 from tests.e2e.h2client import H2Client
 from tests.e2e.helpers import free_port, make_cert, pool_toml, wait_until
 from tests.e2e.httpbackend import HttpBackend
+from tests.e2e.test_http import ROUTES as HTTP_ROUTES
 
 CALM, PROTOCOL_ERROR, REFUSED, NO_ERROR = 11, 1, 7, 0
 
@@ -101,32 +102,8 @@ def ask(request):
     return call
 
 
-ROUTES = """
-[[listener.web.routes]]
-name = "api"
-host = ["api.example.com", "*.api.example.com"]
-path_prefix = "/v1/"
-strip_prefix = "/v1"
-pool = "b"
-response_headers = {set = {"x-route" = "api"}}
-[[listener.web.routes]]
-name = "canary"
-headers = [{name = "x-env", equals = "canary"}]
-pool = "b"
-[[listener.web.routes]]
-name = "debug"
-query = [{name = "debug", equals = "1"}]
-methods = ["GET"]
-respond = {status = 418, body = "debug\\n"}
-[[listener.web.routes]]
-name = "old"
-path = "/old"
-redirect = {status = 308, to = "{scheme}://{host}/new?{query}"}
-[[listener.web.routes]]
-name = "main"
-path_prefix = "/"
-pool = "a"
-"""
+# test_http.py's routes, with a redirect that keeps the request's scheme.
+ROUTES = HTTP_ROUTES.replace('to = "https://{host}', 'to = "{scheme}://{host}')
 
 
 # -- the L7 behaviours, over HTTP/1.1 and HTTP/2 ---------------------------------------------
