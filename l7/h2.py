@@ -47,8 +47,6 @@ from l7.defences import FloodGuard
 from l7.streams import (
     StreamSide,
     head_fields,
-    open_exchange,
-    refused_exchange,
     simple_fields,
     status_value,
 )
@@ -67,6 +65,8 @@ _CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 class H2Stream(StreamSide):
     """One request on an HTTP/2 connection: the exchange's client side."""
+
+    version = "2"
 
     __slots__ = (
         "conn",
@@ -146,6 +146,9 @@ class H2Stream(StreamSide):
 
     def abort(self) -> None:
         self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+    def cancel(self) -> None:
+        self.conn.reset(self, h2.errors.ErrorCodes.CANCEL)
 
     def exchange_done(self, ex: Exchange) -> None:
         self.conn.stream_done(self)
@@ -284,7 +287,7 @@ class H2Server(asyncio.Protocol):
                 if event.data:
                     stream.ex.body_chunk(event.data)
             except RemoteProtocolError as exc:
-                self.refuse(stream, exc.status_hint, str(exc))
+                stream.refuse(exc.status_hint, str(exc))
                 return
             if stream.paused:
                 stream.unacked += event.flow_controlled_length
@@ -352,15 +355,7 @@ class H2Server(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        ended = event.stream_ended is not None
-        try:
-            ex = open_exchange(stream, engine, self.client, event.headers, ended, "2")
-        except RemoteProtocolError as exc:
-            self.refuse_head(stream, exc.status_hint, str(exc))
-            return
-        stream.request_done = ended
-        stream.ex = ex
-        ex.start()
+        stream.begin(engine, event.headers, event.stream_ended is not None)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -442,27 +437,6 @@ class H2Server(asyncio.Protocol):
             self.transport.write(data)
 
     # -- the end of streams and of the connection --------------------------------------------
-
-    def refuse_head(self, stream: H2Stream, status: int, message: str) -> None:
-        """A request refused before it became an exchange: an error response, and the stream
-        reset if its body is still coming."""
-        log.info("http2 %s:%d: %d %s", self.client[0], self.client[1], status, message)
-        ex = stream.ex = refused_exchange(stream, self.engine_of(), self.client, "2")
-        ex.error(status, message)
-
-    def refuse(self, stream: H2Stream, status: int, message: str) -> None:
-        """A request refused while its body came in (413): answer if nothing was sent yet,
-        else reset the stream."""
-        ex = stream.ex
-        log.info("http2 %s:%d: %d %s", self.client[0], self.client[1], status, message)
-        if ex is not None and not ex.head_sent and not ex.finished:
-            upstream, ex.upstream = ex.upstream, None
-            if upstream is not None:
-                upstream.exchange = None
-                upstream.abort()
-            ex.error(status, message)
-        else:
-            self.reset(stream, h2.errors.ErrorCodes.CANCEL)
 
     def reset(self, stream: H2Stream, code: int) -> None:
         self.streams.pop(stream.stream_id, None)

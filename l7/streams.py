@@ -9,6 +9,7 @@ framing, flow control and transport of each version stay in its adapter.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from l4lb.errors import RemoteProtocolError
@@ -28,6 +29,7 @@ __all__ = [
     "status_value",
 ]
 
+log = logging.getLogger("l4lb")
 _STATUS: dict[int, bytes] = {}
 
 
@@ -159,10 +161,54 @@ class StreamSide:
     """The part of `l7.sides.ClientStream` that a stream only forwards to its connection
     (`conn`): draining, the forwarding cache, corking (the connection's `corked` count and
     `flush()`); and the tunnel calls, which never come (no extended CONNECT) and reset the
-    stream (`abort`) if they did."""
+    stream (`abort`) if they did. Also how a stream's request begins, and how it is refused.
+    A subclass sets `version` ("2", "3") and gives `abort()` and `cancel()`."""
 
     __slots__ = ()
+    version = ""
     conn: Any
+    ex: Exchange | None
+    request_done: bool
+
+    def begin(self, engine: Any, fields: list[tuple[bytes, bytes]], ended: bool) -> None:
+        """The stream's request head came (`ended`: with the stream's end): its exchange
+        starts, or the request is refused with the status `open_exchange` raised."""
+        try:
+            ex = open_exchange(self, engine, self.conn.client, fields, ended, self.version)
+        except RemoteProtocolError as exc:
+            self.refuse_head(engine, exc.status_hint, str(exc))
+            return
+        self.request_done = ended
+        self.ex = ex
+        ex.start()
+
+    def refuse_head(self, engine: Any, status: int, message: str) -> None:
+        """A request refused before it became an exchange: an error response (the adapter
+        resets the stream after it if its body is still coming)."""
+        self._log_refusal(status, message)
+        ex = self.ex = refused_exchange(self, engine, self.conn.client, self.version)
+        ex.error(status, message)
+
+    def refuse(self, status: int, message: str) -> None:
+        """A request refused while its body came in (413): answered if nothing was sent yet,
+        else the stream is cancelled."""
+        self._log_refusal(status, message)
+        ex = self.ex
+        if ex is not None and not ex.head_sent and not ex.finished:
+            upstream, ex.upstream = ex.upstream, None
+            if upstream is not None:
+                upstream.exchange = None
+                upstream.abort()
+            ex.error(status, message)
+        else:
+            self.cancel()
+
+    def _log_refusal(self, status: int, message: str) -> None:
+        client = self.conn.client
+        log.info("http%s %s:%d: %d %s", self.version, client[0], client[1], status, message)
+
+    def cancel(self) -> None:
+        raise NotImplementedError
 
     @property
     def draining(self) -> bool:

@@ -31,8 +31,6 @@ from l4lb.errors import RemoteProtocolError
 from l7.streams import (
     StreamSide,
     head_fields,
-    open_exchange,
-    refused_exchange,
     simple_fields,
     status_value,
 )
@@ -75,6 +73,8 @@ class _H3(H3Connection):
 
 class H3Stream(StreamSide):
     """One request on an HTTP/3 connection: the exchange's client side."""
+
+    version = "3"
 
     __slots__ = ("conn", "end_sent", "ex", "request_done", "stream_id", "upstream_paused")
 
@@ -128,6 +128,9 @@ class H3Stream(StreamSide):
 
     def abort(self) -> None:
         self.conn.reset(self, ErrorCode.H3_INTERNAL_ERROR)
+
+    def cancel(self) -> None:
+        self.conn.reset(self, ErrorCode.H3_REQUEST_CANCELLED)
 
     def exchange_done(self, ex: Exchange) -> None:
         self.conn.forget(self)
@@ -224,7 +227,7 @@ class H3Server:
                 try:
                     ex.body_chunk(event.data)
                 except RemoteProtocolError as exc:
-                    self.refuse(stream, exc.status_hint, str(exc))
+                    stream.refuse(exc.status_hint, str(exc))
                     return
             if event.stream_ended:
                 self.request_ended(stream)
@@ -247,15 +250,7 @@ class H3Server:
         stream = self.streams[stream_id] = H3Stream(self, stream_id)
         if self.listener is not None:
             self.listener.h3_streams += 1
-        ended = bool(event.stream_ended)
-        try:
-            ex = open_exchange(stream, engine, self.client, event.headers, ended, "3")
-        except RemoteProtocolError as exc:
-            self.refuse_head(stream, exc.status_hint, str(exc))
-            return
-        stream.request_done = ended
-        stream.ex = ex
-        ex.start()
+        stream.begin(engine, event.headers, bool(event.stream_ended))
 
     # -- output ------------------------------------------------------------------------------
 
@@ -338,24 +333,6 @@ class H3Server:
         self.process()
 
     # -- the end of streams and of the connection --------------------------------------------
-
-    def refuse_head(self, stream: H3Stream, status: int, message: str) -> None:
-        log.info("http3 %s:%d: %d %s", self.client[0], self.client[1], status, message)
-        ex = stream.ex = refused_exchange(stream, self.endpoint.engine_of(), self.client, "3")
-        ex.error(status, message)
-
-    def refuse(self, stream: H3Stream, status: int, message: str) -> None:
-        """A request refused while its body came in (413)."""
-        ex = stream.ex
-        log.info("http3 %s:%d: %d %s", self.client[0], self.client[1], status, message)
-        if ex is not None and not ex.head_sent and not ex.finished:
-            upstream, ex.upstream = ex.upstream, None
-            if upstream is not None:
-                upstream.exchange = None
-                upstream.abort()
-            ex.error(status, message)
-        else:
-            self.reset(stream, ErrorCode.H3_REQUEST_CANCELLED)
 
     def reset(self, stream: H3Stream, code: int) -> None:
         self.streams.pop(stream.stream_id, None)
