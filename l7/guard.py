@@ -35,8 +35,8 @@ from l4lb.iprules import IpRules
 from l7.errors_page import error_response
 
 if TYPE_CHECKING:
-    from l4lb.config.load import Path_, _Loader
-    from l7.exchange import Exchange
+    from l4lb.config.tables import Path_
+    from l4lb.config.tables import TableLoader as _Loader
 
 __all__ = ["RateLimit", "RouteGuard", "RouteSecurity", "parse_security"]
 
@@ -158,7 +158,7 @@ class RouteGuard:
                 )
             self.limits.append(_Limit(limit, gcra))
 
-    def check(self, exchange: Exchange, now: float) -> bool:
+    def check(self, exchange: Any, now: float) -> bool:
         """True if the request may go on; else it has been answered (403 or 429)."""
         request = exchange.request
         host = request.client[0]
@@ -209,7 +209,7 @@ class RouteGuard:
 
 
 def _answer(
-    exchange: Exchange,
+    exchange: Any,
     status: int,
     message: str,
     extra: list[tuple[bytes, bytes]],

@@ -38,7 +38,6 @@ from l7.streams import (
 if TYPE_CHECKING:
     from l7.exchange import Exchange
     from l7.model import Response
-    from quic.endpoint import QuicEndpoint
 
 __all__ = ["H3Server", "H3Stream"]
 
@@ -142,7 +141,7 @@ class H3Server:
 
     def __init__(
         self,
-        endpoint: QuicEndpoint,
+        endpoint: Any,  # the quic.endpoint.QuicEndpoint that made this connection
         quic: _Quic,
         client: tuple[str, int],
         qpack: tuple[int, int],

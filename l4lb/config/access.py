@@ -15,7 +15,8 @@ from l4lb.config.schema import AccessConfig
 from l4lb.config.values import BadValue, integer, string
 
 if TYPE_CHECKING:
-    from l4lb.config.load import Path_, _Loader
+    from l4lb.config.tables import Path_
+    from l4lb.config.tables import TableLoader as _Loader
 
 __all__ = ["parse_access"]
 

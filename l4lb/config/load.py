@@ -476,13 +476,6 @@ class _Loader(TableLoader):
             raw["client_ca"] = str(self.path(raw["client_ca"]))
         return ListenerConfig(name=name, **raw)
 
-    def path(self, value: str) -> Path:
-        """Relative paths in a config are relative to the config file's folder. The result
-        is absolute and normalised, so the same file is written the same way however the
-        config was named (`l4lb plan` compares them), and does not move if the cwd does."""
-        path = Path(value)
-        return Path(os.path.abspath(path if path.is_absolute() else Path(self.file).parent / path))
-
     def readable(self, parts: Path_, value: str) -> bool:
         try:
             self.path(value).read_bytes()

@@ -6,8 +6,10 @@ TOML table by a field list, collecting located errors, names and host names.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from l4lb.config.lines import LineMap, format_path
@@ -103,3 +105,10 @@ class TableLoader:
             else:
                 good[name] = body
         return good
+
+    def path(self, value: str) -> Path:
+        """Relative paths in a config are relative to the config file's folder. The result
+        is absolute and normalised, so the same file is written the same way however the
+        config was named (`l4lb plan` compares them), and does not move if the cwd does."""
+        path = Path(value)
+        return Path(os.path.abspath(path if path.is_absolute() else Path(self.file).parent / path))
