@@ -123,7 +123,8 @@ def config_json(config: Any) -> Any:
         if isinstance(value, Address):
             return str(value)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            fields = dataclasses.fields(value)  # not what loading found (compare=False)
+            return {f.name: plain(getattr(value, f.name)) for f in fields if f.compare}
         if isinstance(value, list | tuple):
             return [plain(v) for v in value]
         if isinstance(value, dict):

@@ -8,17 +8,16 @@ connection. Backup servers are candidates only when no primary is, as with HAPro
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Collection, Iterable
 
 from l4lb import balance
+from l4lb.config.resolve import Resolved, lookup
 from l4lb.config.schema import PoolConfig
 from l4lb.server import Server
 
 __all__ = ["Pool", "build_pools", "resolve_addresses"]
 
 # (host, port) -> (family, sockaddr), or the reason it did not resolve
-Resolved = dict[tuple[str, int], "tuple[int, tuple] | str"]
 
 
 class Pool:
@@ -64,32 +63,23 @@ def build_pools(
             server = previous.get((pc.name, sc.name)) or Server(pc.name, sc, now)
             server.apply(sc, pc.health, pc.passive, pc.slow_start)
             found = resolved.get(server.address) if resolved is not None else None
-            _set_address(server, found if found is not None else _lookup(*server.address))
+            _set_address(server, found if found is not None else lookup(*server.address))
             servers.append(server)
         pools[pc.name] = Pool(pc, servers)
     return pools
 
 
-def resolve_addresses(configs: Iterable[PoolConfig]) -> Resolved:
-    """Resolve every server address of `configs`. Blocks (getaddrinfo, DNS for names):
-    the runtime calls it in a worker thread at reload, so the event loop goes on serving."""
-    out: Resolved = {}
+def resolve_addresses(configs: Iterable[PoolConfig], known: Resolved | None = None) -> Resolved:
+    """Resolve every server address of `configs` not in `known` (what loading the config
+    found already). Blocks (getaddrinfo, DNS for names): the runtime calls it in a worker
+    thread at reload, so the event loop goes on serving."""
+    out: Resolved = dict(known or {})
     for pc in configs:
         for sc in pc.servers:
             key = (sc.address.host, sc.address.port)
             if key not in out:
-                out[key] = _lookup(*key)
+                out[key] = lookup(*key)
     return out
-
-
-def _lookup(host: str, port: int) -> tuple[int, tuple] | str:
-    """Resolve once, as HAProxy does at startup: the first address, or why there is none."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"cannot resolve {host!r}: {exc.strerror or exc}"
-    family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr
 
 
 def _set_address(server: Server, found: tuple[int, tuple] | str) -> None:

@@ -232,7 +232,8 @@ class Runtime:
     def apply(self, config: Config, resolved: Resolved | None = None) -> None:
         """Swap to `config` in one step. Raises L4lbError (and changes nothing) if a new
         address cannot be bound. `resolved`: the server addresses, looked up beforehand
-        (`reload` does it in a thread); without it they are looked up here, blocking."""
+        (`reload` does it in a thread); without it, what loading the config found, and the
+        rest is looked up here, blocking."""
         loop = self._loop
         assert loop is not None
         opened: dict[Address, socket.socket] = {}
@@ -264,7 +265,7 @@ class Runtime:
                 sock.close()
             raise
         previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
-        pools = build_pools(config.pools, previous, loop.time(), resolved)
+        pools = build_pools(config.pools, previous, loop.time(), resolved or config.resolved)
         live = {(p.name, s.name): s for p in pools.values() for s in p.servers}
         self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in live}
         for key, draining in self.drain_overrides.items():
@@ -465,4 +466,4 @@ class Runtime:
 def _load_resolved(file: str) -> tuple[Config, Resolved]:
     """Load and validate `file`, then resolve its servers' names (blocking: run in a thread)."""
     config = load(file)
-    return config, resolve_addresses(config.pools)
+    return config, resolve_addresses(config.pools, config.resolved)

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -331,11 +332,12 @@ def load_text(text: str, file: str = "<config>", *, resolve: bool = True) -> Con
         raise ConfigErrors([error]) from None
     loader = _Loader(file, LineMap(text))
     config = loader.config(data)
+    found: dict = {}
     if resolve:
-        loader.errors += unresolved_servers(loader.addresses, file, loader.lines.line_of)
+        loader.errors += unresolved_servers(loader.addresses, file, loader.lines.line_of, found)
     if loader.errors or config is None:
         raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line == 0, e.line)))
-    return config
+    return replace(config, resolved=found) if found else config
 
 
 class _Loader(TableLoader):

@@ -16,7 +16,6 @@ asks of name resolution libraries; IP literals are never looked up.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 
@@ -24,49 +23,43 @@ from l4lb.config.lines import format_path
 from l4lb.config.values import Address
 from l4lb.errors import ConfigError
 
-__all__ = ["resolve_host", "unresolved_servers"]
+__all__ = ["Resolved", "lookup", "unresolved_servers"]
 
 _ALLOWED = "an IP address, or a host name that resolves when the config is loaded"
 
+#: (host, port) -> (family, sockaddr) to connect to, or why there is none
+Resolved = dict[tuple[str, int], "tuple[int, tuple] | str"]
 
-def resolve_host(host: str, port: int) -> str:
-    """Why `host` does not resolve, or "" if it does (or is an IP literal). Blocks."""
-    try:
-        ipaddress.ip_address(host)
-        return ""
-    except ValueError:
-        pass
+
+def lookup(host: str, port: int) -> tuple[int, tuple] | str:
+    """The first address of `host` (as HAProxy takes at startup), or why there is none, as
+    `cannot resolve 'HOST': why`. Blocks on the system resolver for a name."""
     name = host.rstrip(".").lower()
     if name == "invalid" or name.endswith(".invalid"):
-        return "the .invalid domain never resolves (RFC 6761)"
+        return f"cannot resolve {host!r}: the .invalid domain never resolves (RFC 6761)"
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        return str(getattr(exc, "strerror", None) or exc)
-    return ""
+        return f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}"
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
 
 
 def unresolved_servers(
     addresses: Iterable[tuple[list[str | int], Address]],
     file: str,
     line_of: Callable[[list[str | int]], int],
+    found: Resolved,
 ) -> list[ConfigError]:
     """One located error per server address (key path, address) whose host does not
-    resolve; each name is asked once."""
-    seen: dict[str, str] = {}
+    resolve; each address is looked up once, and what was found is kept in `found` for the
+    pools to connect to (so a load resolves every name once)."""
     errors = []
     for parts, address in addresses:
-        host = address.host
-        if host not in seen:
-            seen[host] = resolve_host(host, address.port)
-        if seen[host]:
-            errors.append(
-                ConfigError(
-                    file,
-                    format_path(parts),
-                    line_of(parts),
-                    f"cannot resolve {host!r}: {seen[host]}",
-                    _ALLOWED,
-                )
-            )
+        key = (address.host, address.port)
+        if key not in found:
+            found[key] = lookup(*key)
+        result = found[key]
+        if isinstance(result, str):
+            errors.append(ConfigError(file, format_path(parts), line_of(parts), result, _ALLOWED))
     return errors

@@ -7,7 +7,7 @@ chosen to match what HAProxy and nginx operators expect.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from l4lb.config.values import Address
 
@@ -243,6 +243,9 @@ class Config:
     pools: tuple[PoolConfig, ...]
     demo: tuple[DemoBackend, ...] = ()
     admin: AdminConfig = AdminConfig()
+    # What loading found for the servers' addresses (l4lb.config.resolve.Resolved), so the
+    # pools connect to what was checked without asking DNS again; empty without resolve.
+    resolved: dict = field(default_factory=dict, compare=False, repr=False)
 
     def pool(self, name: str) -> PoolConfig:
         for pool in self.pools:
