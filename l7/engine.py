@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import ssl
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -174,7 +173,3 @@ class HttpEngine:
         if budget is None:
             budget = self._budgets[pool.name] = self.registry.budget(pool)
         return budget
-
-    def tls_for(self, pool: str) -> ssl.SSLContext | None:
-        up = self.upstream_tls.get(pool)
-        return up.context if up else None
