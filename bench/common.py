@@ -532,6 +532,32 @@ def disturbed_lines(
 # -- report pieces ---------------------------------------------------------------------------
 
 
+def fixed_rate_table(fixed: dict, targets: Iterable[str]) -> list[str]:
+    """The table of a fixed-rate latency run (h2load --rps): per target p50, p99 (median of
+    the rounds, with min-max), p99.9, completed rate, proxy CPU, and what the proxy added
+    over `direct`; then a blank line."""
+    direct = fixed.get("direct", {})
+    out = [
+        "| target | p50 ms | p99 ms (min-max) | p99.9 ms | completed req/s | proxy CPU "
+        "| p50 added | p99 added |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for target in targets:
+        d = fixed.get(target)
+        if not d:
+            out.append(f"| {target} | failed | | | | | | |")
+            continue
+        add50 = d["p50_ms"] - direct["p50_ms"] if direct and target != "direct" else None
+        add99 = d["median"] - direct["median"] if direct and target != "direct" else None
+        out.append(
+            f"| {target} | {d['p50_ms']:.3f} | {d['median']:.3f} ({d['min']:.3f}-"
+            f"{d['max']:.3f}) | {d['p999_ms']:.3f} | {d['rate']:,.0f} "
+            f"| {fmt(d.get('cpu'), '.0%')} | {fmt(add50, '+.3f')} | {fmt(add99, '+.3f')} |"
+        )
+    out.append("")
+    return out
+
+
 def fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 

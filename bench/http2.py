@@ -49,6 +49,7 @@ from common import (
     env_int,
     env_list,
     first_line,
+    fixed_rate_table,
     fmt,
     free_port,
     haproxy_config,
@@ -455,28 +456,12 @@ def render(bench: Bench) -> str:
     out += rss_lines("Proxy RSS (process tree) after each test, KB:", bench.rss, proxies)
     fixed = results.get("fixed")
     if fixed:
-        direct = fixed.get("direct", {})
         out += [
             f"Fixed rate: {bench.rate:,.0f} req/s (half of l4lb's h2 100 B peak), h2load "
             f"-c {CONNS} -m {STREAMS} --rps over h2, 100 B responses:",
             "",
-            "| target | p50 ms | p99 ms (min-max) | p99.9 ms | completed req/s | proxy CPU "
-            "| p50 added | p99 added |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            *fixed_rate_table(fixed, RUN_TARGETS),
         ]
-        for target in RUN_TARGETS:
-            d = fixed.get(target)
-            if not d:
-                out.append(f"| {target} | failed | | | | | | |")
-                continue
-            add50 = d["p50_ms"] - direct["p50_ms"] if direct and target != "direct" else None
-            add99 = d["median"] - direct["median"] if direct and target != "direct" else None
-            out.append(
-                f"| {target} | {d['p50_ms']:.3f} | {d['median']:.3f} ({d['min']:.3f}-"
-                f"{d['max']:.3f}) | {d['p999_ms']:.3f} | {d['rate']:,.0f} "
-                f"| {fmt(d.get('cpu'), '.0%')} | {fmt(add50, '+.3f')} | {fmt(add99, '+.3f')} |"
-            )
-        out.append("")
     out += ["Issue 10 targets:", ""]
     for ours in OURS:
         if ours not in RUN_TARGETS:
