@@ -24,7 +24,6 @@ import cProfile
 import gc
 import pstats
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,13 +31,8 @@ import h2.config
 import h2.connection
 import h2.events
 import uvloop
-from http1 import l4lb_config  # bench/ is on sys.path when this file is run
-from http_inproc import RESPONSE, CollectingTransport
+from http_inproc import RESPONSE, CollectingTransport, pooled_engine
 
-from l4lb.accesslog import AccessLog
-from l4lb.config.load import load
-from l4lb.pool import build_pools
-from l7.engine import HttpEngine, UpstreamRegistry
 from l7.h2 import H2Server
 from l7.upstream import UpstreamConn
 
@@ -88,20 +82,7 @@ def check(client: h2.connection.H2Connection, data: bytes, count: int) -> None:
 
 async def measure(count: int, rounds: int, profile: bool) -> tuple[list[float], str]:
     loop = asyncio.get_running_loop()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "inproc.toml"
-        path.write_text(l4lb_config(8080, 8081))  # the HTTP benchmark's l4lb config
-        config = load(path)
-    pools = build_pools(config.pools, {}, loop.time())
-    access_log = AccessLog()
-    access_log.enabled = False
-    engine = HttpEngine(config.listeners[0], pools, UpstreamRegistry(loop), {}, access_log, None)
-    pool = pools["bench"]
-    upstream_pool = engine.link(pool, pool.servers[0]).upstream
-    server_conn = UpstreamConn(upstream_pool)
-    server_conn.connection_made(CollectingTransport())
-    server_conn.reusable = True
-    upstream_pool.put(server_conn)
+    engine, server_conn = pooled_engine(loop)
 
     # The client: a connection window big enough for every round (it never sends
     # WINDOW_UPDATE), and it does not see the server's SETTINGS before its requests are made

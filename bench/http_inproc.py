@@ -83,8 +83,9 @@ class CollectingTransport(asyncio.Transport):
         return True
 
 
-async def measure(request: bytes, count: int, rounds: int) -> list[float]:
-    loop = asyncio.get_running_loop()
+def pooled_engine(loop: asyncio.AbstractEventLoop) -> tuple[HttpEngine, UpstreamConn]:
+    """The HTTP benchmark's l4lb config as an engine, with one pooled server connection on a
+    collecting transport (feed it responses with `data_received`)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "inproc.toml"
         path.write_text(l4lb_config(8080, 8081))  # the benchmark's own l4lb config
@@ -99,6 +100,12 @@ async def measure(request: bytes, count: int, rounds: int) -> list[float]:
     server_conn.connection_made(CollectingTransport())
     server_conn.reusable = True
     upstream_pool.put(server_conn)
+    return engine, server_conn
+
+
+async def measure(request: bytes, count: int, rounds: int) -> list[float]:
+    loop = asyncio.get_running_loop()
+    engine, server_conn = pooled_engine(loop)
     client = H1Server(lambda: engine, ("127.0.0.1", 40000))
     client_transport = CollectingTransport()
     client.connection_made(client_transport)
