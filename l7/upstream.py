@@ -337,19 +337,25 @@ class UpstreamPool:
         done(conn, "")
 
     def put(self, conn: UpstreamConn) -> None:
-        limit = self.max_idle
+        idle = self.idle
         server = self.server
-        if server is not None and self.max_idle_ceiling > limit:
-            active = server.active
-            if active >= self.peak or self.loop.time() - self.peak_at > self.idle_timeout:
-                self.peak, self.peak_at = active, self.loop.time()
-            if self.peak > limit:
-                limit = min(self.peak, self.max_idle_ceiling)
-        if len(self.idle) >= limit:
+        if server is not None and server.active > self.peak:
+            self.peak, self.peak_at = server.active, self.loop.time()  # a new peak: rare
+        if len(idle) >= self.max_idle and not self._room_above_max_idle(len(idle)):
             conn.abort()
             return
-        self.idle.append(conn)
+        idle.append(conn)
         conn.arm(self.idle_timeout)
+
+    def _room_above_max_idle(self, kept: int) -> bool:
+        """Past `max_idle`: room while fewer are kept than the peak of requests in flight in
+        the last `idle_timeout` (at most `max_idle_ceiling`). Only here is the clock read."""
+        if self.server is None:
+            return False
+        now = self.loop.time()
+        if now - self.peak_at > self.idle_timeout:
+            self.peak, self.peak_at = self.server.active, now  # the old peak has passed
+        return kept < min(self.peak, self.max_idle_ceiling)
 
     def forget(self, conn: UpstreamConn) -> None:
         if conn in self.idle:
