@@ -35,8 +35,6 @@ import pytest
 from tests.e2e.helpers import wait_until
 from tests.e2e.netlab import ADDRESSES, BACKEND, NET, Lab, cannot_use
 
-pytestmark = pytest.mark.root
-
 CONTRIB = Path(__file__).parents[2] / "contrib" / "keepalived"
 PEERS = Path(__file__).with_name("hapeers.py")
 L4LB = str(Path(sys.executable).with_name("l4lb"))
@@ -161,6 +159,7 @@ class Client:
         }
 
 
+@pytest.mark.root
 def test_virtual_ip_moves_when_the_master_fails(lab: Lab) -> None:
     lab.spawn("lan", "backend", sys.executable, str(PEERS), "backend", BACKEND, str(BACKEND_PORT))
     master, backup = Instance(lab, "p1", "master"), Instance(lab, "p2", "backup")
@@ -202,3 +201,13 @@ def test_virtual_ip_moves_when_the_master_fails(lab: Lab) -> None:
     print(f"\nHA failover, {total} connections to {VIP}:{PORT} (advert_int 1s, fall 2):")
     for phase, figures in report.items():
         print(f"  {phase:32} {figures['failed']:3} failed, {figures['no_success_for_s']}s")
+
+
+@pytest.mark.skipif(KEEPALIVED is None, reason="keepalived is not installed (./scripts/setup)")
+def test_shipped_keepalived_configs_parse(tmp_path: Path) -> None:
+    for name in ("master", "backup"):
+        path = tmp_path / f"{name}.conf"
+        path.write_text(keepalived_conf(name))
+        argv = [KEEPALIVED or "keepalived", "--config-test", "--log-console", "-f", str(path)]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
