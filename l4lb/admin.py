@@ -8,6 +8,7 @@ is the thin IO shell around it.
 Routes (JSON unless stated):
     GET  /status                          the stats snapshot
     GET  /metrics                         Prometheus text, format 0.0.4
+    GET  /ready                           200 when ready to take traffic, else 503 and why
     GET  /config                          the running config, secrets redacted
     POST /reload                          re-read the config file (like SIGHUP)
     POST /servers/{pool}/{server}/drain   stop sending new connections to the server
@@ -45,6 +46,7 @@ from l4lb.config.values import Address
 from l4lb.errors import L4lbError
 from l4lb.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from l4lb.metrics import exposition
+from l4lb.readiness import readiness
 from l4lb.stats import Stats
 
 __all__ = [
@@ -164,6 +166,12 @@ class AdminApp:
                 401, "a bearer token is required", ("WWW-Authenticate", 'Bearer realm="l4lb"')
             )
         method, path = request.method, request.path
+        if path == "/ready":  # keepalived's track script (`l4lb ready`); see readiness.py
+            if method not in ("GET", "HEAD"):
+                return _not_allowed("GET, HEAD")
+            snapshot = self.stats.snapshot(self.runtime, self.clock())
+            ready = readiness(getattr(self.runtime, "config", None), snapshot)
+            return Response.json(200 if ready.ready else 503, ready.json())
         if path in ("/status", "/metrics", "/config"):
             if method not in ("GET", "HEAD"):
                 return _not_allowed("GET, HEAD")

@@ -1,4 +1,4 @@
-"""A small client for a running instance's admin API, for `l4lb reload|drain|enable|top|plan`."""
+"""A small client for a running instance's admin API, for `l4lb reload|drain|top|ready` etc."""
 
 from __future__ import annotations
 
@@ -16,18 +16,23 @@ DEFAULT_ADMIN = "127.0.0.1:9900"
 
 
 class AdminClient:
-    def __init__(self, address: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, address: str | None = None, token: str | None = None, timeout: float = 10.0
+    ) -> None:
         text = address or os.environ.get("L4LB_ADMIN") or DEFAULT_ADMIN
         try:
             self.address = parse_address(text, default_host="127.0.0.1")
         except BadValue as exc:
             raise L4lbError(f"--admin {text!r}: {exc.message}") from None
         self.token = token or os.environ.get("L4LB_ADMIN_TOKEN") or None
+        self.timeout = timeout
 
     def call(self, method: str, path: str) -> tuple[int, Any]:
         """One request; returns (status, decoded JSON or text). Raises L4lbError if the admin
         API cannot be reached."""
-        conn = http.client.HTTPConnection(self.address.host, self.address.port, timeout=10)
+        conn = http.client.HTTPConnection(
+            self.address.host, self.address.port, timeout=self.timeout
+        )
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             conn.request(method, path, headers=headers)

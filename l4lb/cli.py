@@ -129,6 +129,23 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("pool")
         cmd.add_argument("server")
         admin_args(cmd)
+    ready = sub.add_parser(
+        "ready",
+        help="exit 0 if a running instance is ready to take traffic, else 1",
+        description="GET /ready from the admin API: exit 0 when the config is loaded, every "
+        "listener accepts and every pool it uses has a server up; exit 1 with the reasons "
+        "otherwise, or when the admin API does not answer within --timeout. Made for "
+        "keepalived's vrrp_script (docs/HA.md).",
+    )
+    ready.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long to wait for the answer (2)",
+    )
+    ready.add_argument("--quiet", "-q", action="store_true", help="print nothing")
+    admin_args(ready)
     plan_cmd = sub.add_parser(
         "plan",
         help="show what reloading with a config would change",
@@ -287,6 +304,27 @@ def _cmd_admin(args: argparse.Namespace) -> int:
     data = client.ok("POST", f"/servers/{args.pool}/{args.server}/{args.command}")
     print(f"{data['pool']}/{data['server']}: {data['state']} ({data['active']} active)")
     return 0
+
+
+def _cmd_ready(args: argparse.Namespace) -> int:
+    from l4lb.adminclient import AdminClient
+
+    try:
+        status, data = AdminClient(args.admin, args.token, args.timeout).call("GET", "/ready")
+    except L4lbError as exc:
+        if not args.quiet:
+            print(f"l4lb: not ready: {exc}", file=sys.stderr)
+        return 1
+    reasons = data.get("reasons", []) if isinstance(data, dict) else [str(data).strip()]
+    if status == 200:
+        if not args.quiet:
+            print("ready")
+        return 0
+    if not args.quiet:
+        error = data.get("error") if isinstance(data, dict) else None
+        for reason in reasons or [error or f"status {status}"]:
+            print(f"not ready: {reason}", file=sys.stderr)
+    return 1
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -478,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_route(args)
         if args.command in ("reload", "drain", "enable"):
             return _cmd_admin(args)
+        if args.command == "ready":
+            return _cmd_ready(args)
         if args.command == "plan":
             return _cmd_plan(args)
         if args.command == "top":
