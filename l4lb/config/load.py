@@ -12,7 +12,6 @@ import difflib
 import ipaddress
 import os
 import re
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from l4lb.config.schema import (
     TlsCert,
     UpstreamTlsConfig,
 )
+from l4lb.config.sources import Sources, gather
 from l4lb.config.values import (
     Address,
     BadValue,
@@ -333,35 +333,33 @@ def load(path: str | Path, *, resolve: bool = True) -> Config:
 
 
 def load_text(text: str, file: str = "<config>", *, resolve: bool = True) -> Config:
-    """Validate TOML `text` as if read from `file` (`resolve` as for `load`)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        m = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        line, column = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
-        error = ConfigError(file, "", line, f"not valid TOML: {message}", column=column)
-        raise ConfigErrors([error]) from None
-    loader = _Loader(file, LineMap(text))
+    """Validate TOML `text` as if read from `file` (`resolve` as for `load`). Its
+    `include`s are read from disk, relative to `file`; `${VAR}`s come from os.environ."""
+    data, sources = gather(text, file, os.environ)
+    loader = _Loader(file, sources.main.lines, sources)
     config = loader.config(data)
     if resolve:
-        loader.errors += unresolved_servers(loader.addresses, file, loader.lines.line_of)
+        for source in sources.files:
+            mine = [a for a in loader.addresses if sources.source_of(a[0]) is source]
+            loader.errors += unresolved_servers(mine, source.file, source.lines.line_of)
     if loader.errors or config is None:
-        raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line == 0, e.line)))
+        raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line == 0, e.file, e.line)))
     return config
 
 
 class _Loader:
-    def __init__(self, file: str, lines: LineMap) -> None:
+    def __init__(self, file: str, lines: LineMap, sources: Sources | None = None) -> None:
         self.file = file
         self.lines = lines
+        self.sources = sources  # with includes: which file each table came from
         self.errors: list[ConfigError] = []
         self.addresses: list[tuple[Path_, Address]] = []  # servers' addresses, to resolve
 
     def error(self, parts: Path_, message: str, allowed: str = "") -> None:
-        line = self.lines.line_of(parts)
-        self.errors.append(ConfigError(self.file, format_path(parts), line, message, allowed))
+        file, line = (
+            self.sources.locate(parts) if self.sources else (self.file, self.lines.line_of(parts))
+        )
+        self.errors.append(ConfigError(file, format_path(parts), line, message, allowed))
 
     def unknown(self, parts: Path_, key: str, known: list[str] | tuple[str, ...]) -> None:
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
