@@ -115,7 +115,7 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     writer: asyncio.StreamWriter
     reader: asyncio.StreamReader
-    text: str  # the config it was started with
+    generation: int  # the supervisor's `reloads` when it was started or last signalled
     started: float
     serving: bool = False  # it has sent a report
 
@@ -250,7 +250,7 @@ class Supervisor:
         self.reloading = True
         for worker in serving:
             _signal(worker, signal.SIGHUP)
-            worker.text = text
+            worker.generation = self.reloads
         log.info(
             "reload %d validated; SIGHUP sent to %d worker(s): %s",
             self.reloads,
@@ -401,7 +401,7 @@ class Supervisor:
         assert proc.stdin is not None
         await anyio.to_thread.run_sync(_feed, proc.stdin, self.text)
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=REPORT_LIMIT)
-        worker = _Worker(index, proc, writer, reader, self.text, anyio.current_time())
+        worker = _Worker(index, proc, writer, reader, self.reloads, anyio.current_time())
         self._workers[index] = worker
         assert self.stats is not None
         self.stats.started_worker(index, proc.pid, worker.started)
@@ -437,9 +437,11 @@ class Supervisor:
         worker.serving = True
         for (pool, server), draining in self.drain_overrides.items():
             _send(worker, {"cmd": "drain", "pool": pool, "server": server, "draining": draining})
-        if worker.text != self.text:  # a reload came while it was starting
+        # A reload came while it was starting (compared by count, not text: the change may
+        # be in an included file).
+        if worker.generation != self.reloads:
             _signal(worker, signal.SIGHUP)
-            worker.text = self.text
+            worker.generation = self.reloads
         everyone = len(self._workers) == self.count
         if not self._ready and everyone and all(w.serving for w in self._workers.values()):
             self._ready = True
