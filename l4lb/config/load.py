@@ -142,12 +142,71 @@ def _verify_name(value: Any) -> str:
     )
 
 
+def _access_log(value: Any) -> bool | str:
+    if isinstance(value, bool) or (isinstance(value, str) and value):
+        return value
+    raise BadValue(f"{value!r} is not a log setting", 'true, false, or a file such as "access.log"')
+
+
+def _access_log_format(value: Any) -> str:
+    from l4lb.accesslog import VARIABLES, compile_format
+
+    try:
+        compile_format(string(value))
+    except ValueError as exc:
+        raise BadValue(str(exc), " ".join("$" + v for v in VARIABLES)) from None
+    return value
+
+
+def _log_target(value: Any) -> str:
+    from l4lb.logtarget import parse_target
+
+    try:
+        parse_target(string(value))
+    except ValueError as exc:
+        raise BadValue(
+            str(exc), '"stderr", "syslog", "syslog:/dev/log", "syslog:HOST:PORT"'
+        ) from None
+    return value
+
+
+def _log_facility(value: Any) -> str:
+    from l4lb.logtarget import FACILITIES
+
+    return choice(*FACILITIES)(value)
+
+
+def _user(value: Any) -> str:
+    from l4lb.privdrop import lookup_user
+
+    try:
+        lookup_user(string(value))
+    except KeyError as exc:
+        raise BadValue(str(exc.args[0]), "a user name or uid from /etc/passwd") from None
+    return value
+
+
+def _group(value: Any) -> str:
+    from l4lb.privdrop import lookup_group
+
+    try:
+        lookup_group(string(value))
+    except KeyError as exc:
+        raise BadValue(str(exc.args[0]), "a group name or gid from /etc/group") from None
+    return value
+
+
 _VERIFY_TOML = {"name": "true", "chain": '"chain"', "none": "false"}
 _SETTINGS: Fields = {
     "log_format": (choice("text", "json"), "text"),
-    "access_log": (boolean, True),
+    "access_log": (_access_log, True),
     "drain_timeout": (_seconds_or_zero, 30.0),
     "workers": (integer(0, 256), 0),
+    "access_log_format": (_access_log_format, ""),
+    "log": (_log_target, "stderr"),
+    "log_facility": (_log_facility, "daemon"),
+    "user": (_user, ""),
+    "group": (_group, ""),
 }
 _LISTENER: Fields = {
     "bind": (_bind_list, _REQUIRED),
@@ -409,6 +468,8 @@ class _Loader:
             if key not in _TOP:
                 self.unknown([], key, _TOP)
         settings_raw = self.table(data.get("global", {}), ["global"], _SETTINGS)
+        if settings_raw and isinstance(settings_raw["access_log"], str):
+            settings_raw["access_log"] = str(self.path(settings_raw["access_log"]))
         settings = Settings(**settings_raw) if settings_raw else Settings()
         pools = [
             p
