@@ -1,4 +1,5 @@
-"""One line per closed connection, text (HAProxy tcplog-like) or JSON.
+"""One line per closed connection or HTTP request: text (HAProxy tcplog-like), JSON, or an
+nginx-like `access_log_format` of `$variables` for HTTP requests (`compile_format`).
 
 Lines are formatted with plain string operations and written to a buffered stream that is
 flushed by the event loop at most a few times a second: the `logging` module's per-record
@@ -8,12 +9,55 @@ overhead would cost more than the relay itself for short connections.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
-__all__ = ["AccessLog", "ConnectionRecord"]
+__all__ = ["VARIABLES", "AccessLog", "ConnectionRecord", "compile_format"]
+
+#: The variables of `access_log_format`, named as nginx names them (plus what a proxy adds).
+VARIABLES = (
+    "remote_addr",
+    "remote_port",
+    "time_iso8601",
+    "msec",
+    "request",
+    "request_method",
+    "request_uri",
+    "host",
+    "server_protocol",
+    "http_version",
+    "status",
+    "bytes_sent",
+    "body_bytes_sent",
+    "request_time",
+    "upstream_addr",
+    "upstream_connect_time",
+    "upstream_response_time",
+    "request_id",
+    "listener",
+    "route",
+    "retries",
+)
+_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def compile_format(text: str) -> str:
+    """An `access_log_format` as a `str.format_map` template. `$name` is a variable (the
+    longest run of letters, digits and `_`, as in nginx), `$$` a literal `$`. Raises
+    ValueError naming an unknown variable."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(1) not in VARIABLES:
+            raise ValueError(f"unknown variable ${m.group(1)}")
+        return "{" + m.group(1) + "}"
+
+    parts = text.replace("{", "{{").replace("}", "}}").split("$$")
+    if any(p.endswith("$") or "$" in _VAR.sub("", p) for p in parts):
+        raise ValueError("a '$' that starts no variable (write $$ for a '$')")
+    return "$".join(_VAR.sub(one, p) for p in parts)
 
 
 @dataclass(slots=True)
@@ -32,10 +76,21 @@ class ConnectionRecord:
 
 
 class AccessLog:
-    def __init__(self, fmt: str = "text", stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        fmt: str = "text",
+        stream: TextIO | None = None,
+        *,
+        template: str = "",
+        reopen: tuple[Any, ...] = (),
+    ) -> None:
+        """`template` is an `access_log_format` (HTTP text lines; JSON ignores it);
+        `reopen` the `LogFile`s this process writes, reopened by `reopen()` (SIGUSR1)."""
         self.fmt = fmt
         self.stream = stream or sys.stdout
         self.enabled = True
+        self.template = compile_format(template) if template else ""
+        self.files = reopen
         self._second = -1
         self._stamp_text = ""
 
@@ -116,6 +171,32 @@ class AccessLog:
                     "http_version": version,
                 }
             )
+        elif self.template:
+            line = self.template.format_map(
+                {
+                    "remote_addr": client[0],
+                    "remote_port": client[1],
+                    "time_iso8601": stamp + "Z",
+                    "msec": f"{time.time():.3f}",
+                    "request": f"{method} {path} HTTP/{version}",
+                    "request_method": method,
+                    "request_uri": path,
+                    "host": host or "-",
+                    "server_protocol": f"HTTP/{version}",
+                    "http_version": version,
+                    "status": status,
+                    "bytes_sent": bytes_out,
+                    "body_bytes_sent": bytes_out,
+                    "request_time": f"{total:.3f}",
+                    "upstream_addr": server,
+                    "upstream_connect_time": f"{connect:.3f}" if connect >= 0 else "-",
+                    "upstream_response_time": f"{response:.3f}" if response >= 0 else "-",
+                    "request_id": request_id or "-",
+                    "listener": listener,
+                    "route": route,
+                    "retries": retries,
+                }
+            )
         else:
             line = (
                 f'{stamp}Z {peer} {listener} "{method} {host}{path}" {status} {bytes_out} '
@@ -132,6 +213,12 @@ class AccessLog:
             self.stream.flush()
         except (OSError, ValueError):
             self.enabled = False
+
+    def reopen(self) -> None:
+        """Reopen the log files (SIGUSR1, after logrotate renamed them)."""
+        self.flush()
+        for file in self.files:
+            file.reopen()
 
 
 def _ms(seconds: float) -> str:

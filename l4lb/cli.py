@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
 from functools import partial
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from l4lb import __version__
 from l4lb.config import Config, load
@@ -52,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         "--log-file",
         metavar="PATH",
         help="write event and access logs to PATH (with the live view, logs go nowhere else)",
+    )
+    up.add_argument(
+        "--log-target",
+        metavar="TARGET",
+        help='event log to "stderr", "syslog" (/dev/log), "syslog:/path" or '
+        '"syslog:HOST:PORT" (UDP); default: the config\'s global.log, else stderr',
     )
     up.add_argument(
         "--pid-file",
@@ -212,36 +217,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--control-fd", type=int, required=True)
     worker.add_argument("--log-format", choices=("text", "json"), default="text")
     worker.add_argument("--log-file", metavar="PATH")
+    worker.add_argument("--log-target", metavar="TARGET")
     worker.add_argument("--no-access-log", action="store_true")
     return parser
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
-        return json.dumps(
-            {
-                "time": stamp,
-                "type": "event",
-                "level": record.levelname.lower(),
-                "message": record.getMessage(),
-            }
-        )
-
-
-def _setup_logging(fmt: str, stream: TextIO) -> None:
-    handler = logging.StreamHandler(stream)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        # UTC with a Z, as the access log writes its times: one clock in one log.
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
-        formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
-    root = logging.getLogger("l4lb")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
 
 
 def _summary(config: Config) -> str:
@@ -387,8 +365,8 @@ def _top_plain(client: AdminClient, status: dict, interval: float | None) -> int
 def _cmd_up(args: argparse.Namespace) -> int:
     import anyio
 
-    from l4lb.accesslog import AccessLog
     from l4lb.cluster import resolve_workers
+    from l4lb.logsetup import setup_logs
     from l4lb.pidfile import PidFile
     from l4lb.runtime import Runtime
     from l4lb.sdnotify import Notifier
@@ -401,23 +379,24 @@ def _cmd_up(args: argparse.Namespace) -> int:
     notifier = Notifier.from_environ()
     fmt = args.log_format or config.settings.log_format
     tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-    log_stream: TextIO | None = None
-    if args.log_file:
-        try:
-            log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise L4lbError(f"--log-file {args.log_file}: {exc.strerror or exc}") from None
-    elif tui:
-        log_stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
-    _setup_logging(fmt, log_stream or sys.stderr)
-    access_log = AccessLog(fmt, log_stream or sys.stdout)
-    access_log.enabled = config.settings.access_log and not args.no_access_log
+    access_log = setup_logs(
+        config.settings,
+        fmt,
+        log_file=args.log_file,
+        log_target=args.log_target,
+        quiet=tui,
+        no_access_log=args.no_access_log,
+    )
     log = logging.getLogger("l4lb")
     log.info("l4lb %s starting with %s (pid %d)", __version__, config.file, os.getpid())
+    if os.geteuid() == 0 and not config.settings.user:
+        log.warning("running as root: set [global] user to drop privileges once bound")
     count = resolve_workers(config.settings.workers)
     runtime: Runtime | Supervisor
     if count > 1:
         worker_args = ["--log-format", fmt]
+        if args.log_target:
+            worker_args += ["--log-target", args.log_target]
         if args.log_file:
             worker_args += ["--log-file", args.log_file]
         if args.no_access_log:
@@ -430,6 +409,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             quiet=quiet,
             notifier=notifier,
             pid_file=pid_file,
+            reopen=access_log.reopen,
         )
     else:
         runtime = Runtime(config, access_log, notifier=notifier, pid_file=pid_file)
@@ -446,21 +426,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     import anyio
 
-    from l4lb.accesslog import AccessLog
     from l4lb.config import load_text
+    from l4lb.logsetup import setup_logs
     from l4lb.workers import WorkerTag, serve_worker
 
     # The supervisor resolved the names already; a worker restarted during a DNS outage
     # still starts (a name that does not resolve then keeps its server out of rotation).
     config = load_text(sys.stdin.read(), args.config, resolve=False)
-    log_stream: TextIO | None = None
-    if args.log_file:
-        log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-    _setup_logging(args.log_format, log_stream or sys.stderr)
+    access_log = setup_logs(
+        config.settings,
+        args.log_format,
+        log_file=args.log_file,
+        log_target=args.log_target,
+        no_access_log=args.no_access_log,
+    )
     for handler in logging.getLogger("l4lb").handlers:
         handler.addFilter(WorkerTag(args.index))
-    access_log = AccessLog(args.log_format, log_stream or sys.stdout)
-    access_log.enabled = config.settings.access_log and not args.no_access_log
     main = partial(serve_worker, config, access_log, args.index, args.control_fd)
     anyio.run(main, backend="asyncio", backend_options=_backend_options())
     return 0

@@ -17,7 +17,9 @@ time, closes every connection at once (Caddy's mapping, and what Ctrl-C twice me
 terminal). A worker (`hard_on_repeat=False`) takes only SIGQUIT as a hard stop: systemd and a
 terminal signal the supervisor and its workers together, and the supervisor forwards the same
 signal again, so a repeat there means nothing. A service manager is told READY, RELOADING and
-STOPPING (`sdnotify.py`), and the pid file is written once the listeners are bound.
+STOPPING (`sdnotify.py`), and the pid file is written once the listeners are bound. SIGUSR1
+reopens the log files (`logfiles.py`); `[global] user` is taken once everything privileged is
+done (`privdrop.py`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from l4lb.listener import Listener, open_listening_socket
 from l4lb.pidfile import PidFile
 from l4lb.plan import plan, summary
 from l4lb.pool import Pool, Resolved, build_pools, resolve_addresses
+from l4lb.privdrop import drop_privileges
 from l4lb.relay import close_pipes
 from l4lb.sdnotify import Notifier
 from l4lb.server import Server
@@ -131,6 +134,8 @@ class Runtime:
                 )
             if self.pid_file is not None:
                 self.pid_file.write()
+            # Listeners bound, certificates loaded, pid file written: root is no longer needed.
+            drop_privileges(self.config.settings.user, self.config.settings.group)
             if self.notifier is not None:
                 self.notifier.ready(f"serving {len(self.listeners)} listener(s)")
             async with anyio.create_task_group() as tg:
@@ -445,11 +450,14 @@ class Runtime:
                     self.quic_retired.remove(endpoint)
 
     async def _signals(self) -> None:
-        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
         with anyio.open_signal_receiver(*signums) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if signum == signal.SIGHUP:
+                if signum == signal.SIGUSR1:  # logrotate's postrotate, as nginx's USR1
+                    self.access_log.reopen()
+                    log.info("SIGUSR1: log files reopened")
+                elif signum == signal.SIGHUP:
                     log.info("SIGHUP: reloading %s", self.config.file)
                     self._tasks.start_soon(self.reload)  # a SIGTERM need not wait for DNS
                 elif signum == signal.SIGQUIT or (self._stop.is_set() and self.hard_on_repeat):

@@ -15,7 +15,8 @@ measures what that does to each algorithm). The supervisor:
 - restarts a worker that dies, with a growing delay for quick deaths (`cluster.Backoff`);
 - forwards signals: SIGHUP validates first and then signals every worker, each of which
   reloads in-process (hitless: kept listening sockets stay open); SIGTERM/SIGINT signal every
-  worker, wait for them to drain (`drain_timeout` plus `EXIT_MARGIN`), and exit 0. A second
+  worker, wait for them to drain (`drain_timeout` plus `EXIT_MARGIN`), and exit 0; SIGUSR1
+  (log reopen) is forwarded to every worker that serves. A second
   SIGTERM/SIGINT, or SIGQUIT, sends SIGQUIT to every worker: they close their connections at
   once (a worker ignores a repeated SIGTERM, which systemd's and the terminal's signalling
   of the whole group would otherwise turn into a hard stop);
@@ -54,7 +55,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -115,7 +116,7 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     writer: asyncio.StreamWriter
     reader: asyncio.StreamReader
-    text: str  # the config it was started with
+    generation: int  # the supervisor's `reloads` when it was started or last signalled
     started: float
     serving: bool = False  # it has sent a report
 
@@ -181,12 +182,14 @@ class Supervisor:
         quiet: bool = False,
         notifier: Notifier | None = None,
         pid_file: PidFile | None = None,
+        reopen: Callable[[], None] | None = None,
     ) -> None:
         """`count` workers for the config in `file`. `worker_args` go to every `l4lb worker`
         (log options); `quiet` sends the workers' output to /dev/null (the live view owns the
         terminal); `notifier` and `pid_file` as for `Runtime`. Raises ConfigErrors if the
-        file does not validate."""
+        file does not validate. `reopen` reopens this process's log files (SIGUSR1)."""
         self.text, self.config = _read(file)
+        self.reopen = reopen
         self.count = count
         self.worker_args = tuple(worker_args)
         self.quiet = quiet
@@ -250,7 +253,7 @@ class Supervisor:
         self.reloading = True
         for worker in serving:
             _signal(worker, signal.SIGHUP)
-            worker.text = text
+            worker.generation = self.reloads
         log.info(
             "reload %d validated; SIGHUP sent to %d worker(s): %s",
             self.reloads,
@@ -401,7 +404,7 @@ class Supervisor:
         assert proc.stdin is not None
         await anyio.to_thread.run_sync(_feed, proc.stdin, self.text)
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=REPORT_LIMIT)
-        worker = _Worker(index, proc, writer, reader, self.text, anyio.current_time())
+        worker = _Worker(index, proc, writer, reader, self.reloads, anyio.current_time())
         self._workers[index] = worker
         assert self.stats is not None
         self.stats.started_worker(index, proc.pid, worker.started)
@@ -437,9 +440,11 @@ class Supervisor:
         worker.serving = True
         for (pool, server), draining in self.drain_overrides.items():
             _send(worker, {"cmd": "drain", "pool": pool, "server": server, "draining": draining})
-        if worker.text != self.text:  # a reload came while it was starting
+        # A reload came while it was starting (compared by count, not text: the change may
+        # be in an included file).
+        if worker.generation != self.reloads:
             _signal(worker, signal.SIGHUP)
-            worker.text = self.text
+            worker.generation = self.reloads
         everyone = len(self._workers) == self.count
         if not self._ready and everyone and all(w.serving for w in self._workers.values()):
             self._ready = True
@@ -453,11 +458,18 @@ class Supervisor:
                 self.notifier.ready(f"{self.count} workers serving")
 
     async def _signals(self) -> None:
-        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
         with anyio.open_signal_receiver(*signums) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if signum == signal.SIGHUP:
+                if signum == signal.SIGUSR1:  # reopen logs here and in every worker
+                    if self.reopen is not None:
+                        self.reopen()
+                    for worker in self._workers.values():
+                        if worker.serving and worker.alive:
+                            _signal(worker, signal.SIGUSR1)
+                    log.info("SIGUSR1: log files reopened; forwarded to the workers")
+                elif signum == signal.SIGHUP:
                     log.info("SIGHUP: validating %s", self.config.file)
                     self.reload()
                 elif signum == signal.SIGQUIT or self._stop.is_set():

@@ -12,7 +12,6 @@ import difflib
 import ipaddress
 import os
 import re
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from l4lb.config.schema import (
     TlsCert,
     UpstreamTlsConfig,
 )
+from l4lb.config.sources import Sources, gather
 from l4lb.config.tables import REQUIRED as _REQUIRED
 from l4lb.config.tables import Fields, Path_, TableLoader
 from l4lb.config.tables import names as _names
@@ -115,12 +115,71 @@ def _verify_name(value: Any) -> str:
     )
 
 
+def _access_log(value: Any) -> bool | str:
+    if isinstance(value, bool) or (isinstance(value, str) and value):
+        return value
+    raise BadValue(f"{value!r} is not a log setting", 'true, false, or a file such as "access.log"')
+
+
+def _access_log_format(value: Any) -> str:
+    from l4lb.accesslog import VARIABLES, compile_format
+
+    try:
+        compile_format(string(value))
+    except ValueError as exc:
+        raise BadValue(str(exc), " ".join("$" + v for v in VARIABLES)) from None
+    return value
+
+
+def _log_target(value: Any) -> str:
+    from l4lb.logtarget import parse_target
+
+    try:
+        parse_target(string(value))
+    except ValueError as exc:
+        raise BadValue(
+            str(exc), '"stderr", "syslog", "syslog:/dev/log", "syslog:HOST:PORT"'
+        ) from None
+    return value
+
+
+def _log_facility(value: Any) -> str:
+    from l4lb.logtarget import FACILITIES
+
+    return choice(*FACILITIES)(value)
+
+
+def _user(value: Any) -> str:
+    from l4lb.privdrop import lookup_user
+
+    try:
+        lookup_user(string(value))
+    except KeyError as exc:
+        raise BadValue(str(exc.args[0]), "a user name or uid from /etc/passwd") from None
+    return value
+
+
+def _group(value: Any) -> str:
+    from l4lb.privdrop import lookup_group
+
+    try:
+        lookup_group(string(value))
+    except KeyError as exc:
+        raise BadValue(str(exc.args[0]), "a group name or gid from /etc/group") from None
+    return value
+
+
 _VERIFY_TOML = {"name": "true", "chain": '"chain"', "none": "false"}
 _SETTINGS: Fields = {
     "log_format": (choice("text", "json"), "text"),
-    "access_log": (boolean, True),
+    "access_log": (_access_log, True),
     "drain_timeout": (_seconds_or_zero, 30.0),
     "workers": (integer(0, 256), 0),
+    "access_log_format": (_access_log_format, ""),
+    "log": (_log_target, "stderr"),
+    "log_facility": (_log_facility, "daemon"),
+    "user": (_user, ""),
+    "group": (_group, ""),
 }
 _LISTENER: Fields = {
     "bind": (_bind_list, _REQUIRED),
@@ -320,29 +379,24 @@ def load(path: str | Path, *, resolve: bool = True) -> Config:
 
 
 def load_text(text: str, file: str = "<config>", *, resolve: bool = True) -> Config:
-    """Validate TOML `text` as if read from `file` (`resolve` as for `load`)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        m = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        line, column = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
-        error = ConfigError(file, "", line, f"not valid TOML: {message}", column=column)
-        raise ConfigErrors([error]) from None
-    loader = _Loader(file, LineMap(text))
+    """Validate TOML `text` as if read from `file` (`resolve` as for `load`). Its
+    `include`s are read from disk, relative to `file`; `${VAR}`s come from os.environ."""
+    data, sources = gather(text, file, os.environ)
+    loader = _Loader(file, sources.main.lines, sources)
     config = loader.config(data)
     found: dict = {}
     if resolve:
-        loader.errors += unresolved_servers(loader.addresses, file, loader.lines.line_of, found)
+        for source in sources.files:
+            mine = [a for a in loader.addresses if sources.source_of(a[0]) is source]
+            loader.errors += unresolved_servers(mine, source.file, source.lines.line_of, found)
     if loader.errors or config is None:
-        raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line == 0, e.line)))
+        raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line == 0, e.file, e.line)))
     return replace(config, resolved=found) if found else config
 
 
 class _Loader(TableLoader):
-    def __init__(self, file: str, lines: LineMap) -> None:
-        super().__init__(file, lines)
+    def __init__(self, file: str, lines: LineMap, sources: Sources | None = None) -> None:
+        super().__init__(file, lines, sources)
         self.addresses: list[tuple[Path_, Address]] = []  # servers' addresses, to resolve
 
     def config(self, data: dict[str, Any]) -> Config | None:
@@ -350,6 +404,8 @@ class _Loader(TableLoader):
             if key not in _TOP:
                 self.unknown([], key, _TOP)
         settings_raw = self.table(data.get("global", {}), ["global"], _SETTINGS)
+        if settings_raw and isinstance(settings_raw["access_log"], str):
+            settings_raw["access_log"] = str(self.path(settings_raw["access_log"]))
         settings = Settings(**settings_raw) if settings_raw else Settings()
         pools = [
             p

@@ -33,9 +33,14 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class Settings:
     log_format: str = "text"  # "text" | "json"
-    access_log: bool = True
+    access_log: bool | str = True  # a str: the file to append to (absolute; SIGUSR1 reopens)
     drain_timeout: float = 30.0  # seconds a shutdown waits for connections to finish
     workers: int = 0  # processes sharing each port with SO_REUSEPORT (0: one per CPU)
+    access_log_format: str = ""  # nginx-like "$remote_addr $status ..." for HTTP text lines
+    log: str = "stderr"  # "stderr", "syslog" (/dev/log), "syslog:/path", "syslog:HOST:PORT"
+    log_facility: str = "daemon"
+    user: str = ""  # drop to this user (and its groups) once listeners are bound
+    group: str = ""  # and this group (default: the user's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,14 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l4lb.config.lines import LineMap, format_path
 from l4lb.config.values import BadValue
 from l4lb.errors import ConfigError
+
+if TYPE_CHECKING:
+    from l4lb.config.sources import Sources
 
 __all__ = ["NAME", "REQUIRED", "Fields", "Path_", "TableLoader", "names", "strings"]
 
@@ -54,14 +57,18 @@ def names(value: Any, *, wildcard: bool) -> tuple[str, ...]:
 class TableLoader:
     """Converts tables and collects every error with its file, key path and line."""
 
-    def __init__(self, file: str, lines: LineMap) -> None:
+    def __init__(self, file: str, lines: LineMap, sources: Sources | None = None) -> None:
         self.file = file
         self.lines = lines
+        self.sources = sources  # with includes: which file each table came from
         self.errors: list[ConfigError] = []
 
     def error(self, parts: Path_, message: str, allowed: str = "") -> None:
-        line = self.lines.line_of(parts)
-        self.errors.append(ConfigError(self.file, format_path(parts), line, message, allowed))
+        if self.sources is not None:
+            file, line = self.sources.locate(parts)
+        else:
+            file, line = self.file, self.lines.line_of(parts)
+        self.errors.append(ConfigError(file, format_path(parts), line, message, allowed))
 
     def unknown(self, parts: Path_, key: str, known: list[str] | tuple[str, ...]) -> None:
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
