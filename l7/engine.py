@@ -132,6 +132,7 @@ class HttpEngine:
         hsts = self.settings.hsts if self.scheme == "https" else 0
         self.extra_response_headers = security_headers(hsts_max_age=hsts or None)
         self.redirect_https = self.settings.redirect_https
+        self.compress = config.compress  # l7.compress.CompressConfig or None
         self.draining = False
         self.listener: Any = None  # the l4lb Listener serving this engine (for counters)
         self._links: dict[int, tuple[Server, ServerLink]] = {}

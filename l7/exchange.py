@@ -5,9 +5,10 @@ a `ClientStream` (HTTP/1.1 connection or HTTP/2 stream) and a `ServerStream` (an
 server connection) through the methods in `l7.sides`; how a head is written and a body
 framed is the adapters' business. Stages run in the order DESIGN.md fixes (limits are
 checked by the adapter before an exchange exists): route → upstream (pooled keep-alive
-connection, retries, breaker) → response headers. Bodies stream both ways in chunks as they
-arrive; a request body is buffered only until the server connection is ready, and reading
-from the client pauses while that buffer is over `_BODY_BUFFER`. Backpressure in both
+connection, retries, breaker) → response headers → compression (l7/compress.py). Bodies
+stream both ways in chunks as they arrive; a request body is buffered only until the server
+connection is ready, and reading from the client pauses while that buffer is over
+`_BODY_BUFFER`. Backpressure in both
 directions pauses the reading side while the writing side's buffer is full.
 
 Everything runs in loop callbacks; the only task is the one that opens a new server
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from l4lb.attempt import Attempt
 from l7.budget import is_retryable
+from l7.compress import Encoder, start_encoder
 from l7.errors_page import error_response
 from l7.forwarded import response_hop_by_hop_filter
 from l7.model import Request, Response
@@ -63,6 +65,7 @@ class Exchange:
         "conn",
         "connect_started",
         "connect_time",
+        "encoder",
         "engine",
         "finished",
         "framing",
@@ -145,6 +148,7 @@ class Exchange:
         self.sent_at = 0.0
         self.upgrade_rest = b""  # client bytes after an Upgrade request's head
         self.interim = False  # a 1xx response is being relayed
+        self.encoder: Encoder | None = None  # the compression stage's, for this response
 
     # -- stage: route ------------------------------------------------------------------------
 
@@ -369,6 +373,12 @@ class Exchange:
         self.response_headers(response, hop)
         request = self.request
         upgrade = status == 101
+        route = self.route
+        compress = route.compress if route is not None else None
+        if compress is None:
+            compress = self.engine.compress
+        if compress is not None and not upgrade:  # stage: compression (l7/compress.py)
+            self.encoder = start_encoder(compress, request, response)
         if request.method == "HEAD" or status in _NO_BODY_STATUSES or upgrade:
             self.framing = "none"
             if request.method == "HEAD" and self.upstream is not None and not upgrade:
@@ -427,6 +437,10 @@ class Exchange:
     def on_response_body(self, data: bytes) -> None:
         if self.interim or self.framing == "none" or not data:
             return  # (an empty chunk would end a chunked body early)
+        if self.encoder is not None:
+            data = self.encoder.compress(data)
+            if not data:
+                return
         self.bytes_out += len(data)
         self.conn.send_data(self, data)
 
@@ -438,6 +452,11 @@ class Exchange:
             return
         if self.finished or not self.head_sent or self.status == 101:
             return  # (a 101 goes on as a tunnel: see on_response_upgrade)
+        if self.encoder is not None and self.framing != "none":
+            tail = self.encoder.finish()
+            if tail:
+                self.bytes_out += len(tail)
+                self.conn.send_data(self, tail)
         self.conn.send_end(self)
         conn, self.upstream = self.upstream, None
         if conn is not None:

@@ -8,6 +8,7 @@ chosen to match what HAProxy and nginx operators expect.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from l4lb.config.values import Address
 
@@ -201,6 +202,10 @@ class ListenerConfig:
     client_ca: str = ""
     client_cert: str = "off"  # "off" | "optional" | "required"
     http: HttpListenerSettings = HttpListenerSettings()
+    # http(s): l7.compress.CompressConfig or None (off); the l7.stageconf.CacheConfig
+    # tables its routes name, by name
+    compress: Any = None
+    caches: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
