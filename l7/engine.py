@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from l4lb.config.schema import ListenerConfig
 from l7.breaker import CircuitBreaker
 from l7.budget import RetryBudget
+from l7.cache.store import MemoryStore
 from l7.forwarded import security_headers
 from l7.guard import RouteGuard
 from l7.router import Router
@@ -53,6 +54,15 @@ class UpstreamRegistry:
         self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self.budgets: dict[str, RetryBudget] = {}
         self.limiters: dict[tuple, KeyedGcra] = {}  # routes' rate limits (l7.guard)
+        self.caches: dict[str, MemoryStore] = {}  # [cache.NAME] stores, kept over reloads
+
+    def cache(self, config: Any) -> MemoryStore:
+        """The memory store of `[cache.NAME]`, with the bounds of the config just loaded."""
+        store = self.caches.get(config.name)
+        if store is None:
+            store = self.caches[config.name] = MemoryStore(config.max_bytes, config.max_object)
+        store.max_bytes, store.max_object = config.max_bytes, config.max_object
+        return store
 
     def upstream(self, pool: Pool, server: Server, tls: UpstreamTls | None) -> UpstreamPool:
         key = (pool.name, server.name, server.host, server.port)
@@ -143,6 +153,8 @@ class HttpEngine:
             port, age = config.bind[0].port, self.settings.alt_svc_max_age
             self.extra_response_headers.append((b"alt-svc", f'h3=":{port}"; ma={age}'.encode()))
         self.redirect_https = self.settings.redirect_https
+        self.compress = config.compress  # l7.compress.CompressConfig or None
+        self.caches = {c.name: (registry.cache(c), c) for c in config.caches}
         self.draining = False
         self.listener: Any = None  # the l4lb Listener serving this engine (for counters)
         self._links: dict[int, tuple[Server, ServerLink]] = {}

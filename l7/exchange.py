@@ -5,9 +5,10 @@ a `ClientStream` (HTTP/1.1 connection or HTTP/2 stream) and a `ServerStream` (an
 server connection) through the methods in `l7.sides`; how a head is written and a body
 framed is the adapters' business. Stages run in the order DESIGN.md fixes (limits are
 checked by the adapter before an exchange exists): route → upstream (pooled keep-alive
-connection, retries, breaker) → response headers. Bodies stream both ways in chunks as they
-arrive; a request body is buffered only until the server connection is ready, and reading
-from the client pauses while that buffer is over `_BODY_BUFFER`. Backpressure in both
+connection, retries, breaker) → response headers → compression (l7/compress.py). Bodies
+stream both ways in chunks as they arrive; a request body is buffered only until the server
+connection is ready, and reading from the client pauses while that buffer is over
+`_BODY_BUFFER`. Backpressure in both
 directions pauses the reading side while the writing side's buffer is full.
 
 Everything runs in loop callbacks; the only task is the one that opens a new server
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from l4lb.attempt import Attempt
 from l7.budget import is_retryable
+from l7.cache.stage import Fill, begin_fill, cache_key, lookup, stored_response
+from l7.compress import Encoder, start_encoder
 from l7.errors_page import error_response
 from l7.forwarded import response_hop_by_hop_filter
 from l7.model import Request, Response
@@ -63,7 +66,9 @@ class Exchange:
         "conn",
         "connect_started",
         "connect_time",
+        "encoder",
         "engine",
+        "fill",
         "finished",
         "framing",
         "head_sent",
@@ -145,6 +150,8 @@ class Exchange:
         self.sent_at = 0.0
         self.upgrade_rest = b""  # client bytes after an Upgrade request's head
         self.interim = False  # a 1xx response is being relayed
+        self.encoder: Encoder | None = None  # the compression stage's, for this response
+        self.fill: Fill | None = None  # the cache stage's: the response being stored
 
     # -- stage: route ------------------------------------------------------------------------
 
@@ -182,9 +189,42 @@ class Exchange:
                 return
             assert isinstance(action, Forward)
             pool_name = action.pool
+            if route.cache and self.cache_lookup(route.cache):
+                return
         self.pool = pool = engine.pools[pool_name]
         self.attempt = Attempt(pool.config.retries, engine.budget(pool))
         self.forward()
+
+    # -- stage: cache lookup (l7/cache/) -----------------------------------------------------
+
+    def cache_lookup(self, name: str) -> bool:
+        """Answer from the route's cache when it holds a usable response (True); else note
+        what to store this response under and go on to the server."""
+        store = self.engine.caches[name][0]
+        request, now = self.request, time.time()
+        key = cache_key(request, self.authority)
+        entry = lookup(store, key, request, now)
+        if entry is None:
+            if request.method == "GET":
+                self.fill = Fill(store, key, None)  # decided on the response head
+            return False
+        response = stored_response(entry, now)
+        self.status = entry.status
+        self.response_headers(response, [])
+        route = self.route
+        compress = route.compress if route is not None else None
+        if compress is None:
+            compress = self.engine.compress
+        if compress is not None:
+            self.encoder = start_encoder(compress, request, response)
+        if request.method == "HEAD" or entry.status in _NO_BODY_STATUSES:
+            self.framing = "none"
+        self.head_sent = True
+        self.conn.send_head(self, response)
+        if self.framing != "none":
+            self.on_response_body(entry.body)
+        self.on_response_complete()
+        return True
 
     # -- stage: upstream ---------------------------------------------------------------------
 
@@ -370,9 +410,28 @@ class Exchange:
         self.status = status
         if attempt.verdict_due:
             self.breaker_result(attempt.verdict(status < 500, loop.time()))
+        fill = self.fill
+        if fill is not None:  # stage: cache store (l7/cache/)
+            _, config = self.engine.caches[self.route.cache]  # type: ignore[union-attr]
+            self.fill = begin_fill(
+                fill.store,
+                fill.key,
+                self.request,
+                response,
+                self.started_wall(),
+                time.time(),
+                config.heuristic,
+                config.store_set_cookie,
+            )
         self.response_headers(response, hop)
         request = self.request
         upgrade = status == 101
+        route = self.route
+        compress = route.compress if route is not None else None
+        if compress is None:
+            compress = self.engine.compress
+        if compress is not None and not upgrade:  # stage: compression (l7/compress.py)
+            self.encoder = start_encoder(compress, request, response)
         if request.method == "HEAD" or status in _NO_BODY_STATUSES or upgrade:
             self.framing = "none"
             if request.method == "HEAD" and self.upstream is not None and not upgrade:
@@ -401,6 +460,10 @@ class Exchange:
         self.replay_body()
         self.forward()
         return True
+
+    def started_wall(self) -> float:
+        """When the request came, on the wall clock (Date and Age are wall-clock)."""
+        return time.time() - (time.monotonic() - self.started)
 
     # -- stage: response headers -------------------------------------------------------------
 
@@ -431,6 +494,12 @@ class Exchange:
     def on_response_body(self, data: bytes) -> None:
         if self.interim or self.framing == "none" or not data:
             return  # (an empty chunk would end a chunked body early)
+        if self.fill is not None and not self.fill.add(data):
+            self.fill = None  # over max_object: passed through, not stored
+        if self.encoder is not None:
+            data = self.encoder.compress(data)
+            if not data:
+                return
         self.bytes_out += len(data)
         self.conn.send_data(self, data)
 
@@ -442,6 +511,14 @@ class Exchange:
             return
         if self.finished or not self.head_sent or self.status == 101:
             return  # (a 101 goes on as a tunnel: see on_response_upgrade)
+        if self.fill is not None:
+            self.fill.done()
+            self.fill = None
+        if self.encoder is not None and self.framing != "none":
+            tail = self.encoder.finish()
+            if tail:
+                self.bytes_out += len(tail)
+                self.conn.send_data(self, tail)
         self.conn.send_end(self)
         conn, self.upstream = self.upstream, None
         if conn is not None:

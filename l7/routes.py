@@ -152,6 +152,8 @@ class HttpRoute:
     request_headers: HeaderOps = HeaderOps()
     response_headers: HeaderOps = HeaderOps()
     security: RouteSecurity | None = None  # access rules and rate limits (l7.guard)
+    compress: Any = None  # l7.compress.CompressConfig; None: the listener's
+    cache: str = ""  # the [cache.NAME] this route's responses are stored in
 
     @property
     def is_default(self) -> bool:
@@ -297,6 +299,8 @@ _ROUTE: Fields = {
     "response_headers": (_any, None),
     "access": (_any, None),
     "rate_limits": (_any, ()),
+    "compress": (_any, None),
+    "cache": (_name, ""),
 }
 _HEADER_MATCH: Fields = {
     "name": (_field_name, _REQUIRED),
@@ -351,7 +355,16 @@ def _route(loader: _Loader, item: Any, here: Path_, index: int) -> HttpRoute | N
     request_ops = _header_ops(loader, item.get("request_headers"), [*here, "request_headers"])
     response_ops = _header_ops(loader, item.get("response_headers"), [*here, "response_headers"])
     security = parse_security(loader, item, here)
+    compress = None
+    if item.get("compress") is not None:
+        from l7.stageconf import parse_compress
+
+        compress = parse_compress(loader, item["compress"], [*here, "compress"])
     if raw is None or action is None or len(loader.errors) != before:
+        return None
+    if (compress is not None or raw["cache"]) and not isinstance(action, Forward):
+        key = "cache" if raw["cache"] else "compress"
+        loader.error([*here, key], f"{key} needs pool: only forwarded responses", 'pool = "NAME"')
         return None
     _exclusive(loader, raw, here, PATH_KINDS, "path")
     _exclusive(loader, raw, here, ("strip_prefix", "replace_prefix"), "rewrite")
@@ -374,6 +387,8 @@ def _route(loader: _Loader, item: Any, here: Path_, index: int) -> HttpRoute | N
         request_headers=request_ops or HeaderOps(),
         response_headers=response_ops or HeaderOps(),
         security=security,
+        compress=compress,
+        cache=raw["cache"],
     )
 
 

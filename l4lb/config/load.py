@@ -198,6 +198,7 @@ _LISTENER: Fields = {
     "client_cert": (choice("off", "optional", "required"), "off"),
     "http": (lambda v: v, None),
     "access": (lambda v: v, None),
+    "compress": (lambda v: v, None),
 }
 
 
@@ -360,7 +361,7 @@ _ADMIN: Fields = {
     "token": (string, ""),
     "token_env": (string, ""),
 }
-_TOP = ("global", "admin", "demo", "listener", "pool")
+_TOP = ("global", "admin", "demo", "listener", "pool", "cache")
 
 
 def load(path: str | Path, *, resolve: bool = True) -> Config:
@@ -422,6 +423,7 @@ class _Loader(TableLoader):
         if "listener" not in data:
             self.error([], "no listeners: add a [listener.NAME] table", "see docs/CONFIG.md")
         self.cross_check(data, listeners, pools, demo)
+        listeners = self.caches(data.get("cache"), listeners)
         if admin.bind is not None and any(admin.bind in lc.bind for lc in listeners):
             self.error(
                 ["admin", "bind"],
@@ -429,6 +431,33 @@ class _Loader(TableLoader):
                 "a port no listener uses",
             )
         return Config(self.file, settings, tuple(listeners), tuple(pools), tuple(demo), admin)
+
+    def caches(self, value: Any, listeners: list[ListenerConfig]) -> list[ListenerConfig]:
+        """`[cache.NAME]` tables (l7/stageconf.py), checked against the routes' `cache =
+        "NAME"`; each http(s) listener gets the ones its routes name."""
+        found = {}
+        if value is not None:
+            from l7.stageconf import parse_cache
+
+            for name, body in self.named_tables(value, ["cache"]).items():
+                if (c := parse_cache(self, name, body, ["cache", name])) is not None:
+                    found[name] = c
+        declared = list(value) if isinstance(value, dict) else []
+        out = []
+        for lc in listeners:
+            names = [(i, r.cache) for i, r in enumerate(lc.routes) if getattr(r, "cache", "")]
+            for i, name in names:
+                if name not in declared:
+                    close = difflib.get_close_matches(name, declared, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    self.error(
+                        ["listener", lc.name, "routes", i, "cache"],
+                        f"no cache named {name!r}{hint}",
+                        ", ".join(declared) or "declare one with [cache.NAME]",
+                    )
+            used = tuple(found[n] for n in dict.fromkeys(n for _, n in names) if n in found)
+            out.append(replace(lc, caches=used) if used else lc)
+        return out
 
     def admin(self, value: Any) -> AdminConfig:
         raw = self.table(value, ["admin"], _ADMIN)
@@ -498,6 +527,17 @@ class _Loader(TableLoader):
             if access is None:
                 return None
             raw["access"] = access
+        if raw["compress"] is not None:  # the compression stage (l7/compress.py)
+            if not http:
+                self.error(
+                    [*parts, "compress"], "only http(s) listeners compress", 'protocol = "http"'
+                )
+                return None
+            from l7.stageconf import parse_compress
+
+            raw["compress"] = parse_compress(self, raw["compress"], [*parts, "compress"])
+            if raw["compress"] is None:
+                return None
         if raw["protocol"] == "tcp":
             if routes:
                 self.error(

@@ -8,6 +8,7 @@ chosen to match what HAProxy and nginx operators expect.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from l4lb.config.values import Address
 
@@ -238,6 +239,10 @@ class ListenerConfig:
     client_cert: str = "off"  # "off" | "optional" | "required"
     http: HttpListenerSettings = HttpListenerSettings()
     access: AccessConfig = AccessConfig()
+    # http(s): l7.compress.CompressConfig or None (off); the l7.stageconf.CacheConfig
+    # tables its routes name, by name
+    compress: Any = None
+    caches: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 Paths: `/headers` (the request as JSON), `/status/N`, `/bytes/N` (Content-Length body),
 `/chunked/N` (chunked body), `/digest` (reads the whole request body, answers its length and
 sha256), `/slow/SECONDS`, `/close` (answers, then resets the connection before the next
-response), anything else: a small body naming the server. Counts accepted connections.
+response), `/resp?n=N&type=T&h=NAME:VALUE&chunked=1` (N bytes of text, Content-Type T,
+each `h` as a response field; with an `etag` field, a matching If-None-Match gets 304),
+anything else: a small body naming the server. Counts accepted connections.
 """
 
 from __future__ import annotations
@@ -110,16 +112,36 @@ class HttpBackend:
         elif parts[0] == "slow":
             time.sleep(float(parts[1]))
         out = [("x-server", self.name)]
+        if parts[0] == "resp":
+            status, body, chunked, extra = _resp(target, headers)
+            out += extra
         if not chunked:
             out.append(("content-length", str(len(body))))
         if parts[0] == "close":
             out.append(("connection", "close"))
         sock.sendall(conn.send(h11.Response(status_code=status, headers=out)))
-        if req.method != b"HEAD":
+        if req.method != b"HEAD" and status not in (204, 304):
             step = 65536
             for i in range(0, len(body), step):
                 sock.sendall(conn.send(h11.Data(data=body[i : i + step])))
         sock.sendall(conn.send(h11.EndOfMessage()))
+
+
+def _resp(target: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, bool, list]:
+    """The `/resp` path: a response shaped by the query (cache and compression tests)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(target).query)
+    n = int(query.get("n", ["1000"])[0])
+    body = (b"l4lb says hello to the cache and the compressor. " * (n // 49 + 1))[:n]
+    extra = [("content-type", query.get("type", ["text/plain"])[0])]
+    extra += [tuple(h.split(":", 1)) for h in query.get("h", [])]
+    status = int(query.get("status", ["200"])[0])
+    etag = next((v for k, v in extra if k.lower() == "etag"), None)
+    inm = next((v for k, v in headers if k.lower() == "if-none-match"), None)
+    if etag is not None and inm is not None and etag in [t.strip() for t in inm.split(",")]:
+        return 304, b"", False, [h for h in extra if h[0] != "content-type"]
+    return status, body, "chunked" in query, extra
 
 
 class RawBackend:

@@ -471,3 +471,38 @@ def test_upgrades_and_x_forwarded_for_errors(options, wanted):
     (error,) = errors_of(HTTP.format(options=options))
     assert "site.toml" in error and "listener.web.http." in error and wanted in error
     assert ":7" in error or "line 7" in error
+
+
+STAGES = """
+[listener.web]
+bind = "127.0.0.1:8080"
+protocol = "http"
+pool = "p"
+%s
+[pool.p]
+servers = [{address = "127.0.0.1:9001"}]
+"""
+
+
+def test_compress_shapes():
+    from l7.compress import CompressConfig
+
+    assert load_text(STAGES % "compress = true").listeners[0].compress == CompressConfig()
+    lc = load_text(STAGES % 'compress = ["gzip"]').listeners[0]
+    assert lc.compress.encodings == ("gzip",)
+    lc = load_text(STAGES % '[listener.web.compress]\nlevels = {gzip = 2}\nmin_length = "1k"\n')
+    assert lc.listeners[0].compress.levels["gzip"] == 2
+    assert lc.listeners[0].compress.min_length == 1024
+
+
+def test_compress_errors_are_located():
+    assert errors_of(STAGES % 'compress = ["gzip", "lzma"]') == [
+        "site.toml:6: listener.web.compress[1]: unknown encoding 'lzma'"
+        ' (allowed: a list of "zstd", "br", "gzip" in preference order)'
+    ]
+    (err,) = errors_of(STAGES % "[listener.web.compress]\nlevels = {br = 12}\n")
+    assert "listener.web.compress.levels.br: 12 is out of range" in err
+    (err,) = errors_of(STAGES % '[listener.web.compress]\ntypes = ["html"]\n')
+    assert "listener.web.compress.types: 'html' is not a media type" in err
+    (err,) = errors_of(STAGES.replace('"http"', '"tcp"') % "compress = true")
+    assert "only http(s) listeners compress" in err

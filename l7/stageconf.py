@@ -1,0 +1,130 @@
+"""Config of the compression and cache stages: `compress` on a listener or route, and the
+`[cache.NAME]` tables that routes name with `cache = "NAME"` (docs/CONFIG.md).
+
+Loaded by `l4lb.config.load` and `l7.routes` only for `http`/`https` listeners (DESIGN.md:
+`l4lb` does not import `l7` at import time). Every problem is reported through the loader's
+`error`, with the key path, so it carries the file and line like any other config error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from l4lb.config.load import _REQUIRED, Fields, _Loader, _size, _strings
+from l4lb.config.values import BadValue, boolean, integer
+from l7.compress import DEFAULT_TYPES, ENCODINGS, LEVEL_RANGES, CompressConfig, available
+
+__all__ = ["CacheConfig", "parse_cache", "parse_compress"]
+
+Path_ = list[str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """`[cache.NAME]`: a shared cache (RFC 9111) in memory, one per worker process.
+    `max_bytes` bounds the stored heads and bodies together (least recently used out first);
+    a response whose body is over `max_object` is passed through, not stored. `heuristic`
+    (percent of the time since Last-Modified, RFC 9111 §4.2.2; nginx and Varnish use 10) is
+    0, off, unless set. `store_set_cookie` lets responses with Set-Cookie be stored."""
+
+    name: str
+    max_bytes: int = 64 << 20
+    max_object: int = 1 << 20
+    heuristic: int = 0
+    store_set_cookie: bool = False
+
+
+_COMPRESS: Fields = {
+    "encodings": (lambda v: v, ENCODINGS),
+    "min_length": (_size, 256),
+    "types": (lambda v: _types(v), DEFAULT_TYPES),
+    "levels": (lambda v: v, None),
+}
+_CACHE: Fields = {
+    "max_bytes": (_size, _REQUIRED),
+    "max_object": (_size, 1 << 20),
+    "heuristic": (integer(0, 100), 0),
+    "store_set_cookie": (boolean, False),
+}
+
+
+def _types(value: Any) -> tuple[str, ...]:
+    out = []
+    for item in _strings(value):
+        if item.count("/") != 1 or " " in item or ";" in item:
+            raise BadValue(
+                f"{item!r} is not a media type", '"text/html", "application/json", "text/*"'
+            )
+        out.append(item.lower())
+    return tuple(out)
+
+
+def _encodings(loader: _Loader, value: Any, parts: Path_) -> tuple[str, ...] | None:
+    allowed = 'a list of "zstd", "br", "gzip" in preference order'
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        loader.error(parts, f"expected a list of encodings, got {value!r}", allowed)
+        return None
+    out = []
+    for i, item in enumerate(value):
+        if item not in ENCODINGS:
+            loader.error([*parts, i], f"unknown encoding {item!r}", allowed)
+            return None
+        if not available(item):
+            package = {"br": "brotli", "zstd": "zstandard"}[item]
+            loader.error(
+                [*parts, i], f"{item} needs the {package} package", f"pip install {package}"
+            )
+            return None
+        out.append(item)
+    return tuple(dict.fromkeys(out))
+
+
+def parse_compress(loader: _Loader, value: Any, parts: Path_) -> CompressConfig | None:
+    """`compress = true | false | ["br", "gzip"] | {encodings, min_length, types, levels}`.
+    `false` gives a config with no encodings (a route turning the listener's off); None
+    means a reported error."""
+    if isinstance(value, bool):
+        return CompressConfig() if value else CompressConfig(encodings=())
+    if isinstance(value, list):
+        encodings = _encodings(loader, value, parts)
+        return None if encodings is None else CompressConfig(encodings=encodings)
+    raw = loader.table(value, parts, _COMPRESS)
+    if raw is None:
+        return None
+    encodings = _encodings(loader, raw["encodings"], [*parts, "encodings"])
+    if encodings is None:
+        return None
+    levels = dict(CompressConfig().levels)
+    given = raw["levels"] or {}
+    if not isinstance(given, dict):
+        loader.error([*parts, "levels"], f"expected a table, got {given!r}", "{gzip = 6, br = 4}")
+        return None
+    for name, level in given.items():
+        if name not in LEVEL_RANGES:
+            loader.error(
+                [*parts, "levels", name], f"unknown encoding {name!r}", ", ".join(ENCODINGS)
+            )
+            return None
+        lo, hi = LEVEL_RANGES[name]
+        try:
+            levels[name] = integer(lo, hi)(level)
+        except BadValue as exc:
+            loader.error([*parts, "levels", name], exc.message, exc.allowed)
+            return None
+    return CompressConfig(encodings, raw["min_length"], raw["types"], levels)
+
+
+def parse_cache(loader: _Loader, name: str, value: Any, parts: Path_) -> CacheConfig | None:
+    """One `[cache.NAME]` table."""
+    raw = loader.table(value, parts, _CACHE)
+    if raw is None:
+        return None
+    if raw["max_object"] > raw["max_bytes"]:
+        loader.error(
+            [*parts, "max_object"],
+            f"max_object {raw['max_object']} is over max_bytes {raw['max_bytes']}",
+            "a size up to max_bytes",
+        )
+        return None
+    return CacheConfig(name, **raw)
