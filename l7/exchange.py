@@ -27,9 +27,10 @@ from l7.cache.stage import Fill, begin_fill, cache_key, lookup, stored_response
 from l7.compress import Encoder, start_encoder
 from l7.errors_page import error_response
 from l7.forwarded import response_hop_by_hop_filter
-from l7.model import Request, Response
+from l7.model import Headers, Request, Response
 from l7.router import apply_response_headers, render_redirect
 from l7.routes import Forward, Redirect, Respond
+from l7.trailers import forwardable_trailers
 from l7.upgrade import accepted_upgrade
 from l7.validate import BodyLimit
 
@@ -82,7 +83,9 @@ class Exchange:
         "request",
         "request_id",
         "request_line",
+        "request_trailers",
         "response_time",
+        "response_trailers",
         "route",
         "sent_at",
         "server",
@@ -152,6 +155,10 @@ class Exchange:
         self.interim = False  # a 1xx response is being relayed
         self.encoder: Encoder | None = None  # the compression stage's, for this response
         self.fill: Fill | None = None  # the cache stage's: the response being stored
+        # Trailer fields (l7.trailers) after the request's and the response's bodies; each
+        # side's adapter passes them on at the end of its body where its framing can carry them.
+        self.request_trailers: Headers | None = None
+        self.response_trailers: Headers | None = None
 
     # -- stage: route ------------------------------------------------------------------------
 
@@ -372,6 +379,10 @@ class Exchange:
         conn.send_body(data, self.body_kind == "chunked")
         self.body_sent += len(data)
 
+    def body_trailers(self, fields: Headers) -> None:
+        """The client's trailer section, just before `body_complete`."""
+        self.request_trailers = forwardable_trailers(fields) or None
+
     def body_complete(self) -> None:
         if self.body_done:
             return  # a request without a body: nothing was waiting for its end
@@ -393,7 +404,7 @@ class Exchange:
             self.response_time = time.monotonic() - self.sent_at
         if 100 <= status < 200 and status != 101:
             self.interim = True
-            self.conn.send_interim(self, status)
+            self.conn.send_interim(self, response)
             return
         if status == 101 and not (
             self.upgrade and accepted_upgrade(self.request.headers, hop, self.engine.upgrades)
@@ -503,11 +514,18 @@ class Exchange:
         self.bytes_out += len(data)
         self.conn.send_data(self, data)
 
+    def on_response_trailers(self, fields: Headers) -> None:
+        """The server's trailer section, just before `on_response_complete`."""
+        if not self.interim:
+            self.response_trailers = forwardable_trailers(fields) or None
+
     def on_response_complete(self) -> None:
         if self.interim:
+            # The final response follows on the same parser (llhttp starts the next message
+            # by itself, possibly in the same read), within a new response timeout.
             self.interim = False
-            if self.upstream is not None:
-                self.upstream.start(self, fresh=True)  # a fresh parser for the final response
+            if self.upstream is not None and self.sent_at and self.pool is not None:
+                self.upstream.arm(self.pool.config.http.response_timeout)
             return
         if self.finished or not self.head_sent or self.status == 101:
             return  # (a 101 goes on as a tunnel: see on_response_upgrade)

@@ -28,10 +28,10 @@ import httptools
 
 from l4lb.errors import RemoteProtocolError
 from l7.deadline import Deadline
-from l7.errors_page import error_response, status_line
+from l7.errors_page import error_response
 from l7.exchange import Exchange
 from l7.forwarded import new_request_id, request_id_from
-from l7.h1wire import LAST_CHUNK, chunk, response_head, simple_response
+from l7.h1wire import chunk, last_chunk, response_head, simple_response
 from l7.h11parser import H11BodyReader, H11RequestParser
 from l7.model import Request, Response
 from l7.router import host_key
@@ -129,6 +129,9 @@ class H1Server(asyncio.Protocol):
                 cause = exc.__context__
                 if isinstance(cause, RemoteProtocolError):  # raised by one of our callbacks
                     self.fail(cause.status_hint, str(cause))
+                elif isinstance(exc, httptools.HttpParserCallbackError):  # a bug of ours
+                    log.error("http %s:%d: internal error", *self.client[:2], exc_info=cause)
+                    self.fail(500, "internal error")
                 else:
                     self.fail(400, f"malformed request: {exc}")
             except RemoteProtocolError as exc:
@@ -200,7 +203,8 @@ class H1Server(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.engine = self.engine_of()  # a reload applies from the next request on
         self.url = b""
-        self.headers = []
+        if self.headers:  # what a refused request left (on_headers_complete hands the
+            self.headers = []  # head's list to the request and starts one for trailers)
         self.head_bytes = 0
         self.in_head = True  # data_received arms the header timeout if the read ends here
 
@@ -227,6 +231,7 @@ class H1Server(asyncio.Protocol):
         version = parser.get_http_version()
         target = self.url.decode("latin-1")
         headers = self.headers
+        self.headers = []  # what llhttp reports after the body: its trailer section
         host, length, chunked, expect = check_request_head(
             method,
             target,
@@ -314,6 +319,10 @@ class H1Server(asyncio.Protocol):
         ex, self.building = self.building, None
         if self.timer_kind == "body":
             self.disarm()
+        if self.headers:  # the trailer section of a chunked body
+            trailers, self.headers = self.headers, []
+            if ex is not None:
+                ex.body_trailers(trailers)
         if ex is not None and not ex.finished:
             ex.body_complete()
         elif ex is not None:
@@ -321,9 +330,9 @@ class H1Server(asyncio.Protocol):
 
     # -- the response side (l7.sides.ClientStream) -------------------------------------------
 
-    def send_interim(self, ex: Exchange, status: int) -> None:
+    def send_interim(self, ex: Exchange, response: Response) -> None:
         if ex.request.version == "1.1":  # an HTTP/1.0 client would not know a 1xx
-            self.write(status_line(status) + b"\r\n")
+            self.write(response_head(response, b"", b""))
 
     def send_head(self, ex: Exchange, response: Response) -> None:
         """Frame the response for this client: Content-Length kept, otherwise chunked to an
@@ -352,7 +361,7 @@ class H1Server(asyncio.Protocol):
 
     def send_end(self, ex: Exchange) -> None:
         if ex.framing == "chunked":
-            self.write(LAST_CHUNK)
+            self.write(last_chunk(ex.response_trailers))
 
     def send_simple(self, ex: Exchange, status: int, fields: list, body: bytes) -> None:
         connection = b"connection: close" if ex.close_after else b"connection: keep-alive"

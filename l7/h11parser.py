@@ -117,6 +117,8 @@ class H11RequestParser:
         elif isinstance(event, h11.Data):
             protocol.on_body(bytes(event.data))
         elif isinstance(event, h11.EndOfMessage):
+            for name, value in event.headers.raw_items():  # trailers, as llhttp gives them
+                protocol.on_header(name, value)
             protocol.on_message_complete()
 
 
@@ -152,6 +154,8 @@ class H11BodyReader:
                 self.protocol.on_body(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 rest = self.conn.trailing_data[0]
+                for name, value in event.headers.raw_items():
+                    self.protocol.on_header(name, value)
                 self.protocol.parser = self.parser
                 self.protocol.on_message_complete()
                 if rest:

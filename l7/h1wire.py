@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from l7.model import Headers, Response
     from l7.sides import ExchangeEvents as Exchange
 
-__all__ = ["LAST_CHUNK", "chunk", "request_head", "response_head", "simple_response"]
+__all__ = [
+    "LAST_CHUNK",
+    "chunk",
+    "last_chunk",
+    "request_head",
+    "response_head",
+    "simple_response",
+]
 
 LAST_CHUNK = b"0\r\n\r\n"
 
@@ -29,6 +36,13 @@ LAST_CHUNK = b"0\r\n\r\n"
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body (RFC 9112 §7.1)."""
     return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def last_chunk(trailers: Headers | None) -> bytes:
+    """The end of a chunked body, with its trailer section (RFC 9112 §7.1.2) if any."""
+    if not trailers:
+        return LAST_CHUNK
+    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
 
 
 def request_head(ex: Exchange) -> bytes:

@@ -79,6 +79,7 @@ class H2Stream(StreamSide):
         "request_done",
         "stalled_since",
         "stream_id",
+        "trailers",
         "unacked",
         "upstream_paused",
     )
@@ -96,11 +97,13 @@ class H2Stream(StreamSide):
         self.unacked = 0  # request body bytes not yet acknowledged (while paused)
         self.upstream_paused = False
         self.stalled_since = 0.0
+        self.trailers: list | None = None  # the response's, sent as HEADERS with END_STREAM
 
     # -- the response ------------------------------------------------------------------------
 
-    def send_interim(self, ex: Exchange, status: int) -> None:
-        self.conn.send_headers(self, [(b":status", status_value(status))], False)
+    def send_interim(self, ex: Exchange, response: Response) -> None:
+        fields = [(b":status", status_value(response.status)), *response.fields()]
+        self.conn.send_headers(self, fields, False)
 
     def send_head(self, ex: Exchange, response: Response) -> None:
         if ex.framing != "none":
@@ -118,6 +121,7 @@ class H2Stream(StreamSide):
     def send_end(self, ex: Exchange) -> None:
         if not self.ended:
             self.ended = True
+            self.trailers = ex.response_trailers
             self.conn.flush_stream(self)
 
     def send_simple(self, ex: Exchange, status: int, fields: list, body: bytes) -> None:
@@ -334,7 +338,9 @@ class H2Server(asyncio.Protocol):
             if guard.control(now):
                 self.calm("control frame flood")
         elif isinstance(event, h2.events.TrailersReceived):
-            pass  # request trailers are not forwarded to HTTP/1.1 servers (docs/CONFIG.md)
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and stream.ex is not None:
+                stream.ex.body_trailers(event.headers)  # StreamEnded follows
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.close()
 
@@ -389,13 +395,16 @@ class H2Server(asyncio.Protocol):
                     data = data[:window]
                 stream.out_size -= len(data)
                 sent = True
-                last = stream.ended and not stream.out
+                last = stream.ended and not stream.out and stream.trailers is None
                 h2c.send_data(sid, data, end_stream=last)
                 if last:
                     stream.end_sent = True
             if stream.ended and not stream.out and not stream.end_sent:
                 stream.end_sent = True
-                h2c.end_stream(sid)
+                if stream.trailers is None:
+                    h2c.end_stream(sid)
+                else:
+                    h2c.send_headers(sid, stream.trailers, end_stream=True)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
             stream.out, stream.out_size = [], 0
             stream.end_sent = True

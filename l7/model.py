@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-__all__ = ["Headers", "Request", "Response", "header"]
+__all__ = ["Headers", "Request", "Response", "header", "split_line"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -99,7 +99,7 @@ class Response:
         """The end-to-end fields as (name, value) pairs, without `extra`."""
         headers = self.headers
         if headers is None:
-            headers = self.headers = [_pair(line) for line in self.lines or ()]
+            headers = self.headers = [split_line(line) for line in self.lines or ()]
         return headers
 
     def set_fields(self, headers: Headers) -> None:
@@ -108,6 +108,7 @@ class Response:
         self.lines = None
 
 
-def _pair(line: bytes) -> tuple[bytes, bytes]:
+def split_line(line: bytes) -> tuple[bytes, bytes]:
+    """A `name: value` line as read by the HTTP/1.1 server adapter, as a pair."""
     name, _, value = line.partition(b": ")
     return name, value

@@ -31,8 +31,9 @@ class ClientStream(Protocol):
     forwarding: tuple[Any, bytes, bytes]
     touched: bool
 
-    def send_interim(self, ex: Any, status: int) -> None:
-        """A 1xx response (not 101) before the final one."""
+    def send_interim(self, ex: Any, response: Response) -> None:
+        """A 1xx response (not 101) before the final one, with its fields (103 Early
+        Hints' Link)."""
 
     def send_head(self, ex: Any, response: Response) -> None:
         """The final response head; the adapter picks the framing and sets `ex.framing`
@@ -42,7 +43,8 @@ class ClientStream(Protocol):
         """A piece of the response body (never empty)."""
 
     def send_end(self, ex: Any) -> None:
-        """The response body is complete."""
+        """The response body is complete; `ex.response_trailers` follow it if the framing
+        can carry them."""
 
     def send_simple(self, ex: Any, status: int, fields: Headers, body: bytes) -> None:
         """A whole response made by l4lb (fixed responses, redirects, errors)."""
@@ -79,6 +81,7 @@ class ExchangeEvents(Protocol):
 
     def on_response_head(self, response: Response, hop: Headers) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
+    def on_response_trailers(self, fields: Headers) -> None: ...
     def on_response_complete(self) -> None: ...
     def on_response_upgrade(self, rest: bytes) -> None: ...
     def on_upstream_error(self, reason: str) -> None: ...
@@ -104,7 +107,9 @@ class ServerStream(Protocol):
     def send_body(self, data: bytes, chunked: bool) -> None:
         """A piece of the request body; `chunked`: its length was not known in advance."""
 
-    def end_body(self, chunked: bool) -> None: ...
+    def end_body(self, chunked: bool) -> None:
+        """The request body is complete; `ex.request_trailers` follow it when `chunked`."""
+
     def write(self, data: bytes) -> None: ...
     def arm(self, seconds: float) -> None: ...
     def disarm(self) -> None: ...

@@ -29,8 +29,8 @@ import httptools
 
 from l7.deadline import Deadline
 from l7.forwarded import HOP_BY_HOP
-from l7.h1wire import LAST_CHUNK, chunk, request_head
-from l7.model import Response
+from l7.h1wire import chunk, last_chunk, request_head
+from l7.model import Response, split_line
 
 if TYPE_CHECKING:
     from l7.sides import ExchangeEvents as Exchange
@@ -161,8 +161,12 @@ class UpstreamConn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.until_close = False
-        if self.exchange is not None:
-            self.exchange.on_response_complete()
+        ex = self.exchange
+        if ex is not None:
+            if self.lines:  # fields after the head: a chunked body's trailer section
+                ex.on_response_trailers([split_line(line) for line in self.lines])
+                self.lines = []
+            ex.on_response_complete()
 
     # -- used by the exchange ----------------------------------------------------------------
 
@@ -193,7 +197,8 @@ class UpstreamConn(asyncio.Protocol):
 
     def end_body(self, chunked: bool) -> None:
         if chunked:
-            self.write(LAST_CHUNK)
+            ex = self.exchange
+            self.write(last_chunk(ex.request_trailers if ex is not None else None))
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:

@@ -87,8 +87,9 @@ class H3Stream(StreamSide):
 
     # -- the response ------------------------------------------------------------------------
 
-    def send_interim(self, ex: Exchange, status: int) -> None:
-        self.conn.send_headers(self, [(b":status", status_value(status))], False)
+    def send_interim(self, ex: Exchange, response: Response) -> None:
+        fields = [(b":status", status_value(response.status)), *response.fields()]
+        self.conn.send_headers(self, fields, False)
 
     def send_head(self, ex: Exchange, response: Response) -> None:
         if ex.framing != "none":
@@ -103,7 +104,10 @@ class H3Stream(StreamSide):
     def send_end(self, ex: Exchange) -> None:
         if not self.end_sent:
             self.end_sent = True
-            self.conn.send_data(self, b"", True)
+            if ex.response_trailers:
+                self.conn.send_headers(self, ex.response_trailers, True)
+            else:
+                self.conn.send_data(self, b"", True)
 
     def send_simple(self, ex: Exchange, status: int, fields: list, body: bytes) -> None:
         head = simple_fields(status, fields)
@@ -214,8 +218,9 @@ class H3Server:
             stream = self.streams.get(event.stream_id)
             if stream is None:
                 self.request(event)
-            # (trailers: not forwarded to HTTP/1.1 servers, as for HTTP/2)
-            elif event.stream_ended:
+            elif event.stream_ended:  # the trailer section
+                if stream.ex is not None:
+                    stream.ex.body_trailers(event.headers)
                 self.request_ended(stream)
         elif isinstance(event, DataReceived):
             stream = self.streams.get(event.stream_id)

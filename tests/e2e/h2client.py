@@ -33,6 +33,7 @@ class H2Response:
     body: bytes = b""
     trailers: dict[str, str] = field(default_factory=dict)
     informational: list[int] = field(default_factory=list)
+    informational_fields: list[dict[str, str]] = field(default_factory=list)
     reset: int | None = None  # the RST_STREAM error code, if the server reset the stream
     ended: bool = False  # END_STREAM seen
     hold: bool = False  # do not give the stream's flow-control window back (a slow reader)
@@ -213,6 +214,8 @@ class H2Client:
             stream.headers = fields
         elif isinstance(event, h2.events.InformationalResponseReceived) and stream:
             stream.informational.append(int(dict(event.headers)[b":status"]))
+            fields = {n.decode(): v.decode() for n, v in event.headers}
+            stream.informational_fields.append(fields)
         elif isinstance(event, h2.events.TrailersReceived) and stream:
             stream.trailers = {n.decode(): v.decode() for n, v in event.headers}
         elif isinstance(event, h2.events.DataReceived):

@@ -5,6 +5,8 @@ Paths: `/headers` (the request as JSON), `/status/N`, `/bytes/N` (Content-Length
 sha256), `/slow/SECONDS`, `/close` (answers, then resets the connection before the next
 response), `/resp?n=N&type=T&h=NAME:VALUE&chunked=1` (N bytes of text, Content-Type T,
 each `h` as a response field; with an `etag` field, a matching If-None-Match gets 304),
+`/trailers` (a chunked body ending in trailer fields, allowed ones and forbidden ones, with
+the request's trailers as JSON in the body), `/early-hints` (a 103 with a Link, then 200),
 anything else: a small body naming the server. Counts accepted connections.
 """
 
@@ -77,7 +79,8 @@ class HttpBackend:
                 continue
             return event
 
-    def _body(self, conn: h11.Connection, sock: socket.socket) -> tuple[int, str]:
+    def _body(self, conn: h11.Connection, sock: socket.socket) -> tuple[int, str, list]:
+        """The request body's length, sha256 and trailer fields."""
         h = hashlib.sha256()
         n = 0
         while True:
@@ -85,8 +88,10 @@ class HttpBackend:
             if isinstance(event, h11.Data):
                 h.update(event.data)
                 n += len(event.data)
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed) or event is None:
-                return n, h.hexdigest()
+            elif isinstance(event, h11.EndOfMessage):
+                return n, h.hexdigest(), [(k.decode(), v.decode()) for k, v in event.headers]
+            elif isinstance(event, h11.ConnectionClosed) or event is None:
+                return n, h.hexdigest(), []
 
     def _answer(self, conn: h11.Connection, sock: socket.socket, req: h11.Request) -> None:
         target = req.target.decode()
@@ -94,7 +99,9 @@ class HttpBackend:
         with self.lock:
             self.requests += 1
             self.seen.append({"method": req.method.decode(), "target": target, "headers": headers})
-        length, digest = self._body(conn, sock)
+        length, digest, trailers = self._body(conn, sock)
+        with self.lock:
+            self.seen[-1]["trailers"] = trailers
         parts = target.split("?")[0].strip("/").split("/")
         status, body, chunked = 200, f"{self.name}\n".encode(), False
         if parts[0] == "headers":
@@ -111,6 +118,13 @@ class HttpBackend:
             status = int(parts[1]) if len(parts) > 1 else 503
         elif parts[0] == "slow":
             time.sleep(float(parts[1]))
+        elif parts[0] == "trailers":
+            body, chunked = json.dumps({"trailers": trailers}).encode(), True
+        elif parts[0] == "early-hints":
+            hint = h11.InformationalResponse(
+                status_code=103, headers=[("link", "</style.css>; rel=preload")]
+            )
+            sock.sendall(conn.send(hint))
         out = [("x-server", self.name)]
         if parts[0] == "resp":
             status, body, chunked, extra = _resp(target, headers)
@@ -124,7 +138,20 @@ class HttpBackend:
             step = 65536
             for i in range(0, len(body), step):
                 sock.sendall(conn.send(h11.Data(data=body[i : i + step])))
-        sock.sendall(conn.send(h11.EndOfMessage()))
+        end = h11.EndOfMessage()
+        if parts[0] == "trailers":
+            end = h11.EndOfMessage(headers=RESPONSE_TRAILERS)
+        sock.sendall(conn.send(end))
+
+
+# What `/trailers` ends its body with: two fields any proxy passes on, and two that RFC 9110
+# §6.5.1 forbids in a trailer section (l4lb drops them).
+RESPONSE_TRAILERS = [
+    ("grpc-status", "0"),
+    ("x-checksum", "sha256=abc"),
+    ("set-cookie", "smuggled=1"),
+    ("content-type", "text/evil"),
+]
 
 
 def _resp(target: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, bool, list]:
