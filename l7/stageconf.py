@@ -14,6 +14,7 @@ from typing import Any
 from l4lb.config.load import _REQUIRED, Fields, _Loader, _size, _strings
 from l4lb.config.values import BadValue, boolean, integer
 from l7.compress import DEFAULT_TYPES, ENCODINGS, LEVEL_RANGES, CompressConfig, available
+from l7.routes import _field_name
 
 __all__ = ["CacheConfig", "parse_cache", "parse_compress"]
 
@@ -33,6 +34,7 @@ class CacheConfig:
     max_object: int = 1 << 20
     heuristic: int = 0
     store_set_cookie: bool = False
+    tag_header: str = "surrogate-key"  # response field naming the tags `purge` takes
 
 
 _COMPRESS: Fields = {
@@ -46,6 +48,7 @@ _CACHE: Fields = {
     "max_object": (_size, 1 << 20),
     "heuristic": (integer(0, 100), 0),
     "store_set_cookie": (boolean, False),
+    "tag_header": (_field_name, "surrogate-key"),
 }
 
 

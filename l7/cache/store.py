@@ -1,24 +1,41 @@
 """The memory tier of the cache: stored responses by key, bounded in bytes, least recently
-used out first. One per `[cache.NAME]` in each worker process (workers do not share it: a
-response is stored once per worker that fetched it, as nginx's shared zone does not do
-across machines). Kept by the runtime's registry, so a reload keeps what is stored."""
+used out first, with the counters the admin API reports and the purges it asks for.
+
+One per `[cache.NAME]` in each worker process (workers do not share it: a response is
+stored once per worker that fetched it, and a purge through the admin API is sent to every
+worker). Kept by the runtime's registry, so a reload keeps what is stored.
+
+The bound is on `bytes`: each entry counts its body, its header names and values, and a
+fixed overhead for the objects around them (`_OVERHEAD`). `put` evicts least recently used
+keys until the total is back under `max_bytes`, so `bytes <= max_bytes` holds after every
+call (tests/unit/test_l7_cache_store.py drives it with a churn of objects).
+
+Tags (Fastly's and Varnish's surrogate keys): the `tag_header` field of a stored response
+(default `Surrogate-Key`), space-separated, is read at `put` and indexed, so `purge_tag`
+finds its entries without a scan. A purge by prefix scans the keys (an operator's action,
+not a request's; Varnish's bans scan too, lazily).
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from l7.model import Headers
 
-__all__ = ["Entry", "MemoryStore"]
+__all__ = ["Counters", "Entry", "MemoryStore", "both_schemes"]
 
 _OVERHEAD = 256  # bytes counted per entry beyond its head and body
+DEFAULT_TAG_HEADER = b"surrogate-key"
+MAX_TAGS = 64  # tags kept per response (Fastly's limit is a 16 KiB header; this bounds the index)
 
 
 @dataclass(slots=True)
 class Entry:
     """One stored response: status, end-to-end fields, whole body, the Vary key it answers,
-    and when it was requested and received (wall-clock seconds)."""
+    and when it was requested and received (wall-clock seconds). `tags` are filled by `put`."""
 
     status: int
     headers: Headers
@@ -27,24 +44,108 @@ class Entry:
     request_time: float
     response_time: float
     lifetime: float
+    tags: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
         return len(self.body) + sum(len(n) + len(v) for n, v in self.headers) + _OVERHEAD
 
 
+class Counters:
+    """What one route did with its cache (or, as `MemoryStore.total`, the whole cache):
+    `hits` answered from a fresh stored response, `misses` sent to the server (nothing
+    stored, or only a stale or non-matching response), `stale` answered from a stale stored
+    response (stale-while-revalidate, stale-if-error), `stored` responses stored."""
+
+    __slots__ = ("hits", "misses", "stale", "stored")
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.stale = 0
+        self.stored = 0
+
+    def report(self) -> dict[str, int]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "stale": self.stale,
+            "stored": self.stored,
+        }
+
+
 class MemoryStore:
     """Entries by primary key (method-independent: GET and HEAD share, RFC 9111 §4), each a
     short list of Vary variants."""
 
-    def __init__(self, max_bytes: int, max_object: int) -> None:
+    def __init__(
+        self, max_bytes: int, max_object: int, tag_header: bytes = DEFAULT_TAG_HEADER
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_object = max_object
+        self.tag_header = tag_header
         self.entries: OrderedDict[str, list[Entry]] = OrderedDict()
+        self.tags: dict[str, set[str]] = {}  # tag -> keys with a variant carrying it
         self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self.stores = 0
+        self.objects = 0  # stored responses (variants), not keys
+        self.total = Counters()
+        self.routes: dict[tuple[str, str], Counters] = {}  # (listener, route) -> counters
+        self.evictions = 0
+        self.purged = 0
+
+    # -- counters ----------------------------------------------------------------------------
+
+    def counters(self, listener: str, route: str) -> Counters:
+        """The counters of one route (made on first use); pass them to `record`."""
+        found = self.routes.get((listener, route))
+        if found is None:
+            found = self.routes[(listener, route)] = Counters()
+        return found
+
+    def record(self, route: Counters | None, outcome: str) -> None:
+        """Count a lookup's `outcome` ("hits", "misses" or "stale") for the cache and the
+        route."""
+        setattr(self.total, outcome, getattr(self.total, outcome) + 1)
+        if route is not None:
+            setattr(route, outcome, getattr(route, outcome) + 1)
+
+    # The cache's totals under their first names (`store.hits += 1` counts for no route).
+    @property
+    def hits(self) -> int:
+        return self.total.hits
+
+    @hits.setter
+    def hits(self, value: int) -> None:
+        self.total.hits = value
+
+    @property
+    def misses(self) -> int:
+        return self.total.misses
+
+    @misses.setter
+    def misses(self, value: int) -> None:
+        self.total.misses = value
+
+    @property
+    def stores(self) -> int:
+        return self.total.stored
+
+    def report(self) -> dict[str, Any]:
+        """This cache's part of `/status` (l4lb/stats.py adds the name)."""
+        return {
+            **self.total.report(),
+            "evictions": self.evictions,
+            "purged": self.purged,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "max_bytes": self.max_bytes,
+            "routes": [
+                {"listener": listener, "route": route, **c.report()}
+                for (listener, route), c in self.routes.items()
+            ],
+        }
+
+    # -- lookups and stores ------------------------------------------------------------------
 
     def variants(self, key: str) -> list[Entry]:
         found = self.entries.get(key)
@@ -53,27 +154,99 @@ class MemoryStore:
         self.entries.move_to_end(key)
         return found
 
-    def put(self, key: str, entry: Entry) -> bool:
+    def put(self, key: str, entry: Entry, route: Counters | None = None) -> bool:
         """Store `entry` (replacing the variant with the same Vary key); False if too big."""
         size = entry.size
         if len(entry.body) > self.max_object or size > self.max_bytes:
             return False
+        entry.tags = self._tags_of(entry.headers)
         old = self.entries.get(key, [])
         kept = [e for e in old if e.vary != entry.vary]
-        self.bytes -= sum(e.size for e in old) - sum(e.size for e in kept)
+        self._forget(key, [e for e in old if e.vary == entry.vary], kept)
         kept.append(entry)
         self.entries[key] = kept
         self.entries.move_to_end(key)
         self.bytes += size
-        self.stores += 1
+        self.objects += 1
+        for tag in entry.tags:
+            self.tags.setdefault(tag, set()).add(key)
+        self.total.stored += 1
+        if route is not None:
+            route.stored += 1
         while self.bytes > self.max_bytes and self.entries:
-            _, evicted = self.entries.popitem(last=False)
-            self.bytes -= sum(e.size for e in evicted)
+            evicted_key, evicted = self.entries.popitem(last=False)
+            self._forget(evicted_key, evicted, ())
+            self.evictions += len(evicted)
         return True
 
-    def purge(self, key: str) -> bool:
+    def _tags_of(self, headers: Headers) -> tuple[str, ...]:
+        name = self.tag_header
+        if not name:
+            return ()
+        words: list[str] = []
+        for n, v in headers:
+            if n == name:
+                words += v.decode("latin-1").split()
+        return tuple(dict.fromkeys(words))[:MAX_TAGS]
+
+    def _forget(self, key: str, gone: Iterable[Entry], kept: Iterable[Entry]) -> int:
+        """Take `gone`, variants of `key` no longer stored, out of the byte count and the tag
+        index (where `key` stays for a tag one of the `kept` variants still carries)."""
+        kept_tags = {tag for e in kept for tag in e.tags}
+        n = 0
+        for entry in gone:
+            n += 1
+            self.bytes -= entry.size
+            self.objects -= 1
+            for tag in entry.tags:
+                keys = self.tags.get(tag)
+                if keys is not None and tag not in kept_tags:
+                    keys.discard(key)
+                    if not keys:
+                        del self.tags[tag]
+        return n
+
+    # -- purges (the admin API's `POST /cache/NAME/purge`) -----------------------------------
+
+    def purge(self, key: str) -> int:
+        """Remove every variant stored under `key`; how many were removed."""
         old = self.entries.pop(key, None)
         if old is None:
-            return False
-        self.bytes -= sum(e.size for e in old)
-        return True
+            return 0
+        n = self._forget(key, old, ())
+        self.purged += n
+        return n
+
+    def purge_prefix(self, prefix: str) -> int:
+        """Remove every key that starts with `prefix` ("" is everything)."""
+        return sum(self.purge(k) for k in [k for k in self.entries if k.startswith(prefix)])
+
+    def purge_tag(self, tag: str) -> int:
+        """Remove every stored response whose tag header named `tag` (other variants of its
+        key stay)."""
+        n = 0
+        for key in list(self.tags.get(tag, ())):
+            variants = self.entries.get(key, [])
+            kept = [e for e in variants if tag not in e.tags]
+            if len(kept) == len(variants):
+                continue
+            if kept:
+                self.entries[key] = kept
+            else:
+                del self.entries[key]
+            n += self._forget(key, [e for e in variants if tag in e.tags], kept)
+        self.purged += n
+        return n
+
+
+def both_schemes(key: str) -> list[str]:
+    """A purge target as cache keys: `http://` and `https://` in front of one written without
+    a scheme (`example.com/a`), the host lower-cased as the stage writes keys."""
+    scheme, sep, rest = key.partition("://")
+    if not sep:
+        scheme, rest = "", key
+    host, slash, path = rest.partition("/")
+    rest = host.lower() + slash + path
+    if scheme:
+        return [f"{scheme.lower()}://{rest}"]
+    return [f"http://{rest}", f"https://{rest}"]
