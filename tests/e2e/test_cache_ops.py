@@ -21,7 +21,8 @@ def config(port: int, admin: int, backend, *, workers: int = 1, cache: str = "")
         f'[global]\nworkers = {workers}\ndrain_timeout = "2s"\n'
         f'[admin]\nbind = "127.0.0.1:{admin}"\n'
         f'[listener.web]\nbind = "127.0.0.1:{port}"\nprotocol = "http"\npool = "p"\n'
-        '[[listener.web.routes]]\nname = "static"\npath_prefix = "/resp/static/"\npool = "p"\ncache = "c"\n'
+        '[[listener.web.routes]]\nname = "static"\npath_prefix = "/resp/static/"\n'
+        'pool = "p"\ncache = "c"\n'
         '[[listener.web.routes]]\nname = "api"\npool = "p"\ncache = "c"\n'
         f'[cache.c]\nmax_bytes = {MAX_BYTES}\nmax_object = "8k"\n{cache}\n'
         + pool_toml("p", [f'name = "b"\naddress = "{backend.address}"'])
@@ -160,7 +161,7 @@ def test_l4lb_purge_command(site):
 
 
 def test_counters_in_status_metrics_and_top(site):
-    port, admin, b = site
+    port, admin, _ = site
     path = cached("/resp/static/s.css")
     get(port, path)  # miss, stored
     get(port, path)  # hit
@@ -198,10 +199,10 @@ def test_counters_in_status_metrics_and_top(site):
 
 
 def test_memory_bound_holds_under_a_churn_of_objects(site):
-    port, admin, b = site
+    port, admin, _ = site
     seen = []
     for i in range(150):  # 150 distinct ~4 KiB objects through a 64 KiB store
-        code, h, body = get(port, cached(f"/resp/api/churn/{i}", n=4000))
+        code, _, body = get(port, cached(f"/resp/api/churn/{i}", n=4000))
         assert code == 200 and len(body) == 4000
         if i % 10 == 9:
             c = cache_status(admin)
