@@ -209,6 +209,13 @@ def _cache_samples(samples: dict[str, list[Sample]], caches: Iterable[Mapping[st
         for key in ("objects", "bytes", "max_bytes"):
             name = f"l4lb_cache_{key}"
             samples[name].append((name, tier, int(cache.get(key, 0))))
+        if "disk_bytes" in cache:
+            tier = {**labels, "tier": "disk"}
+            for key, field in (("objects", "disk_files"), ("bytes", "disk_bytes")):
+                name = f"l4lb_cache_{key}"
+                samples[name].append((name, tier, int(cache.get(field, 0))))
+            name = "l4lb_cache_max_bytes"
+            samples[name].append((name, tier, int(cache.get("disk_max_bytes", 0))))
 
 
 def _histogram_samples(

@@ -22,7 +22,8 @@ Merge rules (`merge_reports`), per listener and per server, matched by name:
 - Events are merged newest first, each prefixed with the worker that saw it.
 - Caches (`caches`, by name, and their `routes` by listener and route): every number is
   summed, gauges too (`bytes`, `objects`, `max_bytes`), since each worker keeps its own
-  memory store with its own bound.
+  memory store with its own bound; the disk tier's (`disk_*`) are the largest report's, the
+  directory being one for all.
 
 A worker that exits takes its live counters with it; `Carried` keeps the counters of its
 last report (and its histograms and events), so the instance's counters never go backwards
@@ -69,6 +70,7 @@ MAX_EVENTS = 100
 CACHE_COUNTERS = ("hits", "misses", "stale", "stored", "evictions", "purged")
 CACHE_GAUGES = ("objects", "bytes", "max_bytes")
 ROUTE_CACHE_COUNTERS = ("hits", "misses", "stale", "stored")
+DISK_GAUGES = ("disk_bytes", "disk_files", "disk_max_bytes")  # one shared directory: max
 
 
 class MergedHistogram(LatencyHistogram):
@@ -245,6 +247,9 @@ def merge_caches(
             )
             for k in (*CACHE_COUNTERS, *CACHE_GAUGES):
                 out[k] += int(cache.get(k, 0))
+            for k in DISK_GAUGES:
+                if k in cache:
+                    out[k] = max(out.get(k, 0), int(cache[k]))
             for r in cache.get("routes", ()):
                 key = (r["listener"], r["route"])
                 merged = routes.setdefault(cache["name"], {}).setdefault(

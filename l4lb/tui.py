@@ -146,7 +146,13 @@ def cache_line(cache: Mapping[str, Any]) -> str:
     return (
         f"cache {cache['name']}: {ratio} hit  {_count(hits)} hit {_count(misses)} miss "
         f"{_count(stale)} stale  {_size(cache.get('bytes', 0))}/{_size(cache.get('max_bytes', 0))}"
-        f" {_count(cache.get('objects', 0))} obj  {_count(cache.get('evictions', 0))} evicted"
+        f" {_count(cache.get('objects', 0))} obj"
+        + (
+            f" disk {_size(cache['disk_bytes'])}/{_size(cache.get('disk_max_bytes', 0))}"
+            if "disk_bytes" in cache
+            else ""
+        )
+        + f"  {_count(cache.get('evictions', 0))} evicted"
     )
 
 

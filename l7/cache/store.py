@@ -3,7 +3,9 @@ used out first, with the counters the admin API reports and the purges it asks f
 
 One per `[cache.NAME]` in each worker process (workers do not share it: a response is
 stored once per worker that fetched it, and a purge through the admin API is sent to every
-worker). Kept by the runtime's registry, so a reload keeps what is stored.
+worker). Kept by the runtime's registry, so a reload keeps what is stored. With `disk_path`,
+a `DiskStore` (l7/cache/disk.py) is the tier below, shared by the workers: every response
+stored here is written there, and a key missing here is looked up there (and kept here).
 
 The bound is on `bytes`: each entry counts its body, its header names and values, and a
 fixed overhead for the objects around them (`_OVERHEAD`). `put` evicts least recently used
@@ -18,6 +20,7 @@ not a request's; Varnish's bans scan too, lazily).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +29,8 @@ from typing import Any
 from l7.model import Headers
 
 __all__ = ["Counters", "Entry", "MemoryStore", "both_schemes"]
+
+log = logging.getLogger("l4lb")
 
 _OVERHEAD = 256  # bytes counted per entry beyond its head and body
 DEFAULT_TAG_HEADER = b"surrogate-key"
@@ -92,6 +97,23 @@ class MemoryStore:
         self.routes: dict[tuple[str, str], Counters] = {}  # (listener, route) -> counters
         self.evictions = 0
         self.purged = 0
+        self.disk: Any = None  # l7.cache.disk.DiskStore when `disk_path` is set
+
+    def attach_disk(self, path: str, max_bytes: int) -> None:
+        """Use (or stop using) the disk tier at `path`; the same path keeps its store. A
+        directory that cannot be made is logged, and the cache runs in memory only."""
+        if not path:
+            self.disk = None
+        elif self.disk is None or self.disk.path != path:
+            from l7.cache.disk import DiskStore
+
+            try:
+                self.disk = DiskStore(path, max_bytes)
+            except OSError as exc:
+                log.error("cache disk tier %s unusable, memory only: %s", path, exc)
+                self.disk = None
+        else:
+            self.disk.max_bytes = max_bytes
 
     # -- counters ----------------------------------------------------------------------------
 
@@ -132,7 +154,9 @@ class MemoryStore:
 
     def report(self) -> dict[str, Any]:
         """This cache's part of `/status` (l4lb/stats.py adds the name)."""
+        disk = self.disk.report() if self.disk is not None else {}
         return {
+            **disk,
             **self.total.report(),
             "evictions": self.evictions,
             "purged": self.purged,
@@ -148,11 +172,34 @@ class MemoryStore:
     # -- lookups and stores ------------------------------------------------------------------
 
     def variants(self, key: str) -> list[Entry]:
+        """The variants stored for `key`: from memory, else from the disk tier (then kept in
+        memory too)."""
         found = self.entries.get(key)
         if found is None:
-            return []
+            if self.disk is None:
+                return []
+            found = [e for e in self.disk.load(key) if e.size <= self.max_bytes]
+            if found:
+                self._keep(key, found)
+            return found
         self.entries.move_to_end(key)
         return found
+
+    def _keep(self, key: str, entries: list[Entry]) -> None:
+        """Hold `entries` (a key not in memory) in memory, evicting to stay under the bound."""
+        self.entries[key] = entries
+        for entry in entries:
+            self.bytes += entry.size
+            self.objects += 1
+            for tag in entry.tags:
+                self.tags.setdefault(tag, set()).add(key)
+        self._evict()
+
+    def _evict(self) -> None:
+        while self.bytes > self.max_bytes and self.entries:
+            evicted_key, evicted = self.entries.popitem(last=False)
+            self._forget(evicted_key, evicted, ())
+            self.evictions += len(evicted)
 
     def put(self, key: str, entry: Entry, route: Counters | None = None) -> bool:
         """Store `entry` (replacing the variant with the same Vary key); False if too big."""
@@ -160,6 +207,8 @@ class MemoryStore:
         if len(entry.body) > self.max_object or size > self.max_bytes:
             return False
         entry.tags = self._tags_of(entry.headers)
+        if key not in self.entries and self.disk is not None:
+            self.variants(key)  # the variants other workers or earlier runs stored
         old = self.entries.get(key, [])
         kept = [e for e in old if e.vary != entry.vary]
         self._forget(key, [e for e in old if e.vary == entry.vary], kept)
@@ -173,10 +222,9 @@ class MemoryStore:
         self.total.stored += 1
         if route is not None:
             route.stored += 1
-        while self.bytes > self.max_bytes and self.entries:
-            evicted_key, evicted = self.entries.popitem(last=False)
-            self._forget(evicted_key, evicted, ())
-            self.evictions += len(evicted)
+        if self.disk is not None:
+            self.disk.save(key, kept)
+        self._evict()
         return True
 
     def _tags_of(self, headers: Headers) -> tuple[str, ...]:
@@ -211,15 +259,21 @@ class MemoryStore:
     def purge(self, key: str) -> int:
         """Remove every variant stored under `key`; how many were removed."""
         old = self.entries.pop(key, None)
-        if old is None:
-            return 0
-        n = self._forget(key, old, ())
+        n = self._forget(key, old, ()) if old is not None else 0
+        if self.disk is not None:
+            n = max(n, self.disk.remove(key))  # a response in memory and on disk counts once
         self.purged += n
         return n
 
     def purge_prefix(self, prefix: str) -> int:
         """Remove every key that starts with `prefix` ("" is everything)."""
-        return sum(self.purge(k) for k in [k for k in self.entries if k.startswith(prefix)])
+        n = 0
+        for key in [k for k in self.entries if k.startswith(prefix)]:
+            n += self._forget(key, self.entries.pop(key), ())
+        if self.disk is not None:
+            n = max(n, self.disk.purge_matching(prefix=prefix))
+        self.purged += n
+        return n
 
     def purge_tag(self, tag: str) -> int:
         """Remove every stored response whose tag header named `tag` (other variants of its
@@ -235,6 +289,8 @@ class MemoryStore:
             else:
                 del self.entries[key]
             n += self._forget(key, [e for e in variants if tag in e.tags], kept)
+        if self.disk is not None:
+            n = max(n, self.disk.purge_matching(tag=tag))
         self.purged += n
         return n
 

@@ -234,3 +234,76 @@ def test_purge_reaches_every_worker(proxy, http_backends):
     # the merged counters
     c = cache_status(admin)
     assert c["purged"] == 2 and c["stored"] == 2 and c["max_bytes"] == 2 * MAX_BYTES, c
+
+
+def disk_files(root) -> list:
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".tmp")]
+
+
+def test_disk_tier_is_shared_by_workers_and_survives_a_restart(proxy, http_backends, tmp_path):
+    (b,) = http_backends("b")
+    port, admin = free_port(), free_port()
+    root = tmp_path / "disk"
+    extra = f'disk_path = "{root}"\ndisk_max_bytes = "1m"\n'
+    text = config(port, admin, b, workers=2, cache=extra)
+    p = proxy(text)
+    assert p.wait_log(r"all 2 workers serving", 20), p.log()
+    path = cached("/resp/static/d.css", "dtag", n=3000)
+    code, h, body = get(port, path)
+    assert code == 200 and len(body) == 3000 and "x-cache" not in h
+    assert wait_until(lambda: len(disk_files(root)) == 1), list(root.rglob("*"))
+    # 40 new connections: the kernel spreads them over both workers, and the worker that
+    # did not fetch it finds it on disk
+    for _ in range(40):
+        code, h, body = get(port, path)
+        assert code == 200 and h["x-cache"] == "HIT" and len(body) == 3000
+    assert b.requests == 1
+    # both workers hold it in memory now, one of them having read it from the disk
+    assert wait_until(lambda: cache_status(admin)["objects"] == 2), cache_status(admin)
+    c = cache_status(admin)
+    assert c["disk_files"] == 1 and 3000 < c["disk_bytes"] <= c["disk_max_bytes"], c
+    assert p.stop() == 0
+
+    # a new instance (one process) starts with an empty memory tier and the same disk
+    p = proxy(config(port, admin, b, cache=extra))
+    code, h, body = get(port, path)
+    assert code == 200 and h["x-cache"] == "HIT" and len(body) == 3000 and int(h["age"]) >= 0
+    assert b.requests == 1
+    code, text_ = call(admin, "GET", "/metrics")
+    assert 'l4lb_cache_objects{cache="c",tier="disk"} 1' in text_
+    # a purge removes it from memory and disk
+    code, out = call(admin, "POST", "/cache/c/purge", {"tag": "dtag"})
+    assert code == 200 and out["purged"] == 1, out
+    assert disk_files(root) == []
+    assert "x-cache" not in get(port, path)[1] and b.requests == 2
+
+
+def test_disk_bound_holds_under_churn(site_disk):
+    port, admin, root = site_disk
+    for i in range(120):  # 120 distinct ~6 KiB objects through a 256 KiB directory
+        code, _, body = get(port, cached(f"/resp/api/disk/{i}", n=6000))
+        assert code == 200 and len(body) == 6000
+    size = sum(f.stat().st_size for f in disk_files(root))
+    assert 128 * 1024 < size <= 256 * 1024 * 1.1, size  # within one scan's slack
+    c = cache_status(admin)
+    assert c["disk_bytes"] <= c["disk_max_bytes"] * 1.1 and c["bytes"] <= c["max_bytes"], c
+
+
+@pytest.fixture
+def site_disk(proxy, http_backends, tmp_path):
+    (b,) = http_backends("b")
+    port, admin = free_port(), free_port()
+    root = tmp_path / "disk"
+    proxy(config(port, admin, b, cache=f'disk_path = "{root}"\ndisk_max_bytes = "256k"\n'))
+    return port, admin, root
+
+
+def test_bad_disk_path_is_a_located_config_error(tmp_path, http_backends):
+    (b,) = http_backends("b")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    conf = tmp_path / "l4lb.toml"
+    conf.write_text(config(free_port(), free_port(), b, cache=f'disk_path = "{blocker}"\n'))
+    out = l4lb("check", str(conf))
+    assert out.returncode == 1 and "cache.c.disk_path" in out.stderr, out
+    assert "not a directory" in out.stderr and "Traceback" not in out.stderr
