@@ -3,6 +3,9 @@ by key, prefix and tag (l7/cache/store.py)."""
 
 from __future__ import annotations
 
+import pathlib
+import tempfile
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +46,19 @@ def consistent(store: MemoryStore) -> None:
     )
 )
 def test_the_bound_and_the_books_hold_under_churn(ops):
-    store = MemoryStore(max_bytes=8192, max_object=4096)
+    churn(MemoryStore(max_bytes=8192, max_object=4096), ops)
+    with tempfile.TemporaryDirectory() as root:  # with a disk tier read and written through
+        store = MemoryStore(max_bytes=8192, max_object=4096)
+        store.attach_disk(root, 16384)
+        churn(store, ops)
+        assert store.disk.bytes == sum(f.stat().st_size for f in _files(root))
+
+
+def _files(root: str) -> list:
+    return [f for f in pathlib.Path(root).rglob("*") if f.is_file()]
+
+
+def churn(store: MemoryStore, ops: list) -> None:
     for key, size, tags, vary, op in ops:
         if op == "put":
             store.put(f"http://h/{key}", entry(b"x" * size, tags, vary))
