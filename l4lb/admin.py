@@ -13,6 +13,9 @@ Routes (JSON unless stated):
     POST /reload                          re-read the config file (like SIGHUP)
     POST /servers/{pool}/{server}/drain   stop sending new connections to the server
     POST /servers/{pool}/{server}/enable  take it back into rotation
+    POST /cache/purge                     remove stored responses from every cache: a JSON
+    POST /cache/{name}/purge              body names urls, prefixes, tags or all
+                                          (l4lb/cachepurge.py); answers how many went
 
 A drain set here lasts until the next reload, which sets every server's `drain` from the file
 again (HAProxy's runtime API behaves the same without a state file).
@@ -42,6 +45,7 @@ import anyio
 import h11
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
+from l4lb.cachepurge import Purge, PurgeError, configured_caches, parse_purge
 from l4lb.config.values import Address
 from l4lb.errors import L4lbError
 from l4lb.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -62,7 +66,7 @@ __all__ = [
 log = logging.getLogger("l4lb")
 
 MAX_HEAD = 16 * 1024  # bytes of request line + headers
-MAX_BODY = 64 * 1024  # no route needs a body; a small one is read and ignored
+MAX_BODY = 64 * 1024  # only a cache purge reads its body; other routes ignore theirs
 READ_TIMEOUT = 10.0  # seconds to receive one whole request (or to send one response)
 MAX_CONNECTIONS = 64
 _RECEIVE = 64 * 1024
@@ -72,6 +76,7 @@ _SECRET_WORDS = frozenset(
     | {"tokens", "keys", "passwords", "secrets"}
 )
 _SERVER_ACTION = re.compile(r"^/servers/([^/]+)/([^/]+)/(drain|enable)$")
+_CACHE_PURGE = re.compile(r"^/cache(?:/([^/]+))?/purge$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,7 @@ class Request:
     method: str
     path: str  # without the query string
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
 
 
 @dataclass(slots=True)
@@ -158,6 +164,14 @@ class AdminApp:
         authorized = self.token is None or self._authorized(request)
         if request.path == "/reload" and request.method == "POST" and authorized:
             return await self._reload_async()
+        if request.method == "POST" and authorized and _CACHE_PURGE.match(request.path):
+            target = self._purge_target(request)
+            if isinstance(target, Response):
+                return target
+            result = self.runtime.purge_cache(target)
+            if inspect.isawaitable(result):
+                result = await result
+            return self._purged(target, result)
         return self.handle(request)
 
     def handle(self, request: Request) -> Response:
@@ -185,6 +199,16 @@ class AdminApp:
             return Response.json(200, config_json(getattr(self.runtime, "config", None)))
         if path == "/reload":
             return self._reload() if method == "POST" else _not_allowed("POST")
+        if _CACHE_PURGE.match(path):
+            if method != "POST":
+                return _not_allowed("POST")
+            target = self._purge_target(request)
+            if isinstance(target, Response):
+                return target
+            result = self.runtime.purge_cache(target)
+            if inspect.isawaitable(result):
+                raise TypeError("an async runtime's purge goes through AdminApp.respond")
+            return self._purged(target, result)
         match = _SERVER_ACTION.match(path)
         if match:
             if method != "POST":
@@ -226,6 +250,34 @@ class AdminApp:
                 "active": server.active,
             },
         )
+
+    def _purge_target(self, request: Request) -> Purge | Response:
+        match = _CACHE_PURGE.match(request.path)
+        assert match is not None
+        name = unquote(match[1]) if match[1] else None
+        names = configured_caches(getattr(self.runtime, "config", None))
+        if not names:
+            return Response.error(404, "no cache: no route has cache = NAME")
+        if name is not None and name not in names:
+            return Response.error(404, f"no cache named {name!r}; caches: {', '.join(names)}")
+        try:
+            return parse_purge(name, request.body)
+        except PurgeError as exc:
+            return Response.error(400, str(exc))
+
+    def _purged(self, purge: Purge, result: dict[str, Any]) -> Response:
+        """`result` is the runtime's: `caches` (name -> responses removed) and, from a
+        supervisor, `workers` (how many answered) and `unanswered` (indexes)."""
+        caches = result.get("caches", {})
+        total = sum(caches.values())
+        what = [*purge.urls, *purge.prefixes, *(f"tag {t}" for t in purge.tags)]
+        if purge.all:
+            what.insert(0, "everything")
+        text = f"{purge.cache or 'every cache'}: {total} removed ({', '.join(what)[:200]})"
+        log.info("admin: purge %s", text)
+        self.stats.event(self.clock(), "purge", f"{text}, from the admin API")
+        status = 504 if result.get("unanswered") else 200
+        return Response.json(status, {"purged": total, **result})
 
     def _reload(self) -> Response:
         capture = _Capture()
@@ -369,6 +421,7 @@ async def _read_request(
     None when the client went away."""
     request: Request | None = None
     size = 0  # body bytes so far
+    body: list[bytes] = []
     while True:
         try:
             event = conn.next_event()
@@ -402,8 +455,11 @@ async def _read_request(
             if size > MAX_BODY:
                 assert request is not None
                 return request, Response.error(413, f"request body over {MAX_BODY} bytes")
+            body.append(event.data)
         elif isinstance(event, h11.EndOfMessage):
             assert request is not None
+            if body:
+                request = dataclasses.replace(request, body=b"".join(body))
             return request, None
         elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
             return None

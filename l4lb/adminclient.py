@@ -27,15 +27,19 @@ class AdminClient:
         self.token = token or os.environ.get("L4LB_ADMIN_TOKEN") or None
         self.timeout = timeout
 
-    def call(self, method: str, path: str) -> tuple[int, Any]:
-        """One request; returns (status, decoded JSON or text). Raises L4lbError if the admin
-        API cannot be reached."""
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One request (`body`, if given, sent as JSON); returns (status, decoded JSON or
+        text). Raises L4lbError if the admin API cannot be reached."""
         conn = http.client.HTTPConnection(
             self.address.host, self.address.port, timeout=self.timeout
         )
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            conn.request(method, path, headers=headers)
+            conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
         except OSError as exc:

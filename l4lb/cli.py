@@ -134,6 +134,21 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("pool")
         cmd.add_argument("server")
         admin_args(cmd)
+    purge = sub.add_parser(
+        "purge",
+        help="remove stored responses from a running instance's HTTP cache",
+        description="POST /cache/purge (or /cache/NAME/purge with --cache) to the admin API: "
+        "remove the responses stored under each URL (written as the cache keys them, "
+        "scheme://host/path?query; without a scheme both http and https), under --prefix, "
+        "or tagged --tag in the cache's tag header (Surrogate-Key by default), from every "
+        "worker. Prints how many were removed.",
+    )
+    purge.add_argument("urls", nargs="*", metavar="URL", help="an exact URL to purge")
+    purge.add_argument("--prefix", action="append", default=[], help="purge URLs starting so")
+    purge.add_argument("--tag", action="append", default=[], help="purge responses so tagged")
+    purge.add_argument("--all", action="store_true", help="purge everything")
+    purge.add_argument("--cache", metavar="NAME", help="only this [cache.NAME]")
+    admin_args(purge)
     ready = sub.add_parser(
         "ready",
         help="exit 0 if a running instance is ready to take traffic, else 1",
@@ -499,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_admin(args)
         if args.command == "ready":
             return _cmd_ready(args)
+        if args.command == "purge":
+            from l4lb.purgecmd import purge
+
+            return purge(args)
         if args.command == "plan":
             return _cmd_plan(args)
         if args.command == "top":

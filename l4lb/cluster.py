@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from l4lb import __version__
-from l4lb.reports import MAX_EVENTS, Carried, Key, merge_histograms, merge_reports
+from l4lb.reports import MAX_EVENTS, Carried, Key, merge_caches, merge_histograms, merge_reports
 from l4lb.stats import LatencyHistogram
 
 __all__ = ["Backoff", "ClusterStats", "reload_outcome", "resolve_workers"]
@@ -155,7 +155,7 @@ class ClusterStats:
         own = [{**e, "ago": max(wall - e["time"], 0.0)} for e in self._events]
         events = sorted([*merged["events"], *own], key=lambda e: e["time"], reverse=True)
         config = getattr(runtime, "config", None)
-        return {
+        out = {
             "version": self.version,
             "pid": self.pid,
             "time": wall,
@@ -176,6 +176,10 @@ class ClusterStats:
             "events": events[:MAX_EVENTS],
             "workers": [self._worker(w, now) for _, w in sorted(self._workers.items())],
         }
+        caches = merge_caches([r.get("snapshot", {}) for r in reports], self.carried)
+        if caches:
+            out["caches"] = caches
+        return out
 
     def _worker(self, worker: _Worker, now: float) -> dict[str, Any]:
         snap = worker.report.get("snapshot", {}) if worker.report else {}

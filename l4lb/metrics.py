@@ -59,6 +59,16 @@ FAMILIES: dict[str, tuple[str, str]] = {
     ),
     "l4lb_server_connect_failures_total": ("counter", "Failed connects to the server."),
     "l4lb_server_connect_seconds": ("histogram", "Time to connect to the server."),
+    "l4lb_cache_requests_total": (
+        "counter",
+        "Cache lookups by route: result hit (fresh), stale (served stale), miss (to the server).",
+    ),
+    "l4lb_cache_stored_total": ("counter", "Responses stored in the cache, by route."),
+    "l4lb_cache_evictions_total": ("counter", "Stored responses evicted to keep max_bytes."),
+    "l4lb_cache_purged_total": ("counter", "Stored responses removed by a purge."),
+    "l4lb_cache_objects": ("gauge", "Responses stored now."),
+    "l4lb_cache_bytes": ("gauge", "Bytes stored now (heads, bodies, per-entry overhead)."),
+    "l4lb_cache_max_bytes": ("gauge", "The bound on l4lb_cache_bytes (summed over workers)."),
 }
 
 
@@ -155,6 +165,7 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
             samples["l4lb_server_connect_seconds"].extend(
                 _histogram_samples("l4lb_server_connect_seconds", labels, hist)
             )
+    _cache_samples(samples, snapshot.get("caches", ()))
     lines: list[str] = []
     for name, (kind, help_text) in FAMILIES.items():
         lines.append(f"# HELP {name} {_escape_help(help_text)}")
@@ -179,6 +190,32 @@ def _server_samples(
     add("l4lb_server_bytes_total", int(server["bytes_in"]), direction="in")
     add("l4lb_server_bytes_total", int(server["bytes_out"]), direction="out")
     add("l4lb_server_connect_failures_total", int(server.get("connect_failures", 0)))
+
+
+def _cache_samples(samples: dict[str, list[Sample]], caches: Iterable[Mapping[str, Any]]) -> None:
+    for cache in caches:
+        labels = {"cache": cache["name"]}
+        for r in cache.get("routes", ()):
+            route = {**labels, "listener": r["listener"], "route": r["route"]}
+            for key, result in (("hits", "hit"), ("stale", "stale"), ("misses", "miss")):
+                name = "l4lb_cache_requests_total"
+                samples[name].append((name, {**route, "result": result}, int(r.get(key, 0))))
+            name = "l4lb_cache_stored_total"
+            samples[name].append((name, route, int(r.get("stored", 0))))
+        for key in ("evictions", "purged"):
+            name = f"l4lb_cache_{key}_total"
+            samples[name].append((name, labels, int(cache.get(key, 0))))
+        tier = {**labels, "tier": "memory"}
+        for key in ("objects", "bytes", "max_bytes"):
+            name = f"l4lb_cache_{key}"
+            samples[name].append((name, tier, int(cache.get(key, 0))))
+        if "disk_bytes" in cache:
+            tier = {**labels, "tier": "disk"}
+            for key, field in (("objects", "disk_files"), ("bytes", "disk_bytes")):
+                name = f"l4lb_cache_{key}"
+                samples[name].append((name, tier, int(cache.get(field, 0))))
+            name = "l4lb_cache_max_bytes"
+            samples[name].append((name, tier, int(cache.get("disk_max_bytes", 0))))
 
 
 def _histogram_samples(

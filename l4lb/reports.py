@@ -20,6 +20,10 @@ Merge rules (`merge_reports`), per listener and per server, matched by name:
   mean of the workers' p50s and p99 the max of their p99s: an approximation, a quantile of
   a union is not a function of the parts' quantiles.
 - Events are merged newest first, each prefixed with the worker that saw it.
+- Caches (`caches`, by name, and their `routes` by listener and route): every number is
+  summed, gauges too (`bytes`, `objects`, `max_bytes`), since each worker keeps its own
+  memory store with its own bound; the disk tier's (`disk_*`) are the largest report's, the
+  directory being one for all.
 
 A worker that exits takes its live counters with it; `Carried` keeps the counters of its
 last report (and its histograms and events), so the instance's counters never go backwards
@@ -42,6 +46,7 @@ __all__ = [
     "Key",
     "MergedHistogram",
     "histogram_report",
+    "merge_caches",
     "merge_histograms",
     "merge_reports",
 ]
@@ -62,6 +67,10 @@ SERVER_GAUGES = ("active", "conn_rate", "bytes_in_rate", "bytes_out_rate")
 # Fields that explain a server's state: taken together from the report that decided it.
 _STATE_FIELDS = ("state", "check", "health", "ejected_for", "last_change", "last_change_ago")
 MAX_EVENTS = 100
+CACHE_COUNTERS = ("hits", "misses", "stale", "stored", "evictions", "purged")
+CACHE_GAUGES = ("objects", "bytes", "max_bytes")
+ROUTE_CACHE_COUNTERS = ("hits", "misses", "stale", "stored")
+DISK_GAUGES = ("disk_bytes", "disk_files", "disk_max_bytes")  # one shared directory: max
 
 
 class MergedHistogram(LatencyHistogram):
@@ -141,6 +150,8 @@ class Carried:
     listeners: dict[str, dict[str, int]] = field(default_factory=dict)
     servers: dict[Key, dict[str, int]] = field(default_factory=dict)
     histograms: dict[Key, MergedHistogram] = field(default_factory=dict)
+    caches: dict[str, dict[str, int]] = field(default_factory=dict)
+    cache_routes: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
 
     def fold(self, report: Mapping[str, Any]) -> None:
@@ -156,6 +167,15 @@ class Carried:
                 kept = self.servers.setdefault((pool["name"], server["name"]), {})
                 for k in SERVER_COUNTERS:
                     kept[k] = kept.get(k, 0) + int(server.get(k, 0))
+        for cache in snap.get("caches", ()):
+            kept = self.caches.setdefault(cache["name"], {})
+            for k in CACHE_COUNTERS:
+                kept[k] = kept.get(k, 0) + int(cache.get(k, 0))
+            for r in cache.get("routes", ()):
+                key = (cache["name"], r["listener"], r["route"])
+                kept = self.cache_routes.setdefault(key, {})
+                for k in ROUTE_CACHE_COUNTERS:
+                    kept[k] = kept.get(k, 0) + int(r.get(k, 0))
         self.histograms = merge_histograms([report], self.histograms)
         for event in reversed(_tagged_events(report)):
             self.events.appendleft(event)
@@ -208,6 +228,47 @@ def merge_reports(
         ],
         "events": [{**e, "ago": max(wall - e.get("time", wall), 0.0)} for e in events][:MAX_EVENTS],
     }
+
+
+def merge_caches(
+    snaps: Sequence[Mapping[str, Any]], carried: Carried | None = None
+) -> list[dict[str, Any]]:
+    """The `caches` of one snapshot made of the workers' (see the module doc)."""
+    carried = carried or Carried()
+    caches: dict[str, dict[str, Any]] = {}
+    routes: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    for name in carried.caches:
+        caches[name] = {"name": name, **dict.fromkeys((*CACHE_COUNTERS, *CACHE_GAUGES), 0)}
+    for snap in snaps:
+        for cache in snap.get("caches", ()):
+            out = caches.setdefault(
+                cache["name"],
+                {"name": cache["name"], **dict.fromkeys((*CACHE_COUNTERS, *CACHE_GAUGES), 0)},
+            )
+            for k in (*CACHE_COUNTERS, *CACHE_GAUGES):
+                out[k] += int(cache.get(k, 0))
+            for k in DISK_GAUGES:
+                if k in cache:
+                    out[k] = max(out.get(k, 0), int(cache[k]))
+            for r in cache.get("routes", ()):
+                key = (r["listener"], r["route"])
+                merged = routes.setdefault(cache["name"], {}).setdefault(
+                    key,
+                    {"listener": key[0], "route": key[1], **dict.fromkeys(ROUTE_CACHE_COUNTERS, 0)},
+                )
+                for k in ROUTE_CACHE_COUNTERS:
+                    merged[k] += int(r.get(k, 0))
+    for name, kept in carried.caches.items():
+        for k in CACHE_COUNTERS:
+            caches[name][k] += kept.get(k, 0)
+    for (name, listener, route), kept in carried.cache_routes.items():
+        merged = routes.setdefault(name, {}).setdefault(
+            (listener, route),
+            {"listener": listener, "route": route, **dict.fromkeys(ROUTE_CACHE_COUNTERS, 0)},
+        )
+        for k in ROUTE_CACHE_COUNTERS:
+            merged[k] += kept.get(k, 0)
+    return [{**c, "routes": list(routes.get(n, {}).values())} for n, c in caches.items()]
 
 
 def _tagged_events(report: Mapping[str, Any]) -> list[dict[str, Any]]:

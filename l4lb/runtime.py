@@ -38,6 +38,7 @@ import anyio
 
 from l4lb.accesslog import AccessLog
 from l4lb.admin import admin_token, config_json, open_admin_listener, serve_admin
+from l4lb.cachepurge import Purge, apply_purge, configured_caches
 from l4lb.config import Address, Config, load
 from l4lb.demo import start_demo_backends
 from l4lb.errors import L4lbError, one_line
@@ -194,6 +195,19 @@ class Runtime:
             found.draining = draining
             self.drain_overrides[(pool, server)] = draining
         return found
+
+    @property
+    def caches(self) -> dict[str, Any]:
+        """The `[cache.NAME]` stores the running config's routes use, by name (stats, purge)."""
+        registry = self.http_registry
+        if registry is None:
+            return {}
+        found = registry.caches
+        return {n: found[n] for n in configured_caches(self.config) if n in found}
+
+    def purge_cache(self, purge: Purge) -> dict[str, Any]:
+        """Apply an admin API purge (l4lb/cachepurge.py) here; responses removed per cache."""
+        return {"caches": apply_purge(self.caches, purge)}
 
     async def _drain(self) -> None:
         """Stop accepting, let connections finish up to `drain_timeout`, then end the rest."""

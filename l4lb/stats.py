@@ -349,7 +349,7 @@ class Stats:
         pools = getattr(runtime, "pools", {})
         live = _live_bytes(runtime)
         retired = getattr(runtime, "retired", ())
-        return {
+        out = {
             "version": self.version,
             "pid": self.pid,
             "time": self.wall(now),
@@ -375,6 +375,10 @@ class Stats:
                 for e in reversed(self._events)
             ],
         }
+        caches = getattr(runtime, "caches", None)
+        if caches:  # [cache.NAME] stores (l7/cache/store.py), when a route uses one
+            out["caches"] = [{"name": name, **store.report()} for name, store in caches.items()]
+        return out
 
     def _listener(
         self, name: str, listener: Any, pools: dict[str, Any], live: dict[int, tuple[int, int]]

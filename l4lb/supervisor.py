@@ -37,7 +37,9 @@ Channels, one per worker:
   crash runs the config the others run, even if the file was edited since without a reload.
 - a socketpair passed with `pass_fds` (`--control-fd`): the worker writes one JSON report a
   second (see `reports.py` for the format); the supervisor writes commands, one JSON object a
-  line: `{"cmd": "drain", "pool": P, "server": S, "draining": true|false}`. End of file tells
+  line: `{"cmd": "drain", "pool": P, "server": S, "draining": true|false}`, or
+  `{"cmd": "purge", "id": N, "purge": {...}}`, which the worker answers on its report channel
+  with `{"reply": N, "caches": {NAME: removed}}` (`purge_cache`). End of file tells
   each side the other is gone: a worker whose supervisor was killed drains and exits.
 - stdout and stderr are the supervisor's (access log and event log; each log line says
   `worker N:`), or /dev/null when the supervisor shows the live view without `--log-file`.
@@ -64,6 +66,7 @@ from typing import IO, Any
 import anyio
 
 from l4lb.admin import admin_token, config_json, open_admin_listener, serve_admin
+from l4lb.cachepurge import Fanout, Purge, configured_caches
 from l4lb.cluster import Backoff, ClusterStats, reload_outcome
 from l4lb.config import Config, load, load_text
 from l4lb.demo import start_demo_backends
@@ -80,6 +83,7 @@ log = logging.getLogger("l4lb")
 EXIT_MARGIN = 5.0  # seconds a worker gets beyond drain_timeout to exit before SIGKILL
 REPORT_LIMIT = 256 * 1024 * 1024  # longest report line accepted
 REAP_INTERVAL = 0.05
+PURGE_TIMEOUT = 5.0  # seconds the workers get to answer a cache purge
 
 
 def check_config(config: Config) -> None:
@@ -208,6 +212,8 @@ class Supervisor:
         self._stopping = False
         self._failure = ""
         self._stop = anyio.Event()
+        self._purges: dict[int, tuple[Fanout, anyio.Event]] = {}  # id -> purge in flight
+        self._purge_ids = 0
 
     # -- the runtime-like surface ---------------------------------------------------------------
 
@@ -306,6 +312,36 @@ class Supervisor:
             if worker.serving:
                 _send(worker, line)
         return found
+
+    async def purge_cache(self, purge: Purge) -> dict[str, Any]:
+        """Send a cache purge to every serving worker and sum their answers (each worker has
+        its own memory store); `unanswered` lists those silent after PURGE_TIMEOUT."""
+        self._purge_ids += 1
+        ident = self._purge_ids
+        asked = [w for w in self._workers.values() if w.serving and w.alive]
+        fanout = Fanout(purge, [w.index for w in asked], configured_caches(self.config))
+        self._purges[ident] = (fanout, anyio.Event())
+        for worker in asked:
+            _send(worker, {"cmd": "purge", "id": ident, "purge": purge.json()})
+        try:
+            with anyio.move_on_after(PURGE_TIMEOUT):
+                while not fanout.done:
+                    await self._purges[ident][1].wait()
+        finally:
+            del self._purges[ident]
+        return fanout.result()
+
+    def _purge_answer(self, index: int, reply: dict[str, Any] | None) -> None:
+        """Worker `index` answered purge `reply["reply"]` (None: it exited)."""
+        for ident, (fanout, event) in list(self._purges.items()):
+            if reply is None:
+                fanout.gone(index)
+            elif reply.get("reply") == ident:
+                fanout.answer(index, reply)
+            else:
+                continue
+            if fanout.done:
+                event.set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -424,11 +460,15 @@ class Supervisor:
                 line = b""  # the channel broke: the worker is gone or going
             if not line:
                 worker.writer.close()
+                self._purge_answer(worker.index, None)
                 return
             try:
                 report = json.loads(line)
             except ValueError:
                 log.warning("worker %d: report is not JSON", worker.index)
+                continue
+            if "reply" in report:  # an answer to a command (purge_cache), not a report
+                self._purge_answer(worker.index, report)
                 continue
             self.stats.update(worker.index, report, anyio.current_time())
             if not worker.serving:

@@ -30,6 +30,7 @@ __all__ = [
     "WIDE",
     "Action",
     "ViewState",
+    "cache_line",
     "render",
     "render_to_text",
     "sparkline",
@@ -118,6 +119,41 @@ def _bytes_rate(value: float) -> str:
             return f"{value:.0f}{unit}/s" if unit == "B" else f"{value:.1f}{unit}/s"
         value /= 1024
     return ""  # pragma: no cover
+
+
+def _size(value: float) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return ""  # pragma: no cover
+
+
+def _count(value: int) -> str:
+    if value < 10_000:
+        return str(value)
+    if value < 1_000_000:
+        return f"{value / 1000:.1f}k"
+    return f"{value / 1_000_000:.1f}M"
+
+
+def cache_line(cache: Mapping[str, Any]) -> str:
+    """One cache in a line: the share of lookups answered from it (fresh or stale), the
+    counts, what it holds against its bound, and evictions."""
+    hits, stale, misses = cache.get("hits", 0), cache.get("stale", 0), cache.get("misses", 0)
+    lookups = hits + stale + misses
+    ratio = f"{100 * (hits + stale) / lookups:.0f}%" if lookups else "-"
+    return (
+        f"cache {cache['name']}: {ratio} hit  {_count(hits)} hit {_count(misses)} miss "
+        f"{_count(stale)} stale  {_size(cache.get('bytes', 0))}/{_size(cache.get('max_bytes', 0))}"
+        f" {_count(cache.get('objects', 0))} obj"
+        + (
+            f" disk {_size(cache['disk_bytes'])}/{_size(cache.get('disk_max_bytes', 0))}"
+            if "disk_bytes" in cache
+            else ""
+        )
+        + f"  {_count(cache.get('evictions', 0))} evicted"
+    )
 
 
 def _latency(seconds: float | None) -> str:
@@ -481,12 +517,15 @@ def render(
     avail = height - 2  # header and footer
     listener_rows = min(max(len(listeners), 1), max(1, avail // 4))
     avail -= 1 + listener_rows + 1  # table header, rows, gap
+    caches = list(snapshot.get("caches", ()))[: max(0, min(3, (avail - 4) // 2))]
+    avail -= len(caches)
     events_min = 1 + min(len(events), 3) if events and avail > 8 else 0
     pool_rows = max(0, min(server_lines, avail - 1 - events_min - (1 if events_min else 0)))
     avail -= 1 + pool_rows
     parts: list[RenderableType] = [
         _header(snapshot),
         _listeners(listeners, listener_rows, width),
+        *(Text(cache_line(c), no_wrap=True, overflow="ellipsis", style="dim") for c in caches),
         Text(""),
         _pools(snapshot, width, pool_rows, selected, filter),
     ]

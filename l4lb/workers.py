@@ -19,6 +19,7 @@ import socket
 import anyio
 
 from l4lb.accesslog import AccessLog
+from l4lb.cachepurge import Purge
 from l4lb.config import Config
 from l4lb.reports import histogram_report
 from l4lb.runtime import Runtime
@@ -85,6 +86,9 @@ async def serve_worker(config: Config, access_log: AccessLog, index: int, contro
                 command = json.loads(line)
                 if command.get("cmd") == "drain":
                     runtime.set_draining(command["pool"], command["server"], command["draining"])
+                elif command.get("cmd") == "purge":  # answered on the report channel
+                    done = runtime.purge_cache(Purge.from_json(command["purge"]))
+                    writer.write(json.dumps({"reply": command["id"], **done}).encode() + b"\n")
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("ignoring a malformed command from the supervisor: %r", line[:200])
         log.warning("the supervisor went away; stopping")

@@ -62,6 +62,8 @@ class UpstreamRegistry:
         if store is None:
             store = self.caches[config.name] = MemoryStore(config.max_bytes, config.max_object)
         store.max_bytes, store.max_object = config.max_bytes, config.max_object
+        store.tag_header = config.tag_header.encode("latin-1")  # l7/cache/store.py: purges
+        store.attach_disk(config.disk_path, config.disk_max_bytes)  # l7/cache/disk.py
         return store
 
     def upstream(self, pool: Pool, server: Server, tls: UpstreamTls | None) -> UpstreamPool:

@@ -210,10 +210,12 @@ class Exchange:
         store = self.engine.caches[name][0]
         request, now = self.request, time.time()
         key = cache_key(request, self.authority)
-        entry = lookup(store, key, request, now)
+        route = self.route
+        counted = store.counters(self.engine.config.name, route.name if route else "")
+        entry = lookup(store, key, request, now, counted)
         if entry is None:
             if request.method == "GET":
-                self.fill = Fill(store, key, None)  # decided on the response head
+                self.fill = Fill(store, key, None, counted)  # decided on the response head
             return False
         response = stored_response(entry, now)
         self.status = entry.status
@@ -433,6 +435,7 @@ class Exchange:
                 time.time(),
                 config.heuristic,
                 config.store_set_cookie,
+                fill.route,
             )
         self.response_headers(response, hop)
         request = self.request

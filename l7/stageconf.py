@@ -8,12 +8,14 @@ Loaded by `l4lb.config.load` and `l7.routes` only for `http`/`https` listeners (
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from l4lb.config.load import _REQUIRED, Fields, _Loader, _size, _strings
-from l4lb.config.values import BadValue, boolean, integer
+from l4lb.config.values import BadValue, boolean, integer, string
 from l7.compress import DEFAULT_TYPES, ENCODINGS, LEVEL_RANGES, CompressConfig, available
+from l7.routes import _field_name
 
 __all__ = ["CacheConfig", "parse_cache", "parse_compress"]
 
@@ -26,13 +28,18 @@ class CacheConfig:
     `max_bytes` bounds the stored heads and bodies together (least recently used out first);
     a response whose body is over `max_object` is passed through, not stored. `heuristic`
     (percent of the time since Last-Modified, RFC 9111 §4.2.2; nginx and Varnish use 10) is
-    0, off, unless set. `store_set_cookie` lets responses with Set-Cookie be stored."""
+    0, off, unless set. `store_set_cookie` lets responses with Set-Cookie be stored.
+    `tag_header` names the response field whose words are the tags a purge by tag takes.
+    `disk_path` (absolute once loaded) adds the disk tier, bounded by `disk_max_bytes`."""
 
     name: str
     max_bytes: int = 64 << 20
     max_object: int = 1 << 20
     heuristic: int = 0
     store_set_cookie: bool = False
+    tag_header: str = "surrogate-key"  # response field naming the tags `purge` takes
+    disk_path: str = ""  # the disk tier's directory (l7/cache/disk.py), absolute; "" none
+    disk_max_bytes: int = 1 << 30
 
 
 _COMPRESS: Fields = {
@@ -46,6 +53,9 @@ _CACHE: Fields = {
     "max_object": (_size, 1 << 20),
     "heuristic": (integer(0, 100), 0),
     "store_set_cookie": (boolean, False),
+    "tag_header": (_field_name, "surrogate-key"),
+    "disk_path": (string, ""),
+    "disk_max_bytes": (_size, 1 << 30),
 }
 
 
@@ -127,4 +137,23 @@ def parse_cache(loader: _Loader, name: str, value: Any, parts: Path_) -> CacheCo
             "a size up to max_bytes",
         )
         return None
+    if raw["disk_path"]:
+        path = loader.path(raw["disk_path"])
+        raw["disk_path"] = str(path)
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            what = "not a directory" if existing is not None and not existing.is_dir() else None
+            loader.error(
+                [*parts, "disk_path"],
+                f"{path}: {what or 'cannot be written by this user'}",
+                "a directory l4lb may create and write (relative to the config file's folder)",
+            )
+            return None
+        if raw["disk_max_bytes"] < raw["max_object"]:
+            loader.error(
+                [*parts, "disk_max_bytes"],
+                f"disk_max_bytes {raw['disk_max_bytes']} is under max_object {raw['max_object']}",
+                "a size of at least max_object",
+            )
+            return None
     return CacheConfig(name, **raw)

@@ -5,7 +5,7 @@ and collect a response being streamed to the client so it can be stored when it 
 from __future__ import annotations
 
 from l7.cache.policy import current_age, fresh_enough, freshness_lifetime, storable, vary_key
-from l7.cache.store import Entry, MemoryStore
+from l7.cache.store import Counters, Entry, MemoryStore
 from l7.model import Request, Response
 
 __all__ = ["Fill", "begin_fill", "lookup"]
@@ -15,8 +15,11 @@ def cache_key(request: Request, authority: bytes) -> str:
     return f"{request.scheme}://{authority.decode('latin-1').lower()}{request.target}"
 
 
-def lookup(store: MemoryStore, key: str, request: Request, now: float) -> Entry | None:
-    """A stored response that may answer `request` now, or None (a miss, counted)."""
+def lookup(
+    store: MemoryStore, key: str, request: Request, now: float, route: Counters | None = None
+) -> Entry | None:
+    """A stored response that may answer `request` now, or None (a miss, counted for the
+    cache and the `route`'s counters)."""
     if request.method not in ("GET", "HEAD"):
         return None
     for entry in store.variants(key):
@@ -24,9 +27,9 @@ def lookup(store: MemoryStore, key: str, request: Request, now: float) -> Entry 
             continue
         age = current_age(entry.headers, entry.request_time, entry.response_time, now)
         if fresh_enough(request.headers, entry.lifetime, age):
-            store.hits += 1
+            store.record(route, "hits")
             return entry
-    store.misses += 1
+    store.record(route, "misses")
     return None
 
 
@@ -41,10 +44,12 @@ def stored_response(entry: Entry, now: float) -> Response:
 class Fill:
     """A response on its way to the client, kept to be stored at its end."""
 
-    __slots__ = ("chunks", "entry", "key", "size", "store")
+    __slots__ = ("chunks", "entry", "key", "route", "size", "store")
 
-    def __init__(self, store: MemoryStore, key: str, entry: Entry) -> None:
-        self.store, self.key, self.entry = store, key, entry
+    def __init__(
+        self, store: MemoryStore, key: str, entry: Entry, route: Counters | None = None
+    ) -> None:
+        self.store, self.key, self.entry, self.route = store, key, entry, route
         self.chunks: list[bytes] = []
         self.size = 0
 
@@ -59,7 +64,7 @@ class Fill:
 
     def done(self) -> None:
         self.entry.body = b"".join(self.chunks)
-        self.store.put(self.key, self.entry)
+        self.store.put(self.key, self.entry, self.route)
 
 
 def begin_fill(
@@ -71,6 +76,7 @@ def begin_fill(
     now: float,
     heuristic: int,
     store_set_cookie: bool,
+    route: Counters | None = None,
 ) -> Fill | None:
     """A Fill for this response if it may be stored, else None."""
     headers = list(response.fields())
@@ -90,4 +96,5 @@ def begin_fill(
         return None
     lifetime = freshness_lifetime(headers, heuristic)
     vary = vary_key(headers, request.headers)
-    return Fill(store, key, Entry(response.status, headers, b"", vary, request_time, now, lifetime))
+    entry = Entry(response.status, headers, b"", vary, request_time, now, lifetime)
+    return Fill(store, key, entry, route)
