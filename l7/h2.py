@@ -23,6 +23,9 @@ What h2 does not do, done here (defences.py holds the counting, sans-IO):
 - `:authority` and `host`: one authority (RFC 9113 §8.3.1): h2 refuses a request where both
   are present and differ (GOAWAY PROTOCOL_ERROR, before `request` sees it; the 400 there is
   a second line); the server gets `Host: <authority>`.
+- WebSocket over a stream (RFC 8441 extended CONNECT), when the listener allows WebSocket:
+  `l7.streams` turns the request into the HTTP/1.1 upgrade a server expects; after its 101
+  the stream is a tunnel (`H2Stream.tunnel`), its DATA within the same flow control.
 - Graceful GOAWAY at reload and shutdown: the frame is written by hand (h2's close_connection
   would stop the streams in flight), streams after it are refused, the connection closes
   when the last one is done or after the grace period.
@@ -60,6 +63,11 @@ __all__ = ["H2_PREFACE", "H2Server", "H2Stream"]
 log = logging.getLogger("l4lb")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# Connection-specific fields of an HTTP/1.1 101 that have no place on a stream (RFC 9113
+# §8.2.2), and the server's handshake answer, which an RFC 8441 client does not expect.
+_NOT_ON_A_STREAM = frozenset(
+    {b"connection", b"upgrade", b"keep-alive", b"transfer-encoding", b"sec-websocket-accept"}
+)
 _CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 
@@ -76,6 +84,7 @@ class H2Stream(StreamSide):
         "out",
         "out_size",
         "paused",
+        "peer",
         "request_done",
         "stalled_since",
         "stream_id",
@@ -98,6 +107,7 @@ class H2Stream(StreamSide):
         self.upstream_paused = False
         self.stalled_since = 0.0
         self.trailers: list | None = None  # the response's, sent as HEADERS with END_STREAM
+        self.peer: Any = None  # the server connection of a WebSocket tunnel (RFC 8441)
 
     # -- the response ------------------------------------------------------------------------
 
@@ -106,6 +116,10 @@ class H2Stream(StreamSide):
         self.conn.send_headers(self, fields, False)
 
     def send_head(self, ex: Exchange, response: Response) -> None:
+        if response.status == 101:  # RFC 8441 §5: a 2xx, and the stream stays open
+            fields = [(n, v) for n, v in head_fields(response) if n not in _NOT_ON_A_STREAM]
+            self.conn.send_headers(self, [(b":status", b"200"), *fields[1:]], False)
+            return
         if ex.framing != "none":
             ex.framing = "stream"
         end = ex.framing == "none"
@@ -151,6 +165,53 @@ class H2Stream(StreamSide):
     def abort(self) -> None:
         self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
+    # -- a WebSocket tunnel: extended CONNECT (RFC 8441) to an HTTP/1.1 upgrade --------------
+
+    def tunnel(self, upstream: Any, pending: bytes) -> None:
+        if upstream is None:
+            self.abort()
+            return
+        self.peer = upstream
+        if pending:
+            upstream.write(pending)
+
+    def write(self, data: bytes) -> None:
+        """The server's tunnel bytes, as DATA within the client's window (the server is no
+        longer read while more than `h2_stream_buffer` waits, as for a response body)."""
+        self.out.append(data)
+        self.out_size += len(data)
+        self.conn.flush_stream(self)
+
+    def tunnel_eof(self, side: str) -> None:
+        """One way of the tunnel ended: the client's END_STREAM goes to the server as EOF
+        (when its transport can half-close), the server's EOF ends the stream after what is
+        buffered; once both have ended, or a side cannot half-close, the tunnel ends."""
+        peer = self.peer
+        if peer is None:
+            return
+        if side == "client":
+            transport = peer.transport
+            if not self.ended and transport is not None and transport.can_write_eof():
+                transport.write_eof()
+                return
+        else:
+            self.ended = True
+            self.conn.flush_stream(self)
+            if not self.request_done:
+                return
+        self.end_tunnel()
+
+    def end_tunnel(self) -> None:
+        peer, self.peer = self.peer, None
+        if peer is None:
+            return
+        if not self.ended:
+            self.ended = True
+            self.conn.flush_stream(self)
+        if self.ex is not None:
+            self.ex.tunnel_closed()
+        peer.close()
+
     def cancel(self) -> None:
         self.conn.reset(self, h2.errors.ErrorCodes.CANCEL)
 
@@ -182,7 +243,10 @@ class H2Server(asyncio.Protocol):
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_bytes,
                 h2.settings.SettingCodes.HEADER_TABLE_SIZE: settings.h2_header_table_size,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.h2_window,
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 0,
+                # RFC 8441: WebSocket over a stream, when the listener allows WebSocket.
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(
+                    "websocket" in engine.upgrades
+                ),
             },
         )
         self.h2.decoder.max_header_list_size = settings.max_header_bytes
@@ -288,7 +352,10 @@ class H2Server(asyncio.Protocol):
                     self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 return
             try:
-                if event.data:
+                if stream.peer is not None:  # a WebSocket tunnel's bytes
+                    stream.peer.write(event.data)
+                    stream.ex.conn.touched = True
+                elif event.data:
                     stream.ex.body_chunk(event.data)
             except RemoteProtocolError as exc:
                 stream.refuse(exc.status_hint, str(exc))
@@ -302,7 +369,9 @@ class H2Server(asyncio.Protocol):
             if stream is not None:
                 stream.request_done = True
                 ex = stream.ex
-                if ex is not None and not ex.finished:
+                if stream.peer is not None:
+                    stream.tunnel_eof("client")
+                elif ex is not None and not ex.finished:
                     ex.body_complete()
                 elif ex is not None:
                     ex.body_done = True

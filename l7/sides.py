@@ -78,6 +78,7 @@ class ExchangeEvents(Protocol):
     authority: bytes
     upgrade: bool
     body_kind: str
+    request_trailers: Headers | None
 
     def on_response_head(self, response: Response, hop: Headers) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...

@@ -9,7 +9,9 @@ framing, flow control and transport of each version stay in its adapter.
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 from typing import Any
 
 from l4lb.errors import RemoteProtocolError
@@ -57,12 +59,17 @@ def simple_fields(status: int, fields: list) -> list[tuple[bytes, bytes]]:
     return head
 
 
-def request_fields(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, bytes, bytes, list]:
+def request_fields(
+    fields: list[tuple[bytes, bytes]],
+) -> tuple[bytes, bytes, bytes, bytes, list, bool]:
     """Split a header list into method, path, authority, scheme and the regular fields, with
     `host` first when only `:authority` came and the cookie fields joined again for HTTP/1.1
     (RFC 9113 §8.2.3, RFC 9114 §4.2.1). A `host` that disagrees with `:authority` is refused:
-    one authority for routing and forwarding. Raises RemoteProtocolError (400/501)."""
-    method = path = authority = scheme = b""
+    one authority for routing and forwarding. The last item says whether this is a WebSocket
+    over an extended CONNECT (RFC 8441: `:protocol websocket`), translated to the HTTP/1.1
+    upgrade request the server expects (GET with Upgrade and a Sec-WebSocket-Key of ours).
+    Raises RemoteProtocolError (400/501)."""
+    method = path = authority = scheme = protocol = b""
     headers: list[tuple[bytes, bytes]] = []
     cookies: list[bytes] = []
     host = None
@@ -76,6 +83,8 @@ def request_fields(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, byt
                 authority = value
             elif name == b":scheme":
                 scheme = value
+            elif name == b":protocol":
+                protocol = value
             else:
                 raise RemoteProtocolError(f"unknown pseudo-header {name!r}", 400)
         elif name == b"cookie":
@@ -84,8 +93,17 @@ def request_fields(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, byt
             if name == b"host" and host is None:
                 host = value
             headers.append((name, value))
+    websocket = False
     if method == b"CONNECT":
-        raise RemoteProtocolError("CONNECT is not supported", 501)
+        if protocol.lower() != b"websocket":
+            raise RemoteProtocolError("CONNECT is only supported for WebSocket (RFC 8441)", 501)
+        method, websocket = b"GET", True
+        headers += [
+            (b"upgrade", b"websocket"),
+            (b"sec-websocket-key", base64.b64encode(os.urandom(16))),
+        ]
+    elif protocol:
+        raise RemoteProtocolError(":protocol without CONNECT", 400)
     if not method or not path or not scheme:
         raise RemoteProtocolError("a pseudo-header is missing", 400)
     if authority and host is not None and host != authority:
@@ -96,7 +114,7 @@ def request_fields(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, byt
         headers.insert(0, (b"host", authority))
     if cookies:
         headers.append((b"cookie", b"; ".join(cookies)))
-    return method, path, authority, scheme, headers
+    return method, path, authority, scheme, headers, websocket
 
 
 def open_exchange(
@@ -112,7 +130,9 @@ def open_exchange(
     head came with the end of the stream. Raises RemoteProtocolError (400, 413, 414, 431,
     501) for a request to refuse."""
     settings = engine.settings
-    method, path, authority, scheme, headers = request_fields(fields)
+    method, path, authority, scheme, headers, websocket = request_fields(fields)
+    if websocket and "websocket" not in engine.upgrades:
+        raise RemoteProtocolError("WebSocket is not allowed on this listener", 501)
     target = path.decode("latin-1")
     _, length, _, expect = check_request_head(
         method.decode("latin-1"),
@@ -125,8 +145,8 @@ def open_exchange(
     )
     if length > 0 and settings.max_body and length > settings.max_body:
         raise RemoteProtocolError("request body too large", 413)
-    if ended:
-        body = "none"
+    if ended or websocket:
+        body = "none"  # (a WebSocket's DATA is the tunnel's, after the server's 101)
     elif length >= 0:
         body = "length" if length > 0 else "none"
     else:
@@ -145,8 +165,8 @@ def open_exchange(
         None if body == "chunked" else max(length, 0),
     )
     request_id = request_id_from(headers) or new_request_id()
-    ex = Exchange(stream, engine, request, True, body, request_id, False, authority, None)
-    if body == "none" and not ended:
+    ex = Exchange(stream, engine, request, True, body, request_id, websocket, authority, None)
+    if body == "none" and not ended and not websocket:
         ex.body_done = False  # DATA may still come (length 0): wait for the stream's end
     return ex
 
@@ -160,9 +180,10 @@ def refused_exchange(stream: Any, engine: Any, client: tuple[str, int], version:
 class StreamSide:
     """The part of `l7.sides.ClientStream` that a stream only forwards to its connection
     (`conn`): draining, the forwarding cache, corking (the connection's `corked` count and
-    `flush()`); and the tunnel calls, which never come (no extended CONNECT) and reset the
-    stream (`abort`) if they did. Also how a stream's request begins, and how it is refused.
-    A subclass sets `version` ("2", "3") and gives `abort()` and `cancel()`."""
+    `flush()`); and the tunnel calls, which reset the stream (`abort`) unless the adapter
+    carries WebSocket over extended CONNECT (HTTP/2 does, l7/h2.py). Also how a stream's
+    request begins, and how it is refused. A subclass sets `version` ("2", "3") and gives
+    `abort()` and `cancel()`."""
 
     __slots__ = ()
     version = ""

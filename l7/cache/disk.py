@@ -229,7 +229,10 @@ class DiskStore:
                     key = head["key"]
                     if prefix is not None:
                         if key.startswith(prefix):
+                            size = os.fstat(fh.fileno()).st_size
                             os.unlink(f.path)
+                            self.bytes = max(self.bytes - size, 0)
+                            self.files = max(self.files - 1, 0)
                             removed += len(head["variants"])
                         continue
                     hit = [tag in v["tags"] for v in head["variants"]]

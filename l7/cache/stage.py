@@ -47,7 +47,7 @@ class Fill:
     __slots__ = ("chunks", "entry", "key", "route", "size", "store")
 
     def __init__(
-        self, store: MemoryStore, key: str, entry: Entry, route: Counters | None = None
+        self, store: MemoryStore, key: str, entry: Entry | None, route: Counters | None = None
     ) -> None:
         self.store, self.key, self.entry, self.route = store, key, entry, route
         self.chunks: list[bytes] = []

@@ -145,3 +145,12 @@ def test_purge_targets_become_keys():
     ]
     assert both_schemes("HTTPS://Example.com/P") == ["https://example.com/P"]
     assert both_schemes("example.com") == ["http://example.com", "https://example.com"]
+
+
+def test_a_prefix_purge_keeps_the_disk_books():
+    """Found by the churn test: a purge by prefix removed files without counting them."""
+    with tempfile.TemporaryDirectory() as root:
+        store = MemoryStore(max_bytes=8192, max_object=4096)
+        store.attach_disk(root, 16384)
+        churn(store, [(0, 0, "", (), "put"), (0, 0, "", (), "put"), (0, 0, "", (), "prefix")])
+        assert store.disk.bytes == 0 == sum(f.stat().st_size for f in _files(root))
