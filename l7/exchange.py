@@ -62,6 +62,7 @@ class Exchange:
         "body_limit",
         "body_sent",
         "bytes_out",
+        "claims",
         "close_after",
         "conn",
         "connect_started",
@@ -152,6 +153,7 @@ class Exchange:
         self.interim = False  # a 1xx response is being relayed
         self.encoder: Encoder | None = None  # the compression stage's, for this response
         self.fill: Fill | None = None  # the cache stage's: the response being stored
+        self.claims: dict[str, Any] | None = None  # the JWT stage's: the token's claims
 
     # -- stage: route ------------------------------------------------------------------------
 
@@ -169,6 +171,8 @@ class Exchange:
             pool_name = engine.config.pool
         else:
             self.route = route = match.route
+            if route.jwt is not None and not engine.jwts[route.name].check(self):
+                return  # stage: JWT (l7.jwtstage): answered 400/401/403/503, or claims set
             if route.security is not None and not engine.guards[route.name].check(
                 self, engine.registry.loop.time()
             ):

@@ -1,0 +1,294 @@
+"""The JWT stage's sans-IO parts: keys and what they may verify, token lookup, verification
+at a given `now`, claim matches, forwarded fields, the JWKS schedule, and config errors."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from l4lb.config import load_text
+from l4lb.errors import ConfigErrors
+from l7.jwtconf import JwtConfig
+from l7.jwtfetch import JwksSchedule
+from l7.jwtkeys import KeyError_, keys_from_jwks, keys_from_pem, keys_from_secret
+from l7.jwtverify import Failure, challenge, find_token, forwarded_fields, verify
+
+NOW = 1_800_000_000.0
+SECRET = b"s" * 32
+
+
+def _pem(private) -> bytes:
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.fixture(scope="module")
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _config(keys, **kw) -> JwtConfig:
+    return JwtConfig(name="p", realm="p", keys=keys, **kw)
+
+
+def _claims(**kw):
+    return {"sub": "alice", "exp": NOW + 60, **kw}
+
+
+def test_algorithms_come_from_the_key_type(rsa_key):
+    assert keys_from_pem(_pem(rsa_key)).algorithms == {
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"
+    }  # fmt: skip
+    for curve, alg in ((ec.SECP256R1(), "ES256"), (ec.SECP384R1(), "ES384"),
+                       (ec.SECP521R1(), "ES512")):  # fmt: skip
+        assert keys_from_pem(_pem(ec.generate_private_key(curve))).algorithms == {alg}
+    assert keys_from_pem(_pem(ed25519.Ed25519PrivateKey.generate())).algorithms == {"EdDSA"}
+    assert keys_from_secret(b"x" * 32).algorithms == {"HS256"}
+    assert keys_from_secret(b"x" * 64).algorithms == {"HS256", "HS384", "HS512"}
+
+
+def test_unusable_keys_are_refused(rsa_key):
+    with pytest.raises(KeyError_, match="at least 32"):
+        keys_from_secret(b"short")
+    with pytest.raises(KeyError_, match="private key"):
+        keys_from_pem(
+            rsa_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    with pytest.raises(KeyError_, match="no key for algorithms HS256"):
+        keys_from_pem(_pem(rsa_key), frozenset({"HS256"}))
+    with pytest.raises(KeyError_, match="a secret"):
+        keys_from_secret(_pem(rsa_key))
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    with pytest.raises(KeyError_, match="1024 bits"):
+        keys_from_pem(_pem(small))
+
+
+def test_jwks_members_kid_and_alg(rsa_key):
+    member = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    doc = {
+        "keys": [
+            {**member, "kid": "a", "alg": "RS256"},
+            {**member, "kid": "enc", "use": "enc"},  # skipped: not a signature key
+            {"kty": "weird", "kid": "w"},  # skipped
+        ]
+    }
+    keys = keys_from_jwks(json.dumps(doc).encode())
+    assert len(keys) == 1 and keys.algorithms == {"RS256"}  # the JWK's alg narrows
+    assert keys.select("a", "RS256") and not keys.select("b", "RS256")
+    assert not keys.knows("b")
+    with pytest.raises(KeyError_, match="JWK Set"):
+        keys_from_jwks(b"[]")
+
+
+@pytest.mark.parametrize(
+    "kind", ["HS256", "HS512", "RS256", "RS512", "PS256", "ES256", "ES384", "ES512", "EdDSA"]
+)
+def test_each_family_verifies(kind, rsa_key):
+    if kind.startswith("HS"):
+        signing, keys = b"k" * 64, keys_from_secret(b"k" * 64)
+    elif kind[:2] in ("RS", "PS"):
+        signing, keys = rsa_key, keys_from_pem(_pem(rsa_key))
+    elif kind == "EdDSA":
+        signing = ed25519.Ed25519PrivateKey.generate()
+        keys = keys_from_pem(_pem(signing))
+    else:
+        curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}
+        signing = ec.generate_private_key(curve[kind])
+        keys = keys_from_pem(_pem(signing))
+    token = jwt.encode(_claims(), signing, algorithm=kind)
+    assert verify(token, _config(keys), keys, NOW)["sub"] == "alice"
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert verify(tampered, _config(keys), keys, NOW).error == "invalid_token"
+
+
+def test_alg_none_and_key_confusion_are_refused(rsa_key):
+    keys = keys_from_pem(_pem(rsa_key))
+    unsigned = jwt.encode(_claims(), None, algorithm="none")
+    failure = verify(unsigned, _config(keys), keys, NOW)
+    assert failure.status == 401 and "alg none" in failure.description
+    # An HS256 token whose HMAC secret is the RSA public key's PEM bytes: the classic confusion.
+    header = jwt.utils.base64url_encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = jwt.utils.base64url_encode(json.dumps(_claims()).encode())
+    import hashlib
+    import hmac
+
+    signing_input = header + b"." + payload
+    mac = hmac.new(_pem(rsa_key), signing_input, hashlib.sha256).digest()
+    forged = (signing_input + b"." + jwt.utils.base64url_encode(mac)).decode()
+    failure = verify(forged, _config(keys), keys, NOW)
+    assert failure.status == 401 and "HS256 is not accepted" in failure.description
+    # The provider's `algorithms` narrow what a key allows.
+    token = jwt.encode(_claims(), rsa_key, algorithm="PS256")
+    narrowed = _config(keys, algorithms=frozenset({"RS256"}))
+    assert verify(token, narrowed, keys, NOW).description == "algorithm PS256 is not accepted"
+
+
+def test_time_claims_with_leeway():
+    keys = keys_from_secret(SECRET)
+    config = _config(keys, leeway=30.0)
+    expired = jwt.encode({"exp": NOW - 10}, SECRET, algorithm="HS256")
+    assert isinstance(verify(expired, config, keys, NOW), dict)  # within the leeway
+    assert verify(expired, config, keys, NOW + 25).description == "the token has expired"
+    early = jwt.encode({"nbf": NOW + 20}, SECRET, algorithm="HS256")
+    assert isinstance(verify(early, config, keys, NOW), dict)
+    assert verify(early, _config(keys), keys, NOW).description == "the token is not valid yet"
+    bad = jwt.encode({"exp": "tomorrow"}, SECRET, algorithm="HS256")
+    assert verify(bad, config, keys, NOW).description == "exp is not a number"
+
+
+def test_issuer_audience_require_and_claim_matches():
+    keys = keys_from_secret(SECRET)
+    config = _config(
+        keys,
+        issuers=("https://idp",),
+        audiences=("api",),
+        require=("sub",),
+        claims=(("role", ("admin", "ops")), ("scope", ("write",)), ("org.id", (7,))),
+    )
+    good = {
+        "iss": "https://idp", "aud": ["web", "api"], "sub": "a", "role": "ops",
+        "scope": "read write", "org": {"id": 7},
+    }  # fmt: skip
+
+    def run(**change):
+        token = jwt.encode({**good, **change}, SECRET, algorithm="HS256")
+        return verify(token, config, keys, NOW)
+
+    assert run()["sub"] == "a"
+    assert run(iss="https://evil").description == "the issuer is not accepted"
+    assert run(aud="web").description == "the audience is not accepted"
+    assert run(sub=None).description == "the token has no sub claim"
+    denied = run(role="guest")
+    assert (denied.status, denied.error) == (403, "insufficient_scope")
+    assert run(scope="read").status == 403
+    assert run(org={"id": "7"}).status == 403  # "7" is not 7
+
+
+def test_unknown_kid_asks_for_a_refetch(rsa_key):
+    member = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    keys = keys_from_jwks({"keys": [{**member, "kid": "old"}]})
+    token = jwt.encode(_claims(), rsa_key, algorithm="RS256", headers={"kid": "new"})
+    failure = verify(token, _config(None), keys, NOW)
+    assert failure.unknown_kid and failure.description == "unknown key id"
+    assert verify(token, _config(None), None, NOW).status == 503  # no keys fetched yet
+
+
+def test_find_token():
+    assert find_token([(b"authorization", b"Bearer abc")], "") == "abc"
+    assert find_token([(b"authorization", b"bearer  abc ")], "") == "abc"
+    assert find_token([(b"authorization", b"Basic abc")], "") == Failure(401, "", "no bearer token")
+    assert find_token([], "").error == ""
+    two = [(b"authorization", b"Bearer a"), (b"authorization", b"Bearer b")]
+    assert find_token(two, "").error == "invalid_request"
+    assert find_token([(b"authorization", b"Bearer ")], "").status == 400
+    cookies = [(b"cookie", b"a=1; session=tok; b=2")]
+    assert find_token(cookies, "session") == "tok"
+    assert find_token(cookies, "").status == 401
+    header_first = [(b"authorization", b"Bearer h"), *cookies]
+    assert find_token(header_first, "session") == "h"
+
+
+def test_forwarded_fields_and_challenge():
+    config = _config(
+        None, forward=(("sub", b"x-user"), ("groups", b"x-groups"), ("n", b"x-n"), ("x", b"x-x"))
+    )
+    fields = forwarded_fields({"sub": "alice", "groups": ["a", "b"], "n": 3}, config)
+    assert fields == [(b"x-user", b"alice"), (b"x-groups", b"a,b"), (b"x-n", b"3")]
+    assert forwarded_fields({"sub": "a\r\nx-admin: 1"}, config) == []  # no header injection
+    assert challenge("api", Failure(401, "", "")) == b'Bearer realm="api"'
+    assert challenge("api", Failure(401, "invalid_token", "the token has expired")) == (
+        b'Bearer realm="api", error="invalid_token", error_description="the token has expired"'
+    )
+
+
+def test_jwks_schedule():
+    s = JwksSchedule(refresh=300.0, min_refetch=10.0)
+    assert s.due(0.0)
+    s.started(0.0)
+    assert not s.due(1.0) and not s.may_refetch(100.0)  # one fetch at a time
+    s.done(1.0, ok=True)
+    assert s.next_deadline() == 301.0 and not s.due(300.0) and s.due(301.0)
+    assert not s.may_refetch(5.0) and s.may_refetch(10.0)  # unknown kid: at most every 10 s
+    s.started(10.0)
+    s.done(11.0, ok=False)
+    assert s.next_deadline() == 21.0  # a failure is retried after min_refetch
+
+
+BASE = """\
+[listener.web]
+bind = "127.0.0.1:8080"
+protocol = "http"
+[[listener.web.routes]]
+name = "api"
+pool = "api"
+{route}
+[pool.api]
+[[pool.api.servers]]
+address = "127.0.0.1:9001"
+{tail}
+"""
+
+
+def _load(route: str, tail: str = "", tmp=None):
+    text = BASE.format(route=textwrap.dedent(route), tail=textwrap.dedent(tail))
+    file = str(tmp / "site.toml") if tmp is not None else "site.toml"
+    return load_text(text, file).listeners[0].routes[0]
+
+
+def _errors(route: str, tail: str = "", tmp=None) -> str:
+    with pytest.raises(ConfigErrors) as info:
+        _load(route, tail, tmp)
+    return "\n".join(str(e) for e in info.value.errors)
+
+
+def test_config_named_and_inline(tmp_path, rsa_key):
+    (tmp_path / "idp.pem").write_bytes(_pem(rsa_key))
+    tail = """
+    [jwt.idp]
+    key_file = "idp.pem"
+    issuer = "https://idp"
+    audience = ["api", "web"]
+    leeway = "30s"
+    forward = {sub = "X-User"}
+    claims = {role = ["admin", "ops"]}
+    """
+    route = _load('jwt = "idp"\nrate_limits = [{rate = 5, key = "claim:sub"}]', tail, tmp_path)
+    assert route.jwt.name == "idp" and route.jwt.keys.algorithms >= {"RS256"}
+    assert route.jwt.audiences == ("api", "web") and route.jwt.leeway == 30.0
+    assert route.jwt.forward == (("sub", b"x-user"),)
+    assert route.security.rate_limits[0].key == "claim:sub"
+    inline = _load('jwt = {secret = "' + "x" * 32 + '", cookie = "session"}')
+    assert inline.jwt.name == "api" and inline.jwt.cookie == "session"
+
+
+def test_config_errors_are_located(tmp_path):
+    out = _errors('jwt = {key_file = "missing.pem"}', tmp=tmp_path)
+    assert "site.toml:7: listener.web.routes[0].jwt.key_file" in out
+    assert "missing.pem: No such file" in out
+    out = _errors('jwt = {secret = "' + "x" * 32 + '", algorithms = ["HS257"]}')
+    assert "jwt.algorithms: unknown algorithm 'HS257'; did you mean 'HS256'?" in out
+    assert "RS256" in out  # what is allowed
+    assert "'none' is refused" in _errors('jwt = {secret = "x", algorithms = ["none"]}')
+    out = _errors('jwt = {secret = "short"}')
+    assert "jwt.secret: the secret: a secret of 5 bytes" in out
+    assert "exactly one key source" in _errors("jwt = {}")
+    out = _errors('jwt = "idpp"', '[jwt.idp]\nsecret = "' + "x" * 32 + '"\n')
+    assert "no jwt provider named 'idpp'; did you mean 'idp'?" in out
+    out = _errors('rate_limits = [{rate = 5, key = "claim:sub"}]')
+    assert "rate_limits[0].key: 'claim:sub' needs the route to validate a JWT" in out
+    out = _errors('jwt = {secret = "' + "x" * 32 + '", forward = {sub = "Authorization"}}')
+    assert "cannot carry a claim" in out
+    (tmp_path / "k.pem").write_bytes(b"not a key")
+    assert "no PEM block" in _errors('jwt = {key_file = "k.pem"}', tmp=tmp_path)
+    out = _errors('jwt = {jwks_url = "ftp://x/jwks"}')
+    assert "is not an http(s) URL" in out
