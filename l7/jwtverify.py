@@ -119,7 +119,7 @@ def verify(token: str, config: JwtConfig, keys: KeySet | None, now: float) -> di
         try:
             payload = _JWS.decode_complete(token, key.key, algorithms=[alg])["payload"]
             break
-        except PyJWTError:
+        except (PyJWTError, TypeError, ValueError):  # (a wrong key type: never a traceback)
             continue
     if payload is None:
         return Failure(401, "invalid_token", "the signature does not verify")

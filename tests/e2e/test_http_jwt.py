@@ -33,7 +33,7 @@ class JwksServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 server.hits += 1
                 body = json.dumps(server.doc).encode()
                 self.send_response(200)
