@@ -26,7 +26,7 @@ from l7.jwtkeys import ALGORITHMS, KeyError_, keys_from_jwks, keys_from_pem, key
 if TYPE_CHECKING:
     from l7.jwtkeys import KeySet
 
-__all__ = ["JwtConfig", "check_claim_limits", "parse_providers", "parse_route_jwt"]
+__all__ = ["JwtConfig", "check_route", "parse_providers", "parse_route_jwt"]
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.6.2
 _KEY_SOURCES = ("key_file", "jwks_file", "jwks_url", "secret", "secret_file")
@@ -288,13 +288,21 @@ def parse_route_jwt(
     return providers[value]
 
 
-def check_claim_limits(
-    loader: TableLoader, security: Any, item: dict[str, Any], here: Path_
-) -> None:
-    """A rate limit keyed by `claim:NAME` needs the route's JWT stage to have checked it."""
-    if security is None or item.get("jwt") is not None:
+def check_route(loader: TableLoader, security: Any, item: dict[str, Any], here: Path_) -> None:
+    """What a route's other keys need from its `jwt`: a rate limit keyed by `claim:NAME`
+    needs one; a `cache` cannot have one, since the shared cache would hand one user's
+    answer to another (RFC 9111 §3.5 is about Authorization, and the token may be in a
+    cookie or removed before the store decides)."""
+    if item.get("jwt") is not None:
+        if item.get("cache"):
+            loader.error(
+                [*here, "cache"],
+                "a route with jwt cannot use a shared cache: it would answer one user with "
+                "another's response",
+                "cache on routes without jwt",
+            )
         return
-    for i, limit in enumerate(security.rate_limits):
+    for i, limit in enumerate(security.rate_limits if security is not None else ()):
         if limit.key.startswith("claim:"):
             loader.error(
                 [*here, "rate_limits", i, "key"],

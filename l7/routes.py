@@ -40,7 +40,7 @@ from l4lb.config.tables import names as _names
 from l4lb.config.tables import strings as _strings
 from l4lb.config.values import BadValue, boolean, integer, string
 from l7.guard import RouteSecurity, parse_security
-from l7.jwtconf import JwtConfig, check_claim_limits, parse_route_jwt
+from l7.jwtconf import JwtConfig, check_route, parse_route_jwt
 
 __all__ = [
     "PLACEHOLDERS",
@@ -359,7 +359,7 @@ def _route(loader: _Loader, item: Any, here: Path_, index: int) -> HttpRoute | N
     response_ops = _header_ops(loader, item.get("response_headers"), [*here, "response_headers"])
     security = parse_security(loader, item, here)
     jwt = parse_route_jwt(loader, item, here, index)  # the JWT stage (l7/jwtconf.py)
-    check_claim_limits(loader, security, item, here)
+    check_route(loader, security, item, here)
     compress = None
     if item.get("compress") is not None:
         from l7.stageconf import parse_compress

@@ -30,13 +30,14 @@ class JwksServer:
     def __init__(self) -> None:
         self.doc: dict = {"keys": []}
         self.hits = 0
+        self.failing = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.hits += 1
                 body = json.dumps(server.doc).encode()
-                self.send_response(200)
+                self.send_response(500 if server.failing else 200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
@@ -267,3 +268,36 @@ def test_jwt_stage(client, proxy, http_backends, tmp_path, keys, jwks):
     assert status == 401 and "unknown key id" in headers["www-authenticate"]
     assert p.wait_log(r"jwks http://127\.0\.0\.1:\d+/jwks: 1 keys \(b\)")
     assert jwks.hits < 20  # refetches are rate-limited, not one per request
+
+
+def test_jwks_down_then_up_and_kept_over_reload(proxy, http_backends, tmp_path, keys, jwks):
+    """Before the first good fetch a JWKS route answers 503 (the proxy's problem, not the
+    client's); a failed fetch is retried after jwks_min_refetch; a reload keeps the keys."""
+    (backend,) = http_backends("a")
+    jwks.failing = True
+    jwks.publish(("a", keys["a"]))
+    port, admin = free_port(), free_port()
+    config = f'[admin]\nbind = "127.0.0.1:{admin}"\n' + _config(
+        port, backend, tmp_path, keys, jwks.url
+    )
+    p = proxy(config)
+    token = jwt.encode(_claims(), keys["a"], algorithm="RS256", headers={"kid": "a"})
+    assert p.wait_log(r"jwks http://127\.0\.0\.1:\d+/jwks: fetch failed \(ValueError: status 500")
+    status, headers, body = _h1(port, "/jwks/", _bearer(token))
+    assert status == 503 and headers["retry-after"] == "1" and b"not available yet" in body
+    jwks.failing = False
+    assert wait_until(lambda: _h1(port, "/jwks/", _bearer(token))[0] == 200, 10)
+    hits = jwks.hits
+    assert p.reload(config)
+    assert _h1(port, "/jwks/", _bearer(token))[0] == 200
+    assert jwks.hits == hits  # the cached keys outlived the reload: no new fetch
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    stages = {
+        r["route"]: r
+        for r in json.loads(data.split(b"\r\n\r\n", 1)[1])["listeners"][0]["route_jwt"]
+    }
+    assert stages["jwks"]["accepted"] == 1 and stages["jwks"]["jwks"]["keys"] == 1

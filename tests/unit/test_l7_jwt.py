@@ -290,5 +290,9 @@ def test_config_errors_are_located(tmp_path):
     assert "cannot carry a claim" in out
     (tmp_path / "k.pem").write_bytes(b"not a key")
     assert "no PEM block" in _errors('jwt = {key_file = "k.pem"}', tmp=tmp_path)
+    out = _errors(
+        'cache = "c"\njwt = {secret = "' + "x" * 32 + '"}', '[cache.c]\nmax_bytes = "1m"\n'
+    )
+    assert "routes[0].cache: a route with jwt cannot use a shared cache" in out
     out = _errors('jwt = {jwks_url = "ftp://x/jwks"}')
     assert "is not an http(s) URL" in out
