@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from l7.errors_page import error_response
 from l7.jwtfetch import JwksSource
-from l7.jwtverify import Failure, challenge, find_token, forwarded_fields, verify
+from l7.jwtverify import Failure, challenge, check_claims, find_token, forwarded_fields, verify
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -32,11 +32,26 @@ __all__ = ["JwtStage", "jwt_stages"]
 
 log = logging.getLogger("l4lb")
 
+#: Verified tokens kept per route (Envoy's `jwt_cache_config`): a client sends the same token
+#: for its whole life, and PyJWT's decoding costs several times the rest of a request. Only
+#: tokens up to `_CACHED_TOKEN` bytes, so the cache stays under a few MB per route.
+CACHE_ENTRIES = 1024
+_CACHED_TOKEN = 4096
+
 
 class JwtStage:
     """The live side of one route's `JwtConfig`; `source` is the JWKS URL's, if any."""
 
-    __slots__ = ("__weakref__", "accepted", "config", "refused", "route", "source", "strip")
+    __slots__ = (
+        "__weakref__",
+        "accepted",
+        "cache",
+        "config",
+        "refused",
+        "route",
+        "source",
+        "strip",
+    )
 
     def __init__(self, route: str, config: JwtConfig, source: JwksSource | None) -> None:
         self.route = route
@@ -48,6 +63,9 @@ class JwtStage:
         self.strip = frozenset(strip)
         self.accepted = 0
         self.refused = 0
+        # token -> (the KeySet that verified it, its claims, the fields to forward). A new key
+        # set (a JWKS refresh, a reload) is a miss, so a key taken out stops its tokens.
+        self.cache: dict[str, tuple[Any, dict[str, Any], list[tuple[bytes, bytes]]]] = {}
 
     def check(self, exchange: Any) -> bool:
         """True if the request may go on (its claims set); else it has been answered."""
@@ -57,17 +75,32 @@ class JwtStage:
             return self.refuse(exchange, token)
         source = self.source
         keys = config.keys if source is None else source.keys
-        result = verify(token, config, keys, time.time())  # exp and nbf are wall-clock
-        if isinstance(result, Failure):
-            if source is not None and (result.unknown_kid or keys is None):
-                source.refetch()
-            return self.refuse(exchange, result)
+        now = time.time()  # exp and nbf are wall-clock
+        cached = self.cache.get(token)
+        if cached is not None and cached[0] is keys:
+            _, claims, fields = cached
+            failure = check_claims(claims, config, now)  # the time claims, again
+            if failure is not None:
+                del self.cache[token]
+                return self.refuse(exchange, failure)
+        else:
+            result = verify(token, config, keys, now)
+            if isinstance(result, Failure):
+                if source is not None and (result.unknown_kid or keys is None):
+                    source.refetch()
+                return self.refuse(exchange, result)
+            claims, fields = result, forwarded_fields(result, config)
+            if len(token) <= _CACHED_TOKEN:
+                cache = self.cache
+                if len(cache) >= CACHE_ENTRIES:
+                    del cache[next(iter(cache))]  # the oldest
+                cache[token] = (keys, claims, fields)
         self.accepted += 1
-        exchange.claims = result
+        exchange.claims = claims
         strip = self.strip
         if strip:
             headers = [pair for pair in request.headers if pair[0] not in strip]
-            headers.extend(forwarded_fields(result, config))
+            headers.extend(fields)
             request.headers = headers
         return True
 

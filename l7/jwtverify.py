@@ -20,6 +20,7 @@ fetched) is the proxy's problem, not the client's: 503.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -97,11 +98,12 @@ def _text(token: bytes) -> str | Failure:
 
 def verify(token: str, config: JwtConfig, keys: KeySet | None, now: float) -> dict | Failure:
     """The token's claims, checked; or why not."""
-    try:
-        header = _JWS.get_unverified_header(token)
-    except PyJWTError:
+    header = _header(token)
+    if header is None:
         return Failure(401, "invalid_token", "the token is malformed")
     alg, kid = header.get("alg"), header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        return Failure(401, "invalid_token", "the token's kid is not a string")
     if not isinstance(alg, str) or alg == "none" or alg.lower() == "none":
         return Failure(401, "invalid_token", "unsigned tokens (alg none) are refused")
     if keys is None:
@@ -131,6 +133,20 @@ def verify(token: str, config: JwtConfig, keys: KeySet | None, now: float) -> di
         return Failure(401, "invalid_token", "the claims are not a JSON object")
     failure = check_claims(claims, config, now)
     return claims if failure is None else failure
+
+
+def _header(token: str) -> dict[str, Any] | None:
+    """The JOSE header, read only to choose the key: PyJWT checks the whole token strictly
+    when it verifies, and refuses it if its `alg` is not the one the key was chosen for (its
+    own `get_unverified_header` would decode and check every segment twice)."""
+    head, dot, _ = token.partition(".")
+    if not dot or len(head) > 2048:
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, RecursionError):
+        return None
+    return header if isinstance(header, dict) else None
 
 
 def _number(value: Any) -> bool:

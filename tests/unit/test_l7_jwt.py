@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from l4lb.config import load_text
 from l4lb.errors import ConfigErrors
 from l7.jwtconf import JwtConfig
 from l7.jwtfetch import JwksSchedule
 from l7.jwtkeys import KeyError_, keys_from_jwks, keys_from_pem, keys_from_secret
+from l7.jwtstage import JwtStage
 from l7.jwtverify import Failure, challenge, find_token, forwarded_fields, verify
+from l7.model import Request
 
 NOW = 1_800_000_000.0
 SECRET = b"s" * 32
@@ -296,3 +301,75 @@ def test_config_errors_are_located(tmp_path):
     assert "routes[0].cache: a route with jwt cannot use a shared cache" in out
     out = _errors('jwt = {jwks_url = "ftp://x/jwks"}')
     assert "is not an http(s) URL" in out
+
+
+class _Exchange:
+    """What the stage uses of an exchange: the request, and where an answer goes."""
+
+    def __init__(self, token: str, *extra: tuple[bytes, bytes]) -> None:
+        self.request = Request("GET", "/", [(b"authorization", f"Bearer {token}".encode()), *extra])
+        self.request_id = "r1"
+        self.claims = None
+        self.answer: tuple | None = None
+        self.engine = type("E", (), {"extra_response_headers": []})()
+
+    def simple(self, status: int, headers: list, body: bytes) -> None:
+        self.answer = (status, dict(headers), body)
+
+
+class _Source:
+    def __init__(self, keys) -> None:
+        self.keys = keys
+        self.refetches = 0
+
+    def refetch(self) -> None:
+        self.refetches += 1
+
+
+def test_stage_caches_verified_tokens_per_key_set(rsa_key):
+    member = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    source = _Source(keys_from_jwks({"keys": [{**member, "kid": "a"}]}))
+    config = JwtConfig(name="p", realm="p", jwks_url="http://x", forward=(("sub", b"x-user"),))
+    stage = JwtStage("r", config, source)  # type: ignore[arg-type]
+    token = jwt.encode(
+        {"sub": "alice", "exp": time.time() + 600}, rsa_key, algorithm="RS256", headers={"kid": "a"}
+    )
+    ex = _Exchange(token, (b"x-user", b"mallory"))
+    assert stage.check(ex) and ex.claims["sub"] == "alice"
+    assert ex.request.headers[-1] == (b"x-user", b"alice") and len(ex.request.headers) == 2
+    assert token in stage.cache
+    again = _Exchange(token)
+    assert stage.check(again) and again.request.header(b"x-user") == b"alice"  # from the cache
+    # The key is rotated out: the cached verdict belonged to the old set, so it is redone.
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    member = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(other.public_key()))
+    source.keys = keys_from_jwks({"keys": [{**member, "kid": "b"}]})
+    gone = _Exchange(token)
+    assert not stage.check(gone) and gone.answer[0] == 401 and source.refetches == 1
+    assert b"unknown key id" in gone.answer[1][b"www-authenticate"]
+    # A cached token's time claims are checked on every use.
+    keys = source.keys
+    stage.cache[token] = (keys, {"sub": "alice", "exp": time.time() - 5}, [])
+    expired = _Exchange(token)
+    assert not stage.check(expired) and b"expired" in expired.answer[1][b"www-authenticate"]
+    assert token not in stage.cache
+
+
+def test_malformed_tokens_are_answered_not_raised():
+    keys = keys_from_secret(SECRET)
+    header = jwt.utils.base64url_encode(b'{"alg":"HS256","kid":["x"]}').decode()
+    for token in ("x", "a.b.c", "....", header + ".e30.sig", "\u00e9.a.b", "e30.e30.e30"):
+        failure = verify(token, _config(keys), keys, NOW)
+        assert failure.status == 401 and failure.error == "invalid_token", token
+
+
+@given(st.text(max_size=300))
+def test_any_token_text_is_a_failure_not_an_exception(token):
+    keys = keys_from_secret(SECRET)
+    assert isinstance(verify(token, _config(keys), keys, NOW), Failure)
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"authorization", b"cookie", b"x"]), st.binary())))
+def test_find_token_takes_any_fields(fields):
+    found = find_token(fields, "session")
+    assert isinstance(found, str | Failure)
