@@ -301,3 +301,37 @@ def test_jwks_down_then_up_and_kept_over_reload(proxy, http_backends, tmp_path, 
         for r in json.loads(data.split(b"\r\n\r\n", 1)[1])["listeners"][0]["route_jwt"]
     }
     assert stages["jwks"]["accepted"] == 1 and stages["jwks"]["jwks"]["keys"] == 1
+
+
+def test_jwt_over_http3(proxy, http_backends, tmp_path):
+    """The same stage for an HTTP/3 client (quic/ hands requests to the same pipeline)."""
+    pytest.importorskip("aioquic")
+    from tests.e2e.h3client import H3Client
+    from tests.e2e.helpers import make_cert
+
+    (backend,) = http_backends("a")
+    port = free_port()
+    cert, key = make_cert(tmp_path, "localhost")
+    proxy(
+        f'[listener.web]\nbind = "127.0.0.1:{port}"\nprotocol = "https"\n'
+        f'[[listener.web.certs]]\ncert = "{cert}"\nkey = "{key}"\n'
+        "[listener.web.http]\nhttp3 = true\n"
+        '[[listener.web.routes]]\nname = "api"\npool = "p"\n'
+        f'jwt = {{secret = "{SECRET}", forward = {{sub = "X-User"}}}}\n'
+        + pool_toml("p", [f'name = "a"\naddress = "{backend.address}"'])
+    )
+    client = H3Client(port)
+    try:
+        status, headers, _ = client.request("GET", "/headers")
+        assert status == 401 and headers["www-authenticate"] == 'Bearer realm="api"'
+        token = jwt.encode(_claims(), SECRET).encode()
+        spoof = [(b"authorization", b"Bearer " + token), (b"x-user", b"mallory")]
+        status, _, body = client.request("GET", "/headers", headers=spoof)
+        assert status == 200 and _seen(body)["x-user"] == ["alice"]
+        forged = jwt.encode(_claims(), "another-secret-of-32-bytes-or-more").encode()
+        status, headers, _ = client.request(
+            "GET", "/headers", headers=[(b"authorization", b"Bearer " + forged)]
+        )
+        assert status == 401 and 'error="invalid_token"' in headers["www-authenticate"]
+    finally:
+        client.close()
