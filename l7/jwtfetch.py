@@ -168,8 +168,9 @@ class JwksSource:
             if self.keys is None or {k.kid for k in keys.keys} != {k.kid for k in self.keys.keys}:
                 log.info("jwks %s: %d keys (%s)", self.url, len(keys), _kids(keys))
             self.keys = keys
-        self.schedule.done(self.loop.time(), ok)
-        self._arm()
+        finally:  # (whatever happened, the next fetch is scheduled)
+            self.schedule.done(self.loop.time(), ok)
+            self._arm()
 
     def _arm(self) -> None:
         delay = max(0.0, self.schedule.next_deadline() - self.loop.time())

@@ -177,7 +177,7 @@ def _jwk(member: Any, allowed: frozenset[str] | None) -> Key | None:
         return None
     try:
         key = PyJWK(member).key  # (its default algorithm is not used: see below)
-    except (PyJWTError, ValueError, TypeError, KeyError):
+    except (PyJWTError, ValueError, TypeError, KeyError, AttributeError):
         return None
     try:
         if member.get("kty") == "oct":

@@ -5,6 +5,7 @@ claim matches (403) and a rate limit keyed by a claim."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from l7.jwtfetch import JwksSource
 from tests.e2e.h2client import h2_get
 from tests.e2e.helpers import free_port, pool_toml, wait_until
 
@@ -335,3 +337,39 @@ def test_jwt_over_http3(proxy, http_backends, tmp_path):
         assert status == 401 and 'error="invalid_token"' in headers["www-authenticate"]
     finally:
         client.close()
+
+
+def test_jwks_fetch_times_out_retries_and_stops_when_unused():
+    """A JWKS server that accepts and never answers: each fetch ends at jwks_timeout and is
+    retried; a source no stage uses any more closes itself at its next timer."""
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/jwks"
+
+    class User:
+        pass
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        closed: list[JwksSource] = []
+        source = JwksSource(loop, url, on_closed=closed.append)
+        source.timeout = 0.3
+        source.schedule.min_refetch = 0.1
+        user = User()
+        source.users.add(user)
+        source.start()
+        for _ in range(200):
+            if source.failures >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert source.failures >= 2 and source.keys is None and not source.closed
+        del user  # no stage holds the source now
+        for _ in range(200):
+            if closed:
+                break
+            await asyncio.sleep(0.05)
+        assert closed == [source] and source.closed
+
+    try:
+        asyncio.run(main())
+    finally:
+        silent.close()

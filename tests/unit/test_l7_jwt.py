@@ -373,3 +373,28 @@ def test_any_token_text_is_a_failure_not_an_exception(token):
 def test_find_token_takes_any_fields(fields):
     found = find_token(fields, "session")
     assert isinstance(found, str | Failure)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_MEMBER = st.fixed_dictionaries(
+    {"kty": st.sampled_from(["RSA", "EC", "OKP", "oct", "x", 5])},
+    optional={
+        "kid": _JSON, "alg": _JSON, "use": _JSON, "crv": st.sampled_from(["P-256", "Ed25519", 3]),
+        "n": _JSON, "e": _JSON, "x": _JSON, "y": _JSON, "k": _JSON | st.just("c2VjcmV0"),
+    },
+)  # fmt: skip
+
+
+@given(st.lists(_MEMBER | _JSON, max_size=4))
+def test_any_jwks_gives_keys_or_a_key_error(members):
+    """A JWKS URL answers what it likes: never anything but KeyError_ out of the parse."""
+    try:
+        keys_from_jwks(json.dumps({"keys": members}).encode())
+    except KeyError_:
+        pass
