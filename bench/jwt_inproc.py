@@ -75,7 +75,7 @@ def main() -> None:
             keys=keys,  # type: ignore[arg-type]
             issuers=("https://idp",),
             audiences=("api",),
-            forward=(("sub", b"x-user"),),
+            forward=(("sub", "x-user"),),
         )
         stage = JwtStage("bench", config, None)
         token = jwt.encode(claims, signing, algorithm=alg)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -50,28 +50,30 @@ _RESERVED = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class JwtConfig:
-    """One provider. `keys` is the key set read at load (None for `jwks_url`); `forward` is
-    (claim, lower-case header name) pairs; `claims` is (claim, accepted values) pairs."""
+    """One provider. `keys` is the key set read at load (None for `jwks_url`; left out of
+    comparisons and `/config`, as a file's contents are); `forward` is (claim, lower-case
+    header name) pairs; `claims` is (claim, accepted values) pairs. Only JSON-able values
+    besides `keys`, for `/config` and `l4lb plan`."""
 
     name: str
     realm: str
-    keys: KeySet | None = None
+    keys: KeySet | None = field(default=None, compare=False)
     jwks_url: str = ""
-    algorithms: frozenset[str] | None = None  # None: what the keys' types allow
+    algorithms: tuple[str, ...] = ()  # empty: what the keys' types allow
     issuers: tuple[str, ...] = ()
     audiences: tuple[str, ...] = ()
     cookie: str = ""
     leeway: float = 0.0
     require: tuple[str, ...] = ()
     claims: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    forward: tuple[tuple[str, bytes], ...] = ()
+    forward: tuple[tuple[str, str], ...] = ()
     forward_token: bool = True
     jwks_refresh: float = 300.0
     jwks_timeout: float = 5.0
     jwks_min_refetch: float = 10.0
 
 
-def _algorithms(value: Any) -> frozenset[str]:
+def _algorithms(value: Any) -> tuple[str, ...]:
     allowed = ", ".join(ALGORITHMS)
     out = set()
     for item in _strings(value):
@@ -82,7 +84,7 @@ def _algorithms(value: Any) -> frozenset[str]:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise BadValue(f"unknown algorithm {item!r}{hint}", allowed)
         out.add(item)
-    return frozenset(out)
+    return tuple(a for a in ALGORITHMS if a in out)
 
 
 def _url(value: Any) -> str:
@@ -114,7 +116,7 @@ def _names(value: Any) -> tuple[str, ...]:
 _PROVIDER: Fields = {
     "issuer": (_names, ()),
     "audience": (_names, ()),
-    "algorithms": (_algorithms, None),
+    "algorithms": (_algorithms, ()),
     "key_file": (string, ""),
     "jwks_file": (string, ""),
     "jwks_url": (_url, ""),
@@ -184,7 +186,7 @@ def parse_provider(loader: TableLoader, name: str, value: Any, parts: Path_) -> 
 def _read_keys(
     loader: TableLoader, raw: dict[str, Any], source: str, where: Path_
 ) -> KeySet | None:
-    allowed = raw["algorithms"]
+    allowed = frozenset(raw["algorithms"]) if raw["algorithms"] else None
     if source == "secret":
         data = raw["secret"].encode()
         shown = "the secret"
@@ -256,7 +258,7 @@ def _forward(loader: TableLoader, value: Any, parts: Path_) -> tuple | None:
             loader.error(where, f"{header!r} is already given a claim", "one claim per header")
             return None
         seen.add(lower)
-        out.append((name, lower.encode()))
+        out.append((name, lower))
     return tuple(out)
 
 

@@ -47,6 +47,7 @@ class JwtStage:
         "accepted",
         "cache",
         "config",
+        "forward",
         "refused",
         "route",
         "source",
@@ -57,7 +58,8 @@ class JwtStage:
         self.route = route
         self.config = config
         self.source = source
-        strip = {header for _, header in config.forward}
+        self.forward = tuple((claim, header.encode()) for claim, header in config.forward)
+        strip = {header for _, header in self.forward}
         if not config.forward_token:
             strip.add(b"authorization")
         self.strip = frozenset(strip)
@@ -89,7 +91,7 @@ class JwtStage:
                 if source is not None and (result.unknown_kid or keys is None):
                     source.refetch()
                 return self.refuse(exchange, result)
-            claims, fields = result, forwarded_fields(result, config)
+            claims, fields = result, forwarded_fields(result, self.forward)
             if len(token) <= _CACHED_TOKEN:
                 cache = self.cache
                 if len(cache) >= CACHE_ENTRIES:

@@ -109,7 +109,7 @@ def verify(token: str, config: JwtConfig, keys: KeySet | None, now: float) -> di
     if keys is None:
         return Failure(503, "unavailable", "the signing keys are not available yet")
     accepted = config.algorithms
-    if alg not in keys.algorithms or (accepted is not None and alg not in accepted):
+    if alg not in keys.algorithms or (accepted and alg not in accepted):
         return Failure(401, "invalid_token", f"algorithm {alg} is not accepted")
     candidates = keys.select(kid, alg)
     if not candidates:
@@ -231,10 +231,12 @@ def _field(value: Any) -> bytes | None:
     return data
 
 
-def forwarded_fields(claims: dict[str, Any], config: JwtConfig) -> list[tuple[bytes, bytes]]:
-    """The `forward` claims present in the token, as (header name, value)."""
+def forwarded_fields(
+    claims: dict[str, Any], forward: tuple[tuple[str, bytes], ...]
+) -> list[tuple[bytes, bytes]]:
+    """The `forward` claims (claim, header name) present in the token, as header fields."""
     out = []
-    for name, header in config.forward:
+    for name, header in forward:
         value = claim(claims, name)
         if value is not None:
             data = _field(value)

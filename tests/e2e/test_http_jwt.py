@@ -303,6 +303,15 @@ def test_jwks_down_then_up_and_kept_over_reload(proxy, http_backends, tmp_path, 
         for r in json.loads(data.split(b"\r\n\r\n", 1)[1])["listeners"][0]["route_jwt"]
     }
     assert stages["jwks"]["accepted"] == 1 and stages["jwks"]["jwks"]["keys"] == 1
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+        s.sendall(b"GET /config HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    routes = json.loads(data.split(b"\r\n\r\n", 1)[1])["listeners"][0]["routes"]
+    assert routes[0]["jwt"]["forward"] == [["sub", "x-user"], ["email", "x-email"]]
+    assert SECRET not in data.decode()  # the key set is not shown
 
 
 def test_jwt_over_http3(proxy, http_backends, tmp_path):

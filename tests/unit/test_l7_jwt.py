@@ -134,7 +134,7 @@ def test_alg_none_and_key_confusion_are_refused(rsa_key):
     assert failure.status == 401 and "HS256 is not accepted" in failure.description
     # The provider's `algorithms` narrow what a key allows.
     token = jwt.encode(_claims(), rsa_key, algorithm="PS256")
-    narrowed = _config(keys, algorithms=frozenset({"RS256"}))
+    narrowed = _config(keys, algorithms=("RS256",))
     assert verify(token, narrowed, keys, NOW).description == "algorithm PS256 is not accepted"
 
 
@@ -204,12 +204,10 @@ def test_find_token():
 
 
 def test_forwarded_fields_and_challenge():
-    config = _config(
-        None, forward=(("sub", b"x-user"), ("groups", b"x-groups"), ("n", b"x-n"), ("x", b"x-x"))
-    )
-    fields = forwarded_fields({"sub": "alice", "groups": ["a", "b"], "n": 3}, config)
+    forward = (("sub", b"x-user"), ("groups", b"x-groups"), ("n", b"x-n"), ("x", b"x-x"))
+    fields = forwarded_fields({"sub": "alice", "groups": ["a", "b"], "n": 3}, forward)
     assert fields == [(b"x-user", b"alice"), (b"x-groups", b"a,b"), (b"x-n", b"3")]
-    assert forwarded_fields({"sub": "a\r\nx-admin: 1"}, config) == []  # no header injection
+    assert forwarded_fields({"sub": "a\r\nx-admin: 1"}, forward) == []  # no header injection
     assert challenge("api", Failure(401, "", "")) == b'Bearer realm="api"'
     assert challenge("api", Failure(401, "invalid_token", "the token has expired")) == (
         b'Bearer realm="api", error="invalid_token", error_description="the token has expired"'
@@ -270,7 +268,7 @@ def test_config_named_and_inline(tmp_path, rsa_key):
     route = _load('jwt = "idp"\nrate_limits = [{rate = 5, key = "claim:sub"}]', tail, tmp_path)
     assert route.jwt.name == "idp" and route.jwt.keys.algorithms >= {"RS256"}
     assert route.jwt.audiences == ("api", "web") and route.jwt.leeway == 30.0
-    assert route.jwt.forward == (("sub", b"x-user"),)
+    assert route.jwt.forward == (("sub", "x-user"),)
     assert route.security.rate_limits[0].key == "claim:sub"
     inline = _load('jwt = {secret = "' + "x" * 32 + '", cookie = "session"}')
     assert inline.jwt.name == "api" and inline.jwt.cookie == "session"
@@ -329,7 +327,7 @@ class _Source:
 def test_stage_caches_verified_tokens_per_key_set(rsa_key):
     member = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
     source = _Source(keys_from_jwks({"keys": [{**member, "kid": "a"}]}))
-    config = JwtConfig(name="p", realm="p", jwks_url="http://x", forward=(("sub", b"x-user"),))
+    config = JwtConfig(name="p", realm="p", jwks_url="http://x", forward=(("sub", "x-user"),))
     stage = JwtStage("r", config, source)  # type: ignore[arg-type]
     token = jwt.encode(
         {"sub": "alice", "exp": time.time() + 600}, rsa_key, algorithm="RS256", headers={"kid": "a"}
