@@ -194,6 +194,8 @@ def test_jwt_stage(client, proxy, http_backends, tmp_path, keys, jwks):
     status, headers, _ = send(port, "/hs/headers", [])
     assert status == 401 and headers["www-authenticate"] == 'Bearer realm="hs"'
     assert send(port, "/other", [])[0] == 200
+    status, headers, _ = send(port, "/hs/", [("Authorization", "Bearer a")] * 2)
+    assert status == 400 and 'error="invalid_request"' in headers["www-authenticate"]
 
     # A valid token: claims forwarded, the client's own X-User / X-Email dropped.
     spoof = [("X-User", "mallory"), ("X-Email", "mallory@evil")]
