@@ -172,7 +172,7 @@ class Exchange:
         else:
             self.route = route = match.route
             if route.jwt is not None and not engine.jwts[route.name].check(self):
-                return  # stage: JWT (l7.jwtstage): answered 400/401/403/503, or claims set
+                return  # stage: JWT (l7.jwtstage): answered 400/401/403/503, or held for keys
             if route.security is not None and not engine.guards[route.name].check(
                 self, engine.registry.loop.time()
             ):

@@ -5,8 +5,11 @@ identity provider is picked up without a reload.
 `JwksSchedule` decides when to fetch (sans-IO, `now` passed in); `JwksSource` does it: the
 blocking `urllib` GET (TLS with the system store, proxies from the environment, redirects,
 as curl) runs in the loop's default thread pool with a socket timeout and an overall
-deadline, and its result comes back to the loop as a callback. Requests never wait for it:
-they use the keys cached so far, and a request that finds none gets a 503 (l7/jwtverify.py).
+deadline, and its result comes back to the loop as a callback. Requests use the keys cached
+so far; one whose token names an unknown `kid` (or that finds no keys yet) waits, held
+without a task (`wait`), for the fetch that this starts or that is under way, at most
+`jwks_timeout`, and is checked again once; with fetches rate-limited it is answered at once
+(401 unknown key id, or 503 without keys).
 A failed fetch keeps the cached keys (Envoy does the same) and is retried after
 `jwks_min_refetch`.
 
@@ -39,6 +42,7 @@ __all__ = ["MAX_JWKS_BYTES", "JwksSchedule", "JwksSource", "fetch_url"]
 log = logging.getLogger("l4lb")
 
 MAX_JWKS_BYTES = 1 << 20  # a JWKS is a few kB; a bigger answer is not one
+MAX_WAITERS = 1024  # requests held for one fetch; more are answered at once
 
 
 class JwksSchedule:
@@ -102,7 +106,7 @@ def fetch_url(url: str, timeout: float, limit: int = MAX_JWKS_BYTES) -> bytes:
 
 class JwksSource:
     """The cached keys of one JWKS URL (`keys`, None until a fetch succeeds) and the fetches
-    that keep them fresh. `start` fetches at once when nothing is under way; `refetch` is for
+    that keep them fresh. `start` fetches at once when nothing is under way; `wait` is for
     an unknown `kid`; `close` stops everything (what is in the thread finishes unseen)."""
 
     def __init__(
@@ -118,6 +122,7 @@ class JwksSource:
         self.schedule = JwksSchedule(300.0, 10.0)
         self.users: weakref.WeakSet[Any] = weakref.WeakSet()
         self.closed = False
+        self.waiters: list[Callable[[], None]] = []  # requests waiting for a fetch's end
         self.fetches = 0
         self.failures = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -136,10 +141,23 @@ class JwksSource:
         elif self._timer is None and self._future is None:
             self._arm()
 
-    def refetch(self) -> None:
-        """A token named a key id the set lacks: fetch now, unless one began lately."""
-        if not self.closed and self.schedule.may_refetch(self.loop.time()):
+    def wait(self, resume: Callable[[], None]) -> bool:
+        """Call `resume` (soon, on the loop) when a fetch ends: the one under way, or one
+        started now for an unknown `kid`. False (nothing to wait for) when fetches are
+        rate-limited right now or `MAX_WAITERS` are waiting already."""
+        if self.closed or len(self.waiters) >= MAX_WAITERS:
+            return False
+        if self._future is None:
+            if not self.schedule.may_refetch(self.loop.time()):
+                return False
             self._fetch()
+        self.waiters.append(resume)
+        return True
+
+    def _wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for resume in waiters:
+            self.loop.call_soon(resume)
 
     def _fetch(self) -> None:
         if self._timer is not None:
@@ -168,9 +186,10 @@ class JwksSource:
             if self.keys is None or {k.kid for k in keys.keys} != {k.kid for k in self.keys.keys}:
                 log.info("jwks %s: %d keys (%s)", self.url, len(keys), _kids(keys))
             self.keys = keys
-        finally:  # (whatever happened, the next fetch is scheduled)
+        finally:  # (whatever happened, the next fetch is scheduled and the waiters go on)
             self.schedule.done(self.loop.time(), ok)
             self._arm()
+            self._wake()
 
     def _arm(self) -> None:
         delay = max(0.0, self.schedule.next_deadline() - self.loop.time())
@@ -194,6 +213,7 @@ class JwksSource:
         if self._future is not None:
             self._future.cancel()
             self._future = None
+        self._wake()  # (they are answered: the exchange has waited once)
         if self._on_closed is not None:
             self._on_closed(self)
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from l7.jwtconf import JwtConfig
 
-__all__ = ["JwtStage", "jwt_stages"]
+__all__ = ["WAITED", "JwtStage", "jwt_stages"]
 
 log = logging.getLogger("l4lb")
 
@@ -70,7 +70,9 @@ class JwtStage:
         self.cache: dict[str, tuple[Any, dict[str, Any], list[tuple[bytes, bytes]]]] = {}
 
     def check(self, exchange: Any) -> bool:
-        """True if the request may go on (its claims set); else it has been answered."""
+        """True if the request may go on (its claims set); else it has been answered, or it
+        waits for a JWKS fetch (an unknown `kid`, or no keys yet), after which
+        `exchange.start()` runs again (once: a second miss is answered)."""
         request, config = exchange.request, self.config
         token = find_token(request.headers, config.cookie)
         if isinstance(token, Failure):
@@ -88,8 +90,14 @@ class JwtStage:
         else:
             result = verify(token, config, keys, now)
             if isinstance(result, Failure):
-                if source is not None and (result.unknown_kid or keys is None):
-                    source.refetch()
+                if (
+                    source is not None
+                    and (result.unknown_kid or keys is None)
+                    and exchange.claims is not WAITED
+                    and source.wait(_resume(exchange))
+                ):
+                    exchange.claims = WAITED
+                    return False  # (its body, if any, is held as during a connect)
                 return self.refuse(exchange, result)
             claims, fields = result, forwarded_fields(result, self.forward)
             if len(token) <= _CACHED_TOKEN:
@@ -143,6 +151,18 @@ class JwtStage:
         if self.source is not None:
             out["jwks"] = self.source.report()
         return out
+
+
+#: The claims of an exchange that has waited for a JWKS fetch once (it will not again).
+WAITED: dict[str, Any] = {}
+
+
+def _resume(exchange: Any) -> Any:
+    def resume() -> None:
+        if not exchange.finished:
+            exchange.start()
+
+    return resume
 
 
 def jwt_stages(routes: Iterable[Any], registry: Any) -> dict[str, JwtStage]:

@@ -89,7 +89,7 @@ def jwks():
     server.close()
 
 
-def _config(port: int, backend, tmp, keys, jwks_url: str) -> str:
+def _config(port: int, backend, tmp, keys, jwks_url: str, held_url: str = "") -> str:
     for name in ("rsa", "ec", "ed"):
         (tmp / f"{name}.pem").write_bytes(_pem(keys[name]))
     routes = f"""
@@ -121,6 +121,7 @@ forward = {{sub = "X-User"}}
         ("jwks", "/jwks", '"rotating"'),
         ("cookie", "/cookie", f'{{secret = "{SECRET}", cookie = "session"}}'),
         ("admin", "/admin", f'{{secret = "{SECRET}", claims = {{role = ["admin", "ops"]}}}}'),
+        ("held", "/held", f'{{jwks_url = "{held_url or jwks_url}", jwks_min_refetch = "100ms"}}'),
     ):
         routes += f"""
 [[listener.web.routes]]
@@ -186,8 +187,17 @@ def test_jwt_stage(client, proxy, http_backends, tmp_path, keys, jwks):
     send = _h1 if client == "h1" else _h2
     (backend,) = http_backends("a")
     jwks.publish(("a", keys["a"]))
+    held = JwksServer()  # a second JWKS URL, its keys changed once, late in the test
+    held.publish(("b", keys["b"]))
     port = free_port()
-    p = proxy(_config(port, backend, tmp_path, keys, jwks.url))
+    try:
+        p = proxy(_config(port, backend, tmp_path, keys, jwks.url, held.url))
+        _stage_checks(client, send, port, p, keys, jwks, held)
+    finally:
+        held.close()
+
+
+def _stage_checks(client, send, port, p, keys, jwks, held) -> None:
     hs = jwt.encode(_claims(email="alice@example.com"), SECRET, algorithm="HS256")
 
     # No token: 401 with a bare challenge (RFC 6750 §3.1); other routes are open.
@@ -261,17 +271,34 @@ def test_jwt_stage(client, proxy, http_backends, tmp_path, keys, jwks):
     bob = jwt.encode(_claims(sub="bob"), SECRET)
     assert send(port, "/limited/", _bearer(bob))[0] == 200
 
-    # A JWKS URL: key "a" served, then rotated to "b" only. A token with the new kid makes
-    # the proxy refetch; the old key stops working once it has.
+    # A JWKS URL: key "a" served, then rotated to "b" only. The first token with the new kid
+    # is held while the proxy refetches, and passes; the old key stops working.
     token_a = jwt.encode(_claims(), keys["a"], algorithm="RS256", headers={"kid": "a"})
-    assert wait_until(lambda: send(port, "/jwks/", _bearer(token_a))[0] == 200, 10)
+    assert send(port, "/jwks/", _bearer(token_a))[0] == 200
+    hits = jwks.hits
     jwks.publish(("b", keys["b"]))
     token_b = jwt.encode(_claims(), keys["b"], algorithm="RS256", headers={"kid": "b"})
-    assert wait_until(lambda: send(port, "/jwks/", _bearer(token_b))[0] == 200, 10)
+    status, _, body = send(port, "/jwks/headers", _bearer(token_b))
+    assert status == 200 and _seen(body)["x-user"] == ["alice"] and jwks.hits == hits + 1
     status, headers, _ = send(port, "/jwks/", _bearer(token_a))
     assert status == 401 and "unknown key id" in headers["www-authenticate"]
     assert p.wait_log(r"jwks http://127\.0\.0\.1:\d+/jwks: 1 keys \(b\)")
     assert jwks.hits < 20  # refetches are rate-limited, not one per request
+    if client == "h1":  # a request body sent while the request is held is forwarded whole
+        held.publish(("b", keys["b"]), ("c", keys["a"]))
+        token_c = jwt.encode(_claims(), keys["a"], algorithm="RS256", headers={"kid": "c"})
+        body = b"x" * 300_000
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(
+                b"POST /held/digest HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Authorization: Bearer " + token_c.encode() + b"\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body
+            )
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200")
+        assert data.endswith(f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode())
 
 
 def test_jwks_down_then_up_and_kept_over_reload(proxy, http_backends, tmp_path, keys, jwks):

@@ -309,19 +309,30 @@ class _Exchange:
         self.request_id = "r1"
         self.claims = None
         self.answer: tuple | None = None
+        self.finished = False
+        self.starts = 0
         self.engine = type("E", (), {"extra_response_headers": []})()
 
     def simple(self, status: int, headers: list, body: bytes) -> None:
         self.answer = (status, dict(headers), body)
+        self.finished = True
+
+    def start(self) -> None:
+        self.starts += 1
 
 
 class _Source:
+    """A JWKS URL's source: `wait` holds a request when `fetching`."""
+
     def __init__(self, keys) -> None:
         self.keys = keys
-        self.refetches = 0
+        self.fetching = False
+        self.waiting: list = []
 
-    def refetch(self) -> None:
-        self.refetches += 1
+    def wait(self, resume) -> bool:
+        if self.fetching:
+            self.waiting.append(resume)
+        return self.fetching
 
 
 def test_stage_caches_verified_tokens_per_key_set(rsa_key):
@@ -343,7 +354,7 @@ def test_stage_caches_verified_tokens_per_key_set(rsa_key):
     member = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(other.public_key()))
     source.keys = keys_from_jwks({"keys": [{**member, "kid": "b"}]})
     gone = _Exchange(token)
-    assert not stage.check(gone) and gone.answer[0] == 401 and source.refetches == 1
+    assert not stage.check(gone) and gone.answer[0] == 401  # (no fetch to wait for)
     assert b"unknown key id" in gone.answer[1][b"www-authenticate"]
     # A cached token's time claims are checked on every use.
     keys = source.keys
@@ -396,3 +407,22 @@ def test_any_jwks_gives_keys_or_a_key_error(members):
         keys_from_jwks(json.dumps({"keys": members}).encode())
     except KeyError_:
         pass
+
+
+def test_stage_holds_a_request_for_a_fetch_once(rsa_key):
+    """An unknown kid while a fetch can run: the request waits and is started again when it
+    ends; a second miss is answered (no endless waiting)."""
+    source = _Source(None)  # no keys yet
+    stage = JwtStage("r", JwtConfig(name="p", realm="p", jwks_url="http://x"), source)  # type: ignore[arg-type]
+    token = jwt.encode(_claims(), rsa_key, algorithm="RS256", headers={"kid": "k"})
+    ex = _Exchange(token)
+    source.fetching = True
+    assert not stage.check(ex) and ex.answer is None and len(source.waiting) == 1
+    source.waiting.pop()()  # the fetch ended: the exchange starts again
+    assert ex.starts == 1
+    assert not stage.check(ex) and ex.answer[0] == 503 and not source.waiting  # once only
+    finished = _Exchange(token)
+    assert not stage.check(finished)
+    finished.finished = True  # the client went away meanwhile
+    source.waiting.pop()()
+    assert finished.starts == 0
