@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jwt.api_jws import PyJWS
@@ -150,7 +151,11 @@ def _header(token: str) -> dict[str, Any] | None:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number (RFC 7519 NumericDate), not a boolean, and finite: Python's json reads
+    `NaN` and `Infinity`, and `now >= NaN` is never true."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def check_claims(claims: dict[str, Any], config: JwtConfig, now: float) -> Failure | None:

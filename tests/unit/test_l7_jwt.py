@@ -149,6 +149,8 @@ def test_time_claims_with_leeway():
     assert verify(early, _config(keys), keys, NOW).description == "the token is not valid yet"
     bad = jwt.encode({"exp": "tomorrow"}, SECRET, algorithm="HS256")
     assert verify(bad, config, keys, NOW).description == "exp is not a number"
+    never = jwt.encode({"exp": float("nan"), "nbf": True}, SECRET, algorithm="HS256")
+    assert verify(never, config, keys, NOW).description == "exp is not a number"
 
 
 def test_issuer_audience_require_and_claim_matches():
