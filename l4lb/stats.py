@@ -413,6 +413,9 @@ class Stats:
         guards = getattr(getattr(listener, "engine", None), "guards", None)
         if guards:  # http(s): routes' access rules and rate limits (l7.guard)
             out["route_guards"] = [guard.report() for guard in guards.values()]
+        jwts = getattr(getattr(listener, "engine", None), "jwts", None)
+        if jwts:  # http(s): routes' JWT validation (l7.jwtstage)
+            out["route_jwt"] = [stage.report() for stage in jwts.values()]
         return out
 
     def _pool(

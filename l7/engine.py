@@ -19,6 +19,7 @@ from l7.budget import RetryBudget
 from l7.cache.store import MemoryStore
 from l7.forwarded import security_headers
 from l7.guard import RouteGuard
+from l7.jwtstage import jwt_stages
 from l7.router import Router
 from l7.upstream import UpstreamPool
 
@@ -55,6 +56,7 @@ class UpstreamRegistry:
         self.budgets: dict[str, RetryBudget] = {}
         self.limiters: dict[tuple, KeyedGcra] = {}  # routes' rate limits (l7.guard)
         self.caches: dict[str, MemoryStore] = {}  # [cache.NAME] stores, kept over reloads
+        self.jwks: dict[str, Any] = {}  # JWKS URL key caches (l7.jwtfetch), kept over reloads
 
     def cache(self, config: Any) -> MemoryStore:
         """The memory store of `[cache.NAME]`, with the bounds of the config just loaded."""
@@ -118,6 +120,8 @@ class UpstreamRegistry:
         for up in self.pools.values():
             up.cancel_connects()
             up.close()
+        for source in list(self.jwks.values()):
+            source.close()
 
     def retain(self, live: set[tuple[str, str, str, int]]) -> None:
         """Close the idle connections of servers no longer in any pool."""
@@ -167,6 +171,8 @@ class HttpEngine:
             for r in config.routes
             if r.security is not None
         }
+        # Routes with JWT validation, by name (l7.jwtstage, called by the Exchange first).
+        self.jwts = jwt_stages(config.routes, registry)
 
     def link(self, pool: Pool, server: Server) -> ServerLink:
         """The upstream pool and breaker of `server` in `pool`, cached for this engine (a

@@ -63,6 +63,7 @@ class Exchange:
         "body_limit",
         "body_sent",
         "bytes_out",
+        "claims",
         "close_after",
         "conn",
         "connect_started",
@@ -159,6 +160,7 @@ class Exchange:
         # side's adapter passes them on at the end of its body where its framing can carry them.
         self.request_trailers: Headers | None = None
         self.response_trailers: Headers | None = None
+        self.claims: dict[str, Any] | None = None  # the JWT stage's: the token's claims
 
     # -- stage: route ------------------------------------------------------------------------
 
@@ -176,6 +178,8 @@ class Exchange:
             pool_name = engine.config.pool
         else:
             self.route = route = match.route
+            if route.jwt is not None and not engine.jwts[route.name].check(self):
+                return  # stage: JWT (l7.jwtstage): answered 400/401/403/503, or held for keys
             if route.security is not None and not engine.guards[route.name].check(
                 self, engine.registry.loop.time()
             ):

@@ -66,10 +66,12 @@ class RouteSecurity:
 
 def _key(value: Any) -> str:
     text = string(value)
-    allowed = '"client" or "header:NAME", e.g. "header:x-api-key"'
+    allowed = '"client", "header:NAME" (e.g. "header:x-api-key") or "claim:NAME" (a JWT claim)'
     if text == "client":
         return text
     kind, _, name = text.partition(":")
+    if kind == "claim" and name:  # a claim the route's JWT stage validated (l7.jwtstage)
+        return text
     if kind != "header" or not name or not all(c.isalnum() or c in "-_" for c in name):
         raise BadValue(f"{text!r} is not a rate-limit key", allowed)
     return "header:" + name.lower()
@@ -168,8 +170,14 @@ class RouteGuard:
             _answer(exchange, 403, "forbidden by the route's access rules", [])
             return False
         for limit in self.limits:
-            if limit.header is None:
-                key: object = host
+            key: object
+            if limit.config.key.startswith("claim:"):  # a validated JWT claim (l7.jwtstage)
+                claims = exchange.claims
+                key = claims.get(limit.config.key[6:]) if claims is not None else None
+                if key is None or isinstance(key, dict | list):
+                    continue
+            elif limit.header is None:
+                key = host
             else:
                 key = request.header(limit.header)
                 if key is None:

@@ -40,6 +40,7 @@ from l4lb.config.tables import names as _names
 from l4lb.config.tables import strings as _strings
 from l4lb.config.values import BadValue, boolean, integer, string
 from l7.guard import RouteSecurity, parse_security
+from l7.jwtconf import JwtConfig, check_route, parse_route_jwt
 
 __all__ = [
     "PLACEHOLDERS",
@@ -154,6 +155,7 @@ class HttpRoute:
     security: RouteSecurity | None = None  # access rules and rate limits (l7.guard)
     compress: Any = None  # l7.compress.CompressConfig; None: the listener's
     cache: str = ""  # the [cache.NAME] this route's responses are stored in
+    jwt: JwtConfig | None = None  # the JWT stage's provider (l7.jwtconf)
 
     @property
     def is_default(self) -> bool:
@@ -301,6 +303,7 @@ _ROUTE: Fields = {
     "rate_limits": (_any, ()),
     "compress": (_any, None),
     "cache": (_name, ""),
+    "jwt": (_any, None),
 }
 _HEADER_MATCH: Fields = {
     "name": (_field_name, _REQUIRED),
@@ -355,6 +358,8 @@ def _route(loader: _Loader, item: Any, here: Path_, index: int) -> HttpRoute | N
     request_ops = _header_ops(loader, item.get("request_headers"), [*here, "request_headers"])
     response_ops = _header_ops(loader, item.get("response_headers"), [*here, "response_headers"])
     security = parse_security(loader, item, here)
+    jwt = parse_route_jwt(loader, item, here, index)  # the JWT stage (l7/jwtconf.py)
+    check_route(loader, security, item, here)
     compress = None
     if item.get("compress") is not None:
         from l7.stageconf import parse_compress
@@ -389,6 +394,7 @@ def _route(loader: _Loader, item: Any, here: Path_, index: int) -> HttpRoute | N
         security=security,
         compress=compress,
         cache=raw["cache"],
+        jwt=jwt,
     )
 
 

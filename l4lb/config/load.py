@@ -361,7 +361,7 @@ _ADMIN: Fields = {
     "token": (string, ""),
     "token_env": (string, ""),
 }
-_TOP = ("global", "admin", "demo", "listener", "pool", "cache")
+_TOP = ("global", "admin", "demo", "listener", "pool", "cache", "jwt")
 
 
 def load(path: str | Path, *, resolve: bool = True) -> Config:
@@ -413,6 +413,10 @@ class _Loader(TableLoader):
             for name, body in self.named_tables(data.get("pool", {}), ["pool"]).items()
             if (p := self.pool(name, body)) is not None
         ]
+        if "jwt" in data:  # [jwt.NAME] providers, before the routes that name them
+            from l7.jwtconf import parse_providers
+
+            self.jwt_providers = parse_providers(self, data["jwt"])
         listeners = [
             item
             for name, body in self.named_tables(data.get("listener", {}), ["listener"]).items()
