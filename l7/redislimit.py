@@ -3,9 +3,12 @@
 One `RedisLimiter` per worker process and `[redis]` config, shared by every global limit of
 every listener, kept across reloads while `[redis]` is unchanged (it lives in the runtime's
 registry, l7.engine). The client is redis-py's asyncio one (with hiredis parsing replies),
-so nothing here blocks the loop: a decision is a task that runs the GCRA script (EVALSHA,
-and SCRIPT LOAD then EVALSHA again when Redis does not know it: redis-py's `Script`), under
-a deadline of `[redis] timeout`, and hands its outcome to a callback.
+so nothing here blocks the loop: a decision runs the GCRA script (EVALSHA, and SCRIPT LOAD
+then EVALSHA again when Redis does not know it), under a deadline of `[redis] timeout`, and
+hands its outcome to a callback. The decisions asked for in one turn of the loop go out
+together, one EVALSHA each in one pipeline (one round trip, one task): under load that is
+what keeps the client's cost per decision low (redis-py's asyncio client spends about 80 µs
+of CPU on a lone command, under 20 µs per command in a pipeline: bench/redis_inproc.py).
 
 When Redis fails (refused, reset, an error reply, or no answer in time), the decision's
 callback gets "error" or "timeout" and the limiter marks Redis down: until one background
@@ -26,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from l4lb.gcra import Decision
 from l7.redisconf import RedisConfig
@@ -58,7 +61,8 @@ class RedisLimiter:
         self.where = ", ".join(str(a) for a in config.addresses)
         self.health = RedisHealth()
         self.client: Any = None  # made at the first decision, on the running loop
-        self.script: Any = None
+        self.sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
+        self.queue: list[tuple[str, tuple[int, int], Callable[[Outcome], None]]] = []
         self.tasks: set[asyncio.Task] = set()
         self.probing = False
         self.closed = False
@@ -81,34 +85,65 @@ class RedisLimiter:
                 host=addr.host, port=addr.port, db=c.db, timeout=None, **common
             )
             self.client = aioredis.Redis(connection_pool=pool)
-        self.script = self.client.register_script(SCRIPT)
 
     def decide(self, key: str, args: tuple[int, int], done: Callable[[Outcome], None]) -> bool:
-        """Start one decision for `key` with the script's `args` (l7.redisgcra.script_args):
-        True if sent (`done` is called later, on the loop, with the outcome), False if Redis
+        """Ask for one decision for `key` with the script's `args` (l7.redisgcra.script_args):
+        True if asked (`done` is called later, on the loop, with the outcome), False if Redis
         is down or this limiter retired (nothing sent: the caller applies `on_error` now)."""
         if not self.health.up or self.closed:
             return False
         if self.client is None:
             self._connect()
-        task = asyncio.get_running_loop().create_task(self._decide(key, args, done))
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
+        self.queue.append((key, args, done))
+        if len(self.queue) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
         return True
 
-    async def _decide(self, key: str, args: tuple[int, int], done: Callable) -> None:
-        outcome: Outcome
+    def _flush(self) -> None:
+        """Send what this turn of the loop asked for, as one task."""
+        batch, self.queue = self.queue, []
+        task = asyncio.get_running_loop().create_task(self._decide(batch))
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _decide(self, batch: list) -> None:
+        outcomes: list[Outcome]
         try:
             async with asyncio.timeout(self.config.timeout):
-                reply = await self.script(keys=[key], args=list(args))
-            outcome = decision(reply)
+                replies = await self._send(batch)
         except TimeoutError:
-            outcome = "timeout"
+            outcomes = ["timeout"] * len(batch)
             self._failed(f"no answer within {self.config.timeout * 1000:g} ms")
-        except (RedisError, OSError, ValueError) as exc:
-            outcome = "error"
+        except (RedisError, OSError) as exc:
+            outcomes = ["error"] * len(batch)
             self._failed(str(exc) or type(exc).__name__)
-        done(outcome)
+        else:
+            outcomes = [_outcome(reply) for reply in replies]
+            if "error" in outcomes:
+                bad = next(r for r in replies if _outcome(r) == "error")
+                self._failed(f"unexpected reply: {bad!r}")
+        for (_, _, done), outcome in zip(batch, outcomes, strict=True):
+            done(outcome)
+
+    async def _send(self, batch: list) -> list:
+        """The script's replies for `batch`, in order (an error reply as an exception)."""
+        client, sha = self.client, self.sha
+        if len(batch) == 1:
+            key, args, _ = batch[0]
+            try:
+                return [await client.evalsha(sha, 1, key, *args)]
+            except NoScriptError:  # a new or restarted Redis: load the script, once
+                await client.script_load(SCRIPT)
+                return [await client.evalsha(sha, 1, key, *args)]
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            for key, args, _ in batch:
+                pipe.evalsha(sha, 1, key, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            await client.script_load(SCRIPT)
+        return replies
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
@@ -173,3 +208,10 @@ class RedisLimiter:
 
     def report(self) -> dict[str, Any]:
         return {"address": self.where, "up": self.health.up, "in_flight": len(self.tasks)}
+
+
+def _outcome(reply: Any) -> Outcome:
+    try:
+        return decision(reply)
+    except ValueError:  # an error reply (an exception object) or not this script's reply
+        return "error"

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.e2e.h2client import H2Client
+from tests.e2e.h2client import H2Client, H2Response
 from tests.e2e.helpers import Proxy, free_port, pool_toml, wait_until
 from tests.e2e.redisserver import RedisServer, need_redis
 
@@ -261,3 +261,31 @@ def test_script_matches_the_local_gcra(redis_server):
         assert decision(script(keys=["k"], args=[60_000_000, 3])).allowed is False
     finally:
         client.close()
+
+
+def test_concurrent_requests_share_a_pipeline(instances, http_backends, redis_server):
+    """Six HTTP/2 requests sent at once reach the guard in one turn of the loop: their six
+    decisions go to Redis in one pipeline, after a SCRIPT FLUSH (so the script is loaded
+    again in that path), and exactly the burst of 4 passes."""
+    (a,) = http_backends("a")
+    port, admin = free_port(), free_port()
+    instances(_config(port, admin, a, redis_server.port, h2c=True))
+    assert redis_server.command("SCRIPT", "FLUSH") == b"+OK\r\n"
+    with H2Client(port, tls=False, authority="x") as client:
+        fields = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "x"),
+            (":path", "/api/x"),
+        ]
+        sids = []
+        for _ in range(6):  # headers queued, then written in one send
+            sid = client.conn.get_next_available_stream_id()
+            client.streams[sid] = H2Response()
+            client.conn.send_headers(sid, [(n.encode(), v.encode()) for n, v in fields], True)
+            sids.append(sid)
+        client.flush()
+        statuses = sorted(client.response(sid).status for sid in sids)
+    assert statuses == [200, 200, 200, 200, 429, 429]
+    limit = _limit(admin)
+    assert limit["requests"] == 6 and limit["rejected"] == 2 and limit["redis_errors"] == 0
