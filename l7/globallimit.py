@@ -16,6 +16,7 @@ answers 500 by default when it fails closed, `status_on_error` to change it.)
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import Any
 
@@ -35,6 +36,11 @@ def limiter_for(config: Any, limiters: dict[tuple, Any]) -> RedisLimiter:
         for old in [k for k in limiters if k[0] == "redis"]:
             limiters.pop(old).close()
         found = limiters[key] = RedisLimiter(config)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return found  # (no loop: a test of the config; the first decision connects)
+        found.warm_up()
     return found
 
 
@@ -115,6 +121,7 @@ class GlobalLimit:
             "redis_timeouts": self.timeouts,
             "on_error": self.fallback,
             "redis_up": self.limiter.health.up,
+            "redis_connected": self.limiter.connected,
         }
 
 

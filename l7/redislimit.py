@@ -66,6 +66,29 @@ class RedisLimiter:
         self.tasks: set[asyncio.Task] = set()
         self.probing = False
         self.closed = False
+        self.connected = False  # an answer came (warm-up, decision or probe)
+
+    def warm_up(self) -> None:
+        """Connect and load the script now, in the background (at load, on the running
+        loop), so the first requests do not spend their timeout on it (a Redis Cluster's
+        client also learns the cluster's nodes and slots first). A failure marks Redis down
+        like any other, with the log line and the probe."""
+        if self.client is None:
+            self._connect()
+        task = asyncio.get_running_loop().create_task(self._warm_up())
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _warm_up(self) -> None:
+        try:
+            async with asyncio.timeout(max(self.config.timeout, 1.0)):
+                await self.client.script_load(SCRIPT)
+        except TimeoutError:
+            self._failed("no answer to SCRIPT LOAD in time")
+        except (RedisError, OSError) as exc:
+            self._failed(str(exc) or type(exc).__name__)
+        else:
+            self.connected = True
 
     def _connect(self) -> None:
         c = self.config
@@ -118,6 +141,7 @@ class RedisLimiter:
             outcomes = ["error"] * len(batch)
             self._failed(str(exc) or type(exc).__name__)
         else:
+            self.connected = True
             outcomes = [_outcome(reply) for reply in replies]
             if "error" in outcomes:
                 bad = next(r for r in replies if _outcome(r) == "error")
@@ -137,8 +161,8 @@ class RedisLimiter:
                 return [await client.evalsha(sha, 1, key, *args)]
         for _ in range(2):
             pipe = client.pipeline(transaction=False)
-            for key, args, _ in batch:
-                pipe.evalsha(sha, 1, key, *args)
+            for key, args, _ in batch:  # (a cluster pipeline refuses pipe.evalsha by name)
+                pipe.execute_command("EVALSHA", sha, 1, key, *args)
             replies = await pipe.execute(raise_on_error=False)
             if not any(isinstance(r, NoScriptError) for r in replies):
                 break
@@ -184,6 +208,7 @@ class RedisLimiter:
                 except (RedisError, OSError) as exc:
                     self._failed(str(exc) or type(exc).__name__)
                     continue
+                self.connected = True
                 if self.health.recovered():
                     log.warning("redis %s: answering again; global rate limits apply", self.where)
                 return

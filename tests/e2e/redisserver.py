@@ -34,10 +34,14 @@ def _encode(*args: str | int) -> bytes:
 
 
 class RedisServer:
-    def __init__(self, tmp: Path) -> None:
+    """`cluster`: a Redis Cluster of this one node, holding every slot (its cluster bus on
+    another free port: the default, port + 10000, may be taken or out of range)."""
+
+    def __init__(self, tmp: Path, *, cluster: bool = False) -> None:
         self.binary = need_redis()
         self.port = free_port()
         self.dir = tmp
+        self.cluster = cluster
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -52,6 +56,11 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self.dir),
                 "--enable-debug-command", "local",
+                *(
+                    ["--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                     "--cluster-config-file", str(self.dir / "nodes.conf")]
+                    if self.cluster else []
+                ),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -59,6 +68,10 @@ class RedisServer:
         if not wait_until(self.alive, timeout=10):
             log_text = (self.dir / "redis.log").read_text()
             raise AssertionError("redis-server did not start: " + log_text)
+        if self.cluster:
+            self.command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            if not wait_until(lambda: b"cluster_state:ok" in self.command("CLUSTER", "INFO")):
+                raise AssertionError("the one-node Redis Cluster did not come up")
 
     def alive(self) -> bool:
         try:

@@ -104,11 +104,19 @@ def _limit(admin: int) -> dict:
     return guards["api"]["limits"][0]
 
 
+def _connected(*admins: int) -> None:
+    """Wait for each instance's limiter to have connected (at load, in the background), so
+    that the first requests do not race the connect against the 50 ms timeout."""
+    for admin in admins:
+        assert wait_until(lambda admin=admin: _limit(admin)["redis_connected"])
+
+
 def test_two_instances_share_one_budget(instances, http_backends, redis_server):
     (a,) = http_backends("a")
     port1, admin1, port2, admin2 = free_port(), free_port(), free_port(), free_port()
     one = instances(_config(port1, admin1, a, redis_server.port))
     instances(_config(port2, admin2, a, redis_server.port, h2c=True))
+    _connected(admin1, admin2)
     # A burst of 4 for 127.0.0.1, spent on both: HTTP/1.1 on one, HTTP/2 on the other.
     got = [_get(port1)[0], _h2_get(port2)[0], _get(port1)[0], _h2_get(port2)[0]]
     assert got == [200, 200, 200, 200]
@@ -180,8 +188,11 @@ def _until(predicate, tries: int = 300) -> bool:
 def test_redis_killed_and_restarted(instances, http_backends, redis_server, on_error):
     (a,) = http_backends("a")
     port, admin = free_port(), free_port()
-    p = instances(_config(port, admin, a, redis_server.port, burst=2, on_error=on_error, h2c=True))
-    assert [_get(port)[0] for _ in range(3)] == [200, 200, 429]
+    config = _config(port, admin, a, redis_server.port, burst=2, on_error=on_error, h2c=True)
+    p = instances(config)
+    _connected(admin)
+    first = [_get(port) for _ in range(3)]
+    assert [f[0] for f in first] == [200, 200, 429], (first, p.log())
     load = _Load(port)
     assert wait_until(lambda: len(load.statuses) >= 5)
     redis_server.kill()
@@ -218,6 +229,7 @@ def test_slow_redis_hits_the_timeout(instances, http_backends, redis_server):
     (a,) = http_backends("a")
     port, admin = free_port(), free_port()
     p = instances(_config(port, admin, a, redis_server.port, burst=2, on_error="deny"))
+    _connected(admin)
     assert _get(port)[0] == 200
     # Redis stops answering for 2 s (it is single-threaded): each decision in that time
     # waits 50 ms, then on_error decides (503 here), and probes find it back afterwards.
@@ -270,6 +282,7 @@ def test_concurrent_requests_share_a_pipeline(instances, http_backends, redis_se
     (a,) = http_backends("a")
     port, admin = free_port(), free_port()
     instances(_config(port, admin, a, redis_server.port, h2c=True))
+    _connected(admin)
     assert redis_server.command("SCRIPT", "FLUSH") == b"+OK\r\n"
     with H2Client(port, tls=False, authority="x") as client:
         fields = [
@@ -289,3 +302,26 @@ def test_concurrent_requests_share_a_pipeline(instances, http_backends, redis_se
     assert statuses == [200, 200, 200, 200, 429, 429]
     limit = _limit(admin)
     assert limit["requests"] == 6 and limit["rejected"] == 2 and limit["redis_errors"] == 0
+
+
+def test_redis_cluster(instances, http_backends, tmp_path):
+    """`cluster = true`: the client finds the node holding the key's slot (a one-node
+    Redis Cluster here); decisions one at a time and in a pipeline both work."""
+    cluster = RedisServer(tmp_path, cluster=True)
+    try:
+        (a,) = http_backends("a")
+        port, admin = free_port(), free_port()
+        config = _config(port, admin, a, cluster.port, burst=3, h2c=True)
+        instances(config.replace("[redis]\n", "[redis]\ncluster = true\n"))
+        # Connected at load, in the background (the cluster's slots learnt): a first request
+        # that came before would get on_error if that took over the 50 ms timeout.
+        _connected(admin)
+        assert [_get(port)[0] for _ in range(2)] == [200, 200]
+        with H2Client(port, tls=False, authority="x") as client:
+            sids = [client.request("GET", "/api/x") for _ in range(2)]
+            statuses = sorted(client.response(sid).status for sid in sids)
+        assert statuses == [200, 429]
+        assert b"test:web:api:shared:{127.0.0.1}" in cluster.command("KEYS", "test:*")
+        assert _limit(admin)["redis_errors"] == 0
+    finally:
+        cluster.stop()
