@@ -33,7 +33,7 @@ def limiter_for(config: Any, limiters: dict[tuple, Any]) -> RedisLimiter:
     key = ("redis", config)
     found = limiters.get(key)
     if found is None:
-        for old in [k for k in limiters if k[0] == "redis"]:
+        for old in [k for k, v in limiters.items() if isinstance(v, RedisLimiter)]:
             limiters.pop(old).close()
         found = limiters[key] = RedisLimiter(config)
         try:

@@ -122,3 +122,17 @@ def test_redis_key_uses_the_value_as_hash_tag():
     long = redis_key("p:", "k" * 500)
     assert long.startswith("p:{") and len(long) == len("p:{}") + 40
     assert redis_key("p:", "a}b") != redis_key("p:", "a}c")  # a brace would end the tag
+
+
+def test_one_limiter_per_redis_config_kept_over_reloads():
+    from l7.globallimit import limiter_for
+    from l7.redisconf import RedisConfig
+
+    limiters: dict = {("redis", "api", "local-limit"): object()}  # (a listener named redis)
+    first = RedisConfig(addresses=(Address("127.0.0.1", 6379),))
+    one = limiter_for(first, limiters)
+    assert limiter_for(RedisConfig(addresses=(Address("127.0.0.1", 6379),)), limiters) is one
+    other = limiter_for(RedisConfig(addresses=(Address("127.0.0.1", 6380),)), limiters)
+    assert other is not one and one.closed and not other.closed  # a changed [redis] retires
+    assert [k for k in limiters if k[0] == "redis"] == [("redis", other.config)]
+    assert ("redis", "api", "local-limit") in limiters  # local limiters are left alone
