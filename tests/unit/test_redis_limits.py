@@ -9,7 +9,7 @@ from l4lb.config import load_text
 from l4lb.config.values import Address
 from l4lb.errors import ConfigErrors
 from l7.redisgcra import RedisHealth, decision, script_args
-from l7.redislimit import redis_key
+from l7.redislimit import RedisLimiter, redis_key
 
 BASE = """\
 {redis}
@@ -134,5 +134,5 @@ def test_one_limiter_per_redis_config_kept_over_reloads():
     assert limiter_for(RedisConfig(addresses=(Address("127.0.0.1", 6379),)), limiters) is one
     other = limiter_for(RedisConfig(addresses=(Address("127.0.0.1", 6380),)), limiters)
     assert other is not one and one.closed and not other.closed  # a changed [redis] retires
-    assert [k for k in limiters if k[0] == "redis"] == [("redis", other.config)]
+    assert [v for v in limiters.values() if isinstance(v, RedisLimiter)] == [other]
     assert ("redis", "api", "local-limit") in limiters  # local limiters are left alone
