@@ -325,3 +325,27 @@ def test_redis_cluster(instances, http_backends, tmp_path):
         assert _limit(admin)["redis_errors"] == 0
     finally:
         cluster.stop()
+
+
+def test_request_body_waits_for_the_decision(instances, http_backends, redis_server):
+    """A POST whose body (300 KB, over the 256 KB held while waiting) arrives while the
+    decision is in Redis reaches the server whole; the keep-alive connection goes on."""
+    import hashlib
+
+    (a,) = http_backends("a")
+    port, admin = free_port(), free_port()
+    config = _config(port, admin, a, redis_server.port).replace('"/api"', '"/digest"')
+    instances(config)
+    _connected(admin)
+    body = bytes(range(256)) * 1200
+    head = f"POST /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + body + b"GET /digest HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode() in data
+    assert data.count(b"HTTP/1.1 200 ") == 2 and data.endswith(
+        b"0 " + hashlib.sha256().hexdigest().encode()
+    )
+    assert _limit(admin)["requests"] == 2
