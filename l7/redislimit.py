@@ -146,8 +146,11 @@ class RedisLimiter:
             if "error" in outcomes:
                 bad = next(r for r in replies if _outcome(r) == "error")
                 self._failed(f"unexpected reply: {bad!r}")
+        # Each callback on its own turn: one that raises (a bug) is logged by the loop and
+        # does not leave the other requests of the batch waiting.
+        call_soon = asyncio.get_running_loop().call_soon
         for (_, _, done), outcome in zip(batch, outcomes, strict=True):
-            done(outcome)
+            call_soon(done, outcome)
 
     async def _send(self, batch: list) -> list:
         """The script's replies for `batch`, in order (an error reply as an exception)."""
@@ -172,8 +175,7 @@ class RedisLimiter:
     def _task_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            # A bug after the decision (in `done`): say so, as the loop would, but once here.
-            log.error("global rate limit: decision callback failed", exc_info=task.exception())
+            log.error("global rate limit: a Redis task failed", exc_info=task.exception())
 
     def _failed(self, why: str) -> None:
         loop = asyncio.get_running_loop()
