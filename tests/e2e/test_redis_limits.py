@@ -349,3 +349,23 @@ def test_request_body_waits_for_the_decision(instances, http_backends, redis_ser
         b"0 " + hashlib.sha256().hexdigest().encode()
     )
     assert _limit(admin)["requests"] == 2
+
+
+def test_workers_share_the_budget_too(instances, http_backends, redis_server):
+    """`workers = 2`: both worker processes count in the same Redis key, so twelve new
+    connections (spread over the workers by SO_REUSEPORT) get the burst of 4 in all."""
+    (a,) = http_backends("a")
+    port, admin = free_port(), free_port()
+    config = _config(port, admin, a, redis_server.port).replace(
+        'timeout = "50ms"', 'timeout = "1s"'
+    )
+    instances("[global]\nworkers = 2\n" + config)
+    assert wait_until(lambda: len(json.loads(_admin(admin, "/status")).get("workers", ())) == 2)
+    statuses = [_get(port)[0] for _ in range(12)]
+    assert sorted(statuses) == [200] * 4 + [429] * 8
+
+    def both_served() -> bool:
+        workers = json.loads(_admin(admin, "/status"))["workers"]
+        return all(w["total"] > 0 for w in workers)
+
+    assert wait_until(both_served)  # (all twelve on one worker: a 1 in 2048 chance)
