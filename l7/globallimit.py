@@ -24,7 +24,7 @@ from l4lb.gcra import Decision
 from l7.redisgcra import script_args
 from l7.redislimit import RedisLimiter, redis_key
 
-__all__ = ["GlobalLimit"]
+__all__ = ["GlobalLimit", "global_limit"]
 
 
 def limiter_for(config: Any, limiters: dict[tuple, Any]) -> RedisLimiter:
@@ -44,6 +44,21 @@ def limiter_for(config: Any, limiters: dict[tuple, Any]) -> RedisLimiter:
     return found
 
 
+def global_limit(
+    listener: str, route: str, config: Any, redis: Any, limiters: dict[tuple, Any]
+) -> GlobalLimit:
+    """The live side of a global limit, kept in the registry's `limiters` across reloads
+    while the limit is unchanged (its counters go on, as a local limit's do), bound to the
+    limiter of the `[redis]` just loaded."""
+    key = (listener, route, config)
+    found = limiters.get(key)
+    if isinstance(found, GlobalLimit):
+        found.bind(redis, limiters)
+    else:
+        found = limiters[key] = GlobalLimit(listener, route, config, redis, limiters)
+    return found
+
+
 class GlobalLimit:
     """The live side of one global limit on one route (per worker process); counters for
     `/status`: requests decided, rejected, Redis errors and timeouts, and requests that
@@ -57,6 +72,7 @@ class GlobalLimit:
         "errors",
         "fallback",
         "limiter",
+        "listener_route",
         "prefix",
         "rejected",
         "timeouts",
@@ -65,14 +81,19 @@ class GlobalLimit:
     def __init__(
         self, listener: str, route: str, config: Any, redis: Any, limiters: dict[tuple, Any]
     ) -> None:
-        assert redis is not None  # the config loader requires [redis] for global limits
         self.config = config
+        self.args = script_args(config.rate, config.per, config.burst)
+        self.listener_route = f"{listener}:{route}:{config.name}:"
+        self.checked = self.rejected = self.errors = self.timeouts = self.fallback = 0
+        self.bind(redis, limiters)
+
+    def bind(self, redis: Any, limiters: dict[tuple, Any]) -> None:
+        """Use the `[redis]` config `redis` (at load and at each reload)."""
+        assert redis is not None  # the config loader requires [redis] for global limits
         self.limiter = limiter_for(redis, limiters)
         self.allow_on_error = redis.on_error == "allow"
-        self.args = script_args(config.rate, config.per, config.burst)
         # The same on every instance with the same config: listener, route, limit name.
-        self.prefix = f"{redis.key_prefix}{listener}:{route}:{config.name}:"
-        self.checked = self.rejected = self.errors = self.timeouts = self.fallback = 0
+        self.prefix = redis.key_prefix + self.listener_route
 
     def check(self, guard: Any, exchange: Any, value: Any, index: int) -> bool:
         """Send the decision for `value` (a str, or a header's bytes): False (it will be

@@ -161,9 +161,9 @@ class RouteGuard:
         self.limits = []
         for limit in security.rate_limits:
             if limit.scope == "global":
-                from l7.globallimit import GlobalLimit
+                from l7.globallimit import global_limit
 
-                glob = GlobalLimit(listener, route, limit, redis, limiters)
+                glob = global_limit(listener, route, limit, redis, limiters)
                 self.limits.append(_Limit(limit, None, glob))
                 continue
             key = (listener, route, limit)

@@ -369,3 +369,23 @@ def test_workers_share_the_budget_too(instances, http_backends, redis_server):
         return all(w["total"] > 0 for w in workers)
 
     assert wait_until(both_served)  # (all twelve on one worker: a 1 in 2048 chance)
+
+
+def test_reload(instances, http_backends, redis_server):
+    """A reload that keeps [redis] keeps its limiter (still 429: not `on_error`); one that
+    changes it (a new key prefix here) retires the old limiter and counts anew."""
+    (a,) = http_backends("a")
+    port, admin = free_port(), free_port()
+    config = _config(port, admin, a, redis_server.port, burst=1)
+    p = instances(config)
+    _connected(admin)
+    assert [_get(port)[0] for _ in range(2)] == [200, 429]
+    assert p.reload(config + "\n")
+    assert _get(port)[0] == 429
+    limit = _limit(admin)
+    assert limit["on_error"] == 0 and limit["requests"] == 3  # counters kept too
+    assert p.reload(config.replace('key_prefix = "test:"', 'key_prefix = "new:"'))
+    _connected(admin)
+    assert [_get(port)[0] for _ in range(2)] == [200, 429]
+    assert b"new:web:api:shared:{127.0.0.1}" in redis_server.command("KEYS", "new:*")
+    assert p.proc.poll() is None and "Traceback" not in p.log()
