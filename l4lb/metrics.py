@@ -42,6 +42,22 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "l4lb_route_denied_total": ("counter", "HTTP requests refused (403) by a route's access."),
     "l4lb_route_ratelimit_requests_total": ("counter", "HTTP requests a rate limit counted."),
     "l4lb_route_ratelimit_rejected_total": ("counter", "HTTP requests refused (429)."),
+    "l4lb_route_ratelimit_redis_errors_total": (
+        "counter",
+        "Global rate limit decisions Redis failed (refused, reset, error reply).",
+    ),
+    "l4lb_route_ratelimit_redis_timeouts_total": (
+        "counter",
+        "Global rate limit decisions Redis did not answer within [redis] timeout.",
+    ),
+    "l4lb_route_ratelimit_on_error_total": (
+        "counter",
+        "Requests a global rate limit let through or refused (503) by on_error, Redis failing.",
+    ),
+    "l4lb_route_ratelimit_redis_up": (
+        "gauge",
+        "1 while the Redis of a global rate limit answers; 0 from a failure to a good probe.",
+    ),
     "l4lb_listener_http3_connections_total": ("counter", "QUIC (HTTP/3) connections accepted."),
     "l4lb_listener_http3_handshakes_total": ("counter", "QUIC handshakes completed."),
     "l4lb_listener_http3_streams_total": ("counter", "HTTP/3 request streams opened."),
@@ -154,8 +170,13 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
                 for key, name in (
                     ("requests", "l4lb_route_ratelimit_requests_total"),
                     ("rejected", "l4lb_route_ratelimit_rejected_total"),
+                    ("redis_errors", "l4lb_route_ratelimit_redis_errors_total"),
+                    ("redis_timeouts", "l4lb_route_ratelimit_redis_timeouts_total"),
+                    ("on_error", "l4lb_route_ratelimit_on_error_total"),
+                    ("redis_up", "l4lb_route_ratelimit_redis_up"),
                 ):
-                    samples[name].append((name, lab, int(limit[key])))
+                    if key in limit:  # the redis_* ones: scope = "global" only
+                        samples[name].append((name, lab, int(limit[key])))
     histograms = dict(stats.histograms()) if stats is not None else {}
     for pool in snapshot.get("pools", ()):
         for server in pool.get("servers", ()):

@@ -167,7 +167,7 @@ class HttpEngine:
         self._budgets: dict[str, RetryBudget] = {}
         # Routes with access rules or rate limits, by name (l7.guard, called by the Exchange).
         self.guards = {
-            r.name: RouteGuard(config.name, r.name, r.security, registry.limiters)
+            r.name: RouteGuard(config.name, r.name, r.security, registry.limiters, config.redis)
             for r in config.routes
             if r.security is not None
         }

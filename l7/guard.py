@@ -18,7 +18,11 @@ count (a refused request costs the budgets it got through, as nginx's). The 429 
 `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` fields
 (draft-ietf-httpapi-ratelimit-headers: `"name";q=RATE;w=SECONDS` and `"name";r=LEFT;t=SECS`).
 The limiter state is per worker process and is kept across reloads while the limit stays
-the same (it lives in the runtime's `UpstreamRegistry`).
+the same (it lives in the runtime's `UpstreamRegistry`). A `scope = "global"` limit is kept
+in Redis instead, shared by every instance (l7.globallimit): its decision comes back later,
+so `check` says False (answered, or to be answered) and the limit resumes the request with
+`resume`, which runs the limits after it and then `Exchange.start` again; the guard lets
+that second pass by (`passing`), so the route's checks count a request once.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from l4lb.config.schema import AccessConfig
-from l4lb.config.values import BadValue, duration, integer, string
+from l4lb.config.values import BadValue, choice, duration, integer, string
 from l4lb.gcra import KeyedGcra
 from l4lb.iprules import IpRules
 from l7.errors_page import error_response
@@ -54,6 +58,7 @@ class RateLimit:
     burst: int = 0
     key: str = "client"
     max_keys: int = 100_000
+    scope: str = "local"  # "local" (this process) | "global" (shared in Redis: [redis])
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,7 @@ _LIMIT: dict[str, Any] = {
     "burst": (integer(0, 1_000_000_000), 0),
     "key": (_key, "client"),
     "max_keys": (integer(1, 10_000_000), 100_000),
+    "scope": (choice("local", "global"), "local"),
 }
 
 
@@ -123,11 +129,12 @@ def parse_security(loader: _Loader, item: dict[str, Any], here: Path_) -> RouteS
 
 
 class _Limit:
-    __slots__ = ("config", "gcra", "header", "policy")
+    __slots__ = ("config", "gcra", "glob", "header", "policy")
 
-    def __init__(self, config: RateLimit, gcra: KeyedGcra) -> None:
+    def __init__(self, config: RateLimit, gcra: KeyedGcra | None, glob: Any = None) -> None:
         self.config = config
         self.gcra = gcra
+        self.glob = glob  # l7.globallimit.GlobalLimit when scope = "global"
         self.header = config.key[7:].encode() if config.key.startswith("header:") else None
         window = config.per
         shown = int(window) if window == int(window) else window
@@ -136,22 +143,31 @@ class _Limit:
 
 class RouteGuard:
     """The live side of one route's `RouteSecurity`. `limiters` is where GCRA state outlives
-    a reload (the registry's dict, keyed by listener, route and limit)."""
+    a reload (the registry's dict, keyed by listener, route and limit); `redis` is the
+    `[redis]` config the route's global limits use (l7.redisconf)."""
 
-    __slots__ = ("denied", "limits", "route", "rules")
+    __slots__ = ("denied", "limits", "passing", "route", "rules")
 
     def __init__(
         self,
         listener: str,
         route: str,
         security: RouteSecurity,
-        limiters: dict[tuple, KeyedGcra],
+        limiters: dict[tuple, Any],
+        redis: Any = None,
     ) -> None:
         self.route = route
         self.rules = IpRules(security.access.allow, security.access.deny)
         self.denied = 0
+        self.passing: Any = None  # the exchange a global limit resumed (see `resume`)
         self.limits = []
         for limit in security.rate_limits:
+            if limit.scope == "global":
+                from l7.globallimit import global_limit
+
+                glob = global_limit(listener, route, limit, redis, limiters)
+                self.limits.append(_Limit(limit, None, glob))
+                continue
             key = (listener, route, limit)
             gcra = limiters.get(key)
             if gcra is None:
@@ -161,16 +177,26 @@ class RouteGuard:
             self.limits.append(_Limit(limit, gcra))
 
     def check(self, exchange: Any, now: float) -> bool:
-        """True if the request may go on; else it has been answered (403 or 429)."""
-        request = exchange.request
-        host = request.client[0]
+        """True if the request may go on; else it has been answered (403 or 429), or a
+        global limit will answer it or `resume` it."""
+        if self.passing is exchange:
+            return True  # resumed by a global limit: checked already
+        host = exchange.request.client[0]
         if self.rules and not self.rules.allowed(host):
             self.denied += 1
             log.info("route %s: %s denied (403)", self.route, host)
             _answer(exchange, 403, "forbidden by the route's access rules", [])
             return False
-        for limit in self.limits:
-            key: object
+        return self.limits_from(exchange, 0, now)
+
+    def limits_from(self, exchange: Any, first: int, now: float) -> bool:
+        """Run the limits from index `first` on (as `check`)."""
+        request = exchange.request
+        host = request.client[0]
+        limits = self.limits
+        for i in range(first, len(limits)):
+            limit = limits[i]
+            key: Any
             if limit.config.key.startswith("claim:"):  # a validated JWT claim (l7.jwtstage)
                 claims = exchange.claims
                 key = claims.get(limit.config.key[6:]) if claims is not None else None
@@ -182,22 +208,40 @@ class RouteGuard:
                 key = request.header(limit.header)
                 if key is None:
                     continue
-            decision = limit.gcra.check(key, now)
+            if limit.glob is not None:
+                return limit.glob.check(self, exchange, key, i)
+            decision = limit.gcra.check(key, now)  # type: ignore[union-attr]
             if not decision.allowed:
-                retry = max(1, math.ceil(decision.retry_after))
-                extra = [
-                    (b"ratelimit-policy", limit.policy),
-                    (
-                        b"ratelimit",
-                        f'"{limit.config.name}";r=0;t={retry}'.encode(),
-                    ),
-                ]
-                log.info(
-                    "route %s: %s over rate limit %s (429)", self.route, host, limit.config.name
-                )
-                _answer(exchange, 429, f"rate limit {limit.config.name}", extra, retry)
+                self.refuse(exchange, limit, decision.retry_after)
                 return False
         return True
+
+    def resume(self, exchange: Any, first: int) -> None:
+        """A global limit at index `first - 1` allowed the request (or failed open): the
+        limits after it, then the request goes on from the start of the pipeline."""
+        if exchange.finished:
+            return  # the client went away meanwhile
+        if self.limits_from(exchange, first, exchange.engine.registry.loop.time()):
+            self.passing = exchange
+            try:
+                exchange.start()
+            finally:
+                self.passing = None
+
+    def refuse(self, exchange: Any, limit: _Limit, retry_after: float) -> None:
+        """429 with Retry-After and the RateLimit fields."""
+        retry = max(1, math.ceil(retry_after))
+        extra = [
+            (b"ratelimit-policy", limit.policy),
+            (b"ratelimit", f'"{limit.config.name}";r=0;t={retry}'.encode()),
+        ]
+        log.info(
+            "route %s: %s over rate limit %s (429)",
+            self.route,
+            exchange.request.client[0],
+            limit.config.name,
+        )
+        _answer(exchange, 429, f"rate limit {limit.config.name}", extra, retry)
 
     def report(self) -> dict[str, Any]:
         """Counters for `/status` (per worker)."""
@@ -205,11 +249,14 @@ class RouteGuard:
             "route": self.route,
             "denied": self.denied,
             "limits": [
-                {
+                lim.glob.report()
+                if lim.glob is not None
+                else {
                     "name": lim.config.name,
-                    "requests": lim.gcra.checked,
-                    "rejected": lim.gcra.rejected,
-                    "keys": len(lim.gcra),
+                    "scope": "local",
+                    "requests": lim.gcra.checked,  # type: ignore[union-attr]
+                    "rejected": lim.gcra.rejected,  # type: ignore[union-attr]
+                    "keys": len(lim.gcra),  # type: ignore[arg-type]
                 }
                 for lim in self.limits
             ],

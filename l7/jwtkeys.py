@@ -193,6 +193,8 @@ def _jwk(member: Any, allowed: frozenset[str] | None) -> Key | None:
         return None
     alg = member.get("alg")
     if alg is not None:
+        if not isinstance(alg, str):
+            return None  # (a JWKS URL answers what it likes: `"alg": []` was a TypeError)
         algorithms = algorithms & {alg}
     algorithms = _narrow(algorithms, allowed)
     return Key(kid, algorithms, key, kind) if algorithms else None

@@ -361,7 +361,7 @@ _ADMIN: Fields = {
     "token": (string, ""),
     "token_env": (string, ""),
 }
-_TOP = ("global", "admin", "demo", "listener", "pool", "cache", "jwt")
+_TOP = ("global", "admin", "demo", "listener", "pool", "cache", "jwt", "redis")
 
 
 def load(path: str | Path, *, resolve: bool = True) -> Config:
@@ -428,6 +428,7 @@ class _Loader(TableLoader):
             self.error([], "no listeners: add a [listener.NAME] table", "see docs/CONFIG.md")
         self.cross_check(data, listeners, pools, demo)
         listeners = self.caches(data.get("cache"), listeners)
+        listeners = self.redis(data.get("redis"), listeners)
         if admin.bind is not None and any(admin.bind in lc.bind for lc in listeners):
             self.error(
                 ["admin", "bind"],
@@ -461,6 +462,32 @@ class _Loader(TableLoader):
                     )
             used = tuple(found[n] for n in dict.fromkeys(n for _, n in names) if n in found)
             out.append(replace(lc, caches=used) if used else lc)
+        return out
+
+    def redis(self, value: Any, listeners: list[ListenerConfig]) -> list[ListenerConfig]:
+        """`[redis]` (l7/redisconf.py), given to each listener with a global rate limit; a
+        global limit without it is an error at its `scope`."""
+        config = None
+        if value is not None:
+            from l7.redisconf import parse_redis
+
+            config = parse_redis(self, value, ["redis"])
+        out = []
+        for lc in listeners:
+            uses = [
+                (i, j)
+                for i, r in enumerate(lc.routes)
+                for j, limit in enumerate(getattr(getattr(r, "security", None), "rate_limits", ()))
+                if limit.scope == "global"
+            ]
+            if uses and value is None:
+                for i, j in uses:
+                    self.error(
+                        ["listener", lc.name, "routes", i, "rate_limits", j, "scope"],
+                        'scope = "global" needs a [redis] table',
+                        '[redis] with address = "HOST:PORT", or scope = "local"',
+                    )
+            out.append(replace(lc, redis=config) if uses and config is not None else lc)
         return out
 
     def admin(self, value: Any) -> AdminConfig:

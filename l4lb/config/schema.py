@@ -243,6 +243,7 @@ class ListenerConfig:
     # tables its routes name, by name
     compress: Any = None
     caches: tuple = ()
+    redis: Any = None  # l7.redisconf.RedisConfig when a route has a scope = "global" limit
 
 
 @dataclass(frozen=True, slots=True)

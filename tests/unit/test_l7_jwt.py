@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from l4lb.config import load_text
@@ -402,6 +402,7 @@ _MEMBER = st.fixed_dictionaries(
 )  # fmt: skip
 
 
+@example([{"kty": "oct", "kid": None, "k": "c2VjcmV0", "alg": []}])  # once a TypeError
 @given(st.lists(_MEMBER | _JSON, max_size=4))
 def test_any_jwks_gives_keys_or_a_key_error(members):
     """A JWKS URL answers what it likes: never anything but KeyError_ out of the parse."""
