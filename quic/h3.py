@@ -19,13 +19,15 @@ Flow control with bounded memory, as for HTTP/2:
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as qe
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionId
+from aioquic.quic.recovery import QuicPacketRecovery
 
 from l4lb.errors import RemoteProtocolError
 from l7.streams import (
@@ -34,6 +36,7 @@ from l7.streams import (
     simple_fields,
     status_value,
 )
+from quic.settings import CID_LENGTH, reset_token
 
 if TYPE_CHECKING:
     from l7.exchange import Exchange
@@ -45,14 +48,61 @@ log = logging.getLogger("l4lb")
 
 
 class _Quic(QuicConnection):
-    """aioquic's connection, holding back the receive window of paused streams (`held`)."""
+    """aioquic's connection, holding back the receive window of paused streams (`held`), with
+    l4lb's connection IDs: the first byte is the worker's index (`prefix`; the kernel steers
+    short header packets by it, quic/steering.py) and each ID's stateless reset token comes
+    from the listener's key (quic/reset.py), where aioquic draws both at random."""
 
     held: set[int]
+    prefix = b""
+    reset_key = b""
+
+    def own_cids(self, prefix: bytes, reset_key: bytes, listener: Any) -> None:
+        """Replace the first connection ID aioquic drew (before any packet is sent); count
+        lost packets in `listener`."""
+        self._loss.__class__ = _Recovery
+        self._loss.listener = listener  # type: ignore[attr-defined]
+        self.prefix, self.reset_key = prefix, reset_key
+        first = self._host_cids[0]
+        first.cid = self.new_cid()
+        first.stateless_reset_token = reset_token(reset_key, first.cid)
+        self.host_cid = self._local_initial_source_connection_id = first.cid
+
+    def new_cid(self) -> bytes:
+        return self.prefix + os.urandom(CID_LENGTH - len(self.prefix))
+
+    def _replenish_connection_ids(self) -> None:
+        while len(self._host_cids) < min(8, self._remote_active_connection_id_limit):
+            cid = self.new_cid()
+            self._host_cids.append(
+                QuicConnectionId(
+                    cid=cid,
+                    sequence_number=self._host_cid_seq,
+                    stateless_reset_token=reset_token(self.reset_key, cid),
+                )
+            )
+            self._host_cid_seq += 1
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         if stream.stream_id in self.held:
             return
         super()._write_stream_limits(builder, space, stream)
+
+
+class _Recovery(QuicPacketRecovery):
+    """aioquic's loss recovery, counting the packets it declares lost (or retransmits on a
+    probe timeout) in the listener's `h3_packets_lost`."""
+
+    listener: Any = None
+
+    def _on_packets_lost(self, *, packets: Any, **kw: Any) -> None:
+        packets = list(packets)
+        if self.listener is not None:
+            self.listener.h3_packets_lost += len(packets)
+        super()._on_packets_lost(packets=packets, **kw)
+
+
+_SAFE = (b"GET", b"HEAD", b"OPTIONS")  # what 0-RTT may carry (RFC 8470 §3; replays are safe)
 
 
 class _H3(H3Connection):
@@ -247,9 +297,24 @@ class H3Server:
             return
         engine = self.endpoint.engine_of()
         stream = self.streams[stream_id] = H3Stream(self, stream_id)
-        if self.listener is not None:
-            self.listener.h3_streams += 1
-        stream.begin(engine, event.headers, bool(event.stream_ended))
+        listener = self.listener
+        if listener is not None:
+            listener.h3_streams += 1
+        fields = event.headers
+        if not self.handshake_done:
+            # Early data (0-RTT), which an attacker may replay: safe methods go on marked
+            # `Early-Data: 1` for the server to judge (it may answer 425, which the client
+            # gets and retries after the handshake); others are answered 425 (RFC 8470 §5).
+            method = next((v for n, v in fields if n == b":method"), b"")
+            if method not in _SAFE:
+                if listener is not None:
+                    listener.h3_early_refused += 1
+                stream.refuse_head(engine, 425, "request in early data (RFC 8470)")
+                return
+            if listener is not None:
+                listener.h3_early_accepted += 1
+            fields = [*fields, (b"early-data", b"1")]
+        stream.begin(engine, fields, bool(event.stream_ended))
 
     # -- output ------------------------------------------------------------------------------
 
