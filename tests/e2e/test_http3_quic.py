@@ -1,0 +1,176 @@
+"""HTTP/3 front door, the QUIC details: certificate by SNI, stateless reset, 0-RTT. An aioquic
+client (tests/e2e/h3client.py) and raw UDP sockets against an l4lb subprocess on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+from tests.e2e.h3client import H3Client
+from tests.e2e.helpers import free_port, make_cert, pool_toml
+
+pytest.importorskip("aioquic")
+
+
+def config(tmp_path, port: int, backend, http: str = "", names=("localhost",)) -> str:
+    certs = ""
+    for name in names:
+        cert, key = make_cert(tmp_path, name)
+        certs += f'[[listener.web.certs]]\ncert = "{cert}"\nkey = "{key}"\n'
+    return (
+        f'[listener.web]\nbind = "127.0.0.1:{port}"\nprotocol = "https"\npool = "a"\n'
+        + certs
+        + f"[listener.web.http]\nhttp3 = true\n{http}"
+        + pool_toml("a", [f'address = "{backend.address}"'])
+    )
+
+
+@pytest.fixture
+def h3(proxy, http_backends, tmp_path):
+    def start(http: str = "", names=("localhost",)):
+        (a,) = http_backends("a")
+        port = free_port()
+        return proxy(config(tmp_path, port, a, http, names)), port, a
+
+    return start
+
+
+def test_certificate_chosen_by_sni(h3):
+    _, port, _ = h3(names=("localhost", "other.example"))
+    for name, expected in (
+        ("other.example", "CN=other.example"),
+        ("localhost", "CN=localhost"),
+        ("unknown.example", "CN=localhost"),  # no certificate covers it: the first one
+    ):
+        client = H3Client(port, server_name=name)
+        try:
+            assert client.peer_name() == expected
+            assert client.request("GET", "/", authority=name)[0] == 200
+        finally:
+            client.close()
+    # A ClientHello in two datagrams (a long ALPN list, as post-quantum key shares make one).
+    alpn = [f"x-protocol-{i:03d}-" + "p" * 40 for i in range(40)]
+    client = H3Client(port, server_name="other.example", extra_alpn=alpn)
+    try:
+        assert client.peer_name() == "CN=other.example"
+        assert client.request("GET", "/", authority="other.example")[0] == 200
+    finally:
+        client.close()
+
+
+def short_header(cid: bytes, size: int) -> bytes:
+    return bytes([0x40 | 0x01]) + cid + os.urandom(size - 1 - len(cid))
+
+
+def answer(s: socket.socket, port: int, packet: bytes) -> bytes:
+    """The first answer to `packet`, sent again every 0.2 s for up to 10 s (l4lb keeps a
+    closed connection for a few probe timeouts before it forgets it)."""
+    s.settimeout(0.2)
+    for _ in range(50):
+        s.sendto(packet, ("127.0.0.1", port))
+        try:
+            return s.recvfrom(65535)[0]
+        except TimeoutError:
+            pass
+    raise AssertionError("no answer")
+
+
+def test_stateless_reset_for_a_forgotten_connection(h3):
+    _, port, _ = h3("quic_idle_timeout = 1.0\n")
+    client = H3Client(port)
+    try:
+        assert client.request("GET", "/")[0] == 200
+        # The tokens l4lb announced: for its first connection ID (transport parameters) and
+        # the ones it issued since (NEW_CONNECTION_ID).
+        quic = client.quic
+        tokens = {quic._peer_cid.cid: quic._peer_cid.stateless_reset_token}
+        tokens.update({c.cid: c.stateless_reset_token for c in quic._peer_cid_available})
+        assert len(tokens) >= 2 and all(tokens.values())
+        # l4lb forgets the connection after its idle timeout (the client's is 60 s).
+        assert client.step_until(lambda: client.terminated is not None, timeout=15)
+    finally:
+        client.sock.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for cid, token in tokens.items():
+            packet = short_header(cid, 60)
+            reset = answer(s, port, packet)
+            assert reset[-16:] == token  # the same token, from the key, not from memory
+            assert 21 <= len(reset) < len(packet) and reset[0] & 0xC0 == 0x40
+        # Never in answer to a packet too small to be answered by a smaller reset.
+        s.sendto(short_header(next(iter(tokens)), 24), ("127.0.0.1", port))
+        s.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            s.recvfrom(65535)
+
+
+def test_stateless_reset_can_be_turned_off(h3):
+    _, port, _ = h3("quic_stateless_reset = false\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        s.sendto(short_header(os.urandom(8), 60), ("127.0.0.1", port))
+        with pytest.raises(TimeoutError):
+            s.recvfrom(65535)
+        client = H3Client(port)  # and the endpoint is alive
+        try:
+            assert client.request("GET", "/")[0] == 200
+        finally:
+            client.close()
+
+
+def ticket_from(port: int):
+    first = H3Client(port)
+    try:
+        assert first.request("GET", "/")[0] == 200
+        assert first.step_until(lambda: bool(first.tickets), timeout=5)
+        return first.tickets[-1]
+    finally:
+        first.close()
+
+
+def early(port: int, ticket, method: str, path: str):
+    """A request sent in 0-RTT with `ticket`: (early data accepted, status, body)."""
+    client = H3Client(port, ticket=ticket, wait=False)
+    try:
+        sid = client.send(method, path)
+        client.wait_connected()
+        status, _, body = client.response(sid)
+        return client.early_data_accepted, status, body
+    finally:
+        client.close()
+
+
+def test_early_data_safe_methods_only(h3):
+    _, port, a = h3("quic_early_data = true\n")
+    accepted, status, body = early(port, ticket_from(port), "GET", "/headers")
+    assert accepted and status == 200
+    fields = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert fields.get("early-data") == "1"
+    # An unsafe method in early data: 425 Too Early, and the server never sees it.
+    ticket = ticket_from(port)
+    before = a.requests
+    accepted, status, _ = early(port, ticket, "POST", "/headers")
+    assert accepted and status == 425 and a.requests == before
+    # A server's own 425 to an early request reaches the client, unretried (RFC 8470 §5.2).
+    ticket = ticket_from(port)
+    before = a.requests
+    accepted, status, _ = early(port, ticket, "GET", "/status/425")
+    assert accepted and status == 425 and a.requests == before + 1
+    # A ticket is single use: a replayed ClientHello gets no 0-RTT.
+    ticket = ticket_from(port)
+    assert early(port, ticket, "GET", "/")[0]
+    accepted, status, _ = early(port, ticket, "GET", "/")
+    assert not accepted and status == 200
+
+
+def test_early_data_off_by_default(h3):
+    _, port, a = h3()
+    first = H3Client(port)
+    try:
+        assert first.request("GET", "/")[0] == 200
+        first.step_until(lambda: bool(first.tickets), timeout=1)
+        assert first.tickets == []  # no ticket issued, so no resumption and no 0-RTT
+    finally:
+        first.close()
