@@ -166,7 +166,7 @@ def test_early_data_safe_methods_only(h3):
 
 
 def test_early_data_off_by_default(h3):
-    _, port, a = h3()
+    _, port, _ = h3()
     first = H3Client(port)
     try:
         assert first.request("GET", "/")[0] == 200
