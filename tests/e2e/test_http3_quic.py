@@ -174,3 +174,33 @@ def test_early_data_off_by_default(h3):
         assert first.tickets == []  # no ticket issued, so no resumption and no 0-RTT
     finally:
         first.close()
+
+
+def test_migration_with_two_workers(proxy, http_backends, tmp_path):
+    """Each rebinding gives the client a new port, which SO_REUSEPORT's hash alone sends to
+    either worker (half the time the wrong one); l4lb's connection IDs and its socket
+    program send every packet to the worker that owns the connection."""
+    (a,) = http_backends("a")
+    port = free_port()
+    p = proxy("[global]\nworkers = 2\n" + config(tmp_path, port, a))
+    assert p.wait_log(r"all 2 workers serving", 20), p.log()
+    client = H3Client(port)
+    try:
+        assert client.request("GET", "/")[0] == 200
+        for _ in range(8):  # without steering, all 8 on the right worker: 1 chance in 256
+            client.rebind()
+            status, _, body = client.request("GET", "/bytes/20000")
+            assert status == 200 and len(body) == 20000
+        assert client.terminated is None
+    finally:
+        client.close()
+    # A worker's first CID byte is its index: both workers get connections of their own.
+    owners = set()
+    for _ in range(12):
+        other = H3Client(port)
+        try:
+            owners.add(other.quic._peer_cid.cid[0])
+            assert other.request("GET", "/")[0] == 200
+        finally:
+            other.close()
+    assert owners == {0, 1}  # (12 hashed Initials all on one worker: 1 in 2048)
