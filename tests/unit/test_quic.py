@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
+from aioquic.buffer import Buffer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import pull_quic_header
+from aioquic.tls import CipherSuite, SessionTicket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("aioquic")
-
-from aioquic.buffer import Buffer  # noqa: E402
-from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
-from aioquic.quic.connection import QuicConnection  # noqa: E402
-from aioquic.quic.packet import pull_quic_header  # noqa: E402
-from aioquic.tls import CipherSuite, SessionTicket  # noqa: E402
-
-from quic.hello import HelloReader, Result  # noqa: E402
-from quic.reset import ResetLimiter, stateless_reset  # noqa: E402
-from quic.settings import reset_token  # noqa: E402
-from quic.tickets import TicketStore  # noqa: E402
+from quic.hello import HelloReader, Result
+from quic.reset import ResetLimiter, stateless_reset
+from quic.settings import reset_token
+from quic.tickets import TicketStore
 
 
 def initials(server_name: str | None, alpn: list[str] | None = None) -> list[bytes]:
