@@ -3,6 +3,7 @@ client (tests/e2e/h3client.py) and raw UDP sockets against an l4lb subprocess on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -10,7 +11,8 @@ import socket
 import pytest
 
 from tests.e2e.h3client import H3Client
-from tests.e2e.helpers import free_port, make_cert, pool_toml
+from tests.e2e.helpers import free_port, make_cert, pool_toml, wait_until
+from tests.e2e.udprelay import LossyRelay
 
 pytest.importorskip("aioquic")
 
@@ -204,3 +206,45 @@ def test_migration_with_two_workers(proxy, http_backends, tmp_path):
         finally:
             other.close()
     assert owners == {0, 1}  # (12 hashed Initials all on one worker: 1 in 2048)
+
+
+def status_of(admin: int) -> dict:
+    with socket.create_connection(("127.0.0.1", admin), timeout=10) as s:
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def listener_stats(admin: int) -> dict:
+    return next(x for x in status_of(admin)["listeners"] if x["name"] == "web")
+
+
+# Datagrams of 8 KB (loopback carries them; the default is 1200) keep the packet count, which
+# the Python client, relay and server pay for one by one, low enough for a test of seconds.
+MTU = 8192
+
+
+def test_10mb_each_way_through_a_lossy_reordering_network(proxy, http_backends, tmp_path):
+    (a,) = http_backends("a")
+    port, admin = free_port(), free_port()
+    text = config(tmp_path, port, a, f"quic_max_datagram_size = {MTU}\n")
+    p = proxy(f'[admin]\nbind = "127.0.0.1:{admin}"\n' + text)
+    relay = LossyRelay(("127.0.0.1", port), loss=0.05)
+    client = H3Client(relay.port, max_datagram_size=MTU)
+    try:
+        size = 10 * 1024 * 1024
+        status, _, data = client.request("GET", f"/bytes/{size}")
+        assert status == 200 and len(data) == size and data == b"b" * size
+        body = os.urandom(size)
+        status, _, answer = client.request("POST", "/digest", body=body)
+        assert status == 200
+        assert answer.decode() == f"{size} {hashlib.sha256(body).hexdigest()}"
+    finally:
+        client.close()
+        relay.close()
+    assert relay.dropped > 100 and relay.reordered > 50 and relay.duplicated > 20
+    # l4lb saw the loss of its packets and resent them.
+    assert wait_until(lambda: listener_stats(admin)["h3_packets_lost"] > 0)
+    assert p.proc.poll() is None
