@@ -34,8 +34,11 @@ def config(tmp_path, port: int, backend, http: str = "", names=("localhost",)) -
 def h3(proxy, http_backends, tmp_path):
     def start(http: str = "", names=("localhost",)):
         (a,) = http_backends("a")
-        port = free_port()
-        return proxy(config(tmp_path, port, a, http, names)), port, a
+        port, admin = free_port(), free_port()
+        text = f'[admin]\nbind = "127.0.0.1:{admin}"\n' + config(tmp_path, port, a, http, names)
+        p = proxy(text)
+        p.admin = admin
+        return p, port, a
 
     return start
 
@@ -81,7 +84,7 @@ def answer(s: socket.socket, port: int, packet: bytes) -> bytes:
 
 
 def test_stateless_reset_for_a_forgotten_connection(h3):
-    _, port, _ = h3("quic_idle_timeout = 1.0\n")
+    p, port, _ = h3("quic_idle_timeout = 1.0\n")
     client = H3Client(port)
     try:
         assert client.request("GET", "/")[0] == 200
@@ -106,6 +109,8 @@ def test_stateless_reset_for_a_forgotten_connection(h3):
         s.settimeout(0.5)
         with pytest.raises(TimeoutError):
             s.recvfrom(65535)
+    assert listener_stats(p.admin)["h3_stateless_resets"] >= len(tokens)
+    assert metric(p.admin, "l4lb_listener_http3_stateless_resets_total") >= len(tokens)
 
 
 def test_stateless_reset_can_be_turned_off(h3):
@@ -145,7 +150,7 @@ def early(port: int, ticket, method: str, path: str):
 
 
 def test_early_data_safe_methods_only(h3):
-    _, port, a = h3("quic_early_data = true\n")
+    p, port, a = h3("quic_early_data = true\n")
     accepted, status, body = early(port, ticket_from(port), "GET", "/headers")
     assert accepted and status == 200
     fields = {k.lower(): v for k, v in json.loads(body)["headers"]}
@@ -165,6 +170,12 @@ def test_early_data_safe_methods_only(h3):
     assert early(port, ticket, "GET", "/")[0]
     accepted, status, _ = early(port, ticket, "GET", "/")
     assert not accepted and status == 200
+    # Counted: three safe requests taken early, one refused; every handshake.
+    stats = listener_stats(p.admin)
+    assert (stats["h3_early_accepted"], stats["h3_early_refused"]) == (3, 1)
+    assert stats["h3_handshakes"] == stats["h3_connections"] == 9
+    assert metric(p.admin, "l4lb_listener_http3_early_data_accepted_total") == 3
+    assert metric(p.admin, "l4lb_listener_http3_early_data_refused_total") == 1
 
 
 def test_early_data_off_by_default(h3):
@@ -219,6 +230,18 @@ def status_of(admin: int) -> dict:
 
 def listener_stats(admin: int) -> dict:
     return next(x for x in status_of(admin)["listeners"] if x["name"] == "web")
+
+
+def metric(admin: int, name: str) -> int:
+    with socket.create_connection(("127.0.0.1", admin), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    for line in data.decode().splitlines():
+        if line.startswith(name + "{") and 'listener="web"' in line:
+            return int(float(line.rsplit(" ", 1)[1]))
+    return -1
 
 
 # Datagrams of 8 KB (loopback carries them; the default is 1200) keep the packet count, which
