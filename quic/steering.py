@@ -27,6 +27,7 @@ listener that a reload adds gets per-worker sockets bound by each worker, withou
 from __future__ import annotations
 
 import ctypes
+import logging
 import socket
 import struct
 from typing import Any
@@ -36,6 +37,8 @@ from l4lb.errors import L4lbError
 from l4lb.listener import bound_socket
 
 __all__ = ["CID_PROGRAM", "attach_cid_program", "open_steered_group", "steered_groups"]
+
+log = logging.getLogger("l4lb")
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
 
@@ -66,11 +69,19 @@ def open_steered_group(addr: Address, count: int) -> list[socket.socket]:
     try:
         for _ in range(count):
             group.append(bound_socket(addr, socket.SOCK_DGRAM, reuse_port=True))
-        attach_cid_program(group[0])
     except BaseException:
         for sock in group:
             sock.close()
         raise
+    try:
+        attach_cid_program(group[0])
+    except OSError as exc:  # not Linux, or a kernel without it: the 4-tuple hash alone
+        log.warning(
+            "HTTP/3 on %s: no connection-ID steering (%s): a client whose address changes "
+            "may reach another worker, which resets its connection",
+            addr,
+            exc.strerror or exc,
+        )
     return group
 
 
