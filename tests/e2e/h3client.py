@@ -74,11 +74,16 @@ class H3Client:
         cert = self.quic.tls._peer_certificate
         return cert.subject.rfc4514_string()
 
-    def rebind(self) -> None:
-        """A NAT rebinding: the same connection from a new local port."""
+    def rebind(self, ping: bool = False) -> None:
+        """A NAT rebinding: the same connection from a new local port. `ping`: send a PING
+        from it at once, as a client that moves does (RFC 9000 §9.2): while it only receives,
+        the server still sends to the old port and nothing tells it of the new one."""
         self.sock.close()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
+        if ping:
+            self.quic.send_ping(0)
+            self.flush()
 
     def flush(self) -> None:
         for data, addr in self.quic.datagrams_to_send(now=time.monotonic()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import socket
 
 import pytest
@@ -64,6 +65,25 @@ def test_certificate_chosen_by_sni(h3):
         assert client.request("GET", "/", authority="other.example")[0] == 200
     finally:
         client.close()
+
+
+def test_cid_program_steers_short_headers_by_their_worker_byte():
+    """The kernel side of steering, alone: sockets of one group, packets from many ports."""
+    from l4lb.config.values import Address
+    from quic.steering import open_steered_group
+
+    group = open_steered_group(Address("127.0.0.1", free_port()), 3)
+    port = group[0].getsockname()[1]
+    try:
+        for i in range(12):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(bytes([0x41, i % 3]) + os.urandom(40), ("127.0.0.1", port))
+                ready, _, _ = select.select(group, [], [], 5)
+                assert [group.index(r) for r in ready] == [i % 3]
+                ready[0].recv(100)
+    finally:
+        for sock in group:
+            sock.close()
 
 
 def short_header(cid: bytes, size: int) -> bytes:
@@ -204,6 +224,18 @@ def test_migration_with_two_workers(proxy, http_backends, tmp_path):
             client.rebind()
             status, _, body = client.request("GET", "/bytes/20000")
             assert status == 200 and len(body) == 20000
+        # And in the middle of a transfer: the port changes twice while the body comes.
+        size = 3_000_000
+        sid = client.send("GET", f"/bytes/{size}")
+
+        def got() -> int:
+            return sum(map(len, client.responses.get(sid, {}).get("body", [])))
+
+        for third in (size // 3, 2 * size // 3):
+            assert client.step_until(lambda t=third: got() > t)
+            client.rebind(ping=True)
+        status, _, body = client.response(sid)
+        assert status == 200 and body == b"b" * size
         assert client.terminated is None
     finally:
         client.close()
