@@ -42,7 +42,8 @@ from aioquic.quic.retry import QuicRetryTokenHandler
 
 from l4lb.config.values import Address
 from l4lb.listener import bound_socket
-from quic.h3 import H3Server, _Quic
+from quic.connection import ServerQuic
+from quic.h3 import H3Server
 from quic.hello import HelloReader, Result
 from quic.reset import ResetLimiter, stateless_reset
 from quic.settings import QuicSettings
@@ -280,7 +281,7 @@ class QuicEndpoint:
             store = self.tickets
             tickets["session_ticket_handler"] = lambda ticket: store.add(sni, ticket)
             tickets["session_ticket_fetcher"] = lambda label: store.take(sni, label)
-        quic = _Quic(
+        quic = ServerQuic(
             configuration=settings.configuration_for(sni),
             original_destination_connection_id=original,
             retry_source_connection_id=retry_source,

@@ -9,7 +9,7 @@ datagrams with the loop's time, drains their events, sends what they queue and r
 timer (aioquic's `get_timer`/`handle_timer`), as aioquic's own asyncio adapter does.
 
 Flow control with bounded memory, as for HTTP/2:
-- request bodies: aioquic raises a stream's receive window as soon as data arrives; `_Quic`
+- request bodies: aioquic raises a stream's receive window as soon as data arrives; `ServerQuic`
   holds it back (no MAX_STREAM_DATA) for a stream whose exchange paused reading, so a slow
   server stalls that stream's client, not l4lb's memory;
 - response bodies: aioquic queues without limit, so the server is paused while a stream's
@@ -19,15 +19,12 @@ Flow control with bounded memory, as for HTTP/2:
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as qe
-from aioquic.quic.connection import QuicConnection, QuicConnectionId
-from aioquic.quic.recovery import QuicPacketRecovery
 
 from l4lb.errors import RemoteProtocolError
 from l7.streams import (
@@ -36,7 +33,7 @@ from l7.streams import (
     simple_fields,
     status_value,
 )
-from quic.settings import CID_LENGTH, reset_token
+from quic.connection import ServerH3, ServerQuic
 
 if TYPE_CHECKING:
     from l7.exchange import Exchange
@@ -47,77 +44,7 @@ __all__ = ["H3Server", "H3Stream"]
 log = logging.getLogger("l4lb")
 
 
-class _Quic(QuicConnection):
-    """aioquic's connection, holding back the receive window of paused streams (`held`), with
-    l4lb's connection IDs: the first byte is the worker's index (`prefix`; the kernel steers
-    short header packets by it, quic/steering.py) and each ID's stateless reset token comes
-    from the listener's key (quic/reset.py), where aioquic draws both at random."""
-
-    held: set[int]
-    prefix = b""
-    reset_key = b""
-
-    def own_cids(self, prefix: bytes, reset_key: bytes, listener: Any) -> None:
-        """Replace the first connection ID aioquic drew (before any packet is sent); count
-        lost packets in `listener`."""
-        self._loss.__class__ = _Recovery
-        self._loss.listener = listener  # type: ignore[attr-defined]
-        self.prefix, self.reset_key = prefix, reset_key
-        first = self._host_cids[0]
-        first.cid = self.new_cid()
-        first.stateless_reset_token = reset_token(reset_key, first.cid)
-        self.host_cid = self._local_initial_source_connection_id = first.cid
-
-    def new_cid(self) -> bytes:
-        return self.prefix + os.urandom(CID_LENGTH - len(self.prefix))
-
-    def _replenish_connection_ids(self) -> None:
-        while len(self._host_cids) < min(8, self._remote_active_connection_id_limit):
-            cid = self.new_cid()
-            self._host_cids.append(
-                QuicConnectionId(
-                    cid=cid,
-                    sequence_number=self._host_cid_seq,
-                    stateless_reset_token=reset_token(self.reset_key, cid),
-                )
-            )
-            self._host_cid_seq += 1
-
-    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
-        if stream.stream_id in self.held:
-            return
-        super()._write_stream_limits(builder, space, stream)
-
-
-class _Recovery(QuicPacketRecovery):
-    """aioquic's loss recovery, counting the packets it declares lost (or retransmits on a
-    probe timeout) in the listener's `h3_packets_lost`."""
-
-    listener: Any = None
-
-    def _on_packets_lost(self, *, packets: Any, **kw: Any) -> None:
-        packets = list(packets)
-        if self.listener is not None:
-            self.listener.h3_packets_lost += len(packets)
-        super()._on_packets_lost(packets=packets, **kw)
-
-
 _SAFE = (b"GET", b"HEAD", b"OPTIONS")  # what 0-RTT may carry (RFC 8470 §3; replays are safe)
-
-
-class _H3(H3Connection):
-    """aioquic's H3 with our QPACK limits: its constructor assigns the defaults (4096, 16) and
-    announces them at once, so the two attributes read the values set before it runs."""
-
-    qpack_table = 4096
-    qpack_blocked = 16
-    _max_table_capacity = property(lambda self: self.qpack_table, lambda self, v: None)
-    _blocked_streams = property(lambda self: self.qpack_blocked, lambda self, v: None)
-
-    def __init__(self, quic: QuicConnection, table: int, blocked: int) -> None:
-        self.qpack_table = table
-        self.qpack_blocked = blocked
-        super().__init__(quic)
 
 
 class H3Stream(StreamSide):
@@ -192,7 +119,7 @@ class H3Server:
     def __init__(
         self,
         endpoint: Any,  # the quic.endpoint.QuicEndpoint that made this connection
-        quic: _Quic,
+        quic: ServerQuic,
         client: tuple[str, int],
         qpack: tuple[int, int],
     ) -> None:
@@ -242,7 +169,7 @@ class H3Server:
         endpoint = self.endpoint
         if isinstance(event, qe.ProtocolNegotiated):
             if event.alpn_protocol in ("h3",) and self.h3 is None:
-                self.h3 = _H3(self.quic, *self.qpack)
+                self.h3 = ServerH3(self.quic, *self.qpack)
         elif isinstance(event, qe.HandshakeCompleted):
             self.handshake_done = True
             endpoint.handshake_done(self)

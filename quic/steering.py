@@ -4,7 +4,7 @@ SO_REUSEPORT spreads UDP datagrams over the group's sockets by a hash of the 4-t
 client whose address changes (NAT rebinding, a phone moving from Wi-Fi to 4G) would land on
 a worker that does not know its connection. The fix used by Linux QUIC servers without eBPF
 maps (it is what the kernel's SO_ATTACH_REUSEPORT_CBPF was made for): the server's
-connection IDs carry the worker's index in their first byte (quic/h3.py `_Quic`), and a
+connection IDs carry the worker's index in their first byte (quic/connection.py), and a
 classic BPF program on the socket group returns that byte as the index of the socket to
 deliver to:
 
