@@ -214,8 +214,9 @@ def test_migration_with_two_workers(proxy, http_backends, tmp_path):
     either worker (half the time the wrong one); l4lb's connection IDs and its socket
     program send every packet to the worker that owns the connection."""
     (a,) = http_backends("a")
-    port = free_port()
-    p = proxy("[global]\nworkers = 2\n" + config(tmp_path, port, a))
+    port, admin = free_port(), free_port()
+    admin_toml = f'[admin]\nbind = "127.0.0.1:{admin}"\n'
+    p = proxy("[global]\nworkers = 2\n" + admin_toml + config(tmp_path, port, a))
     assert p.wait_log(r"all 2 workers serving", 20), p.log()
     client = H3Client(port)
     try:
@@ -249,6 +250,8 @@ def test_migration_with_two_workers(proxy, http_backends, tmp_path):
         finally:
             other.close()
     assert owners == {0, 1}  # (12 hashed Initials all on one worker: 1 in 2048)
+    # The supervisor's /status sums the workers' HTTP/3 counters (reports once a second).
+    assert wait_until(lambda: listener_stats(admin)["h3_handshakes"] == 13)
 
 
 def status_of(admin: int) -> dict:
