@@ -44,8 +44,9 @@ def h3(proxy, http_backends, tmp_path):
     return start
 
 
-def test_certificate_chosen_by_sni(h3):
-    _, port, _ = h3(names=("localhost", "other.example"))
+@pytest.mark.parametrize("retry", ["auto", "always"])
+def test_certificate_chosen_by_sni(h3, retry):
+    _, port, _ = h3(f'quic_retry = "{retry}"\n', names=("localhost", "other.example"))
     for name, expected in (
         ("other.example", "CN=other.example"),
         ("localhost", "CN=localhost"),
