@@ -229,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", description="A worker process (started by l4lb up).")
     worker.add_argument("config", help="the config file (its text comes on stdin)")
     worker.add_argument("--index", type=int, default=0)
+    worker.add_argument("--quic-socket", action="append", default=[])  # ADDRESS=FD (steering)
     worker.add_argument("--control-fd", type=int, required=True)
     worker.add_argument("--log-format", choices=("text", "json"), default="text")
     worker.add_argument("--log-file", metavar="PATH")
@@ -457,7 +458,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     )
     for handler in logging.getLogger("l4lb").handlers:
         handler.addFilter(WorkerTag(args.index))
-    main = partial(serve_worker, config, access_log, args.index, args.control_fd)
+    quic = {addr: int(fd) for addr, _, fd in (s.rpartition("=") for s in args.quic_socket)}
+    main = partial(serve_worker, config, access_log, args.index, args.control_fd, quic)
     anyio.run(main, backend="asyncio", backend_options=_backend_options())
     return 0
 

@@ -131,6 +131,10 @@ class Listener:
         self.h3_goaways = 0
         self.h3_retries = 0
         self.h3_dropped = 0
+        self.h3_stateless_resets = 0  # RFC 9000 §10.3, for datagrams of unknown connections
+        self.h3_early_accepted = 0  # requests taken in 0-RTT (safe methods)
+        self.h3_early_refused = 0  # requests in 0-RTT answered 425 (RFC 8470)
+        self.h3_packets_lost = 0  # packets aioquic's loss recovery declared lost
         self.refused = 0
         self.denied = 0  # closed at accept by IP rules (l4lb.clientgate)
         self.limited = 0  # closed at accept by a per-client limit

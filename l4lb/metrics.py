@@ -65,6 +65,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "l4lb_listener_http3_goaways_total": ("counter", "HTTP/3 GOAWAY frames sent."),
     "l4lb_listener_http3_retries_total": ("counter", "QUIC Retry packets sent."),
     "l4lb_listener_http3_dropped_total": ("counter", "UDP datagrams dropped unanswered."),
+    "l4lb_listener_http3_stateless_resets_total": ("counter", "QUIC stateless resets sent."),
+    "l4lb_listener_http3_early_data_accepted_total": ("counter", "HTTP/3 requests in 0-RTT."),
+    "l4lb_listener_http3_early_data_refused_total": ("counter", "0-RTT requests answered 425."),
+    "l4lb_listener_http3_packets_lost_total": ("counter", "QUIC packets declared lost."),
     "l4lb_server_connections_total": ("counter", "Connections sent to the server."),
     "l4lb_server_active_connections": ("gauge", "Connections to the server open now."),
     "l4lb_server_up": ("gauge", "1 if the server passes health checks and is not ejected."),
@@ -158,6 +162,10 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
                 ("h3_goaways", "l4lb_listener_http3_goaways_total"),
                 ("h3_retries", "l4lb_listener_http3_retries_total"),
                 ("h3_dropped", "l4lb_listener_http3_dropped_total"),
+                ("h3_stateless_resets", "l4lb_listener_http3_stateless_resets_total"),
+                ("h3_early_accepted", "l4lb_listener_http3_early_data_accepted_total"),
+                ("h3_early_refused", "l4lb_listener_http3_early_data_refused_total"),
+                ("h3_packets_lost", "l4lb_listener_http3_packets_lost_total"),
             ):
                 samples[name].append((name, labels, int(listener.get(key, 0))))
         for guard in listener.get("route_guards", ()):

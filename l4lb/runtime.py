@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import time
@@ -71,14 +72,19 @@ class Runtime:
         notifier: Notifier | None = None,
         pid_file: PidFile | None = None,
         hard_on_repeat: bool = True,
+        worker: int | None = None,
+        quic_fds: dict[str, int] | None = None,
     ) -> None:
         """`reuse_port` binds listeners with SO_REUSEPORT (worker processes share ports);
         `on_tick(runtime)` runs once a second after the stats tick (a worker reports to its
         supervisor there); `admin=False` leaves the admin API to someone else; `notifier`
         tells systemd about readiness, reloads and stopping; `pid_file` is written once the
         listeners are bound; `hard_on_repeat=False` (a worker) ignores a repeated
-        SIGTERM/SIGINT."""
+        SIGTERM/SIGINT. `worker` and `quic_fds` (str(address) -> fd): a worker's index and
+        its UDP sockets in the supervisor's steered groups (quic/steering.py)."""
         self.config = config
+        self.worker = worker
+        self.quic_fds = quic_fds or {}
         self.access_log = access_log
         self.reuse_port = reuse_port
         self.on_tick = on_tick
@@ -347,7 +353,11 @@ class Runtime:
         for lc in h3:
             settings = quic_settings(lc)
             for addr in lc.bind:
-                if addr not in self.quic:
+                fd = self.quic_fds.get(str(addr))
+                if addr not in self.quic and fd is not None:  # the supervisor's, steered
+                    opened[addr] = socket.socket(fileno=os.dup(fd))  # (dup: ours to close)
+                    opened[addr].setblocking(False)
+                elif addr not in self.quic:
                     try:
                         opened[addr] = open_udp_socket(addr, reuse_port=self.reuse_port)
                     except OSError as exc:
@@ -372,7 +382,8 @@ class Runtime:
             if endpoint is None:
                 from quic.endpoint import QuicEndpoint
 
-                endpoint = QuicEndpoint(loop, opened[addr], listeners[name], settings)
+                steered = self.worker if str(addr) in self.quic_fds else None
+                endpoint = QuicEndpoint(loop, opened[addr], listeners[name], settings, steered)
             else:
                 endpoint.update(listeners[name], settings)
             endpoint.start()

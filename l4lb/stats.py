@@ -48,6 +48,10 @@ H3_COUNTERS = (
     "h3_goaways",
     "h3_retries",
     "h3_dropped",
+    "h3_stateless_resets",
+    "h3_early_accepted",
+    "h3_early_refused",
+    "h3_packets_lost",
 )
 #: The counters a listener has only for some protocols (access rules, HTTP/2, HTTP/3): in
 #: /status when the listener has them, summed over workers (l4lb/reports.py).

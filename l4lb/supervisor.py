@@ -214,6 +214,7 @@ class Supervisor:
         self._stop = anyio.Event()
         self._purges: dict[int, tuple[Fanout, anyio.Event]] = {}  # id -> purge in flight
         self._purge_ids = 0
+        self._quic_groups: dict[str, list[socket.socket]] = {}  # quic/steering.py
 
     # -- the runtime-like surface ---------------------------------------------------------------
 
@@ -350,6 +351,10 @@ class Supervisor:
         them, waiting for them to drain. Raises L4lbError if the instance cannot start."""
         _probe(self.config)
         check_config(self.config)
+        if any(lc.protocol == "https" and lc.http.http3 for lc in self.config.listeners):
+            from quic.steering import steered_groups  # HTTP/3: workers steered by CID
+
+            self._quic_groups = steered_groups(self.config, self.count)
         self.stats = ClusterStats(anyio.current_time(), time.time())
         admin = await self._open_admin()
         demo = await start_demo_backends(self.config.demo) if self.config.demo else []
@@ -369,6 +374,9 @@ class Supervisor:
                 await self._shutdown()
                 tg.cancel_scope.cancel()
         finally:
+            for group in self._quic_groups.values():
+                for sock in group:
+                    sock.close()
             for server in demo:
                 server.close()
             for worker in self._workers.values():
@@ -420,6 +428,9 @@ class Supervisor:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         args = [sys.executable, "-m", "l4lb", "worker", self.config.file, "--index", str(index)]
         args += ["--control-fd", str(theirs.fileno()), *self.worker_args]
+        quic_fds = [(addr, group[index].fileno()) for addr, group in self._quic_groups.items()]
+        for addr, fd in quic_fds:  # this worker's place in each steered UDP group
+            args += ["--quic-socket", f"{addr}={fd}"]
         out = subprocess.DEVNULL if self.quiet else None
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # ours to use
         try:
@@ -428,7 +439,7 @@ class Supervisor:
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=out,
-                pass_fds=[theirs.fileno()],
+                pass_fds=[theirs.fileno(), *(fd for _, fd in quic_fds)],
                 env=env,
             )
         except OSError as exc:

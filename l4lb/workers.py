@@ -44,10 +44,17 @@ class WorkerTag(logging.Filter):
         return True
 
 
-async def serve_worker(config: Config, access_log: AccessLog, index: int, control_fd: int) -> None:
+async def serve_worker(
+    config: Config,
+    access_log: AccessLog,
+    index: int,
+    control_fd: int,
+    quic_fds: dict[str, int] | None = None,
+) -> None:
     """Run one worker until SIGTERM/SIGINT or until its supervisor goes away: a `Runtime`
     on SO_REUSEPORT listeners, without the admin API (the supervisor serves it) or the demo
-    backends (the supervisor runs them), reporting its stats once a second."""
+    backends (the supervisor runs them), reporting its stats once a second. `quic_fds`:
+    address -> this worker's UDP socket in the supervisor's steered group (quic/steering.py)."""
     control = socket.socket(fileno=control_fd)
     reader, writer = await asyncio.open_unix_connection(sock=control)
 
@@ -78,6 +85,8 @@ async def serve_worker(config: Config, access_log: AccessLog, index: int, contro
         on_tick=report,
         admin=False,
         hard_on_repeat=False,  # systemd and the terminal signal us and the supervisor both
+        worker=index,
+        quic_fds=quic_fds,
     )
 
     async def commands() -> None:

@@ -8,14 +8,17 @@ a transport cannot be made synchronously); sending is `sendto`, and a datagram t
 will not take now is dropped (QUIC's loss recovery sends it again).
 
 Per datagram, as aioquic's own server does (`aioquic.asyncio.server`), plus limits:
-- a header that does not parse, or a short-header packet for no known connection: dropped
-  (counted in `h3_dropped`; a stateless reset would need a key shared across workers);
+- a header that does not parse: dropped (counted in `h3_dropped`); a short-header packet for
+  no known connection: a stateless reset (quic/reset.py, rate-limited) or dropped;
 - an unknown version: a Version Negotiation packet (never in answer to one);
 - an Initial for no connection, in a datagram of at least 1200 bytes (RFC 9000 §14.1, the
   anti-amplification floor): a Retry with an address-validation token when `quic_retry` is
   "always", or "auto" and more than `quic_retry_threshold` handshakes are unfinished (as
   HAProxy's quic-retry-threshold); otherwise, or with a valid token, a new connection,
-  unless the listener is at `max_connections` (then dropped: the client retries).
+  unless the listener is at `max_connections` (then dropped: the client retries). With more
+  than one certificate, the connection is made once the ClientHello's server name is read
+  from the Initials (quic/hello.py); until then at most `_MAX_HELLOS` clients are half-read,
+  each with at most `MAX_HELLO_DATAGRAMS` datagrams kept (the oldest is forgotten first).
 Until a client's address is validated aioquic itself sends at most 3x what it received.
 """
 
@@ -39,14 +42,19 @@ from aioquic.quic.retry import QuicRetryTokenHandler
 
 from l4lb.config.values import Address
 from l4lb.listener import bound_socket
-from quic.h3 import H3Server, _Quic
+from quic.connection import ServerQuic
+from quic.h3 import H3Server
+from quic.hello import HelloReader, Result
+from quic.reset import ResetLimiter, stateless_reset
 from quic.settings import QuicSettings
+from quic.tickets import TicketStore
 
 __all__ = ["QuicEndpoint", "open_udp_socket"]
 
 log = logging.getLogger("l4lb")
 _BATCH = 64
 _MAX_DATAGRAM = 65535
+_MAX_HELLOS = 256  # clients whose ClientHello is half-read at once
 
 
 def open_udp_socket(addr: Address, reuse_port: bool = False) -> socket.socket:
@@ -63,7 +71,10 @@ class QuicEndpoint:
         sock: socket.socket,
         listener: Any,
         settings: QuicSettings,
+        worker: int | None = None,
     ) -> None:
+        """`worker`: this process's index when the kernel steers datagrams to workers by the
+        first byte of l4lb's connection IDs (quic/steering.py); None: a random byte."""
         self.loop = loop
         self.sock = sock
         self.listener = listener
@@ -76,6 +87,10 @@ class QuicEndpoint:
         self.retry = QuicRetryTokenHandler()
         self.reading = False
         self.accepting = True
+        self.worker = worker
+        self.hellos: dict[bytes, tuple[HelloReader, list[bytes]]] = {}
+        self.resets = ResetLimiter()
+        self.tickets = TicketStore()
 
     def engine_of(self) -> Any:
         return self.listener.engine
@@ -147,6 +162,9 @@ class QuicEndpoint:
         if conn is not None:
             conn.datagram(data, addr, now)
             return
+        if header.version is None:  # a short header: a connection we do not know
+            self.unknown(data, addr, now)
+            return
         if header.version is not None and header.version not in configuration.supported_versions:
             if header.packet_type != QuicPacketType.VERSION_NEGOTIATION:
                 self.send(
@@ -183,7 +201,42 @@ class QuicEndpoint:
         elif self.wants_retry():
             self.send_retry(header, addr, now)
             return
-        self.accept(header.destination_cid, original, retry_source, data, addr, now)
+        sni: str | None = None
+        datagrams = [data]
+        if self.settings.selector is not None:
+            name = self.read_hello(header, data)
+            if name is Result.NEED_DATA:
+                return
+            sni = name if isinstance(name, str) else None
+            datagrams = self.hellos.pop(header.destination_cid, (None, datagrams))[1]
+        self.accept(header.destination_cid, original, retry_source, datagrams, addr, now, sni)
+
+    def read_hello(self, header: Any, data: bytes) -> str | Result:
+        """The server name of the ClientHello in this and earlier Initials of the client, or
+        NEED_DATA (the datagram is kept until the rest comes)."""
+        dcid = header.destination_cid
+        entry = self.hellos.get(dcid)
+        if entry is None:
+            if len(self.hellos) >= _MAX_HELLOS:
+                del self.hellos[next(iter(self.hellos))]
+            entry = self.hellos[dcid] = (HelloReader(dcid, header.version), [])
+        entry[1].append(data)
+        name = entry[0].feed(data)
+        if name is Result.NEED_DATA and len(entry[1]) >= 4:
+            return Result.UNKNOWN
+        return name
+
+    def unknown(self, data: bytes, addr: Any, now: float) -> None:
+        """A short header packet for no connection of ours: a stateless reset, if allowed."""
+        reset = None
+        if self.settings.stateless_reset and self.resets.allow(now):
+            reset = stateless_reset(self.settings.reset_key, data)
+        if reset is None:
+            self.dropped()
+            return
+        self.send(reset, addr)
+        if self.listener is not None:
+            self.listener.h3_stateless_resets += 1
 
     def wants_retry(self) -> bool:
         mode = self.settings.retry
@@ -217,16 +270,25 @@ class QuicEndpoint:
         cid: bytes,
         original: bytes,
         retry_source: bytes | None,
-        data: bytes,
+        datagrams: list[bytes],
         addr: Any,
         now: float,
+        sni: str | None = None,
     ) -> None:
         settings = self.settings
-        quic = _Quic(
-            configuration=settings.configuration,
+        tickets: dict[str, Any] = {}
+        if settings.early_data:
+            store = self.tickets
+            tickets["session_ticket_handler"] = lambda ticket: store.add(sni, ticket)
+            tickets["session_ticket_fetcher"] = lambda label: store.take(sni, label)
+        quic = ServerQuic(
+            configuration=settings.configuration_for(sni),
             original_destination_connection_id=original,
             retry_source_connection_id=retry_source,
+            **tickets,
         )
+        prefix = b"" if self.worker is None else bytes([self.worker & 0xFF])
+        quic.own_cids(prefix, settings.reset_key, self.listener)
         quic._local_max_streams_bidi.value = settings.max_streams
         client = (addr[0], addr[1])
         conn = H3Server(
@@ -238,7 +300,8 @@ class QuicEndpoint:
         self.add_cid(quic.host_cid, conn)
         if self.listener is not None:
             self.listener.h3_connections += 1
-        conn.datagram(data, addr, now)
+        for data in datagrams:
+            conn.datagram(data, addr, now)
 
     def dropped(self) -> None:
         if self.listener is not None:

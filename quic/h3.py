@@ -9,7 +9,7 @@ datagrams with the loop's time, drains their events, sends what they queue and r
 timer (aioquic's `get_timer`/`handle_timer`), as aioquic's own asyncio adapter does.
 
 Flow control with bounded memory, as for HTTP/2:
-- request bodies: aioquic raises a stream's receive window as soon as data arrives; `_Quic`
+- request bodies: aioquic raises a stream's receive window as soon as data arrives; `ServerQuic`
   holds it back (no MAX_STREAM_DATA) for a stream whose exchange paused reading, so a slow
   server stalls that stream's client, not l4lb's memory;
 - response bodies: aioquic queues without limit, so the server is paused while a stream's
@@ -25,7 +25,6 @@ from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as qe
-from aioquic.quic.connection import QuicConnection
 
 from l4lb.errors import RemoteProtocolError
 from l7.streams import (
@@ -34,6 +33,7 @@ from l7.streams import (
     simple_fields,
     status_value,
 )
+from quic.connection import ServerH3, ServerQuic
 
 if TYPE_CHECKING:
     from l7.exchange import Exchange
@@ -44,30 +44,7 @@ __all__ = ["H3Server", "H3Stream"]
 log = logging.getLogger("l4lb")
 
 
-class _Quic(QuicConnection):
-    """aioquic's connection, holding back the receive window of paused streams (`held`)."""
-
-    held: set[int]
-
-    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
-        if stream.stream_id in self.held:
-            return
-        super()._write_stream_limits(builder, space, stream)
-
-
-class _H3(H3Connection):
-    """aioquic's H3 with our QPACK limits: its constructor assigns the defaults (4096, 16) and
-    announces them at once, so the two attributes read the values set before it runs."""
-
-    qpack_table = 4096
-    qpack_blocked = 16
-    _max_table_capacity = property(lambda self: self.qpack_table, lambda self, v: None)
-    _blocked_streams = property(lambda self: self.qpack_blocked, lambda self, v: None)
-
-    def __init__(self, quic: QuicConnection, table: int, blocked: int) -> None:
-        self.qpack_table = table
-        self.qpack_blocked = blocked
-        super().__init__(quic)
+_SAFE = (b"GET", b"HEAD", b"OPTIONS")  # what 0-RTT may carry (RFC 8470 §3; replays are safe)
 
 
 class H3Stream(StreamSide):
@@ -146,7 +123,7 @@ class H3Server:
     def __init__(
         self,
         endpoint: Any,  # the quic.endpoint.QuicEndpoint that made this connection
-        quic: _Quic,
+        quic: ServerQuic,
         client: tuple[str, int],
         qpack: tuple[int, int],
     ) -> None:
@@ -196,7 +173,7 @@ class H3Server:
         endpoint = self.endpoint
         if isinstance(event, qe.ProtocolNegotiated):
             if event.alpn_protocol in ("h3",) and self.h3 is None:
-                self.h3 = _H3(self.quic, *self.qpack)
+                self.h3 = ServerH3(self.quic, *self.qpack)
         elif isinstance(event, qe.HandshakeCompleted):
             self.handshake_done = True
             endpoint.handshake_done(self)
@@ -252,9 +229,24 @@ class H3Server:
             return
         engine = self.endpoint.engine_of()
         stream = self.streams[stream_id] = H3Stream(self, stream_id)
-        if self.listener is not None:
-            self.listener.h3_streams += 1
-        stream.begin(engine, event.headers, bool(event.stream_ended))
+        listener = self.listener
+        if listener is not None:
+            listener.h3_streams += 1
+        fields = event.headers
+        if not self.handshake_done:
+            # Early data (0-RTT), which an attacker may replay: safe methods go on marked
+            # `Early-Data: 1` for the server to judge (it may answer 425, which the client
+            # gets and retries after the handshake); others are answered 425 (RFC 8470 §5).
+            method = next((v for n, v in fields if n == b":method"), b"")
+            if method not in _SAFE:
+                if listener is not None:
+                    listener.h3_early_refused += 1
+                stream.refuse_head(engine, 425, "request in early data (RFC 8470)")
+                return
+            if listener is not None:
+                listener.h3_early_accepted += 1
+            fields = [*fields, (b"early-data", b"1")]
+        stream.begin(engine, fields, bool(event.stream_ended))
 
     # -- output ------------------------------------------------------------------------------
 

@@ -285,6 +285,8 @@ _HTTP_LISTENER: Fields = {
     "quic_connection_window": (integer(16384, 1 << 32), 1048576),
     "quic_max_datagram_size": (integer(1200, 65527), 1200),
     "quic_congestion": (choice("cubic", "reno"), "cubic"),
+    "quic_early_data": (boolean, False),
+    "quic_stateless_reset": (boolean, True),
     "qpack_table_size": (integer(0, 1 << 20), 4096),
     "qpack_blocked_streams": (integer(0, 1000), 16),
 }

@@ -133,6 +133,8 @@ class HttpListenerSettings:
     quic_connection_window: int = 1048576  # request body bytes in flight per connection
     quic_max_datagram_size: int = 1200  # 1200 always gets through; bigger is faster
     quic_congestion: str = "cubic"  # "cubic" | "reno" (what aioquic offers)
+    quic_early_data: bool = False  # 0-RTT (session tickets, safe methods only, RFC 8470)
+    quic_stateless_reset: bool = True  # answer datagrams of unknown connections (RFC 9000 §10.3)
     qpack_table_size: int = 4096  # SETTINGS_QPACK_MAX_TABLE_CAPACITY (decoder)
     qpack_blocked_streams: int = 16  # SETTINGS_QPACK_BLOCKED_STREAMS
 

@@ -25,12 +25,33 @@ class H3Error(Exception):
 
 
 class H3Client:
-    def __init__(self, port: int, server_name: str = "localhost", host: str = "127.0.0.1"):
-        config = QuicConfiguration(is_client=True, alpn_protocols=list(H3_ALPN))
+    """`ticket`: a session ticket to resume with (0-RTT); `tickets` collects the ones the
+    server issues. `wait=False` returns before the handshake (requests sent then go in 0-RTT);
+    `wait_connected()` finishes it. `extra_alpn` makes the ClientHello bigger (two datagrams)."""
+
+    def __init__(
+        self,
+        port: int,
+        server_name: str = "localhost",
+        host: str = "127.0.0.1",
+        *,
+        ticket=None,
+        wait: bool = True,
+        extra_alpn: list[str] | None = None,
+        max_datagram_size: int = 1200,
+    ):
+        config = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=[*H3_ALPN, *(extra_alpn or [])],
+            max_datagram_size=max_datagram_size,
+        )
         config.server_name = server_name
         config.verify_mode = ssl.CERT_NONE  # a self-signed certificate
+        config.session_ticket = ticket
+        self.tickets: list = []
+        self.early_data_accepted: bool | None = None
         self.addr = (host, port)
-        self.quic = QuicConnection(configuration=config)
+        self.quic = QuicConnection(configuration=config, session_ticket_handler=self.tickets.append)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.h3: H3Connection | None = None
@@ -40,15 +61,29 @@ class H3Client:
         self.received: list[bytes] = []  # every datagram, for the tests that look at them
         self.quic.connect(self.addr, now=time.monotonic())
         self.h3 = H3Connection(self.quic)
+        if wait:
+            self.wait_connected()
+
+    def wait_connected(self) -> None:
         self.step_until(lambda: self.connected or self.terminated is not None)
         if not self.connected:
             raise H3Error(f"handshake failed: {self.terminated}")
 
-    def rebind(self) -> None:
-        """A NAT rebinding: the same connection from a new local port."""
+    def peer_name(self) -> str:
+        """The common name of the certificate the server showed."""
+        cert = self.quic.tls._peer_certificate
+        return cert.subject.rfc4514_string()
+
+    def rebind(self, ping: bool = False) -> None:
+        """A NAT rebinding: the same connection from a new local port. `ping`: send a PING
+        from it at once, as a client that moves does (RFC 9000 §9.2): while it only receives,
+        the server still sends to the old port and nothing tells it of the new one."""
         self.sock.close()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
+        if ping:
+            self.quic.send_ping(0)
+            self.flush()
 
     def flush(self) -> None:
         for data, addr in self.quic.datagrams_to_send(now=time.monotonic()):
@@ -60,9 +95,13 @@ class H3Client:
         now = time.monotonic()
         timeout = wait if timer is None else max(0.0, min(wait, timer - now))
         ready, _, _ = select.select([self.sock], [], [], timeout)
-        if ready:
-            data, addr = self.sock.recvfrom(65535)
-            self.received.append(data)
+        for _ in range(8 if ready else 0):  # a few of those that came, then events and ACKs
+            try:
+                data, addr = self.sock.recvfrom(65535, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if len(self.received) < 1000:
+                self.received.append(data)
             self.quic.receive_datagram(data, addr, now=time.monotonic())
         timer = self.quic.get_timer()
         if timer is not None and time.monotonic() >= timer:
@@ -74,6 +113,7 @@ class H3Client:
         while (event := self.quic.next_event()) is not None:
             if isinstance(event, HandshakeCompleted):
                 self.connected = True
+                self.early_data_accepted = event.early_data_accepted
             elif isinstance(event, ConnectionTerminated):
                 self.terminated = event
             elif isinstance(event, StreamReset):

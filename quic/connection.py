@@ -1,0 +1,93 @@
+"""aioquic's server-side connection classes, with what l4lb changes in them.
+
+- `ServerQuic` (aioquic's `QuicConnection`): holds back the receive window of streams whose
+  exchange paused reading; makes l4lb's connection IDs (worker byte, keyed reset tokens);
+- `CountingRecovery` (its loss recovery): counts lost packets per listener;
+- `ServerH3` (its `H3Connection`): announces the listener's QPACK limits.
+
+Each overrides as little as it can of aioquic's internals (attributes and methods of 1.x);
+tests/e2e/test_http3*.py exercise every one of them against a real aioquic client.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aioquic.h3.connection import H3Connection
+from aioquic.quic.connection import QuicConnection, QuicConnectionId
+from aioquic.quic.recovery import QuicPacketRecovery
+
+from quic.settings import CID_LENGTH, reset_token
+
+__all__ = ["CountingRecovery", "ServerH3", "ServerQuic"]
+
+
+class ServerQuic(QuicConnection):
+    """aioquic's connection, holding back the receive window of paused streams (`held`), with
+    l4lb's connection IDs: the first byte is the worker's index (`prefix`; the kernel steers
+    short header packets by it, quic/steering.py) and each ID's stateless reset token comes
+    from the listener's key (quic/reset.py), where aioquic draws both at random."""
+
+    held: set[int]
+    prefix = b""
+    reset_key = b""
+
+    def own_cids(self, prefix: bytes, reset_key: bytes, listener: Any) -> None:
+        """Replace the first connection ID aioquic drew (before any packet is sent); count
+        lost packets in `listener`."""
+        self._loss.__class__ = CountingRecovery
+        self._loss.listener = listener  # type: ignore[attr-defined]
+        self.prefix, self.reset_key = prefix, reset_key
+        first = self._host_cids[0]
+        first.cid = self.new_cid()
+        first.stateless_reset_token = reset_token(reset_key, first.cid)
+        self.host_cid = self._local_initial_source_connection_id = first.cid
+
+    def new_cid(self) -> bytes:
+        return self.prefix + os.urandom(CID_LENGTH - len(self.prefix))
+
+    def _replenish_connection_ids(self) -> None:
+        while len(self._host_cids) < min(8, self._remote_active_connection_id_limit):
+            cid = self.new_cid()
+            self._host_cids.append(
+                QuicConnectionId(
+                    cid=cid,
+                    sequence_number=self._host_cid_seq,
+                    stateless_reset_token=reset_token(self.reset_key, cid),
+                )
+            )
+            self._host_cid_seq += 1
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        if stream.stream_id in self.held:
+            return
+        super()._write_stream_limits(builder, space, stream)
+
+
+class CountingRecovery(QuicPacketRecovery):
+    """aioquic's loss recovery, counting the packets it declares lost (or retransmits on a
+    probe timeout) in the listener's `h3_packets_lost`."""
+
+    listener: Any = None
+
+    def _on_packets_lost(self, *, packets: Any, **kw: Any) -> None:
+        packets = list(packets)
+        if self.listener is not None:
+            self.listener.h3_packets_lost += len(packets)
+        super()._on_packets_lost(packets=packets, **kw)
+
+
+class ServerH3(H3Connection):
+    """aioquic's H3 with our QPACK limits: its constructor assigns the defaults (4096, 16) and
+    announces them at once, so the two attributes read the values set before it runs."""
+
+    qpack_table = 4096
+    qpack_blocked = 16
+    _max_table_capacity = property(lambda self: self.qpack_table, lambda self, v: None)
+    _blocked_streams = property(lambda self: self.qpack_blocked, lambda self, v: None)
+
+    def __init__(self, quic: QuicConnection, table: int, blocked: int) -> None:
+        self.qpack_table = table
+        self.qpack_blocked = blocked
+        super().__init__(quic)
