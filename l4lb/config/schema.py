@@ -243,6 +243,7 @@ class ListenerConfig:
     # tables its routes name, by name
     compress: Any = None
     caches: tuple = ()
+    waf: Any = None  # http(s): l7.waf.config.WafConfig, the routes' default; None: off
 
 
 @dataclass(frozen=True, slots=True)
