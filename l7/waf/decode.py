@@ -25,6 +25,9 @@ __all__ = ["ROUNDS", "normalise"]
 
 ROUNDS = 4
 _PERCENT_U = re.compile(r"%u([0-9a-fA-F]{4})")
+# A character reference worth decoding: numeric, or named with its ';' (html.unescape's
+# legacy names without ';' cost a prefix search at every '&' of a query-like cookie).
+_REFERENCE = re.compile(r"&(?:#[0-9xX]|[A-Za-z][A-Za-z0-9]{1,31};)")
 _JS_ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))")
 
 
@@ -46,7 +49,7 @@ def normalise(text: str) -> str:
             if "%u" in text or "%U" in text:
                 text = _PERCENT_U.sub(_percent_u, text)
             text = unquote(text, errors="replace")
-        if "&" in text:
+        if "&" in text and _REFERENCE.search(text):
             text = html.unescape(text)
         if "\\" in text:
             text = _JS_ESCAPE.sub(_chr, text)
