@@ -42,6 +42,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "l4lb_route_denied_total": ("counter", "HTTP requests refused (403) by a route's access."),
     "l4lb_route_ratelimit_requests_total": ("counter", "HTTP requests a rate limit counted."),
     "l4lb_route_ratelimit_rejected_total": ("counter", "HTTP requests refused (429)."),
+    "l4lb_route_waf_inspected_total": ("counter", "HTTP requests the WAF inspected."),
+    "l4lb_route_waf_detected_total": ("counter", "HTTP requests the WAF scored as attacks."),
+    "l4lb_route_waf_blocked_total": ("counter", "HTTP requests the WAF refused (403)."),
     "l4lb_listener_http3_connections_total": ("counter", "QUIC (HTTP/3) connections accepted."),
     "l4lb_listener_http3_handshakes_total": ("counter", "QUIC handshakes completed."),
     "l4lb_listener_http3_streams_total": ("counter", "HTTP/3 request streams opened."),
@@ -146,6 +149,11 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
                     ("rejected", "l4lb_route_ratelimit_rejected_total"),
                 ):
                     samples[name].append((name, lab, int(limit[key])))
+        for waf in listener.get("route_wafs", ()):
+            route = {"listener": listener["name"], "route": waf["route"]}
+            for key in ("inspected", "detected", "blocked"):
+                name = f"l4lb_route_waf_{key}_total"
+                samples[name].append((name, route, int(waf[key])))
     histograms = dict(stats.histograms()) if stats is not None else {}
     for pool in snapshot.get("pools", ()):
         for server in pool.get("servers", ()):

@@ -409,6 +409,9 @@ class Stats:
         guards = getattr(getattr(listener, "engine", None), "guards", None)
         if guards:  # http(s): routes' access rules and rate limits (l7.guard)
             out["route_guards"] = [guard.report() for guard in guards.values()]
+        wafs = getattr(getattr(listener, "engine", None), "wafs", None)
+        if wafs:  # http(s): the WAF of each route (l7/waf/), "-" for requests no route took
+            out["route_wafs"] = [waf.report() for waf in wafs.values()]
         return out
 
     def _pool(

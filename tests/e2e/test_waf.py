@@ -123,15 +123,32 @@ def test_block_and_detect_http1(proxy, http_backends):
     assert len(blocked) == 3 and all(re.search(r" waf=\d+(,\d+)*$", ln) for ln in blocked)
 
 
+def _admin(admin: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
 def test_listener_default_applies_to_routes_without_waf(proxy, http_backends):
     (a,) = http_backends("a")
-    port = free_port()
-    proxy(_config(port, a, listener_waf='waf = {mode = "block", disable = [941100]}\n'))
+    port, admin = free_port(), free_port()
+    listener_waf = 'waf = {mode = "block", disable = [941100]}\n'
+    proxy(f'[admin]\nbind = "127.0.0.1:{admin}"\n' + _config(port, a, listener_waf=listener_waf))
     assert _request(port, "GET", "/other" + ATTACK)[0] == 403  # no route: the listener's
     assert _request(port, "GET", "/open" + ATTACK)[0] == 200  # waf = false
     # 941100 is disabled on the listener, but the other XSS rules still see this one.
     assert _request(port, "GET", "/other/?q=" + quote("<script>x</script>"))[0] == 200
     assert _request(port, "GET", "/other/?q=" + quote("<img src=x onerror=alert(1)>"))[0] == 403
+    wafs = {
+        w["route"]: w for w in json.loads(_admin(admin, "/status"))["listeners"][0]["route_wafs"]
+    }
+    assert set(wafs) == {"shop", "watch", "-"}  # "open" has waf = false
+    assert (wafs["-"]["inspected"], wafs["-"]["blocked"]) == (3, 2)
+    metrics = _admin(admin, "/metrics")
+    assert b'l4lb_route_waf_blocked_total{listener="web",route="-"} 2' in metrics
 
 
 def test_block_and_detect_http2(proxy, http_backends, tmp_path):

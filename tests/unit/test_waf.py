@@ -275,3 +275,18 @@ def test_load_rule_file_reports_every_problem(tmp_path):
     rules, errors = load_rule_file(path)
     assert rules == ()
     assert len(errors) >= 4  # extra table, missing keys, bad id, bad category
+
+
+@given(
+    target=st.text(max_size=100).map(lambda t: "/" + t),
+    value=st.binary(max_size=200),
+    body=st.binary(max_size=300),
+    kind=st.sampled_from(["", "form", "json", "text"]),
+)
+def test_any_request_is_inspected_without_error(target: str, value: bytes, body: bytes, kind):
+    request = Request("POST", target, [(b"cookie", value), (b"user-agent", value)])
+    verdict = _WAF.inspect(request, body, kind)
+    assert verdict.score == sum(rule.score for rule in verdict.rules)
+
+
+_WAF = _waf()
