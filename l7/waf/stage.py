@@ -111,7 +111,8 @@ class RouteWaf:
                 if verdict.attack and self.block
                 else ("detected" if verdict.attack else "below threshold")
             )
-            log.warning(
+            log.log(
+                logging.WARNING if verdict.attack else logging.INFO,
                 "waf route %s: %s %s %s score=%d rules=%s (%s) id=%s",
                 self.route,
                 request.client[0],

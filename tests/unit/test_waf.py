@@ -236,6 +236,28 @@ message = "a header only our own tools send"
 """
 
 
+def test_waf_needs_an_http_listener(tmp_path):
+    text = HEAD.replace('protocol = "http"\n', 'protocol = "tcp"\nwaf = true\n')
+    with pytest.raises(ConfigErrors) as info:
+        load_text(text, "site.toml", resolve=False)
+    assert str(info.value) == (
+        "site.toml:5: listener.web.waf: only http(s) listeners have a WAF "
+        '(allowed: protocol = "http")'
+    )
+
+
+def test_route_waf(tmp_path):
+    text = HEAD + '[[listener.web.routes]]\nname = "r"\npool = "p"\nwaf = {disable = [7]}\n'
+    with pytest.raises(ConfigErrors) as info:
+        load_text(text, "site.toml", resolve=False)
+    assert str(info.value).startswith(
+        "site.toml:11: listener.web.routes[0].waf.disable[0]: unknown rule id 7"
+    )
+    text = text.replace("{disable = [7]}", '{mode = "detect"}')
+    route = load_text(text, "site.toml", resolve=False).listeners[0].routes[0]
+    assert route.waf.mode == "detect" and route.waf.active
+
+
 def test_user_rule_files(tmp_path):
     config = _load(tmp_path, '{rules = ["local.toml"], disable = [100001]}', RULES)
     assert 100001 not in {r.id for r in config.listeners[0].waf.active}
