@@ -122,8 +122,11 @@ def parse_waf(loader: TableLoader, value: Any, parts: Path_) -> WafConfig | None
         return None
     disabled = frozenset(raw["disable"])
     active = tuple(r for r in every if r.paranoia <= raw["paranoia"] and r.id not in disabled)
-    from l7.waf.matcher import PatternError, compile_rules
-
+    try:
+        from l7.waf.matcher import PatternError, compile_rules
+    except ImportError as exc:  # (a platform without a hyperscan wheel)
+        loader.error(parts, f"the WAF needs the hyperscan package: {exc}", "pip install hyperscan")
+        return None
     try:
         compile_rules(active)
     except PatternError as exc:
