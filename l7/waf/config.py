@@ -127,7 +127,10 @@ def parse_waf(loader: TableLoader, value: Any, parts: Path_) -> WafConfig | None
     except ImportError as exc:  # (a platform without a hyperscan wheel)
         loader.error(parts, f"the WAF needs the hyperscan package: {exc}", "pip install hyperscan")
         return None
+    user = tuple(every[len(builtin_rules()) :])
     try:
+        if user:
+            compile_rules(user)  # every pattern of the user's files, active here or not
         compile_rules(active)
     except PatternError as exc:
         _rule_error(

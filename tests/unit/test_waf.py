@@ -286,6 +286,13 @@ def test_rule_file_errors_are_located(tmp_path, rules: str, expected: str):
     assert errors[0].startswith(expected), errors
 
 
+def test_bad_pattern_is_reported_even_when_its_rule_is_not_active(tmp_path):
+    rules = RULES.replace('severity = "error"', "paranoia = 4")
+    rules = rules.replace("^internal-only$", "(?<=a)b")  # look-behind
+    errors = _errors(tmp_path, '{rules = ["local.toml"], paranoia = 1}', rules)
+    assert errors[0].startswith("local.toml:7: rule[0].pattern:"), errors
+
+
 def test_missing_rule_file(tmp_path):
     errors = _errors(tmp_path, '{rules = ["nope.toml"]}')
     assert errors[0].startswith("nope.toml: cannot read the rule file"), errors
