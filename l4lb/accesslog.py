@@ -40,6 +40,7 @@ VARIABLES = (
     "listener",
     "route",
     "retries",
+    "waf",
 )
 _VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -142,9 +143,11 @@ class AccessLog:
         request_id: str,
         retries: int,
         version: str = "1.1",
+        waf: str = "",
     ) -> None:
         """One line per HTTP request (nginx's combined log, plus what a proxy adds); `version`
-        is the client's HTTP version ("1.0", "1.1", "2", "3")."""
+        is the client's HTTP version ("1.0", "1.1", "2", "3"); `waf` the ids of the WAF
+        rules the request matched, comma-separated (only shown when there are some)."""
         if not self.enabled:
             return
         stamp = self._stamp()
@@ -169,6 +172,7 @@ class AccessLog:
                     "request_id": request_id,
                     "retries": retries,
                     "http_version": version,
+                    **({"waf": waf} if waf else {}),
                 }
             )
         elif self.template:
@@ -195,6 +199,7 @@ class AccessLog:
                     "listener": listener,
                     "route": route,
                     "retries": retries,
+                    "waf": waf or "-",
                 }
             )
         else:
@@ -203,6 +208,8 @@ class AccessLog:
                 f"route={route} server={server} connect={_ms(connect)} response={_ms(response)} "
                 f"total={total * 1000:.1f}ms id={request_id} retries={retries} http={version}"
             )
+            if waf:
+                line += f" waf={waf}"
         try:
             self.stream.write(line + "\n")
         except (OSError, ValueError):

@@ -58,6 +58,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "gauge",
         "1 while the Redis of a global rate limit answers; 0 from a failure to a good probe.",
     ),
+    "l4lb_route_waf_inspected_total": ("counter", "HTTP requests the WAF inspected."),
+    "l4lb_route_waf_detected_total": ("counter", "HTTP requests the WAF scored as attacks."),
+    "l4lb_route_waf_blocked_total": ("counter", "HTTP requests the WAF refused (403)."),
     "l4lb_listener_http3_connections_total": ("counter", "QUIC (HTTP/3) connections accepted."),
     "l4lb_listener_http3_handshakes_total": ("counter", "QUIC handshakes completed."),
     "l4lb_listener_http3_streams_total": ("counter", "HTTP/3 request streams opened."),
@@ -185,6 +188,11 @@ def exposition(snapshot: Mapping[str, Any], stats: Stats | None = None) -> str:
                 ):
                     if key in limit:  # the redis_* ones: scope = "global" only
                         samples[name].append((name, lab, int(limit[key])))
+        for waf in listener.get("route_wafs", ()):
+            route = {"listener": listener["name"], "route": waf["route"]}
+            for key in ("inspected", "detected", "blocked"):
+                name = f"l4lb_route_waf_{key}_total"
+                samples[name].append((name, route, int(waf[key])))
     histograms = dict(stats.histograms()) if stats is not None else {}
     for pool in snapshot.get("pools", ()):
         for server in pool.get("servers", ()):

@@ -420,6 +420,9 @@ class Stats:
         jwts = getattr(getattr(listener, "engine", None), "jwts", None)
         if jwts:  # http(s): routes' JWT validation (l7.jwtstage)
             out["route_jwt"] = [stage.report() for stage in jwts.values()]
+        wafs = getattr(getattr(listener, "engine", None), "wafs", None)
+        if wafs:  # http(s): the WAF of each route (l7/waf/), "-" for requests no route took
+            out["route_wafs"] = [waf.report() for waf in wafs.values()]
         return out
 
     def _pool(

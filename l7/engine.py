@@ -173,6 +173,7 @@ class HttpEngine:
         }
         # Routes with JWT validation, by name (l7.jwtstage, called by the Exchange first).
         self.jwts = jwt_stages(config.routes, registry)
+        self.wafs = _wafs(config)  # route name ("" for no route) -> l7.waf.stage.RouteWaf
 
     def link(self, pool: Pool, server: Server) -> ServerLink:
         """The upstream pool and breaker of `server` in `pool`, cached for this engine (a
@@ -193,3 +194,18 @@ class HttpEngine:
         if budget is None:
             budget = self._budgets[pool.name] = self.registry.budget(pool)
         return budget
+
+
+def _wafs(config: ListenerConfig) -> dict[str, Any]:
+    """The WAF of each route (its own `waf`, else the listener's) and of requests no route
+    matched (key ""), for the ones that have one on."""
+    default = config.waf
+    chosen = {r.name: r.waf if r.waf is not None else default for r in config.routes}
+    chosen[""] = default
+    if not any(w is not None and w.enabled for w in chosen.values()):
+        return {}
+    from l7.waf.stage import RouteWaf
+
+    return {
+        name: RouteWaf(name or "-", w) for name, w in chosen.items() if w is not None and w.enabled
+    }

@@ -33,6 +33,7 @@ from l7.routes import Forward, Redirect, Respond
 from l7.trailers import forwardable_trailers
 from l7.upgrade import accepted_upgrade
 from l7.validate import BodyLimit
+from l7.waf.stage import waf_start
 
 if TYPE_CHECKING:
     from l4lb.pool import Pool
@@ -96,6 +97,7 @@ class Exchange:
         "upgrade",
         "upgrade_rest",
         "upstream",
+        "waf",
     )
 
     def __init__(
@@ -161,6 +163,7 @@ class Exchange:
         self.request_trailers: Headers | None = None
         self.response_trailers: Headers | None = None
         self.claims: dict[str, Any] | None = None  # the JWT stage's: the token's claims
+        self.waf: Any = None  # the WAF stage's l7.waf.stage.WafState (a held body, rule ids)
 
     # -- stage: route ------------------------------------------------------------------------
 
@@ -176,6 +179,8 @@ class Exchange:
                 self.error(404, "no route matched")
                 return
             pool_name = engine.config.pool
+            if engine.wafs and not waf_start(self, ""):
+                return  # stage: WAF, the listener's (l7/waf/)
         else:
             self.route = route = match.route
             if route.jwt is not None and not engine.jwts[route.name].check(self):
@@ -184,6 +189,8 @@ class Exchange:
                 self, engine.registry.loop.time()
             ):
                 return  # stage: the route's access rules and rate limits (l7.guard)
+            if engine.wafs and not waf_start(self, route.name):
+                return  # stage: WAF (l7/waf/)
             if match.target is not None:
                 self.target = match.target
             action = route.action
@@ -204,7 +211,8 @@ class Exchange:
                 return
         self.pool = pool = engine.pools[pool_name]
         self.attempt = Attempt(pool.config.retries, engine.budget(pool))
-        self.forward()
+        if self.waf is None or not self.waf.holding:
+            self.forward()  # (else the WAF forwards once it has inspected the body)
 
     # -- stage: cache lookup (l7/cache/) -----------------------------------------------------
 
@@ -376,6 +384,8 @@ class Exchange:
         else:
             self.pending.append(data)
             self.pending_size += len(data)
+            if self.waf is not None and self.waf.holding:
+                self.waf.chunk(self)  # the WAF inspects the body up to its limit
             if self.pending_size > _BODY_BUFFER:
                 self.conn.pause_reading()
 
@@ -393,6 +403,9 @@ class Exchange:
         if self.body_done:
             return  # a request without a body: nothing was waiting for its end
         self.body_done = True
+        if self.waf is not None and self.waf.holding:
+            self.waf.release(self)  # the WAF inspects the body, then forwards it
+            return
         if self.upstream is not None and not self.upgrade:
             self.upstream.end_body(self.body_kind == "chunked")
             self.request_sent()
@@ -701,4 +714,5 @@ class Exchange:
             request_id=self.request_id,
             retries=self.attempt.retries if self.attempt is not None else 0,
             version=request.version,
+            waf=self.waf.ids if self.waf is not None else "",
         )

@@ -156,6 +156,7 @@ class HttpRoute:
     compress: Any = None  # l7.compress.CompressConfig; None: the listener's
     cache: str = ""  # the [cache.NAME] this route's responses are stored in
     jwt: JwtConfig | None = None  # the JWT stage's provider (l7.jwtconf)
+    waf: Any = None  # l7.waf.config.WafConfig; None: the listener's
 
     @property
     def is_default(self) -> bool:
@@ -304,6 +305,7 @@ _ROUTE: Fields = {
     "compress": (_any, None),
     "cache": (_name, ""),
     "jwt": (_any, None),
+    "waf": (_any, None),
 }
 _HEADER_MATCH: Fields = {
     "name": (_field_name, _REQUIRED),
@@ -365,6 +367,11 @@ def _route(loader: _Loader, item: Any, here: Path_, index: int) -> HttpRoute | N
         from l7.stageconf import parse_compress
 
         compress = parse_compress(loader, item["compress"], [*here, "compress"])
+    waf = None
+    if item.get("waf") is not None:  # the WAF stage (l7/waf/)
+        from l7.waf.config import parse_waf
+
+        waf = parse_waf(loader, item["waf"], [*here, "waf"])
     if raw is None or action is None or len(loader.errors) != before:
         return None
     if (compress is not None or raw["cache"]) and not isinstance(action, Forward):
@@ -395,6 +402,7 @@ def _route(loader: _Loader, item: Any, here: Path_, index: int) -> HttpRoute | N
         compress=compress,
         cache=raw["cache"],
         jwt=jwt,
+        waf=waf,
     )
 
 

@@ -199,6 +199,7 @@ _LISTENER: Fields = {
     "http": (lambda v: v, None),
     "access": (lambda v: v, None),
     "compress": (lambda v: v, None),
+    "waf": (lambda v: v, None),
 }
 
 
@@ -570,6 +571,17 @@ class _Loader(TableLoader):
 
             raw["compress"] = parse_compress(self, raw["compress"], [*parts, "compress"])
             if raw["compress"] is None:
+                return None
+        if raw["waf"] is not None:  # the WAF stage (l7/waf/)
+            if not http:
+                self.error(
+                    [*parts, "waf"], "only http(s) listeners have a WAF", 'protocol = "http"'
+                )
+                return None
+            from l7.waf.config import parse_waf
+
+            raw["waf"] = parse_waf(self, raw["waf"], [*parts, "waf"])
+            if raw["waf"] is None:
                 return None
         if raw["protocol"] == "tcp":
             if routes:

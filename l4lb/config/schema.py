@@ -246,6 +246,7 @@ class ListenerConfig:
     compress: Any = None
     caches: tuple = ()
     redis: Any = None  # l7.redisconf.RedisConfig when a route has a scope = "global" limit
+    waf: Any = None  # http(s): l7.waf.config.WafConfig, the routes' default; None: off
 
 
 @dataclass(frozen=True, slots=True)

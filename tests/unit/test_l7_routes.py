@@ -98,7 +98,7 @@ def test_no_routes_is_an_empty_tuple():
 ALLOWED_KEYS = (
     "name, host, path_prefix, path, path_regex, methods, headers, query, pool, redirect, "
     "respond, strip_prefix, replace_prefix, request_headers, response_headers, access, rate_limits,"
-    " compress, cache, jwt"
+    " compress, cache, jwt, waf"
 )
 
 

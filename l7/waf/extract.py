@@ -1,0 +1,153 @@
+"""A request as the values each WAF target names, decoded (`l7.waf.decode`).
+
+Targets (a rule lists the ones it inspects, `l7.waf.rules.TARGETS`):
+
+- `method`: the request method; `raw`: the request-target as received (for encodings
+  that decoding would hide: overlong UTF-8, `%u`, invalid percent signs);
+- `path`: the decoded path; `query`: the names and values of the query parameters;
+- `form`: the names and values of an `application/x-www-form-urlencoded` body, or the keys
+  and string values of a JSON body (any depth, at most `_JSON_ITEMS` of them);
+- `body`: any other inspected body (text/*, XML, multipart, or JSON that does not parse),
+  as text;
+- `cookies`: cookie names and values; `headers`: the values of the header fields that are
+  free text or carry URLs (User-Agent, Referer, X-* ...). Fields with a fixed grammar that
+  the HTTP parser or other stages check (Accept*, Content-Length, Authorization,
+  If-*, Sec-Fetch-*...) are left out, as CRS leaves most of them to its protocol rules.
+
+Each value is scanned on its own (a rule's `^` and `$` are the value's start and end, and
+no match spans two values). Bodies are bounded by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from l7.model import Request
+from l7.waf.decode import normalise
+
+__all__ = ["BODY_TYPES", "body_kind", "request_values"]
+
+_SKIP_HEADERS = frozenset(
+    {
+        b"accept",
+        b"accept-encoding",
+        b"accept-language",
+        b"accept-charset",
+        b"authorization",
+        b"cache-control",
+        b"connection",
+        b"content-length",
+        b"content-type",
+        b"cookie",
+        b"host",
+        b"if-match",
+        b"if-modified-since",
+        b"if-none-match",
+        b"if-range",
+        b"if-unmodified-since",
+        b"pragma",
+        b"priority",
+        b"te",
+        b"upgrade-insecure-requests",
+        b"dnt",
+        b"x-request-id",
+        b"traceparent",
+        b"tracestate",
+    }
+)
+_SKIP_PREFIXES = (b"sec-fetch-", b"sec-ch-", b":")
+_JSON_ITEMS = 10_000
+
+#: Body media types inspected, and how: "form", "json" or "text".
+BODY_TYPES = {
+    "application/x-www-form-urlencoded": "form",
+    "application/json": "json",
+    "application/xml": "text",
+    "multipart/form-data": "text",
+}
+
+
+def body_kind(content_type: bytes | None) -> str:
+    """How a body of this Content-Type is inspected ("form", "json", "text"), or "" when
+    it is not (binary and unknown types pass uninspected, as ModSecurity's default)."""
+    if content_type is None:
+        return ""
+    media = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+    kind = BODY_TYPES.get(media)
+    if kind is not None:
+        return kind
+    if media.endswith("+json"):
+        return "json"
+    if media.startswith("text/") or media.endswith("+xml"):
+        return "text"
+    return ""
+
+
+def _pairs(text: str, out: list[str]) -> None:
+    for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
+        out.append(normalise(name))
+        if value:
+            out.append(normalise(value))
+
+
+def _walk(node: Any, out: list[str]) -> None:
+    stack = [node]
+    while stack and len(out) < _JSON_ITEMS:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(normalise(item))
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                out.append(normalise(key))
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def request_values(
+    request: Request, body: bytes | None, kind: str, wanted: frozenset[str]
+) -> dict[str, list[str]]:
+    """The values of the `wanted` targets of `request` (and `body`, inspected as `kind`)."""
+    out: dict[str, list[str]] = {}
+    if "method" in wanted:
+        out["method"] = [request.method]
+    if "raw" in wanted:
+        out["raw"] = [request.target]
+    if "path" in wanted:
+        out["path"] = [normalise(request.path)]
+    if "query" in wanted and request.query:
+        values: list[str] = []
+        _pairs(request.query, values)
+        out["query"] = values
+    cookies: list[str] = []
+    headers: list[str] = []
+    for name, value in request.headers:
+        if name == b"cookie":
+            for part in value.decode("utf-8", "replace").split(";"):
+                key, _, val = part.strip().partition("=")
+                cookies.append(normalise(key))
+                if val:
+                    cookies.append(normalise(val))
+        elif name not in _SKIP_HEADERS and not name.startswith(_SKIP_PREFIXES):
+            headers.append(normalise(value.decode("utf-8", "replace")))
+    if cookies and "cookies" in wanted:
+        out["cookies"] = cookies
+    if headers and "headers" in wanted:
+        out["headers"] = headers
+    if body and kind:
+        text = body.decode("utf-8", "replace")
+        items: list[str] = []
+        if kind == "form":
+            _pairs(text, items)
+        elif kind == "json":
+            try:
+                _walk(json.loads(text), items)
+            except (ValueError, RecursionError):
+                kind = "text"
+        if kind == "text":
+            out["body"] = [normalise(text)]
+        elif items:
+            out["form"] = items
+    return out
