@@ -10,8 +10,9 @@ bytes, reads the echo to EOF: the backend closes after echoing, as an HTTP serve
 with `Connection: close`), detach, and divide each system call's count by N. The idle loop's
 own calls (timers, about one epoll_wait a second) are in the counts too; they are noise at
 this N. Before tracing, N more connections measure the proxy's CPU time per connection
-(utime+stime from /proc, 10 ms ticks: about ±5 µs at N=2000; a loaded machine inflates it). With `--trace`, one more connection is traced call by call (`strace -f -e
-trace=all`) and printed, to see the sequence.
+(utime+stime from /proc, 10 ms ticks: about ±5 µs at N=2000; a loaded machine inflates
+it). With `--trace`, one more connection is traced call by call (`strace -f -e trace=all`)
+and printed, to see the sequence.
 
 Environment: L4LB_LOOP=asyncio measures l4lb on the standard loop instead of uvloop.
 """
