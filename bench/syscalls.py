@@ -13,7 +13,8 @@ this N. Before tracing, ROUNDS (5) rounds of N more connections measure the prox
 time per connection (utime+stime from /proc, 10 ms ticks), the least of the rounds kept:
 a loaded machine inflates CPU time, so this figure is noisy where the counts are not.
 With `--trace`, one more connection is traced call by call (`strace -f -e trace=all`) and
-printed, to see the sequence. `--no-haproxy` measures l4lb alone.
+printed, to see the sequence. `--no-haproxy` measures l4lb alone. `--callgrind` counts
+user-space instructions per connection instead (valgrind; slow, but a count).
 
 Environment: L4LB_LOOP=asyncio measures l4lb on the standard loop instead of uvloop.
 """
@@ -131,7 +132,53 @@ def strace_detach(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def callgrind(name: str, argv: list[str], port: int, n: int, tmp: Path) -> float:
+    """User-space instructions per connection (valgrind's callgrind, counting only while
+    connections are made): a count, unlike CPU time, that the machine's load leaves alone.
+    Two windows, of n/4 and n connections; their difference divided by 3n/4."""
+    out = tmp / f"{name}.callgrind"
+    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    proxy = subprocess.Popen(
+        [*argv, *argv_of[name]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ctl = ["callgrind_control"]
+    try:
+        wait_port(port, timeout=300)
+        for _ in range(50):
+            one_connection(port)
+        totals = []
+        for count in (n // 4, n):
+            for dump in tmp.glob(out.name + ".*"):
+                dump.unlink()
+            subprocess.run([*ctl, "-z", str(proxy.pid)], check=True, capture_output=True)
+            subprocess.run([*ctl, "-i", "on", str(proxy.pid)], check=True, capture_output=True)
+            for _ in range(count):
+                one_connection(port)
+            time.sleep(0.5)
+            subprocess.run([*ctl, "-i", "off", str(proxy.pid)], check=True, capture_output=True)
+            subprocess.run([*ctl, "-d", str(proxy.pid)], check=True, capture_output=True)
+            total = 0
+            for dump in tmp.glob(out.name + ".*"):
+                for line in dump.read_text(errors="replace").splitlines():
+                    if line.startswith(("summary:", "totals:")):
+                        total = max(total, int(line.split()[1]))
+            totals.append(total)
+        return (totals[1] - totals[0]) / (n - n // 4)
+    finally:
+        proxy.terminate()
+        try:
+            proxy.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+
+
+argv_of: dict[str, list[str]] = {}
+
+
 def measure(name: str, argv: list[str], port: int, n: int, tmp: Path, trace: bool) -> dict:
+    if "--callgrind" in sys.argv:
+        argv_of[name] = argv
+        return {"counts": {}, "errors": {}, "cpu": 0.0, "ir": callgrind(name, argv, port, n, tmp)}
     proxy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
@@ -209,7 +256,7 @@ def main() -> None:
         port = free_port()
         cfg = tmp / "l4lb.toml"
         cfg.write_text(l4lb_config(port, backend, workers=1))  # one process: one trace
-        argv = [str(VENV / "l4lb"), "up", str(cfg), "--no-access-log", "--no-tui"]
+        argv = [str(VENV / "python"), "-m", "l4lb", "up", str(cfg), "--no-access-log", "--no-tui"]
         loop = os.environ.get("L4LB_LOOP") or "uvloop"
         results[f"l4lb ({loop})"] = measure("l4lb", argv, port, n, tmp, trace)
         if shutil.which("haproxy") and "--no-haproxy" not in sys.argv:
@@ -222,6 +269,10 @@ def main() -> None:
     finally:
         echo.terminate()
         echo.wait(timeout=10)
+    if "--callgrind" in sys.argv:
+        for name, r in results.items():
+            print(f"{name}: {r['ir']:,.0f} user-space instructions per proxied connection")
+        return
     print(f"System calls per proxied connection ({n} connections, strace -f -c)\n")
     print(table(results, n))
     if trace:

@@ -42,8 +42,11 @@ _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno
 _EPOLLERR = 8
 
 
+_SPLICE = hasattr(os, "splice")
+
+
 def splice_available() -> bool:
-    return hasattr(os, "splice")
+    return _SPLICE
 
 
 def _take_pipe() -> tuple[int, int]:
@@ -149,7 +152,7 @@ class Relay:
         self.first_end = ""
         self.touched = True
         self.closed = False
-        if splice_available():
+        if _SPLICE:
             self.read, self.write = self._read, self._writable
         else:
             self.read, self.write = self._read_copy, self._writable_copy
@@ -382,7 +385,7 @@ class Relay:
         for d in (self.up, self.down):
             d.reading = d.writing = False
             if d.pipe is not None:
-                if splice_available():
+                if _SPLICE:
                     # Bytes left in the pipe are lost with the connection: drop the pipe.
                     os.close(d.pipe[0])
                     os.close(d.pipe[1])
