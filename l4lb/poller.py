@@ -27,11 +27,22 @@ import select
 import weakref
 from collections.abc import Callable
 
-__all__ = ["ERR", "IN", "OUT", "LoopPoller", "Poller", "available", "close_poller", "poller_for"]
+__all__ = [
+    "ERR",
+    "IN",
+    "OUT",
+    "RDHUP",
+    "LoopPoller",
+    "Poller",
+    "available",
+    "close_poller",
+    "poller_for",
+]
 
 IN = getattr(select, "EPOLLIN", 1)
 OUT = getattr(select, "EPOLLOUT", 4)
 ERR = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
+RDHUP = getattr(select, "EPOLLRDHUP", 0x2000)  # the peer's FIN (with IN: read for the EOF)
 _MAX_EVENTS = 1024
 
 _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller | LoopPoller] = (

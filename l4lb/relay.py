@@ -28,7 +28,7 @@ import os
 import socket
 from collections.abc import Callable
 
-from l4lb.poller import ERR, IN, OUT, LoopPoller, Poller, poller_for
+from l4lb.poller import ERR, IN, OUT, RDHUP, LoopPoller, Poller, poller_for
 
 __all__ = ["CHUNK", "Relay", "close_pipes", "splice_available"]
 
@@ -40,6 +40,7 @@ _free_pipes: list[tuple[int, int]] = []
 _free_buffers: list[bytearray] = []
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ECONNABORTED})
 _EPOLLERR = 8
+_READ = IN | RDHUP  # RDHUP: a FIN that came with the data is read in the same wake-up
 
 
 _SPLICE = hasattr(os, "splice")
@@ -158,8 +159,8 @@ class Relay:
             self.read, self.write = self._read_copy, self._writable_copy
         # The server socket may be watched already (its connect): this changes its interest.
         self.poller = poller = poller if poller is not None else poller_for(loop)
-        poller.watch(self.up.src_fd, IN, self._client_ready)
-        poller.watch(self.down.src_fd, IN, self._server_ready)
+        poller.watch(self.up.src_fd, _READ, self._client_ready)
+        poller.watch(self.down.src_fd, _READ, self._server_ready)
 
     def _client_ready(self, events: int) -> None:
         self._ready(self.up, self.down, events)
@@ -176,6 +177,10 @@ class Relay:
                 return
         if rd.reading and events & (IN | ERR):
             self.read(rd)
+            if events & RDHUP and rd.reading and not self.closed:
+                # The FIN was already there when epoll looked: take the EOF now, which saves
+                # the next wake-up (an epoll_pwait and an epoll_wait) for it.
+                self.read(rd)
         elif events & ERR and not rd.reading and not wd.writing and not self.closed:
             # Nothing waits on this socket, yet epoll reports it (it always reports these).
             if events & _EPOLLERR:
@@ -189,8 +194,8 @@ class Relay:
     def _interest(self) -> None:
         """Tell the poller what each socket now waits for (a syscall only where it changed)."""
         up, down, poller = self.up, self.down, self.poller
-        poller.modify(up.src_fd, (IN if up.reading else 0) | (OUT if down.writing else 0))
-        poller.modify(down.src_fd, (IN if down.reading else 0) | (OUT if up.writing else 0))
+        poller.modify(up.src_fd, (_READ if up.reading else 0) | (OUT if down.writing else 0))
+        poller.modify(down.src_fd, (_READ if down.reading else 0) | (OUT if up.writing else 0))
 
     @property
     def bytes_in(self) -> int:
