@@ -57,12 +57,16 @@ def available() -> bool:
 class Poller:
     """The epoll set of one loop. `handler(events)` is called with the epoll mask."""
 
-    __slots__ = ("__weakref__", "closed", "ep", "handlers", "interest", "loop")
+    __slots__ = ("__weakref__", "closed", "ep", "gone", "handlers", "interest", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.ep = select.epoll()
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.interest: dict[int, int] = {}
+        # fds forgotten since the last `epoll_wait`: an event already fetched for one of them
+        # belongs to the closed socket, not to a new one that got the same number meanwhile
+        # (a connect retry inside a handler). Level-triggered, the new one's are seen again.
+        self.gone: set[int] = set()
         self.closed = False
         self.loop = weakref.ref(loop)
         loop.add_reader(self.ep.fileno(), self._dispatch)
@@ -96,6 +100,7 @@ class Poller:
         """`fd` is about to be closed: drop its handler (the close removes it from epoll)."""
         self.handlers.pop(fd, None)
         self.interest.pop(fd, None)
+        self.gone.add(fd)
 
     def park(self, fd: int) -> None:
         """Take a quiet `fd` out of the epoll set, keeping its handler: epoll reports EPOLLHUP
@@ -106,6 +111,7 @@ class Poller:
     def release(self, fd: int) -> None:
         """`fd` stays open but leaves this poller (handed to a loop transport): EPOLL_CTL_DEL."""
         self.handlers.pop(fd, None)
+        self.gone.add(fd)
         if self.interest.pop(fd, None) is not None:
             try:
                 self.ep.unregister(fd)
@@ -113,10 +119,11 @@ class Poller:
                 pass
 
     def _dispatch(self) -> None:
-        handlers = self.handlers
+        handlers, gone = self.handlers, self.gone
+        gone.clear()
         for fd, events in self.ep.poll(0, _MAX_EVENTS):
             handler = handlers.get(fd)
-            if handler is not None:
+            if handler is not None and fd not in gone:
                 handler(events)
 
     def close(self) -> None:
