@@ -26,6 +26,7 @@ from l4lb.clientgate import ClientGate
 from l4lb.config.schema import ListenerConfig
 from l4lb.config.values import Address
 from l4lb.errors import RemoteProtocolError
+from l4lb.poller import ERR, OUT, Poller, poller_for
 from l4lb.pool import Pool
 from l4lb.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderReader, encode_v1, encode_v2
 from l4lb.relay import Relay
@@ -45,6 +46,8 @@ _PREREAD_CHUNK = 16384
 _PROXY_PEEK = 4112  # a v1 header (107) or a v2 header with up to 4096 bytes of TLVs
 _TERMINATING = ("tls", "http", "https")  # protocols whose bytes a loop transport reads
 _FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Server sockets are made non-blocking by socket() itself where the flag exists (Linux).
+_STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
 
 
 def bound_socket(addr: Address, kind: int, reuse_port: bool = False) -> socket.socket:
@@ -67,9 +70,11 @@ def bound_socket(addr: Address, kind: int, reuse_port: bool = False) -> socket.s
 
 
 def open_listening_socket(addr: Address, backlog: int, reuse_port: bool = False) -> socket.socket:
-    """Bind and listen on `addr` (see `bound_socket`)."""
+    """Bind and listen on `addr` (see `bound_socket`). TCP_NODELAY is set here, once: Linux
+    copies it to every accepted socket, which saves a setsockopt per connection."""
     sock = bound_socket(addr, socket.SOCK_STREAM, reuse_port)
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.listen(backlog)
     except BaseException:
         sock.close()
@@ -139,6 +144,7 @@ class Listener:
         self.denied = 0  # closed at accept by IP rules (l4lb.clientgate)
         self.limited = 0  # closed at accept by a per-client limit
         self.gate = ClientGate(config.access) if config.access else None
+        self.poller = poller_for(loop)  # plain TCP sockets, connect to relay (l4lb.poller)
 
     @property
     def name(self) -> str:
@@ -195,12 +201,17 @@ class Listener:
 
     def _on_accept(self, lsock: socket.socket) -> None:
         limit = self.config.max_connections
+        family = int(lsock.family)  # once per wake-up, not once per connection (see below)
         for _ in range(_ACCEPT_BATCH):
             if len(self.sessions) >= limit:
                 self._pause()
                 return
             try:
-                csock, peer = lsock.accept()
+                # `socket.accept()` is `_accept()` plus, per connection, two enum conversions
+                # (`self.family`, `self.type`) and two timeout reads: a third of the accept's
+                # Python cost. One accept4 system call either way.
+                fd, peer = lsock._accept()  # type: ignore[attr-defined]
+                csock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
@@ -213,8 +224,7 @@ class Listener:
             if self.gate is not None and not self.config.accept_proxy and self.admit(peer[0]):
                 csock.close()
                 continue
-            csock.setblocking(False)
-            csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            csock.setblocking(False)  # (TCP_NODELAY comes from the listening socket)
             self.total += 1
             session = Session(self, csock, peer)
             if self.gate is not None and not self.config.accept_proxy:
@@ -625,7 +635,7 @@ class Session:
         self.server = server
         attempt.begin(server, None, now)
         try:
-            sock = socket.socket(server.family, socket.SOCK_STREAM)
+            sock = socket.socket(server.family, _STREAM_NONBLOCK)  # no ioctl(FIONBIO) after
         except OSError as exc:
             # Out of descriptors (EMFILE/ENFILE) or memory: another server would fare no
             # better. End this session (its count is given back in `_end`), logged.
@@ -639,7 +649,8 @@ class Session:
             self._fail(os_error_name(exc.errno or 0))
             return
         self.ssock = sock
-        sock.setblocking(False)
+        if _STREAM_NONBLOCK == socket.SOCK_STREAM:
+            sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connect_started = time.perf_counter()
         err = sock.connect_ex(server.sockaddr)
@@ -647,27 +658,32 @@ class Session:
             self._connected()
         elif err == errno.EINPROGRESS:
             fd = sock.fileno()
-            loop.add_writer(fd, self._on_connect, fd)
+            # The poller's registration of this socket is kept for its life: the relay
+            # changes it to reading in place (see l4lb.poller).
+            self.listener.poller.watch(fd, OUT, self._on_connect)
             self.timer = loop.call_later(pool.config.connect_timeout, self._on_timeout, fd)
         else:
             self._connect_failed(os_error_name(err))
 
-    def _on_connect(self, fd: int) -> None:
-        loop = self.listener.loop
-        loop.remove_writer(fd)
+    def _on_connect(self, events: int) -> None:
+        """The connect ended: EPOLLOUT alone is success, an error bit failure (its errno is
+        read then, only then: HAProxy too reads no SO_ERROR on success)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        assert self.ssock is not None
-        err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self._connect_failed(os_error_name(err))
-        else:
-            self._connected()
+        sock = self.ssock
+        assert sock is not None
+        if events & ERR or not isinstance(self.listener.poller, Poller):
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err or events & ERR:
+                self.listener.poller.forget(sock.fileno())
+                self._connect_failed(os_error_name(err or errno.ECONNREFUSED))
+                return
+        self._connected()  # the relay changes the registration to reading, or releases it
 
     def _on_timeout(self, fd: int) -> None:
         self.timer = None
-        self.listener.loop.remove_writer(fd)
+        self.listener.poller.forget(fd)
         self._connect_failed("connect_timeout")
 
     def _connect_failed(self, why: str) -> None:
@@ -699,6 +715,8 @@ class Session:
         mode = self.pool.config.proxy_protocol
         if mode != "off":
             self.preface = self._proxy_header(mode) + self.preface
+        if self.stream is not None or self.preface or self.pool.name in self.listener.upstream_tls:
+            self.listener.poller.release(self.ssock.fileno())  # the loop takes the socket
         if self.stream is None and self.pool.name in self.listener.upstream_tls:
             self.stream = StreamRelay()  # plain client, TLS to the server
             self.task = self._spawn(self._attach_plain_client())
@@ -760,7 +778,10 @@ class Session:
     def _start_relay(self) -> None:
         assert self.ssock is not None
         self.idle_since = self.listener.loop.time()
-        self.relay = Relay(self.listener.loop, self.client, self.ssock, self._relay_done)
+        listener = self.listener
+        self.relay = Relay(
+            listener.loop, self.client, self.ssock, self._relay_done, listener.poller
+        )
 
     def _abort_connected(self, why: str) -> None:
         assert self.server is not None and self.ssock is not None
@@ -802,6 +823,7 @@ class Session:
         if self.stream is None:
             loop.remove_reader(self.client.fileno())
         if self.ssock is not None:
+            self.listener.poller.forget(self.ssock.fileno())
             loop.remove_writer(self.ssock.fileno())
             self.ssock.close()
             self.ssock = None
@@ -820,6 +842,12 @@ class Session:
         attempt = self.attempt
         if attempt is not None:
             attempt.end(listener.loop.time())  # the server's count, whatever the phase
+        if listener.access_log.enabled:  # (the record costs more than the rest of `_end`)
+            self._log(how, bytes_in, bytes_out)
+        listener.session_ended(self)
+
+    def _log(self, how: str, bytes_in: int, bytes_out: int) -> None:
+        listener = self.listener
         listener.access_log.write(
             ConnectionRecord(
                 client=_format_peer(self.peer),
@@ -835,7 +863,6 @@ class Session:
                 client_cert=self.subject or "",
             )
         )
-        listener.session_ended(self)
 
 
 def _error_word(exc: RemoteProtocolError) -> str:

@@ -7,8 +7,9 @@ asyncio Protocol callbacks). Where splice is missing it copies through a reusabl
 `recv_into`/`send` behind the same interface.
 
 Rules that keep it small and correct:
-- Readiness is level-triggered through the loop's `add_reader`/`add_writer` on raw,
-  non-blocking sockets; no task and no Future per connection or per chunk.
+- Readiness is level-triggered through the loop's `l4lb.poller` (one epoll registration
+  per socket for its life, its interest changed in place) on raw, non-blocking sockets; no
+  task and no Future per connection or per chunk.
 - A direction holds a pipe (or buffer) only while bytes are in flight, and gives it back to a
   shared free list when the pipe is empty: an idle connection holds its two sockets and
   nothing else (these machines cap a process at 20,000 descriptors).
@@ -27,6 +28,8 @@ import os
 import socket
 from collections.abc import Callable
 
+from l4lb.poller import ERR, IN, OUT, RDHUP, LoopPoller, Poller, poller_for
+
 __all__ = ["CHUNK", "Relay", "close_pipes", "splice_available"]
 
 CHUNK = 1 << 20  # bytes moved per splice call; the pipe is grown to match where allowed
@@ -36,10 +39,15 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK
 _free_pipes: list[tuple[int, int]] = []
 _free_buffers: list[bytearray] = []
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ECONNABORTED})
+_EPOLLERR = 8
+_READ = IN | RDHUP  # RDHUP: a FIN that came with the data is read in the same wake-up
+
+
+_SPLICE = hasattr(os, "splice")
 
 
 def splice_available() -> bool:
-    return hasattr(os, "splice")
+    return _SPLICE
 
 
 def _take_pipe() -> tuple[int, int]:
@@ -120,9 +128,12 @@ class Relay:
         "first_end",
         "loop",
         "on_done",
+        "poller",
+        "read",
         "server",
         "touched",
         "up",
+        "write",
     )
 
     def __init__(
@@ -131,6 +142,7 @@ class Relay:
         client: socket.socket,
         server: socket.socket,
         on_done: Callable[[Relay, str], None],
+        poller: Poller | LoopPoller | None = None,
     ) -> None:
         self.loop = loop
         self.client = client
@@ -141,12 +153,49 @@ class Relay:
         self.first_end = ""
         self.touched = True
         self.closed = False
-        if splice_available():
-            loop.add_reader(self.up.src_fd, self._read, self.up)
-            loop.add_reader(self.down.src_fd, self._read, self.down)
+        if _SPLICE:
+            self.read, self.write = self._read, self._writable
         else:
-            loop.add_reader(self.up.src_fd, self._read_copy, self.up)
-            loop.add_reader(self.down.src_fd, self._read_copy, self.down)
+            self.read, self.write = self._read_copy, self._writable_copy
+        # The server socket may be watched already (its connect): this changes its interest.
+        self.poller = poller = poller if poller is not None else poller_for(loop)
+        poller.watch(self.up.src_fd, _READ, self._client_ready)
+        poller.watch(self.down.src_fd, _READ, self._server_ready)
+
+    def _client_ready(self, events: int) -> None:
+        self._ready(self.up, self.down, events)
+
+    def _server_ready(self, events: int) -> None:
+        self._ready(self.down, self.up, events)
+
+    def _ready(self, rd: _Direction, wd: _Direction, events: int) -> None:
+        """One socket is ready: `rd` reads from it, `wd` writes to it."""
+        self.touched = True
+        if wd.writing and events & (OUT | ERR):
+            self.write(wd)
+            if self.closed:
+                return
+        if rd.reading and events & (IN | ERR):
+            self.read(rd)
+            if events & RDHUP and rd.reading and not self.closed:
+                # The FIN was already there when epoll looked: take the EOF now, which saves
+                # the next wake-up (an epoll_pwait and an epoll_wait) for it.
+                self.read(rd)
+        elif events & ERR and not rd.reading and not wd.writing and not self.closed:
+            # Nothing waits on this socket, yet epoll reports it (it always reports these).
+            if events & _EPOLLERR:
+                self.close(self._side(rd.src) + "_reset")
+            else:
+                # EPOLLHUP: both ways of this socket are shut (its FIN came, ours went), but
+                # unread bytes may remain, for when the other socket drains: park this one
+                # until then (`_interest` registers it again).
+                self.poller.park(rd.src_fd)
+
+    def _interest(self) -> None:
+        """Tell the poller what each socket now waits for (a syscall only where it changed)."""
+        up, down, poller = self.up, self.down, self.poller
+        poller.modify(up.src_fd, (_READ if up.reading else 0) | (OUT if down.writing else 0))
+        poller.modify(down.src_fd, (_READ if down.reading else 0) | (OUT if up.writing else 0))
 
     @property
     def bytes_in(self) -> int:
@@ -202,9 +251,8 @@ class Relay:
                 d.pending -= m
         except BlockingIOError:
             # The destination is full: stop reading the source until the pipe drains.
-            self.loop.remove_reader(d.src_fd)
-            self.loop.add_writer(d.dst_fd, self._writable, d)
             d.reading, d.writing = False, True
+            self._interest()
             return
         except OSError as exc:
             self._reset_dst(d, exc)
@@ -226,13 +274,13 @@ class Relay:
             return
         d.pipe = None
         _give_pipe(pipe)
-        self.loop.remove_writer(d.dst_fd)
         d.writing = False
         if d.eof:
+            self._interest()
             self._finish_direction(d)
         else:
-            self.loop.add_reader(d.src_fd, self._read, d)
             d.reading = True
+            self._interest()
 
     # -- copy mode (no splice) ---------------------------------------------------------------
 
@@ -267,9 +315,8 @@ class Relay:
             return
         d.pipe = (buf, sent)  # type: ignore[assignment]
         d.pending = n - sent
-        self.loop.remove_reader(d.src_fd)
-        self.loop.add_writer(d.dst_fd, self._writable_copy, d)
         d.reading, d.writing = False, True
+        self._interest()
 
     def _writable_copy(self, d: _Direction) -> None:
         self.touched = True
@@ -287,13 +334,13 @@ class Relay:
             return
         d.pipe = None
         _free_buffers.append(buf)
-        self.loop.remove_writer(d.dst_fd)
         d.writing = False
         if d.eof:
+            self._interest()
             self._finish_direction(d)
         else:
-            self.loop.add_reader(d.src_fd, self._read_copy, d)
             d.reading = True
+            self._interest()
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -302,12 +349,16 @@ class Relay:
 
     def _eof(self, d: _Direction) -> None:
         d.eof = True
-        self.loop.remove_reader(d.src_fd)
         d.reading = False
         if not self.first_end:
             self.first_end = self._side(d.src) + "_close"
-        if not d.pending:
-            self._finish_direction(d)
+        if d.pending:
+            self._interest()
+            return
+        other = self.down if d is self.up else self.up
+        if not (other.eof and not other.pending):
+            self._interest()  # the relay goes on: stop reading this side (one MOD)
+        self._finish_direction(d)
 
     def _finish_direction(self, d: _Direction) -> None:
         if self.up.eof and self.down.eof and not self.up.pending and not self.down.pending:
@@ -333,18 +384,13 @@ class Relay:
         self.closed = True
         if how and not self.first_end:
             self.first_end = how
-        loop = self.loop
+        # Closing a socket takes it out of the epoll set: only the handlers go (no syscall).
+        self.poller.forget(self.up.src_fd)
+        self.poller.forget(self.down.src_fd)
         for d in (self.up, self.down):
-            # Unregister exactly what is registered (each call costs a syscall, and a stale
-            # registration outlives the fd).
-            if d.reading:
-                loop.remove_reader(d.src_fd)
-                d.reading = False
-            if d.writing:
-                loop.remove_writer(d.dst_fd)
-                d.writing = False
+            d.reading = d.writing = False
             if d.pipe is not None:
-                if splice_available():
+                if _SPLICE:
                     # Bytes left in the pipe are lost with the connection: drop the pipe.
                     os.close(d.pipe[0])
                     os.close(d.pipe[1])

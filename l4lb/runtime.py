@@ -47,6 +47,7 @@ from l4lb.health.checker import watch_server
 from l4lb.listener import Listener, open_listening_socket
 from l4lb.pidfile import PidFile
 from l4lb.plan import plan, summary
+from l4lb.poller import close_poller
 from l4lb.pool import Pool, Resolved, build_pools, resolve_addresses
 from l4lb.privdrop import drop_privileges
 from l4lb.relay import close_pipes
@@ -178,6 +179,7 @@ class Runtime:
                 endpoint.close()
                 endpoint.sock.close()
             close_pipes()
+            close_poller(self._loop)
             self.access_log.flush()
 
     def stop(self, *, hard: bool = False) -> None:

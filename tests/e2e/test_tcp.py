@@ -9,6 +9,7 @@ import re
 import resource
 import socket
 import threading
+import time
 
 import pytest
 
@@ -64,6 +65,46 @@ def test_half_close_still_gets_whole_response(proxy, backends):
     digest, _, rest = bytes(got).partition(b"\n")
     assert digest.decode() == hashlib.sha256(payload).hexdigest()
     assert rest == b"x" * (1 << 20)
+    assert p.wait_log(r"end=client_close")
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_response_after_server_hung_up_while_client_was_slow(proxy, loop):
+    """The server sends its whole response and closes while l4lb cannot write to the slow
+    client (and has passed the client's EOF on): the server's socket is then shut both ways
+    (EPOLLHUP) with bytes still unread. They must all reach the client once it reads."""
+    size = 4 << 20
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.settimeout(10)
+
+    def server() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            while conn.recv(65536):
+                pass
+            conn.sendall(b"y" * size)
+
+    t = threading.Thread(target=server, daemon=True)
+    t.start()
+    port = free_port()
+    backend = f"127.0.0.1:{lsock.getsockname()[1]}"
+    p = proxy(
+        listener_toml(port) + f'[pool.p]\n[[pool.p.servers]]\naddress = "{backend}"\n',
+        loop=loop,
+    )
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"request")
+        s.shutdown(socket.SHUT_WR)
+        t.join(10)  # the server has sent everything and closed
+        time.sleep(0.5)  # let its FIN reach l4lb before the client reads
+        got = 0
+        while chunk := s.recv(1 << 20):
+            got += len(chunk)
+    lsock.close()
+    assert got == size
     assert p.wait_log(r"end=client_close")
 
 
