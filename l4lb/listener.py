@@ -134,7 +134,8 @@ class Listener:
         self.refused = 0
         self.denied = 0  # closed at accept by IP rules (l4lb.clientgate)
         self.limited = 0  # closed at accept by a per-client limit
-        self.gate = ClientGate(config.access) if config.access else None
+        self.clients: Any = None  # workers > 1: l4lb.shared.limits.SharedClients (runtime)
+        self.gate: ClientGate | None = None
 
     @property
     def name(self) -> str:
@@ -149,7 +150,7 @@ class Listener:
             if not config.access and not self.gate.current:
                 self.gate = None
         elif config.access:
-            self.gate = ClientGate(config.access)
+            self.gate = ClientGate(config.access, self.clients, config.name)
         self._resume_if_room()
 
     def admit(self, host: str) -> str | None:

@@ -50,6 +50,9 @@ from l4lb.privdrop import drop_privileges
 from l4lb.relay import close_pipes
 from l4lb.sdnotify import Notifier
 from l4lb.server import Server
+from l4lb.shared.limits import SharedClients, SharedRates
+from l4lb.shared.segment import Segment
+from l4lb.shared.servers import ServerSlots
 from l4lb.stats import Stats
 from l4lb.tls.build import listener_context, upstream_tls
 
@@ -70,14 +73,20 @@ class Runtime:
         notifier: Notifier | None = None,
         pid_file: PidFile | None = None,
         hard_on_repeat: bool = True,
+        shared: Segment | None = None,
     ) -> None:
         """`reuse_port` binds listeners with SO_REUSEPORT (worker processes share ports);
         `on_tick(runtime)` runs once a second after the stats tick (a worker reports to its
         supervisor there); `admin=False` leaves the admin API to someone else; `notifier`
         tells systemd about readiness, reloads and stopping; `pid_file` is written once the
         listeners are bound; `hard_on_repeat=False` (a worker) ignores a repeated
-        SIGTERM/SIGINT."""
+        SIGTERM/SIGINT; `shared` (a worker of several) is the instance's shared memory:
+        active connections and health per server, client limits and rate limits."""
         self.config = config
+        self.shared = shared
+        self.shared_servers = ServerSlots(shared) if shared is not None else None
+        self.shared_clients = SharedClients(shared) if shared is not None else None
+        self.shared_rates = SharedRates(shared) if shared is not None else None
         self.access_log = access_log
         self.reuse_port = reuse_port
         self.on_tick = on_tick
@@ -272,6 +281,8 @@ class Runtime:
         previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
         pools = build_pools(config.pools, previous, loop.time(), resolved or config.resolved)
         live = {(p.name, s.name): s for p in pools.values() for s in p.servers}
+        if self.shared_servers is not None:
+            self.shared_servers.bind(live.values(), loop.time())
         self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in live}
         for key, draining in self.drain_overrides.items():
             live[key].draining = draining
@@ -286,6 +297,7 @@ class Runtime:
             listener = self.listeners.pop(lc.name, None)
             if listener is None:
                 listener = Listener(loop, lc, pools, socks, self.access_log)
+                listener.clients = self.shared_clients
             listener.sockets = socks
             listener.tls_context = tls_contexts.get(lc.name)
             listener.stats = self.stats
@@ -379,6 +391,7 @@ class Runtime:
         if self.http_registry is None:
             assert self._loop is not None
             self.http_registry = UpstreamRegistry(self._loop)
+            self.http_registry.limiters.shared = self.shared_rates
         return HttpEngine(lc, pools, self.http_registry, upstream, self.access_log, self.stats)
 
     async def reload(self) -> bool:
@@ -418,6 +431,8 @@ class Runtime:
     # -- tasks -------------------------------------------------------------------------------
 
     async def _health_checks(self) -> None:
+        if self.shared_servers is not None and not self.shared_servers.checks:
+            return  # worker 0 probes for the instance; housekeeping reads its results
         while True:
             async with anyio.create_task_group() as tg:
                 self._health_scope = tg.cancel_scope
@@ -429,11 +444,15 @@ class Runtime:
                 await anyio.sleep_forever()
 
     async def _housekeeping(self) -> None:
-        """Idle sweeps once a second, access-log flushes four times a second."""
+        """Idle sweeps once a second; access-log flushes, and in workers but 0 the health
+        worker 0 published, four times a second."""
         tick = 0
         while True:
             await anyio.sleep(0.25)
             self.access_log.flush()
+            shared = self.shared_servers
+            if shared is not None and not shared.checks:
+                shared.pull([s for p in self.pools.values() for s in p.servers], self._now())
             tick += 1
             if tick % 4 == 0:
                 now = anyio.current_time()
@@ -448,6 +467,10 @@ class Runtime:
                     endpoint.close()
                     endpoint.sock.close()
                     self.quic_retired.remove(endpoint)
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
 
     async def _signals(self) -> None:
         signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)

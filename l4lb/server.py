@@ -9,6 +9,7 @@ health carry over and connections that started on it keep counting against it.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from l4lb.config.schema import HealthConfig, PassiveConfig, ServerConfig
 from l4lb.health.state import Hysteresis, Transition
@@ -32,6 +33,7 @@ class Server:
         "backup",
         "bytes_in",
         "bytes_out",
+        "cell",
         "circuit",
         "connect_failures",
         "draining",
@@ -47,6 +49,8 @@ class Server:
         "passive",
         "pool",
         "port",
+        "shared",
+        "slot",
         "slow_start",
         "sockaddr",
         "total",
@@ -76,6 +80,11 @@ class Server:
         self.circuit = "closed"  # HTTP circuit breaker: "closed", "open" or "half_open"
         self.family = 0  # set by `resolve`; 0 means the address did not resolve
         self.sockaddr: tuple = ()
+        # workers > 1: the instance's table (l4lb.shared.servers.ServerSlots), this server's
+        # slot in it and this worker's cell of its active count; `active` stays our own.
+        self.shared: Any = None
+        self.slot = 0
+        self.cell = 0
         self.apply(config)
 
     def apply(
@@ -102,6 +111,13 @@ class Server:
             self.health.up, self.health.streak = True, 0
 
     @property
+    def load(self) -> int:
+        """Connections open to this server from the whole instance (every worker), what
+        `least_conn`, `random_two` and `max_connections` compare; `active` is this process's."""
+        shared = self.shared
+        return self.active if shared is None else shared.total(self.slot)
+
+    @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
 
@@ -125,7 +141,7 @@ class Server:
                 return False
             self.ejected_until = 0.0
             self._came_up(now)
-        return not self.max_connections or self.active < self.max_connections
+        return not self.max_connections or self.load < self.max_connections
 
     def refresh_weight(self, now: float) -> bool:
         """Scale `weight_now` by slow start (HAProxy's `slowstart`); True while ramping."""
@@ -145,6 +161,16 @@ class Server:
         elif change is Transition.WENT_DOWN:
             self.last_change = now
         return change
+
+    def take_health(self, up: bool, now: float, detail: str) -> None:
+        """The state another process's probes found (workers > 1: worker 0 checks)."""
+        self.last_check = detail
+        if up != self.health.up:
+            self.health.up, self.health.streak = up, 0
+            if up:
+                self._came_up(now)
+            else:
+                self.last_change = now
 
     def on_connect_failed(self, now: float) -> bool:
         """Passive detection (nginx max_fails/fail_timeout); True if this ejected the server."""

@@ -17,8 +17,9 @@ must all allow a request; one that refuses stops the check, and the earlier ones
 count (a refused request costs the budgets it got through, as nginx's). The 429 carries
 `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` fields
 (draft-ietf-httpapi-ratelimit-headers: `"name";q=RATE;w=SECONDS` and `"name";r=LEFT;t=SECS`).
-The limiter state is per worker process and is kept across reloads while the limit stays
-the same (it lives in the runtime's `UpstreamRegistry`).
+The limiter state is the instance's (with `workers > 1` every worker spends one budget,
+`l4lb.shared.limits`) and is kept across reloads while the limit stays the same (it lives
+in the runtime's `UpstreamRegistry`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from l4lb.config.schema import AccessConfig
 from l4lb.config.values import BadValue, duration, integer, string
-from l4lb.gcra import KeyedGcra
+from l4lb.gcra import KeyedGcra, Limiters
 from l4lb.iprules import IpRules
 from l7.errors_page import error_response
 
@@ -143,19 +144,16 @@ class RouteGuard:
         listener: str,
         route: str,
         security: RouteSecurity,
-        limiters: dict[tuple, KeyedGcra],
+        limiters: Limiters,
     ) -> None:
         self.route = route
         self.rules = IpRules(security.access.allow, security.access.deny)
         self.denied = 0
         self.limits = []
         for limit in security.rate_limits:
+            # The local-state backend: this process's, or the instance's (workers > 1).
             key = (listener, route, limit)
-            gcra = limiters.get(key)
-            if gcra is None:
-                gcra = limiters[key] = KeyedGcra(
-                    limit.rate, limit.per, limit.burst, max_keys=limit.max_keys
-                )
+            gcra = limiters.make(key, limit.rate, limit.per, limit.burst, limit.max_keys)
             self.limits.append(_Limit(limit, gcra))
 
     def check(self, exchange: Any, now: float) -> bool:
