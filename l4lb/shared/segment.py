@@ -126,12 +126,15 @@ class Segment:
         return self.raw[offset : offset + nbytes].cast(fmt)
 
     def forget(self, index: int) -> None:
-        """Zero worker `index`'s rows: a worker that exited counts nothing any more."""
+        """Zero worker `index`'s rows: a worker that exited counts nothing any more. Rows
+        that are zero already are left alone (read with `pread`, which does not give pages
+        to the holes of the memfd), so a worker that counted nothing costs no memory."""
         for offset, nbytes, _, per_worker in self.regions.values():
             if per_worker:
                 row = nbytes // self.workers
                 start = offset + index * row
-                self.raw[start : start + row] = bytes(row)
+                if os.pread(self.fd, row, start).count(0) != row:
+                    self.raw[start : start + row] = bytes(row)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

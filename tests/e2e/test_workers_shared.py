@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import socket
 import time
 
-from tests.e2e.helpers import Backend, free_port, pool_toml, wait_until
+from tests.e2e.helpers import free_port, pool_toml, wait_until
 from tests.e2e.test_workers import start, status
 
 
@@ -198,6 +199,7 @@ def test_a_restarted_worker_attaches_and_counts_start_afresh(proxy, backends):
     held = [hold(port) for _ in range(12)]
     try:
         assert [name for _, name in held].count("a") == 4
+
         def on_a() -> list[int]:
             return [w["servers"].get("p", {}).get("a", 0) for w in status(admin)["workers"]]
 
@@ -219,6 +221,32 @@ def test_a_restarted_worker_attaches_and_counts_start_afresh(proxy, backends):
         held += more
         assert [name for _, name in more].count("a") == 4 - left  # room again, no more
         assert len(a.conns) == 4
+    finally:
+        for sock, _ in held:
+            sock.close()
+
+
+def test_a_reload_keeps_the_counts_of_kept_servers_and_adds_new_ones_in_every_worker(
+    proxy, backends
+):
+    """Slots go by name: after a reload that removes b and adds c, both workers count a's
+    open connections and find c empty, so new connections go to c until it catches up."""
+    a, b, c = backends("a", "b", "c")
+    port, admin = free_port(), free_port()
+    p = start(proxy, head(port, admin) + pool_toml("p", [a, b], balance='"least_conn"'))
+    held = [hold(port) for _ in range(6)]
+    try:
+        assert sorted(name for _, name in held) == ["a"] * 3 + ["b"] * 3
+        p.path.write_text(head(port, admin) + pool_toml("p", [a, c], balance='"least_conn"'))
+        p.proc.send_signal(signal.SIGHUP)
+        applied = r"worker \d: reload 1 applied"
+        assert wait_until(lambda: len(re.findall(applied, p.log())) == 2, 20), p.log()
+        more = [hold(port) for _ in range(5)]
+        held += more
+        names = [name for _, name in more]
+        assert names[:3] == ["c"] * 3, names  # c had none, a still has 3
+        assert sorted(names[3:]) == ["a", "c"]
+        assert [len(s.conns) for s in (a, b, c)] == [4, 3, 4]  # b's drain on
     finally:
         for sock, _ in held:
             sock.close()

@@ -34,6 +34,12 @@ def server(name: str, max_connections: int = 0) -> Server:
     return s
 
 
+def test_one_process_reads_its_own_count_as_the_load():
+    s = server("a")
+    s.active = 3
+    assert s.load == 3  # `workers = 1`: `load` is `active` itself
+
+
 def test_attach_refuses_a_process_that_hashes_differently(monkeypatch):
     made = Segment.create(2)
     monkeypatch.setenv("PYTHONHASHSEED", str(made.seed + 1))
@@ -56,6 +62,7 @@ def test_active_connections_and_max_connections_are_the_instances(pair):
     assert first.begin(a0, None, 0.0) and second.begin(a1, None, 0.0)
     assert (a0.active, a1.active) == (1, 1)  # each worker's own (its stats)
     assert a0.load == a1.load == 2  # the instance's (balancers, limits)
+    assert isinstance(a0, Server) and type(a0).__name__ == "SharedServer"
     assert not a0.available(0.0) and not a1.available(0.0)  # max_connections = 2, in all
     first.end(0.0)
     assert a1.load == 1 and a1.available(0.0)
