@@ -282,7 +282,7 @@ class Runtime:
         pools = build_pools(config.pools, previous, loop.time(), resolved or config.resolved)
         live = {(p.name, s.name): s for p in pools.values() for s in p.servers}
         if self.shared_servers is not None:
-            self.shared_servers.bind(live.values(), loop.time())
+            self.shared_servers.bind(pools.values(), loop.time())
         self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in live}
         for key, draining in self.drain_overrides.items():
             live[key].draining = draining
@@ -452,7 +452,7 @@ class Runtime:
             self.access_log.flush()
             shared = self.shared_servers
             if shared is not None and not shared.checks:
-                shared.pull([s for p in self.pools.values() for s in p.servers], self._now())
+                shared.pull(self.pools.values(), self._now())
             tick += 1
             if tick % 4 == 0:
                 now = anyio.current_time()

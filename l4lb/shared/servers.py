@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from l4lb.server import Server
 from l4lb.shared.segment import HEALTH_BYTES, SERVER_SLOTS, Segment
+
+if TYPE_CHECKING:
+    from l4lb.pool import Pool
 
 __all__ = ["ServerSlots", "SharedServer"]
 
@@ -55,10 +59,11 @@ class ServerSlots:
             n += active[row + slot]
         return n
 
-    def bind(self, servers: Iterable, now: float) -> None:
-        """Give each `Server` of the (re)loaded config its slot (`shared`, `slot`, `cell`)
-        and its published health; let go of the slots of servers no longer configured."""
-        servers = list(servers)
+    def bind(self, pools: Iterable[Pool], now: float) -> None:
+        """Give each server of the (re)loaded pools its slot (`shared`, `slot`, `cell`) and
+        its published health; let go of the slots of servers no longer configured."""
+        pools = list(pools)
+        servers = [s for p in pools for s in p.servers]
         wanted = set()
         with self.segment.lock():
             for server in servers:
@@ -78,7 +83,7 @@ class ServerSlots:
             for slot in self.bound - wanted:
                 self.uses[self.row + slot] = 0
         self.bound = wanted
-        self.pull(servers, now)
+        self.pull(pools, now)
 
     def _find(self, key: int) -> int:
         """The slot of `key`, claiming one if it has none (under the lock); -1: full."""
@@ -114,10 +119,11 @@ class ServerSlots:
         health[base + 2 : base + 2 + len(text)] = memoryview(text)
         health[base] = _UP if up else _DOWN  # last: the state byte says the rest is written
 
-    def pull(self, servers: Iterable, now: float) -> None:
-        """Take the published health of `servers` (those with a slot)."""
+    def pull(self, pools: Iterable[Pool], now: float) -> None:
+        """Take the published health of the servers of `pools` that have health checks (a
+        pool whose checks a reload removed has its servers up, whatever was published)."""
         health = self.health
-        for server in servers:
+        for server in [s for p in pools if p.config.health is not None for s in p.servers]:
             if server.shared is not self:
                 continue
             base = server.slot * HEALTH_BYTES

@@ -7,9 +7,10 @@ import pytest
 
 from l4lb.attempt import Attempt
 from l4lb.clientgate import ClientGate
-from l4lb.config.schema import AccessConfig, Address, ServerConfig
+from l4lb.config.schema import AccessConfig, Address, HealthConfig, PoolConfig, ServerConfig
 from l4lb.errors import L4lbError
 from l4lb.gcra import KeyedGcra, Limiters
+from l4lb.pool import Pool
 from l4lb.server import Server
 from l4lb.shared.limits import SharedClients, SharedRates
 from l4lb.shared.segment import Segment
@@ -34,6 +35,11 @@ def server(name: str, max_connections: int = 0) -> Server:
     return s
 
 
+def pool(*servers: Server, health: bool = True) -> Pool:
+    config = PoolConfig("p", (), health=HealthConfig() if health else None)
+    return Pool(config, list(servers))
+
+
 def test_one_process_reads_its_own_count_as_the_load():
     s = server("a")
     s.active = 3
@@ -55,8 +61,8 @@ def test_active_connections_and_max_connections_are_the_instances(pair):
     slots0, slots1 = ServerSlots(w0), ServerSlots(w1)
     a0, b0 = server("a", max_connections=2), server("b")
     a1, b1 = server("a", max_connections=2), server("b")
-    slots0.bind([a0, b0], 0.0)
-    slots1.bind([b1, a1], 0.0)  # another order: slots go by name
+    slots0.bind([pool(a0, b0)], 0.0)
+    slots1.bind([pool(b1, a1)], 0.0)  # another order: slots go by name
     assert (a0.slot, b0.slot) == (a1.slot, b1.slot) and a0.slot != b0.slot
     first, second = Attempt(0), Attempt(0)
     assert first.begin(a0, None, 0.0) and second.begin(a1, None, 0.0)
@@ -74,16 +80,16 @@ def test_a_removed_server_keeps_its_slot_while_counted_and_names_reuse_free_slot
     _, (w0, w1) = pair
     slots0, slots1 = ServerSlots(w0), ServerSlots(w1)
     a0, a1 = server("a"), server("a")
-    slots0.bind([a0], 0.0)
-    slots1.bind([a1], 0.0)
+    slots0.bind([pool(a0)], 0.0)
+    slots1.bind([pool(a1)], 0.0)
     Attempt(0).begin(a0, None, 0.0)
-    slots0.bind([], 0.0)  # reloads without "a"; its connection drains
-    slots1.bind([], 0.0)
+    slots0.bind([pool()], 0.0)  # reloads without "a"; its connection drains
+    slots1.bind([pool()], 0.0)
     assert slots0._idle(a0.slot) is False  # still counted
     a0.shared.active[a0.cell] -= 1
     assert slots0._idle(a0.slot)
     again = server("a")
-    slots1.bind([again], 0.0)  # back by name: the same slot, counts from zero
+    slots1.bind([pool(again)], 0.0)  # back by name: the same slot, counts from zero
     assert again.slot == a0.slot and again.load == 0
 
 
@@ -92,19 +98,23 @@ def test_health_published_by_worker_0_is_taken_by_the_others(pair):
     slots0, slots1 = ServerSlots(w0), ServerSlots(w1)
     assert slots0.checks and not slots1.checks
     a0, a1 = server("a"), server("a")
-    slots0.bind([a0], 0.0)
-    slots1.bind([a1], 0.0)
+    slots0.bind([pool(a0)], 0.0)
+    slots1.bind([pool(a1)], 0.0)
     a0.health.up = False
     slots0.publish(a0.slot, False, "tcp: Connection refused")
-    slots1.pull([a1], 5.0)
+    slots1.pull([pool(a1)], 5.0)
     assert not a1.health.up and a1.last_check == "tcp: Connection refused"
     assert not a1.available(5.0)
     late = server("a")  # a restarted worker starts from the published state
-    ServerSlots(w1).bind([late], 6.0)
+    ServerSlots(w1).bind([pool(late)], 6.0)
     assert not late.health.up
     slots0.publish(a0.slot, True, "tcp: ok")
-    slots1.pull([a1], 7.0)
+    slots1.pull([pool(a1)], 7.0)
     assert a1.health.up and a1.up_since == 7.0  # slow start counts from here
+    slots0.publish(a0.slot, False, "tcp: timeout")
+    a1.health.up = True  # a reload removed the pool's checks (Server.apply: up)
+    slots1.pull([pool(a1, health=False)], 8.0)
+    assert a1.health.up  # what worker 0 published before does not count
 
 
 def test_client_limits_hold_across_workers(pair):
