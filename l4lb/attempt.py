@@ -2,7 +2,8 @@
 
 A try takes four things, and each must be given back exactly once, whatever way it ends:
 
-- the server's `active` count (least_conn and `max_connections` read it),
+- the server's `active` count (least_conn and `max_connections` read it; with workers,
+  this worker's cell of the instance's count too, `l4lb.shared.servers`),
 - the breaker's verdict (an HTTP server's `CircuitBreaker`: a half-open breaker lends a trial
   slot, given back by a success, a failure or an abandonment),
 - the retry budget (the pool's `RetryBudget`: the request counts as active from its first
@@ -115,6 +116,8 @@ class Attempt:
         self.server = server
         self.breaker = breaker
         server.active += 1
+        if server.shared is not None:  # workers > 1: our cell of the instance's count
+            server.shared.active[server.cell] += 1
         server.total += 1
         self.holding = True
         return True
@@ -150,6 +153,8 @@ class Attempt:
         if server is not None and self.holding:
             self.holding = False
             server.active -= 1
+            if server.shared is not None:
+                server.shared.active[server.cell] -= 1
             if phase == "connect":
                 ejected = server.on_connect_failed(now)
             self.tried = (*self.tried, server)
@@ -186,6 +191,8 @@ class Attempt:
             server = self.server
             assert server is not None
             server.active -= 1
+            if server.shared is not None:
+                server.shared.active[server.cell] -= 1
         if self.verdict_due:
             self.verdict_due = False
             if self.trial:

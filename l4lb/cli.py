@@ -231,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--index", type=int, default=0)
     worker.add_argument("--quic-socket", action="append", default=[])  # ADDRESS=FD (steering)
     worker.add_argument("--control-fd", type=int, required=True)
+    worker.add_argument("--shared-fd", type=int, default=-1)
     worker.add_argument("--log-format", choices=("text", "json"), default="text")
     worker.add_argument("--log-file", metavar="PATH")
     worker.add_argument("--log-target", metavar="TARGET")
@@ -459,7 +460,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     for handler in logging.getLogger("l4lb").handlers:
         handler.addFilter(WorkerTag(args.index))
     quic = {addr: int(fd) for addr, _, fd in (s.rpartition("=") for s in args.quic_socket)}
-    main = partial(serve_worker, config, access_log, args.index, args.control_fd, quic)
+    main = partial(
+        serve_worker, config, access_log, args.index, args.control_fd, quic, args.shared_fd
+    )
     anyio.run(main, backend="asyncio", backend_options=_backend_options())
     return 0
 

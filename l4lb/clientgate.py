@@ -7,18 +7,23 @@ already holds `max_per_client` connections, HAProxy's `sc0_conn_cur`) or "client
 opened connections faster than `rate_per_client` per second with `rate_burst` at once,
 HAProxy's `sc0_conn_rate`, here a GCRA). An admitted connection is counted until `release`.
 
-State is per worker process: with `workers = N` each worker enforces the limits on the
-connections the kernel hands it (SO_REUSEPORT spreads them by a hash of the 4-tuple, so a
-client's connections land on several workers); sharing counts across workers is a later
-step. A reload calls `configure`: the counts of live connections are kept, the rate state
-is kept unless the rate changed.
+With `workers = N` the counts and the rate state are the instance's (`shared`, an
+`l4lb.shared.limits.SharedClients` keyed by listener and address): SO_REUSEPORT spreads a
+client's connections over the workers by a hash of the 4-tuple, and the limits still hold
+for the whole. A reload calls `configure`: the counts of live connections are kept, the
+rate state is kept unless the rate changed (with `shared`, kept in any case).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from l4lb.config.schema import AccessConfig
 from l4lb.gcra import KeyedGcra
 from l4lb.iprules import IpRules
+
+if TYPE_CHECKING:
+    from l4lb.shared.limits import SharedClients
 
 __all__ = ["ClientGate"]
 
@@ -26,10 +31,15 @@ _MAX_KEYS = 100_000  # client addresses whose connection rate is remembered
 
 
 class ClientGate:
-    __slots__ = ("access", "current", "rate", "rules")
+    __slots__ = ("access", "current", "listener", "rate", "rules", "shared")
 
-    def __init__(self, access: AccessConfig) -> None:
+    def __init__(
+        self, access: AccessConfig, shared: SharedClients | None = None, listener: str = ""
+    ) -> None:
+        """`shared` (workers > 1) holds the counts for every worker, under `listener`'s name."""
         self.current: dict[str, int] = {}
+        self.shared = shared
+        self.listener = listener
         self.rate: KeyedGcra | None = None
         self.access = AccessConfig()
         self.rules = IpRules()
@@ -55,6 +65,8 @@ class ClientGate:
         if self.rules and not self.rules.allowed(host):
             return "denied"
         limit = self.access.max_per_client
+        if self.shared is not None:
+            return self.shared.admit((self.listener, host), limit, self.rate, now)
         held = self.current.get(host, 0)
         if limit and held >= limit:
             return "client_max"
@@ -65,6 +77,9 @@ class ClientGate:
 
     def release(self, host: str) -> None:
         """An admitted connection from `host` ended."""
+        if self.shared is not None:
+            self.shared.release((self.listener, host))
+            return
         held = self.current.get(host, 0)
         if held <= 1:
             self.current.pop(host, None)

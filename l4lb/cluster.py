@@ -197,6 +197,13 @@ class ClusterStats:
                 pool["name"]: {s["name"]: int(s.get("total", 0)) for s in pool.get("servers", ())}
                 for pool in snap.get("pools", ())
             },
+            # the servers this worker keeps out of rotation as down (health or ejection)
+            "down": [
+                f"{pool['name']}/{s['name']}"
+                for pool in snap.get("pools", ())
+                for s in pool.get("servers", ())
+                if not s.get("up", True)
+            ],
         }
 
 

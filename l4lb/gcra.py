@@ -16,9 +16,11 @@ it never rejects a request it should not).
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Decision", "KeyedGcra"]
+__all__ = ["Decision", "KeyedGcra", "Limiters", "conform"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,19 @@ class Decision:
     remaining: int
     retry_after: float
     reset: float
+
+
+def conform(old: float, now: float, interval: float, burst: int) -> tuple[float, Decision]:
+    """One decision for a key whose TAT is `old` (any value up to `now` for a key with no
+    history): the key's new TAT (`old` again when refused) and the decision. The same
+    arithmetic as `KeyedGcra.check`, for tables kept elsewhere (`l4lb.shared.limits`)."""
+    window = interval * burst
+    start = now if old < now else old
+    new = start + interval
+    if new - now > window + 1e-9:
+        return old, Decision(False, 0, new - now - window, start - now)
+    remaining = math.floor((window - (new - now)) / interval + 1e-9)
+    return new, Decision(True, remaining, 0.0, new - now)
 
 
 class KeyedGcra:
@@ -89,3 +104,24 @@ class KeyedGcra:
 
     def __len__(self) -> int:
         return len(self.tat)
+
+
+class Limiters(dict):
+    """Limiters by key (a route's limit), kept across reloads by their owner. With
+    `shared` (workers > 1: an `l4lb.shared.limits.SharedRates`), new limiters keep their
+    state in the instance's table, so every worker spends one budget."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared: Any = None
+
+    def make(self, key: Hashable, rate: int, per: float, burst: int, max_keys: int) -> KeyedGcra:
+        """The limiter of `key`, made on first use."""
+        gcra = self.get(key)
+        if gcra is None:
+            if self.shared is None:
+                gcra = KeyedGcra(rate, per, burst, max_keys=max_keys)
+            else:
+                gcra = self.shared.gcra(key, rate, per, burst, max_keys)
+            self[key] = gcra
+        return gcra

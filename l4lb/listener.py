@@ -143,7 +143,8 @@ class Listener:
         self.refused = 0
         self.denied = 0  # closed at accept by IP rules (l4lb.clientgate)
         self.limited = 0  # closed at accept by a per-client limit
-        self.gate = ClientGate(config.access) if config.access else None
+        self.clients: Any = None  # workers > 1: l4lb.shared.limits.SharedClients (runtime)
+        self.gate: ClientGate | None = None
         self.poller = poller_for(loop)  # plain TCP sockets, connect to relay (l4lb.poller)
 
     @property
@@ -159,7 +160,7 @@ class Listener:
             if not config.access and not self.gate.current:
                 self.gate = None
         elif config.access:
-            self.gate = ClientGate(config.access)
+            self.gate = ClientGate(config.access, self.clients, config.name)
         self._resume_if_room()
 
     def admit(self, host: str) -> str | None:

@@ -53,6 +53,9 @@ from l4lb.privdrop import drop_privileges
 from l4lb.relay import close_pipes
 from l4lb.sdnotify import Notifier
 from l4lb.server import Server
+from l4lb.shared.limits import SharedClients, SharedRates
+from l4lb.shared.segment import Segment
+from l4lb.shared.servers import ServerSlots
 from l4lb.stats import Stats
 from l4lb.tls.build import listener_context, upstream_tls
 
@@ -75,6 +78,7 @@ class Runtime:
         hard_on_repeat: bool = True,
         worker: int | None = None,
         quic_fds: dict[str, int] | None = None,
+        shared: Segment | None = None,
     ) -> None:
         """`reuse_port` binds listeners with SO_REUSEPORT (worker processes share ports);
         `on_tick(runtime)` runs once a second after the stats tick (a worker reports to its
@@ -82,10 +86,16 @@ class Runtime:
         tells systemd about readiness, reloads and stopping; `pid_file` is written once the
         listeners are bound; `hard_on_repeat=False` (a worker) ignores a repeated
         SIGTERM/SIGINT. `worker` and `quic_fds` (str(address) -> fd): a worker's index and
-        its UDP sockets in the supervisor's steered groups (quic/steering.py)."""
+        its UDP sockets in the supervisor's steered groups (quic/steering.py); `shared` (a
+        worker of several) is the instance's shared memory: active connections and health
+        per server, client limits and rate limits."""
         self.config = config
         self.worker = worker
         self.quic_fds = quic_fds or {}
+        self.shared = shared
+        self.shared_servers = ServerSlots(shared) if shared is not None else None
+        self.shared_clients = SharedClients(shared) if shared is not None else None
+        self.shared_rates = SharedRates(shared) if shared is not None else None
         self.access_log = access_log
         self.reuse_port = reuse_port
         self.on_tick = on_tick
@@ -294,6 +304,8 @@ class Runtime:
         previous = {(s.pool, s.name): s for p in self.pools.values() for s in p.servers}
         pools = build_pools(config.pools, previous, loop.time(), resolved or config.resolved)
         live = {(p.name, s.name): s for p in pools.values() for s in p.servers}
+        if self.shared_servers is not None:
+            self.shared_servers.bind(pools.values(), loop.time())
         self.drain_overrides = {k: v for k, v in self.drain_overrides.items() if k in live}
         for key, draining in self.drain_overrides.items():
             live[key].draining = draining
@@ -308,6 +320,7 @@ class Runtime:
             listener = self.listeners.pop(lc.name, None)
             if listener is None:
                 listener = Listener(loop, lc, pools, socks, self.access_log)
+                listener.clients = self.shared_clients
             listener.sockets = socks
             listener.tls_context = tls_contexts.get(lc.name)
             listener.stats = self.stats
@@ -406,6 +419,7 @@ class Runtime:
         if self.http_registry is None:
             assert self._loop is not None
             self.http_registry = UpstreamRegistry(self._loop)
+            self.http_registry.limiters.shared = self.shared_rates
         return HttpEngine(lc, pools, self.http_registry, upstream, self.access_log, self.stats)
 
     async def reload(self) -> bool:
@@ -445,6 +459,8 @@ class Runtime:
     # -- tasks -------------------------------------------------------------------------------
 
     async def _health_checks(self) -> None:
+        if self.shared_servers is not None and not self.shared_servers.checks:
+            return  # worker 0 probes for the instance; housekeeping reads its results
         while True:
             async with anyio.create_task_group() as tg:
                 self._health_scope = tg.cancel_scope
@@ -456,11 +472,15 @@ class Runtime:
                 await anyio.sleep_forever()
 
     async def _housekeeping(self) -> None:
-        """Idle sweeps once a second, access-log flushes four times a second."""
+        """Idle sweeps once a second; access-log flushes, and in workers but 0 the health
+        worker 0 published, four times a second."""
         tick = 0
         while True:
             await anyio.sleep(0.25)
             self.access_log.flush()
+            shared = self.shared_servers
+            if shared is not None and not shared.checks:
+                shared.pull(self.pools.values(), self._now())
             tick += 1
             if tick % 4 == 0:
                 now = anyio.current_time()
@@ -475,6 +495,10 @@ class Runtime:
                     endpoint.close()
                     endpoint.sock.close()
                     self.quic_retired.remove(endpoint)
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
 
     async def _signals(self) -> None:
         signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)

@@ -3,10 +3,11 @@
 Process model. With `global.workers` above 1, `l4lb up` becomes a supervisor that proxies
 nothing itself. It starts N workers, each a full proxy: a `Runtime` that binds every listener
 with SO_REUSEPORT (the kernel spreads new connections over the workers by a hash of the
-4-tuple), balances, runs its own health checks and passive ejection, and reloads on SIGHUP.
-So N workers send N times the health checks a single process sends. Nothing but the ports is
-shared between workers: balancer state and connection limits are per worker (docs/WORKERS.md
-measures what that does to each algorithm). The supervisor:
+4-tuple), balances, runs passive ejection, and reloads on SIGHUP. Before starting them the
+supervisor makes the instance's shared memory (`l4lb.shared`): active connections and health
+per server, per-client connection counts and rate state, route rate limits. Worker 0 runs
+the health checks for all (docs/WORKERS.md says what is shared and what stays per worker).
+The supervisor:
 - validates the config (and builds the TLS contexts, which writes a missing self-signed
   certificate once) before any worker starts, and starts the demo backends (so they outlive
   any worker's crash);
@@ -74,6 +75,7 @@ from l4lb.errors import L4lbError, one_line
 from l4lb.pidfile import PidFile
 from l4lb.plan import plan, summary
 from l4lb.sdnotify import Notifier
+from l4lb.shared.segment import Segment
 from l4lb.tls.build import listener_context, upstream_tls
 
 __all__ = ["EXIT_MARGIN", "Supervisor", "check_config"]
@@ -202,6 +204,7 @@ class Supervisor:
         self.reloading = False
         self.last_reload_error = ""
         self.notifier = notifier
+        self.segment: Segment | None = None  # the workers' shared memory, made by `run`
         self.pid_file = pid_file
         self._hard = False
         self._signalled: dict[int, tuple[int, int]] = {}  # index -> (pid, reload_attempts)
@@ -356,6 +359,7 @@ class Supervisor:
 
             self._quic_groups = steered_groups(self.config, self.count)
         self.stats = ClusterStats(anyio.current_time(), time.time())
+        self.segment = Segment.create(self.count)
         admin = await self._open_admin()
         demo = await start_demo_backends(self.config.demo) if self.config.demo else []
         log.info("starting %d workers (pid %d supervises)", self.count, os.getpid())
@@ -384,6 +388,8 @@ class Supervisor:
                     worker.proc.kill()
                     worker.proc.wait()
                 worker.writer.close()
+            if self.segment is not None:
+                self.segment.close()
         if self._failure:
             raise L4lbError(self._failure)
 
@@ -404,6 +410,8 @@ class Supervisor:
                     await anyio.sleep(REAP_INTERVAL)
                 assert self.stats is not None
                 self.stats.exited(index)
+                assert self.segment is not None
+                self.segment.forget(index)  # what it counted went with it
                 self._check_reload()
                 how = _how(worker.proc.returncode)
                 pid = worker.proc.pid
@@ -427,19 +435,23 @@ class Supervisor:
     async def _spawn(self, index: int) -> _Worker | None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         args = [sys.executable, "-m", "l4lb", "worker", self.config.file, "--index", str(index)]
-        args += ["--control-fd", str(theirs.fileno()), *self.worker_args]
+        assert self.segment is not None
+        shared = self.segment.fd
+        args += ["--control-fd", str(theirs.fileno()), "--shared-fd", str(shared)]
+        args += self.worker_args
         quic_fds = [(addr, group[index].fileno()) for addr, group in self._quic_groups.items()]
         for addr, fd in quic_fds:  # this worker's place in each steered UDP group
             args += ["--quic-socket", f"{addr}={fd}"]
         out = subprocess.DEVNULL if self.quiet else None
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # ours to use
+        env["PYTHONHASHSEED"] = str(self.segment.seed)  # keys hash alike in every worker
         try:
             proc = subprocess.Popen(
                 args,
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=out,
-                pass_fds=[theirs.fileno(), *(fd for _, fd in quic_fds)],
+                pass_fds=[theirs.fileno(), shared, *(fd for _, fd in quic_fds)],
                 env=env,
             )
         except OSError as exc:

@@ -2,9 +2,11 @@
 
 A worker is a whole `Runtime` (listeners on SO_REUSEPORT sockets, pools, balancers, health
 checks, reload on SIGHUP, drain on SIGTERM) without the admin API and the demo backends,
-which the supervisor serves. Once a second it writes its report (`reports.py`) on the control
-socket it inherited; it reads the supervisor's commands from the same socket, and stops,
-draining, when the supervisor goes away.
+which the supervisor serves. What the workers share (active connections and health per
+server, client limits, rate limits) is in the memory segment the supervisor made
+(`l4lb.shared`); only worker 0 runs the health checks. Once a second it writes its report
+(`reports.py`) on the control socket it inherited; it reads the supervisor's commands from
+the same socket, and stops, draining, when the supervisor goes away.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from l4lb.cachepurge import Purge
 from l4lb.config import Config
 from l4lb.reports import histogram_report
 from l4lb.runtime import Runtime
+from l4lb.shared.segment import Segment
 
 __all__ = ["MAX_UNSENT", "WorkerTag", "serve_worker"]
 
@@ -50,11 +53,15 @@ async def serve_worker(
     index: int,
     control_fd: int,
     quic_fds: dict[str, int] | None = None,
+    shared_fd: int = -1,
 ) -> None:
     """Run one worker until SIGTERM/SIGINT or until its supervisor goes away: a `Runtime`
     on SO_REUSEPORT listeners, without the admin API (the supervisor serves it) or the demo
     backends (the supervisor runs them), reporting its stats once a second. `quic_fds`:
-    address -> this worker's UDP socket in the supervisor's steered group (quic/steering.py)."""
+    address -> this worker's UDP socket in the supervisor's steered group (quic/steering.py);
+    `shared_fd` is the instance's shared memory (`l4lb.shared`), -1 for none. Raises
+    L4lbError if it is not usable."""
+    shared = Segment.attach(shared_fd, index) if shared_fd >= 0 else None
     control = socket.socket(fileno=control_fd)
     reader, writer = await asyncio.open_unix_connection(sock=control)
 
@@ -87,6 +94,7 @@ async def serve_worker(
         hard_on_repeat=False,  # systemd and the terminal signal us and the supervisor both
         worker=index,
         quic_fds=quic_fds,
+        shared=shared,
     )
 
     async def commands() -> None:

@@ -14,6 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from l4lb.config.schema import ListenerConfig
+from l4lb.gcra import Limiters
 from l7.breaker import CircuitBreaker
 from l7.budget import RetryBudget
 from l7.cache.store import MemoryStore
@@ -25,7 +26,6 @@ from l7.upstream import UpstreamPool
 
 if TYPE_CHECKING:
     from l4lb.accesslog import AccessLog
-    from l4lb.gcra import KeyedGcra
     from l4lb.pool import Pool
     from l4lb.server import Server
     from l4lb.stats import Stats
@@ -54,7 +54,7 @@ class UpstreamRegistry:
         self.pools: dict[tuple[str, str, str, int], UpstreamPool] = {}
         self.breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self.budgets: dict[str, RetryBudget] = {}
-        self.limiters: dict[tuple, KeyedGcra] = {}  # routes' rate limits (l7.guard)
+        self.limiters = Limiters()  # routes' rate limits (l7.guard); the runtime may share them
         self.caches: dict[str, MemoryStore] = {}  # [cache.NAME] stores, kept over reloads
         self.jwks: dict[str, Any] = {}  # JWKS URL key caches (l7.jwtfetch), kept over reloads
 

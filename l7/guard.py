@@ -17,12 +17,13 @@ must all allow a request; one that refuses stops the check, and the earlier ones
 count (a refused request costs the budgets it got through, as nginx's). The 429 carries
 `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` fields
 (draft-ietf-httpapi-ratelimit-headers: `"name";q=RATE;w=SECONDS` and `"name";r=LEFT;t=SECS`).
-The limiter state is per worker process and is kept across reloads while the limit stays
-the same (it lives in the runtime's `UpstreamRegistry`). A `scope = "global"` limit is kept
-in Redis instead, shared by every instance (l7.globallimit): its decision comes back later,
-so `check` says False (answered, or to be answered) and the limit resumes the request with
-`resume`, which runs the limits after it and then `Exchange.start` again; the guard lets
-that second pass by (`passing`), so the route's checks count a request once.
+The limiter state is the instance's (with `workers > 1` every worker spends one budget,
+`l4lb.shared.limits`) and is kept across reloads while the limit stays the same (it lives
+in the runtime's `UpstreamRegistry`). A `scope = "global"` limit is kept in Redis instead,
+shared by every instance (l7.globallimit): its decision comes back later, so `check` says
+False (answered, or to be answered) and the limit resumes the request with `resume`, which
+runs the limits after it and then `Exchange.start` again; the guard lets that second pass
+by (`passing`), so the route's checks count a request once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from l4lb.config.schema import AccessConfig
 from l4lb.config.values import BadValue, choice, duration, integer, string
-from l4lb.gcra import KeyedGcra
+from l4lb.gcra import KeyedGcra, Limiters
 from l4lb.iprules import IpRules
 from l7.errors_page import error_response
 
@@ -153,7 +154,7 @@ class RouteGuard:
         listener: str,
         route: str,
         security: RouteSecurity,
-        limiters: dict[tuple, Any],
+        limiters: Limiters,
         redis: Any = None,
     ) -> None:
         self.route = route
@@ -168,12 +169,9 @@ class RouteGuard:
                 glob = global_limit(listener, route, limit, redis, limiters)
                 self.limits.append(_Limit(limit, None, glob))
                 continue
+            # The local-state backend: this process's, or the instance's (workers > 1).
             key = (listener, route, limit)
-            gcra = limiters.get(key)
-            if gcra is None:
-                gcra = limiters[key] = KeyedGcra(
-                    limit.rate, limit.per, limit.burst, max_keys=limit.max_keys
-                )
+            gcra = limiters.make(key, limit.rate, limit.per, limit.burst, limit.max_keys)
             self.limits.append(_Limit(limit, gcra))
 
     def check(self, exchange: Any, now: float) -> bool:

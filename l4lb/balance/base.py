@@ -37,8 +37,8 @@ class ServerLike(Protocol):
         ...
 
     @property
-    def active(self) -> int:
-        """Connections currently open to this server."""
+    def load(self) -> int:
+        """Connections currently open to this server, from every worker of the instance."""
         ...
 
 

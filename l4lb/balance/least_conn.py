@@ -37,11 +37,11 @@ class LeastConn(Balancer):
             return None
         start = self._start % n
         best_index = start
-        best_score = (candidates[start].active + 1) / candidates[start].weight_now
+        best_score = (candidates[start].load + 1) / candidates[start].weight_now
         for offset in range(1, n):
             i = (start + offset) % n
             server = candidates[i]
-            score = (server.active + 1) / server.weight_now
+            score = (server.load + 1) / server.weight_now
             if score < best_score:
                 best_index = i
                 best_score = score

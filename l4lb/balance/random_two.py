@@ -42,6 +42,6 @@ class RandomTwo(Balancer):
             return candidates[0]
         i, j = self._rng.sample(range(n), 2)
         a, b = candidates[i], candidates[j]
-        if (b.active + 1) / b.weight_now < (a.active + 1) / a.weight_now:
+        if (b.load + 1) / b.weight_now < (a.load + 1) / a.weight_now:
             return b
         return a

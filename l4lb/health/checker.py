@@ -2,7 +2,8 @@
 
 One task per server, owned by the runtime's task group and cancelled as a group on reload or
 shutdown. A TCP probe is a connect; an HTTP probe sends `GET path HTTP/1.0` and reads the
-status line. Each probe runs under `fail_after(timeout)`.
+status line. Each probe runs under `fail_after(timeout)`. With `workers > 1` only worker 0
+probes, and publishes each state for the others (`l4lb.shared.servers`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ async def watch_server(server: Server, cfg: HealthConfig) -> None:
         else:
             ok, detail = await probe_tcp(server.host, server.port, cfg.timeout)
         change = server.on_check(ok, anyio.current_time(), detail)
+        if server.shared is not None:  # workers > 1: we probe for every worker
+            server.shared.publish(server.slot, server.health.up, server.last_check)
         if change is Transition.WENT_DOWN:
             log.warning("server %s/%s is DOWN (%s)", server.pool, server.name, detail)
         elif change is Transition.WENT_UP:

@@ -26,7 +26,7 @@ class FakeServer:
 
     name: str
     weight_now: float = 1.0
-    active: int = 0
+    load: int = 0  # active connections over the instance (Server.load)
 
 
 def servers(*names: str, **weights: float) -> list[FakeServer]:
@@ -211,7 +211,7 @@ def test_smooth_wrr_proportions_hold_among_remaining_when_one_leaves() -> None:
 
 
 def test_least_conn_prefers_idle_server() -> None:
-    pool = [FakeServer("a", active=3), FakeServer("b", active=0), FakeServer("c", active=2)]
+    pool = [FakeServer("a", load=3), FakeServer("b", load=0), FakeServer("c", load=2)]
     b = LeastConn(pool)
     for _ in range(5):
         assert b.pick(pool).name == "b"
@@ -219,11 +219,11 @@ def test_least_conn_prefers_idle_server() -> None:
 
 def test_least_conn_respects_weights() -> None:
     # a: (4+1)/3 = 1.67; b: (1+1)/1 = 2. The heavier server is less loaded per weight.
-    pool = [FakeServer("a", weight_now=3, active=4), FakeServer("b", weight_now=1, active=1)]
+    pool = [FakeServer("a", weight_now=3, load=4), FakeServer("b", weight_now=1, load=1)]
     b = LeastConn(pool)
     assert b.pick(pool).name == "a"
     # a: (6+1)/3 = 2.33 > b: 2.
-    pool = [FakeServer("a", weight_now=3, active=6), FakeServer("b", weight_now=1, active=1)]
+    pool = [FakeServer("a", weight_now=3, load=6), FakeServer("b", weight_now=1, load=1)]
     assert b.pick(pool).name == "b"
 
 
@@ -240,10 +240,10 @@ def test_least_conn_ties_rotate() -> None:
 
 def test_least_conn_ties_rotate_only_among_tied() -> None:
     pool = [
-        FakeServer("a", active=0),
-        FakeServer("busy", active=5),
-        FakeServer("b", active=0),
-        FakeServer("c", active=0),
+        FakeServer("a", load=0),
+        FakeServer("busy", load=5),
+        FakeServer("b", load=0),
+        FakeServer("c", load=0),
     ]
     b = LeastConn(pool)
     counts = Counter(b.pick(pool).name for _ in range(300))
@@ -347,7 +347,7 @@ def test_hash_unknown_candidate_still_returns_a_candidate() -> None:
 
 
 def test_random_two_picks_less_loaded_of_two() -> None:
-    pool = [FakeServer("idle", active=0), FakeServer("busy", active=10)]
+    pool = [FakeServer("idle", load=0), FakeServer("busy", load=10)]
     b = RandomTwo(pool, rng=random.Random(0))
     # With two candidates both are always sampled, so the idle one always wins.
     assert all(b.pick(pool).name == "idle" for _ in range(100))
@@ -355,13 +355,13 @@ def test_random_two_picks_less_loaded_of_two() -> None:
 
 def test_random_two_is_weight_aware() -> None:
     # heavy: (5+1)/4 = 1.5 < light: (1+1)/1 = 2.
-    pool = [FakeServer("heavy", weight_now=4, active=5), FakeServer("light", active=1)]
+    pool = [FakeServer("heavy", weight_now=4, load=5), FakeServer("light", load=1)]
     b = RandomTwo(pool, rng=random.Random(0))
     assert all(b.pick(pool).name == "heavy" for _ in range(100))
 
 
 def test_random_two_never_picks_the_most_loaded_of_many() -> None:
-    pool = [FakeServer(f"s{i}", active=i) for i in range(6)]
+    pool = [FakeServer(f"s{i}", load=i) for i in range(6)]
     b = RandomTwo(pool, rng=random.Random(42))
     counts = Counter(b.pick(pool).name for _ in range(3000))
     # The most loaded server loses every comparison it is drawn into.
@@ -373,7 +373,7 @@ def test_random_two_never_picks_the_most_loaded_of_many() -> None:
 
 
 def test_random_two_never_returns_a_non_candidate() -> None:
-    pool = [FakeServer(f"s{i}", active=i % 3) for i in range(8)]
+    pool = [FakeServer(f"s{i}", load=i % 3) for i in range(8)]
     b = RandomTwo(pool, rng=random.Random(3))
     rng = random.Random(9)
     for _ in range(500):
@@ -391,7 +391,7 @@ def test_random_two_deterministic_with_seeded_rng() -> None:
 # --- properties ---------------------------------------------------------------------------
 
 POOL = [
-    FakeServer(f"s{i}", weight_now=w, active=a)
+    FakeServer(f"s{i}", weight_now=w, load=a)
     for i, (w, a) in enumerate([(1, 0), (2, 3), (0.5, 1), (5, 10), (1, 1), (3, 0), (0.1, 0)])
 ]
 
