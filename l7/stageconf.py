@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from l4lb.config.load import _REQUIRED, Fields, _Loader, _size, _strings
+from l4lb.config.load import _REQUIRED, Fields, _Loader, _seconds_or_zero, _size, _strings
 from l4lb.config.values import BadValue, boolean, integer
 from l7.compress import DEFAULT_TYPES, ENCODINGS, LEVEL_RANGES, CompressConfig, available
 
@@ -26,13 +26,16 @@ class CacheConfig:
     `max_bytes` bounds the stored heads and bodies together (least recently used out first);
     a response whose body is over `max_object` is passed through, not stored. `heuristic`
     (percent of the time since Last-Modified, RFC 9111 §4.2.2; nginx and Varnish use 10) is
-    0, off, unless set. `store_set_cookie` lets responses with Set-Cookie be stored."""
+    0, off, unless set. `store_set_cookie` lets responses with Set-Cookie be stored.
+    `collapse_timeout`: seconds a miss waits for another request's fetch of the same key
+    before going to the server itself (nginx `proxy_cache_lock_timeout`); 0: no collapsing."""
 
     name: str
     max_bytes: int = 64 << 20
     max_object: int = 1 << 20
     heuristic: int = 0
     store_set_cookie: bool = False
+    collapse_timeout: float = 5.0
 
 
 _COMPRESS: Fields = {
@@ -46,6 +49,7 @@ _CACHE: Fields = {
     "max_object": (_size, 1 << 20),
     "heuristic": (integer(0, 100), 0),
     "store_set_cookie": (boolean, False),
+    "collapse_timeout": (_seconds_or_zero, 5.0),
 }
 
 
