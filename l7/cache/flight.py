@@ -197,6 +197,12 @@ class Flight:
                 ex.conn.abort()
                 ex.finish()
 
+    def unjoinable(self) -> None:
+        """The body went over max_object: it is not stored, so no later request can be
+        given it from the start; those being streamed go on."""
+        self._close()
+        self.chunks = []
+
     def leave(self, ex: Exchange) -> None:
         if ex in self.waiters:
             self.waiters.remove(ex)

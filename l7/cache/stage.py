@@ -195,13 +195,12 @@ class CacheState:
         """A chunk of the server's body: kept for the store and the waiters; False when the
         client gets the stored body instead."""
         fill = self.fill
-        if fill is not None and data:
-            if not fill.add(data):
-                self.fill = None  # over max_object: passed through, not stored
-                if self.flight is not None:
-                    self.flight.joinable = False
+        if fill is not None and not fill.add(data):
+            self.fill = None  # over max_object: passed through, not stored
             if self.flight is not None:
-                self.flight.chunk(data)
+                self.flight.unjoinable()
+        if self.flight is not None:
+            self.flight.chunk(data)  # (streamed to the waiters, stored or not)
         return not self.quiet
 
     def on_complete(self, ex: Exchange) -> None:
@@ -310,6 +309,11 @@ def cache_begin(ex: Exchange, name: str) -> bool:
     flight = registry.get(key)
     if flight is not None and flight.joinable:
         return flight.join(ex, state, config.collapse_timeout)
+    if entry is None and (
+        request.header(b"if-none-match") is not None
+        or request.header(b"if-modified-since") is not None
+    ):
+        return False  # its answer may be a 304, of no use to others: no fetch to wait on
     state.flight = registry[key] = Flight(registry, key)
     return False
 
@@ -323,10 +327,12 @@ def serve(ex: Exchange, entry: Entry, field: bytes, now: float) -> None:
     compress = route.compress if route is not None else None
     if compress is None:
         compress = ex.engine.compress
+    response, body = answer(entry, client, request.method, now, field)
     variant = None
-    if compress is not None and compress.encodings and state is not None:
+    if response.status == 200 and compress is not None and compress.encodings and state:
         variant = encoded_variant(state.store, state.key, entry, compress, request)
-    response, body = answer(entry, client, request.method, now, field, variant)
+        if variant is not None:
+            response, body = answer(entry, client, request.method, now, field, variant)
     ex.status = response.status
     ex.response_headers(response, [])
     if compress is not None and variant is None:
