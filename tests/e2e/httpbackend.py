@@ -8,7 +8,8 @@ each `h` as a response field; with an `etag` field, a matching If-None-Match get
 with a `last-modified` one, an equal If-Modified-Since), anything else: a small body naming
 the server. Counts accepted connections. For the cache tests, `/resp` answers `fail` (a
 status) when it is set, closes the connection without answering when `drop` is set, never
-answers 304 when `no304` is set, waits for `gate` (an Event) when there is one, and says in
+answers 304 when `no304` is set, waits for `gate` (an Event) when there is one before its
+head and for `mid` after the first 1000 bytes of its body, and says in
 `x-seq` how many requests the server had seen.
 """
 
@@ -38,6 +39,7 @@ class HttpBackend:
         self.drop = False
         self.no304 = False
         self.gate: threading.Event | None = None
+        self.mid: threading.Event | None = None
         self.lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -139,6 +141,10 @@ class HttpBackend:
         if parts[0] == "close":
             out.append(("connection", "close"))
         sock.sendall(conn.send(h11.Response(status_code=status, headers=out)))
+        if parts[0] == "resp" and self.mid is not None and len(body) > 1000:
+            sock.sendall(conn.send(h11.Data(data=body[:1000])))
+            self.mid.wait(30)
+            body = body[1000:]
         if req.method != b"HEAD" and status not in (204, 304):
             step = 65536
             for i in range(0, len(body), step):

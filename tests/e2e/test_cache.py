@@ -244,7 +244,7 @@ def test_collapsed_misses_http2(site):
     path = resp("cache-control:max-age=60")
     b.gate = threading.Event()
     try:
-        with H2Client(port, authority="localhost") as client:
+        with H2Client(port, authority=f"127.0.0.1:{port}") as client:
             ids = [client.request("GET", path) for _ in range(100)]
             client.ping()  # its ACK comes after every request before it was read
             assert client.wait(
@@ -258,6 +258,44 @@ def test_collapsed_misses_http2(site):
     assert all(a.status == 200 and a.body == ORIGINAL for a in answers)
     assert sum("collapsed" in a.headers["cache-status"] for a in answers) == 99
     assert b.requests == 1
+    h, body = curl(port, "https", path)
+    assert body == ORIGINAL and "hit" in status(h)
+
+
+def test_waiters_are_streamed_the_body_as_it_arrives(site):
+    """Two requests wait for one fetch; a third joins while the body is still arriving: all
+    three get the first 1000 bytes while the origin holds the rest back."""
+    from tests.e2e.h2client import H2Client
+
+    port, b = site("https")
+    path = resp("cache-control:max-age=60")
+    b.gate, b.mid = threading.Event(), threading.Event()
+    try:
+        with H2Client(port, authority=f"127.0.0.1:{port}") as client:
+            first, second = client.request("GET", path), client.request("GET", path)
+            client.ping()
+            assert client.wait(
+                lambda: any(type(e).__name__ == "PingAckReceived" for e in client.events)
+            )
+            assert wait_until(lambda: b.requests >= 1)
+            b.gate.set()
+            streams = client.streams
+            assert client.wait(
+                lambda: len(streams[first].body) == len(streams[second].body) == 1000
+            )
+            third = client.request("GET", path)
+            assert client.wait(lambda: len(streams[third].body) == 1000)
+            assert not any(streams[i].ended for i in (first, second, third))
+            b.mid.set()
+            answers = [client.response(i) for i in (first, second, third)]
+    finally:
+        b.gate.set()
+        b.mid.set()
+    assert all(a.status == 200 and a.body == ORIGINAL for a in answers)
+    assert [("collapsed" in a.headers["cache-status"]) for a in answers] == [False, True, True]
+    assert b.requests == 1
+    h, body = curl(port, "https", path)
+    assert body == ORIGINAL and "hit" in status(h)
 
 
 def test_collapsed_misses_http1(site):
