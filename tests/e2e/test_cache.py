@@ -321,19 +321,27 @@ def test_collapsed_misses_http1(site):
 
 
 def test_collapse_timeout_sends_waiters_on(site):
+    """A waiter whose wait runs out goes to the server itself (and does not store)."""
     port, b = site("http", "collapse_timeout = 0.2\n")
     path = resp("cache-control:max-age=60")
     b.gate = threading.Event()
-    first: list = []
-    t = threading.Thread(target=lambda: first.append(curl(port, "http", path)))
-    t.start()
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(curl(port, "http", path)))]
     try:
+        threads[0].start()
         assert wait_until(lambda: b.requests == 1)
-        b.gate.set()
+        threads.append(threading.Thread(target=lambda: results.append(curl(port, "http", path))))
+        threads[1].start()
+        assert wait_until(lambda: b.requests == 2)  # while the first fetch is still held
     finally:
         b.gate.set()
-    t.join(20)
-    assert first[0][1] == ORIGINAL
+    for t in threads:
+        t.join(20)
+    assert sorted(status(h) for h, _ in results) == [
+        "l4lb; fwd=uri-miss",
+        "l4lb; fwd=uri-miss; stored",
+    ]
+    assert all(body == ORIGINAL for _, body in results)
 
 
 def test_unsafe_methods_invalidate(site):
