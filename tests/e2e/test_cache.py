@@ -69,6 +69,9 @@ def test_hits_do_not_reach_the_server(site, protocol):
         assert body == ORIGINAL and int(h["age"]) >= 0 and "x-cache" not in h
         assert status(h).startswith("l4lb; hit; ttl=")
         assert int(h["content-length"]) == BODY_N
+    h, body = curl(port, protocol, path, "-I")  # HEAD: the head of the stored GET
+    assert h[":status"] == "200" and body == b"" and int(h["content-length"]) == BODY_N
+    assert "hit" in status(h)
     assert b.requests == 1
     # compressed on a hit too, from a variant compressed once and stored
     for _ in range(2):
