@@ -301,6 +301,29 @@ def test_waiters_are_streamed_the_body_as_it_arrives(site):
     assert body == ORIGINAL and "hit" in status(h)
 
 
+def test_waiters_go_on_their_own_when_the_answer_is_not_stored(site):
+    from tests.e2e.h2client import H2Client
+
+    port, b = site("https")
+    path = resp("cache-control:private, max-age=60", n=100)
+    b.gate = threading.Event()
+    try:
+        with H2Client(port, authority=f"127.0.0.1:{port}") as client:
+            ids = [client.request("GET", path) for _ in range(3)]
+            client.ping()
+            assert client.wait(
+                lambda: any(type(e).__name__ == "PingAckReceived" for e in client.events)
+            )
+            assert wait_until(lambda: b.requests >= 1)
+            assert b.requests == 1  # the other two wait
+            b.gate.set()
+            answers = [client.response(i) for i in ids]
+    finally:
+        b.gate.set()
+    assert all(a.status == 200 and len(a.body) == 100 for a in answers)
+    assert b.requests == 3
+
+
 def test_collapsed_misses_http1(site):
     port, b = site("http", "collapse_timeout = 30\n")
     path = resp("cache-control:max-age=60")
