@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from l7.cache.answer import answer, encoded_variant
 from l7.cache.policy import (
     cache_status,
@@ -251,3 +254,15 @@ def test_compressed_variant_is_made_once_and_stored():
     assert encoded_variant(store, "k", entry, config, Request("GET", "/", [])) is None
     ranged = Request("GET", "/", h(accept_encoding="gzip", range="bytes=0-1"))
     assert encoded_variant(store, "k", entry, config, ranged) is None
+
+
+@given(st.binary(max_size=40), st.integers(0, 10_000))
+def test_byte_range_never_fails_on_untrusted_bytes(value, size):
+    got = byte_range([(b"range", value)], [], size)
+    assert got is None or got == UNSATISFIABLE or 0 <= got[0] <= got[1] < size
+
+
+@given(st.from_regex(rb"\Abytes=[0-9]{0,4}-[0-9]{0,4}\Z"), st.integers(0, 10_000))
+def test_byte_range_within_the_body(value, size):
+    got = byte_range([(b"range", value)], [], size)
+    assert got is None or got == UNSATISFIABLE or 0 <= got[0] <= got[1] < size
