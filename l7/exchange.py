@@ -451,10 +451,10 @@ class Exchange:
         response.extra = extra
 
     def on_response_body(self, data: bytes) -> None:
+        if self.cache is not None and not self.cache.on_body(data):
+            return  # stored, not sent: the client gets a 304 or a stored body (l7/cache/)
         if self.interim or self.framing == "none" or not data:
             return  # (an empty chunk would end a chunked body early)
-        if self.cache is not None and not self.cache.on_body(data):
-            return  # the client gets a stored body instead (l7/cache/)
         if self.encoder is not None:
             data = self.encoder.compress(data)
             if not data:

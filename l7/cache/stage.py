@@ -33,6 +33,8 @@ from l7.cache.policy import (
     current_age,
     fresh_enough,
     freshness_lifetime,
+    not_modified,
+    not_modified_fields,
     revalidation_request,
     same_validator,
     stale_allowed,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["CacheState", "Fill", "cache_begin", "cache_key", "emit", "serve"]
 
 _UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+_CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 
 
 def cache_key(request: Request, authority: bytes) -> str:
@@ -165,7 +168,14 @@ class CacheState:
             # ("stored" only when the length is known: a longer body is not stored)
             stored = fill is not None and response.length is not None
         field = cache_status(fwd=self.fwd, fwd_status=status if entry else 0, stored=stored)
-        response.set_fields([*fields, (b"cache-status", field)])
+        if self.fill is not None and status == 200 and not_modified(self.client, fields):
+            # the client's own conditional matches what is being stored: 304, body stored only
+            response.status = status = 304
+            response.set_fields([*not_modified_fields(fields), (b"cache-status", field)])
+            response.length = None
+            self.quiet = True
+        else:
+            response.set_fields([*fields, (b"cache-status", field)])
         if flight is not None:
             if self.fill is not None:
                 flight.start(self.fill.entry, self.fill.chunks)
@@ -194,6 +204,8 @@ class CacheState:
     def on_body(self, data: bytes) -> bool:
         """A chunk of the server's body: kept for the store and the waiters; False when the
         client gets the stored body instead."""
+        if not data:
+            return True
         fill = self.fill
         if fill is not None and not fill.add(data):
             self.fill = None  # over max_object: passed through, not stored
@@ -270,6 +282,10 @@ def cache_begin(ex: Exchange, name: str) -> bool:
     entry, known = select(store, key, request.headers)
     if entry is None:
         state.fwd = "vary-miss" if known else "uri-miss"
+        if method == "GET" and request.header(b"range") is None:
+            # The client's conditionals go no further (nginx does the same): the whole
+            # response is fetched and stored, and the client is answered 304 if it matches.
+            request.headers = [(n, v) for n, v in request.headers if n not in _CONDITIONAL]
     else:
         age = current_age(entry.headers, entry.request_time, entry.response_time, now)
         if not background and fresh_enough(request.headers, entry.lifetime, age):
@@ -309,11 +325,6 @@ def cache_begin(ex: Exchange, name: str) -> bool:
     flight = registry.get(key)
     if flight is not None and flight.joinable:
         return flight.join(ex, state, config.collapse_timeout)
-    if entry is None and (
-        request.header(b"if-none-match") is not None
-        or request.header(b"if-modified-since") is not None
-    ):
-        return False  # its answer may be a 304, of no use to others: no fetch to wait on
     state.flight = registry[key] = Flight(registry, key)
     return False
 

@@ -178,6 +178,22 @@ def test_client_conditionals_answered_from_the_store(site, protocol):
 
 
 @pytest.mark.parametrize("protocol", BOTH)
+def test_conditional_miss_fills_the_store(site, protocol):
+    """A client's conditional on a miss is not passed on: the whole response is fetched and
+    stored, and the client gets its 304."""
+    port, b = site(protocol)
+    path = resp("cache-control:max-age=60", 'etag:"v1"')
+    h, body = curl(port, protocol, path, "-H", 'if-none-match: "v1"')
+    assert h[":status"] == "304" and body == b"" and status(h) == "l4lb; fwd=uri-miss; stored"
+    assert sent(b, "if-none-match") is None
+    h, body = curl(port, protocol, path)
+    assert h[":status"] == "200" and body == ORIGINAL and "hit" in status(h)
+    h, body = curl(port, protocol, path + "&x=1", "-H", 'if-none-match: "v0"')
+    assert h[":status"] == "200" and body == ORIGINAL
+    assert b.requests == 2
+
+
+@pytest.mark.parametrize("protocol", BOTH)
 def test_ranges_from_the_store(site, protocol):
     port, b = site(protocol)
     path = resp("cache-control:max-age=60", 'etag:"v1"')
