@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from l4lb.attempt import Attempt
 from l7.budget import is_retryable
-from l7.cache.stage import Fill, begin_fill, cache_key, lookup, stored_response
+from l7.cache.stage import CacheState, cache_begin
 from l7.compress import Encoder, start_encoder
 from l7.errors_page import error_response
 from l7.forwarded import response_hop_by_hop_filter
@@ -64,6 +64,7 @@ class Exchange:
         "body_limit",
         "body_sent",
         "bytes_out",
+        "cache",
         "claims",
         "close_after",
         "conn",
@@ -71,7 +72,6 @@ class Exchange:
         "connect_time",
         "encoder",
         "engine",
-        "fill",
         "finished",
         "framing",
         "head_sent",
@@ -157,13 +157,13 @@ class Exchange:
         self.upgrade_rest = b""  # client bytes after an Upgrade request's head
         self.interim = False  # a 1xx response is being relayed
         self.encoder: Encoder | None = None  # the compression stage's, for this response
-        self.fill: Fill | None = None  # the cache stage's: the response being stored
         # Trailer fields (l7.trailers) after the request's and the response's bodies; each
         # side's adapter passes them on at the end of its body where its framing can carry them.
         self.request_trailers: Headers | None = None
         self.response_trailers: Headers | None = None
         self.claims: dict[str, Any] | None = None  # the JWT stage's: the token's claims
         self.waf: Any = None  # the WAF stage's l7.waf.stage.WafState (a held body, rule ids)
+        self.cache: CacheState | None = None  # the cache stage's part (l7/cache/stage.py)
 
     # -- stage: route ------------------------------------------------------------------------
 
@@ -207,45 +207,12 @@ class Exchange:
                 return
             assert isinstance(action, Forward)
             pool_name = action.pool
-            if route.cache and self.cache_lookup(route.cache):
-                return
+            if route.cache and cache_begin(self, route.cache):
+                return  # stage: cache lookup (answered, or waiting on another's fetch)
         self.pool = pool = engine.pools[pool_name]
         self.attempt = Attempt(pool.config.retries, engine.budget(pool))
         if self.waf is None or not self.waf.holding:
             self.forward()  # (else the WAF forwards once it has inspected the body)
-
-    # -- stage: cache lookup (l7/cache/) -----------------------------------------------------
-
-    def cache_lookup(self, name: str) -> bool:
-        """Answer from the route's cache when it holds a usable response (True); else note
-        what to store this response under and go on to the server."""
-        store = self.engine.caches[name][0]
-        request, now = self.request, time.time()
-        key = cache_key(request, self.authority)
-        route = self.route
-        counted = store.counters(self.engine.config.name, route.name if route else "")
-        entry = lookup(store, key, request, now, counted)
-        if entry is None:
-            if request.method == "GET":
-                self.fill = Fill(store, key, None, counted)  # decided on the response head
-            return False
-        response = stored_response(entry, now)
-        self.status = entry.status
-        self.response_headers(response, [])
-        route = self.route
-        compress = route.compress if route is not None else None
-        if compress is None:
-            compress = self.engine.compress
-        if compress is not None:
-            self.encoder = start_encoder(compress, request, response)
-        if request.method == "HEAD" or entry.status in _NO_BODY_STATUSES:
-            self.framing = "none"
-        self.head_sent = True
-        self.conn.send_head(self, response)
-        if self.framing != "none":
-            self.on_response_body(entry.body)
-        self.on_response_complete()
-        return True
 
     # -- stage: upstream ---------------------------------------------------------------------
 
@@ -440,20 +407,9 @@ class Exchange:
         self.status = status
         if attempt.verdict_due:
             self.breaker_result(attempt.verdict(status < 500, loop.time()))
-        fill = self.fill
-        if fill is not None:  # stage: cache store (l7/cache/)
-            _, config = self.engine.caches[self.route.cache]  # type: ignore[union-attr]
-            self.fill = begin_fill(
-                fill.store,
-                fill.key,
-                self.request,
-                response,
-                self.started_wall(),
-                time.time(),
-                config.heuristic,
-                config.store_set_cookie,
-                fill.route,
-            )
+        cache = self.cache
+        if cache is not None:  # stage: cache store, revalidation, stale-if-error (l7/cache/)
+            self.status = status = cache.on_head(self, response)
         self.response_headers(response, hop)
         request = self.request
         upgrade = status == 101
@@ -523,10 +479,10 @@ class Exchange:
         response.extra = extra
 
     def on_response_body(self, data: bytes) -> None:
+        if self.cache is not None and not self.cache.on_body(data):
+            return  # stored, not sent: the client gets a 304 or a stored body (l7/cache/)
         if self.interim or self.framing == "none" or not data:
             return  # (an empty chunk would end a chunked body early)
-        if self.fill is not None and not self.fill.add(data):
-            self.fill = None  # over max_object: passed through, not stored
         if self.encoder is not None:
             data = self.encoder.compress(data)
             if not data:
@@ -549,9 +505,8 @@ class Exchange:
             return
         if self.finished or not self.head_sent or self.status == 101:
             return  # (a 101 goes on as a tunnel: see on_response_upgrade)
-        if self.fill is not None:
-            self.fill.done()
-            self.fill = None
+        if self.cache is not None:
+            self.cache.on_complete(self)
         if self.encoder is not None and self.framing != "none":
             tail = self.encoder.finish()
             if tail:
@@ -642,6 +597,8 @@ class Exchange:
         self.simple(status, headers, body)
 
     def error(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+        if self.cache is not None and not self.head_sent and self.cache.on_error(self):
+            return  # stale-if-error (l7/cache/)
         if self.head_sent:
             self.conn.abort()
             self.finish()
@@ -668,6 +625,8 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        if self.cache is not None:
+            self.cache.ended(self)
         attempt = self.attempt
         if attempt is not None:
             # (the clock only matters to a trial that got no verdict: see Attempt.end)
@@ -686,6 +645,8 @@ class Exchange:
         if not self.status:
             self.status = 499  # nginx's "client closed request"
         self.finished = True
+        if self.cache is not None:
+            self.cache.ended(self)
         attempt = self.attempt
         if attempt is not None:
             attempt.end(self.engine.registry.loop.time())  # a trial with no verdict: abandoned

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from l4lb.config.load import _REQUIRED, Fields, _Loader, _size, _strings
+from l4lb.config.load import _REQUIRED, Fields, _Loader, _seconds_or_zero, _size, _strings
 from l4lb.config.values import BadValue, boolean, integer, string
 from l7.compress import DEFAULT_TYPES, ENCODINGS, LEVEL_RANGES, CompressConfig, available
 from l7.routes import _field_name
@@ -30,7 +30,9 @@ class CacheConfig:
     (percent of the time since Last-Modified, RFC 9111 §4.2.2; nginx and Varnish use 10) is
     0, off, unless set. `store_set_cookie` lets responses with Set-Cookie be stored.
     `tag_header` names the response field whose words are the tags a purge by tag takes.
-    `disk_path` (absolute once loaded) adds the disk tier, bounded by `disk_max_bytes`."""
+    `disk_path` (absolute once loaded) adds the disk tier, bounded by `disk_max_bytes`.
+    `collapse_timeout`: seconds a miss waits for another request's fetch of the same key
+    before going to the server itself (nginx `proxy_cache_lock_timeout`); 0: no collapsing."""
 
     name: str
     max_bytes: int = 64 << 20
@@ -40,6 +42,7 @@ class CacheConfig:
     tag_header: str = "surrogate-key"  # response field naming the tags `purge` takes
     disk_path: str = ""  # the disk tier's directory (l7/cache/disk.py), absolute; "" none
     disk_max_bytes: int = 1 << 30
+    collapse_timeout: float = 5.0
 
 
 _COMPRESS: Fields = {
@@ -56,6 +59,7 @@ _CACHE: Fields = {
     "tag_header": (_field_name, "surrogate-key"),
     "disk_path": (string, ""),
     "disk_max_bytes": (_size, 1 << 30),
+    "collapse_timeout": (_seconds_or_zero, 5.0),
 }
 
 

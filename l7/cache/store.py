@@ -56,6 +56,9 @@ class Entry:
         return len(self.body) + sum(len(n) + len(v) for n, v in self.headers) + _OVERHEAD
 
 
+_ENCODINGS = ("zstd", "br", "gzip")  # of the compressed copies stored beside a response
+
+
 class Counters:
     """What one route did with its cache (or, as `MemoryStore.total`, the whole cache):
     `hits` answered from a fresh stored response, `misses` sent to the server (nothing
@@ -262,6 +265,13 @@ class MemoryStore:
         n = self._forget(key, old, ()) if old is not None else 0
         if self.disk is not None:
             n = max(n, self.disk.remove(key))  # a response in memory and on disk counts once
+        for encoding in _ENCODINGS:  # its compressed copies (l7/cache/answer.py), uncounted
+            copy = f"{key} ~{encoding}"
+            kept = self.entries.pop(copy, None)
+            if kept is not None:
+                self._forget(copy, kept, ())
+            if self.disk is not None:
+                self.disk.remove(copy)
         self.purged += n
         return n
 

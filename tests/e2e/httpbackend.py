@@ -4,10 +4,15 @@ Paths: `/headers` (the request as JSON), `/status/N`, `/bytes/N` (Content-Length
 `/chunked/N` (chunked body), `/digest` (reads the whole request body, answers its length and
 sha256), `/slow/SECONDS`, `/close` (answers, then resets the connection before the next
 response), `/resp?n=N&type=T&h=NAME:VALUE&chunked=1` (N bytes of text, Content-Type T,
-each `h` as a response field; with an `etag` field, a matching If-None-Match gets 304),
-`/trailers` (a chunked body ending in trailer fields, allowed ones and forbidden ones, with
-the request's trailers as JSON in the body), `/early-hints` (a 103 with a Link, then 200),
-anything else: a small body naming the server. Counts accepted connections.
+each `h` as a response field; with an `etag` field, a matching If-None-Match gets 304, and
+with a `last-modified` one, an equal If-Modified-Since), `/trailers` (a chunked body ending
+in trailer fields, allowed ones and forbidden ones, with the request's trailers as JSON in
+the body), `/early-hints` (a 103 with a Link, then 200), anything else: a small body naming
+the server. Counts accepted connections. For the cache tests, `/resp` answers `fail` (a
+status) when it is set, closes the connection without answering when `drop` is set, never
+answers 304 when `no304` is set, waits for `gate` (an Event) when there is one before its
+head and for `mid` after the first 1000 bytes of its body, and says in
+`x-seq` how many requests the server had seen.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ class HttpBackend:
         self.accepted = 0
         self.requests = 0
         self.seen: list[dict] = []
+        self.fail = 0
+        self.drop = False
+        self.no304 = False
+        self.gate: threading.Event | None = None
+        self.mid: threading.Event | None = None
         self.lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -126,14 +136,29 @@ class HttpBackend:
             )
             sock.sendall(conn.send(hint))
         out = [("x-server", self.name)]
-        if parts[0] == "resp":
-            status, body, chunked, extra = _resp(target, headers)
+        if parts[0] == "resp" and self.drop:
+            sock.close()
+            return
+        if parts[0] == "resp" and self.gate is not None:
+            self.gate.wait(30)
+        if parts[0] == "resp" and self.fail:
+            status, body, extra = self.fail, b"failed\n", []
+            out += extra
+        elif parts[0] == "resp":
+            conditional = {"if-none-match", "if-modified-since"}
+            asked = [h for h in headers if not (self.no304 and h[0].lower() in conditional)]
+            status, body, chunked, extra = _resp(target, asked)
+            out.append(("x-seq", str(self.requests)))
             out += extra
         if not chunked:
             out.append(("content-length", str(len(body))))
         if parts[0] == "close":
             out.append(("connection", "close"))
         sock.sendall(conn.send(h11.Response(status_code=status, headers=out)))
+        if parts[0] == "resp" and self.mid is not None and len(body) > 1000:
+            sock.sendall(conn.send(h11.Data(data=body[:1000])))
+            self.mid.wait(30)
+            body = body[1000:]
         if req.method != b"HEAD" and status not in (204, 304):
             step = 65536
             for i in range(0, len(body), step):
@@ -167,6 +192,10 @@ def _resp(target: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, bool
     etag = next((v for k, v in extra if k.lower() == "etag"), None)
     inm = next((v for k, v in headers if k.lower() == "if-none-match"), None)
     if etag is not None and inm is not None and etag in [t.strip() for t in inm.split(",")]:
+        return 304, b"", False, [h for h in extra if h[0] != "content-type"]
+    modified = next((v for k, v in extra if k.lower() == "last-modified"), None)
+    ims = next((v for k, v in headers if k.lower() == "if-modified-since"), None)
+    if inm is None and modified is not None and ims == modified:
         return 304, b"", False, [h for h in extra if h[0] != "content-type"]
     return status, body, "chunked" in query, extra
 

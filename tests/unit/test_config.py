@@ -506,3 +506,18 @@ def test_compress_errors_are_located():
     assert "listener.web.compress.types: 'html' is not a media type" in err
     (err,) = errors_of(STAGES.replace('"http"', '"tcp"') % "compress = true")
     assert "only http(s) listeners compress" in err
+
+
+CACHED = STAGES.replace(
+    'pool = "p"\n%s', 'pool = "p"\n[[listener.web.routes]]\npool = "p"\ncache = "c"\n%s'
+)
+
+
+def test_cache_collapse_timeout():
+    text = CACHED % '[cache.c]\nmax_bytes = "1m"\n'
+    (c,) = load_text(text).listeners[0].caches
+    assert c.collapse_timeout == 5.0
+    text = CACHED % '[cache.c]\nmax_bytes = "1m"\ncollapse_timeout = 0\n'
+    assert load_text(text).listeners[0].caches[0].collapse_timeout == 0.0
+    (err,) = errors_of(CACHED % '[cache.c]\nmax_bytes = "1m"\ncollapse_timeout = "soon"\n')
+    assert "site.toml:" in err and "cache.c.collapse_timeout" in err
