@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from l4lb.tui import _bytes_rate, _duration, _latency, _rate, cache_line
+from l4lb.tui import _bytes_rate, _duration, _latency, _rate, cache_line, edge_lines
 
 __all__ = ["plain_summary"]
 
@@ -41,6 +41,7 @@ def plain_summary(snapshot: Mapping[str, Any], events: int = 5) -> str:
             f"out={_bytes_rate(lst.get('bytes_out_rate', 0.0))}"
         )
     lines += [cache_line(cache) for cache in snapshot.get("caches", ())]
+    lines += edge_lines(snapshot.get("listeners", ()))
     for pool in snapshot.get("pools", ()):
         servers = pool.get("servers", ())
         lines.append(

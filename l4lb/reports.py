@@ -300,8 +300,42 @@ def _sum_fields(
             out[k] = sum(p.get(k, 0) for p in parts) + (kept.get(k, 0) if kept else 0)
 
 
+# The per-route reports of the HTTP stages (rate limits, WAF, JWT): summed over the workers,
+# route by route (and limit by limit), but for these, which say a state, not a count.
+_ROUTE_REPORTS = ("route_guards", "route_wafs", "route_jwt")
+_STATES = frozenset({"redis_up", "redis_connected"})
+
+
+def _merge_counts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One worker's report shape, with its integer counters summed over `parts` (states:
+    the lowest), lists of named reports merged by name, the rest from the freshest part."""
+    out = dict(parts[-1])
+    for key, value in out.items():
+        values = [p[key] for p in parts if key in p]
+        if isinstance(value, bool) or not values:
+            continue
+        if isinstance(value, int):
+            ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+            out[key] = min(ints) if key in _STATES else sum(ints)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            out[key] = _merge_named([v for v in values if isinstance(v, list)], "name")
+    return out
+
+
+def _merge_named(lists: Sequence[Sequence[Mapping[str, Any]]], field: str) -> list[dict]:
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for items in lists:
+        for item in items:
+            groups.setdefault(item.get(field), []).append(item)
+    return [_merge_counts(group) for group in groups.values()]
+
+
 def _merge_listener(parts: Sequence[Mapping[str, Any]], kept: Mapping[str, int]) -> dict:
     out = dict(parts[-1])
+    for key in _ROUTE_REPORTS:
+        lists = [p[key] for p in parts if key in p]
+        if lists:
+            out[key] = _merge_named(lists, "route")
     _sum_fields(out, parts, LISTENER_COUNTERS, kept)
     _sum_fields(out, parts, LISTENER_GAUGES)
     out["accepting"] = any(p.get("accepting", True) for p in parts)

@@ -31,6 +31,7 @@ __all__ = [
     "Action",
     "ViewState",
     "cache_line",
+    "edge_lines",
     "render",
     "render_to_text",
     "sparkline",
@@ -154,6 +155,35 @@ def cache_line(cache: Mapping[str, Any]) -> str:
         )
         + f"  {_count(cache.get('evictions', 0))} evicted"
     )
+
+
+def edge_lines(listeners: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per HTTP listener with security stages: requests refused by route access
+    rules (403), rate limits (429), the WAF (blocked, and detected in detect mode) and JWT
+    validation, summed over its routes (the figures of `/status` route_guards, route_wafs,
+    route_jwt)."""
+    out = []
+    for lst in listeners:
+        guards, wafs, jwts = (lst.get(k, ()) for k in ("route_guards", "route_wafs", "route_jwt"))
+        if not (guards or wafs or jwts):
+            continue
+        parts = []
+        if guards:
+            denied = sum(g.get("denied", 0) for g in guards)
+            limits = [lim for g in guards for lim in g.get("limits", ())]
+            limited = sum(lim.get("rejected", 0) for lim in limits)
+            asked = sum(lim.get("requests", 0) for lim in limits)
+            parts.append(f"{_count(denied)} denied  {_count(limited)}/{_count(asked)} limited")
+        if wafs:
+            blocked = sum(w.get("blocked", 0) for w in wafs)
+            detected = sum(w.get("detected", 0) for w in wafs)
+            parts.append(f"waf {_count(blocked)} blocked {_count(detected)} detected")
+        if jwts:
+            refused = sum(j.get("refused", 0) for j in jwts)
+            accepted = sum(j.get("accepted", 0) for j in jwts)
+            parts.append(f"jwt {_count(refused)} refused {_count(accepted)} ok")
+        out.append(f"edge {lst.get('name', '?')}: " + "  ".join(parts))
+    return out
 
 
 def _latency(seconds: float | None) -> str:
@@ -517,15 +547,16 @@ def render(
     avail = height - 2  # header and footer
     listener_rows = min(max(len(listeners), 1), max(1, avail // 4))
     avail -= 1 + listener_rows + 1  # table header, rows, gap
-    caches = list(snapshot.get("caches", ()))[: max(0, min(3, (avail - 4) // 2))]
-    avail -= len(caches)
+    room = max(0, min(3, (avail - 4) // 2))  # cache and edge lines share a few lines
+    lines = [*map(cache_line, snapshot.get("caches", ())), *edge_lines(listeners)][:room]
+    avail -= len(lines)
     events_min = 1 + min(len(events), 3) if events and avail > 8 else 0
     pool_rows = max(0, min(server_lines, avail - 1 - events_min - (1 if events_min else 0)))
     avail -= 1 + pool_rows
     parts: list[RenderableType] = [
         _header(snapshot),
         _listeners(listeners, listener_rows, width),
-        *(Text(cache_line(c), no_wrap=True, overflow="ellipsis", style="dim") for c in caches),
+        *(Text(line, no_wrap=True, overflow="ellipsis", style="dim") for line in lines),
         Text(""),
         _pools(snapshot, width, pool_rows, selected, filter),
     ]
