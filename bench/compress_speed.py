@@ -7,7 +7,7 @@ compressed variant against an uncompressed hit.
    `--chunk` pieces, each flushed as the pipeline does, `-n` bodies per round; CPU seconds
    of this process (time.process_time), best round.
 2. nginx: a 1-worker nginx on CPU 0 serves that text as a static file with `gzip on;
-   gzip_comp_level L`; `h2load --h1 -c1 -n N` on CPU 1 asks for it with
+   gzip_comp_level L`; `h2load --h1 -c1 -n N` (`--nginx-n`) on CPU 1 asks for it with
    `Accept-Encoding: gzip`; MB/s per CPU-second is N x size over the CPU seconds of the
    nginx worker (/proc), once including its HTTP work ("gross") and once less the CPU of the
    same N requests with `gzip off` ("net", compression alone). `--no-nginx` skips it.
@@ -17,7 +17,7 @@ compressed variant against an uncompressed hit.
    (issue 12): the cached-variant hit costs no more than the uncompressed hit.
 
     .venv/bin/python bench/compress_speed.py [-n 50] [--size 131072] [--chunk 65536]
-        [--rounds 3] [--hits 20000] [--no-nginx]
+        [--rounds 3] [--hits 20000] [--nginx-n 500] [--no-nginx]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from common import (
     prepare_process,
     start_nginx,
     tree,
-    wait_listening,
+    wait_accepting,
 )
 from inproc import Client, engine_from_toml
 
@@ -99,7 +99,7 @@ def nginx_cpu(tmp: Path, level: int | None, n: int) -> float:
     cfg.write_text(nginx_config(tmp, name, 1024, body))
     try:
         master = start_nginx(procs, name, cfg, PROXY_CPU)
-        wait_listening(master, port)
+        wait_accepting(master, port)
         url = f"http://127.0.0.1:{port}/page.txt"
 
         def h2load(count: int) -> list[str]:
@@ -180,11 +180,12 @@ address = "127.0.0.1:8081"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=50, help="bodies per round (and nginx requests)")
+    parser.add_argument("-n", type=int, default=50, help="bodies per round")
     parser.add_argument("--size", type=int, default=131072, help="body bytes")
     parser.add_argument("--chunk", type=int, default=65536, help="bytes per encoder call")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hits", type=int, default=20000, help="cache hits per round")
+    parser.add_argument("--nginx-n", type=int, default=500, help="requests to each nginx")
     parser.add_argument("--no-nginx", action="store_true")
     args = parser.parse_args()
     prepare_process()  # this process on the load CPU, nginx on the proxy CPU
@@ -196,12 +197,12 @@ def main() -> None:
         try:
             (tmp / "www").mkdir()
             (tmp / "www" / "page.txt").write_bytes(body)
-            plain = nginx_cpu(tmp, None, args.n)
+            plain = nginx_cpu(tmp, None, args.nginx_n)
             for level in sorted({lvl for enc, lvl in CASES if enc == "gzip"}):
-                nginx[level] = nginx_cpu(tmp, level, args.n)
+                nginx[level] = nginx_cpu(tmp, level, args.nginx_n)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    mb = args.n * len(body) / 1e6
+    mb = args.nginx_n * len(body) / 1e6
     print("| encoding | ratio | l4lb MB/s per CPU-s | nginx gross | nginx net | l4lb / nginx net |")
     print("|---|---:|---:|---:|---:|---:|")
     for encoding, level in CASES:
@@ -222,7 +223,7 @@ def main() -> None:
         print(f"| {encoding} {level} | {len(body) / out:.2f} | {speed:.1f} | {' | '.join(cells)} |")
     if nginx:
         print(
-            f"\nnginx: {args.n} requests by h2load, worker CPU measured in clock ticks; "
+            f"\nnginx: {args.nginx_n} requests by h2load, worker CPU measured in clock ticks; "
             f"gzip off took {plain:.2f} s (subtracted for 'net')."
         )
     hits = uvloop.run(hit_costs(body[:16384], args.hits, args.rounds))

@@ -44,7 +44,7 @@ from common import (
     log,
     prepare_process,
     start_http_backend,
-    wait_listening,
+    wait_accepting,
     wrk_rate,
 )
 from http_inproc import RESPONSE
@@ -162,7 +162,7 @@ def live(seconds: int, rounds: int, conns: int) -> None:
         cfg = tmp / "l4lb.toml"
         cfg.write_text(config(port, backend_port))
         l4lb = procs.start("l4lb", [str(VENV / "l4lb"), "up", str(cfg)], PROXY_CPU)
-        wait_listening(l4lb, port)
+        wait_accepting(l4lb, port)
         rates: dict[str, list[float]] = {"plain": [], "all": []}
         cpu: dict[str, list[float]] = {"plain": [], "all": []}
         for i in range(rounds):
