@@ -373,6 +373,9 @@ def main() -> int:
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         return 130
+    except RuntimeError as exc:  # a proxy that did not start, a wrk run with errors
+        log(f"failed: {exc}")
+        return 1
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
