@@ -237,6 +237,25 @@ def wait_listening(proc: Proc, port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"{proc.name} is not listening on {port} after {timeout}s")
 
 
+def wait_accepting(proc: Proc, port: int, timeout: float = 30.0) -> None:
+    """`wait_listening` by connecting: reading /proc/net/tcp takes seconds when the machine
+    holds many sockets (another benchmark's 100k connections), a connect does not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            pass
+        if not proc.alive():
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.popen.returncode} before listening on "
+                f"{port}:\n{proc.stderr_tail()}"
+            )
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} is not listening on {port} after {timeout}s")
+
+
 def tree(pid: int) -> list[int]:
     """`pid` and its descendants (nginx master + worker)."""
     children: dict[int, list[int]] = collections.defaultdict(list)

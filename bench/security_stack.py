@@ -1,0 +1,214 @@
+"""What the security stages cost per request: a local rate limit, the WAF, JWT, and all three
+together, beside a plain route, in the same run (issue 13, "Benchmark").
+
+In-process (the default; like bench/http_inproc.py, no sockets): one engine whose routes
+differ only by their stages (/plain, /rl, /waf, /jwt, /all) is fed the same browser-like
+GET (with a query for the WAF to inspect and a bearer token on every route, so that every
+route parses the same bytes) and an nginx-like response, N times per route, rounds
+interleaved; CPU µs per request (time.process_time), the best round, and each stage's cost
+over /plain.
+
+With `--live`: l4lb (1 worker, on CPU 0) in front of a 1-worker nginx, `wrk -t1 -c32` on
+CPU 1 against /plain and /all, interleaved rounds: requests/s of each and the cost fraction
+1 - all/plain. Target (issue 13): all three together cost less than 25% of the plain
+route's requests/s. The rate limit is high enough never to refuse (wrk counts non-2xx).
+
+    .venv/bin/python bench/security_stack.py [-n 20000] [--rounds 3]
+    .venv/bin/python bench/security_stack.py --live [--seconds 5] [--rounds 3]
+
+The Redis round trip of a global limit is bench/redis_inproc.py's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jwt
+import uvloop
+from common import (
+    LOAD_CPU,
+    PROXY_CPU,
+    VENV,
+    Meter,
+    Procs,
+    free_port,
+    log,
+    prepare_process,
+    start_http_backend,
+    wait_accepting,
+    wrk_rate,
+)
+from http_inproc import RESPONSE
+from inproc import Client, engine_from_toml
+
+SECRET = "s" * 32
+TOKEN = jwt.encode(
+    {"sub": "alice", "iss": "https://idp", "exp": int(time.time()) + 86400 * 365},
+    SECRET,
+    algorithm="HS256",
+)
+ROUTES = ("plain", "rl", "waf", "jwt", "all")
+RATE = '{name = "rl", rate = 1000000000, burst = 1000000000}'
+JWT = f'{{secret = "{SECRET}", issuer = "https://idp", forward = {{sub = "X-User"}}}}'
+STAGES = {
+    "plain": "",
+    "rl": f"rate_limits = [{RATE}]\n",
+    "waf": "waf = true\n",
+    "jwt": f"jwt = {JWT}\n",
+    "all": f"rate_limits = [{RATE}]\nwaf = true\njwt = {JWT}\n",
+}
+
+
+def config(port: int, backend: int) -> str:
+    """One listener, one route per stage set (the WAF is on only where a route says so)."""
+    text = f"""[global]
+access_log = false
+workers = 1
+
+[listener.bench]
+bind = "127.0.0.1:{port}"
+protocol = "http"
+pool = "bench"
+max_connections = 10000
+backlog = 4096
+
+[listener.bench.http]
+max_requests = 10000000
+"""
+    for name in ROUTES:
+        text += f'\n[[listener.bench.routes]]\nname = "{name}"\npath_prefix = "/{name}"\n'
+        text += f'pool = "bench"\n{STAGES[name]}'
+    return text + f'\n[pool.bench]\n[[pool.bench.servers]]\naddress = "127.0.0.1:{backend}"\n'
+
+
+def request(route: str) -> bytes:
+    """A browser's GET with a search query and a bearer token."""
+    return (
+        f"GET /{route}/search?q=red+shoes&size=42&page=2 HTTP/1.1\r\nHost: shop.example.com\r\n"
+        "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0\r\n"
+        "Accept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.5\r\n"
+        "Accept-Encoding: gzip, deflate, br\r\nReferer: https://shop.example.com/\r\n"
+        f"Cookie: session=abc123; theme=dark\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    ).encode()
+
+
+async def inproc(count: int, rounds: int) -> dict[str, list[float]]:
+    engine, conns = engine_from_toml(config(8080, 8081), asyncio.get_running_loop())
+    server_conn = conns["bench"]
+    client = Client(engine)
+    heads = {r: request(r) for r in ROUTES}
+    for route in ROUTES:  # warm each route (the JWT cache, the WAF's scratch), check it passes
+        before = server_conn.transport.writes
+        client.server.data_received(heads[route])
+        if server_conn.transport.writes == before:
+            raise SystemExit(f"/{route}: the request was not forwarded (refused by a stage?)")
+        server_conn.data_received(RESPONSE)
+    for route in ("waf", "all"):  # and check that the WAF inspects: an attack is refused
+        before = server_conn.transport.writes
+        attack = heads[route].replace(b"q=red+shoes", b"q=1'+UNION+SELECT+password+FROM+users--")
+        Client(engine).server.data_received(attack)
+        if server_conn.transport.writes != before:
+            raise SystemExit(f"/{route}: an SQL injection was forwarded: is the WAF on?")
+    gc.collect()
+    gc.freeze()
+    results: dict[str, list[float]] = {r: [] for r in ROUTES}
+    for _ in range(rounds):
+        for route in ROUTES:
+            head, before = heads[route], server_conn.transport.writes
+            started = time.process_time()
+            for _ in range(count):
+                client.server.data_received(head)
+                server_conn.data_received(RESPONSE)
+            results[route].append((time.process_time() - started) / count * 1e6)
+            if server_conn.transport.writes - before != count:
+                raise SystemExit(f"/{route}: not every request was forwarded")
+    return results
+
+
+def report_inproc(results: dict[str, list[float]], count: int) -> None:
+    best = {r: min(v) for r, v in results.items()}
+    plain = best["plain"]
+    print(f"# Security stages in-process: CPU µs per request, best of rounds, n={count}\n")
+    print("| route | µs per request | added over plain | added, % of plain | rounds |")
+    print("|---|---:|---:|---:|---|")
+    for route in ROUTES:
+        added = best[route] - plain
+        rounds = ", ".join(f"{x:.1f}" for x in results[route])
+        print(f"| /{route} | {best[route]:.1f} | {added:+.1f} | {added / plain:+.0%} | {rounds} |")
+    # requests/s on one CPU scale as 1/µs: the cost fraction of the issue's target
+    print(f"\nall three: {1 - plain / best['all']:.0%} fewer requests per CPU-second than plain")
+    print("(target, issue 13: < 25%, measured with sockets by --live)")
+
+
+def live(seconds: int, rounds: int, conns: int) -> None:
+    prepare_process()
+    tmp = Path(tempfile.mkdtemp(prefix="security-stack-"))
+    procs = Procs(tmp, leader_only=True)
+    try:
+        files = {f"{r}/search": b"x" * 100 for r in ("plain", "all")}
+        (tmp / "www" / "plain").mkdir(parents=True)
+        (tmp / "www" / "all").mkdir()
+        backend, backend_port = start_http_backend(procs, tmp, LOAD_CPU, files)
+        port = free_port()
+        cfg = tmp / "l4lb.toml"
+        cfg.write_text(config(port, backend_port))
+        l4lb = procs.start("l4lb", [str(VENV / "l4lb"), "up", str(cfg)], PROXY_CPU)
+        wait_accepting(l4lb, port)
+        rates: dict[str, list[float]] = {"plain": [], "all": []}
+        cpu: dict[str, list[float]] = {"plain": [], "all": []}
+        for i in range(rounds):
+            for route in rates:
+                url = f"http://127.0.0.1:{port}/{route}/search?q=red+shoes&size=42&page=2"
+                argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-H", "Host: shop.example.com"]
+                argv += ["-H", f"Authorization: Bearer {TOKEN}", "-H", "Cookie: session=abc123"]
+                meter = Meter(l4lb, backend)
+                run = subprocess.run([*argv, url], capture_output=True, text=True, check=False)
+                sample = meter.stop()
+                rate, errors = wrk_rate(run)
+                if errors:
+                    raise SystemExit(f"/{route}: {'; '.join(errors)}")
+                rates[route].append(rate)
+                cpu[route].append(sample["proxy_cpu"] or 0.0)
+                log(f"round {i + 1} /{route}: {rate:,.0f} req/s, l4lb CPU {cpu[route][-1]:.0%}")
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    plain, every = (statistics.median(rates[r]) for r in ("plain", "all"))
+    print(f"# Security stages with sockets: wrk -t1 -c{conns} -d{seconds}s, {rounds} rounds\n")
+    print("| route | req/s (median) | l4lb CPU | rounds |")
+    print("|---|---:|---:|---|")
+    for route in rates:
+        samples = ", ".join(f"{x:,.0f}" for x in rates[route])
+        med = statistics.median(rates[route])
+        print(f"| /{route} | {med:,.0f} | {statistics.median(cpu[route]):.0%} | {samples} |")
+    cost = 1 - every / plain
+    verdict = "met" if cost < 0.25 else "missed"
+    print(f"\nrate limit + WAF + JWT cost {cost:.0%} of the plain route's req/s")
+    print(f"(target, issue 13: < 25%: {verdict})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=20000, help="requests per route and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--live", action="store_true", help="l4lb and wrk over sockets")
+    parser.add_argument("--seconds", type=int, default=5, help="--live: per wrk run")
+    parser.add_argument("--conns", type=int, default=32, help="--live: wrk -c")
+    args = parser.parse_args()
+    if args.live:
+        live(args.seconds, args.rounds, args.conns)
+    else:
+        report_inproc(uvloop.run(inproc(args.n, args.rounds)), args.n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
