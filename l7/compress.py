@@ -43,6 +43,7 @@ __all__ = [
     "Encoder",
     "available",
     "choose",
+    "chosen_encoding",
     "new_encoder",
     "parse_accept_encoding",
     "start_encoder",
@@ -199,6 +200,13 @@ def start_encoder(config: CompressConfig, request: Request, response: Response) 
     """Decide for this response head; when it is compressed, rewrite its fields
     (Content-Encoding, Vary, no Content-Length, weak ETag) and return the encoder. A
     response that could have been compressed gets `Vary: Accept-Encoding` either way."""
+    encoding = chosen_encoding(config, request, response)
+    return None if encoding is None else new_encoder(config, encoding)
+
+
+def chosen_encoding(config: CompressConfig, request: Request, response: Response) -> str | None:
+    """`start_encoder`'s decision and field edits, without making the encoder (the cache
+    asks this on every hit of a stored compressed copy)."""
     if not config.encodings or request.method == "HEAD" or response.status < 200:
         return None
     if response.status in _NO_BODY:
@@ -236,7 +244,7 @@ def start_encoder(config: CompressConfig, request: Request, response: Response) 
     edited.append((b"content-encoding", encoding.encode()))
     response.set_fields(edited)
     response.length = None
-    return new_encoder(config, encoding)
+    return encoding
 
 
 def _names_encoding(vary: bytes) -> bool:

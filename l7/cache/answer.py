@@ -12,7 +12,7 @@ from __future__ import annotations
 from l7.cache.policy import current_age, not_modified, not_modified_fields
 from l7.cache.ranges import UNSATISFIABLE, byte_range
 from l7.cache.store import Entry, MemoryStore
-from l7.compress import CompressConfig, start_encoder
+from l7.compress import CompressConfig, chosen_encoding, new_encoder
 from l7.model import Headers, Request, Response
 
 __all__ = ["answer", "encoded_variant"]
@@ -69,14 +69,22 @@ def encoded_variant(
     stored response: a newer one (replaced, or updated by a 304) makes a new copy."""
     if entry.status != 200 or request.method != "GET" or request.header(b"range") is not None:
         return None
-    probe = Response(200, list(entry.headers), length=str(len(entry.body)).encode())
-    encoder = start_encoder(config, request, probe)
-    if encoder is None:
+    memo = (config.encodings, config.types, config.min_length, request.header(b"accept-encoding"))
+    encoding = entry.encodings.get(memo)
+    probe = None
+    if encoding is None:
+        probe = Response(200, list(entry.headers), length=str(len(entry.body)).encode())
+        encoding = entry.encodings[memo] = chosen_encoding(config, request, probe) or ""
+    if not encoding:
         return None
-    vkey = f"{key} ~{encoder.encoding}"
+    vkey = f"{key} ~{encoding}"
     for found in store.variants(vkey):
         if found.vary == entry.vary and found.response_time == entry.response_time:
             return found.headers, found.body
+    if probe is None:  # (the fields the copy gets: Content-Encoding, Vary, weak ETag)
+        probe = Response(200, list(entry.headers), length=str(len(entry.body)).encode())
+        chosen_encoding(config, request, probe)
+    encoder = new_encoder(config, encoding)  # (made only when the copy is made)
     body = encoder.compress(entry.body) + encoder.finish()
     fields = probe.fields()
     copy = Entry(

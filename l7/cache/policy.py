@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 from l7.model import Headers
 
@@ -62,6 +63,13 @@ def http_date(value: bytes | None) -> float | None:
     Expires, where the caller treats it as in the past: §5.3)."""
     if value is None:
         return None
+    return _parsed_date(value)
+
+
+@lru_cache(maxsize=4096)
+def _parsed_date(value: bytes) -> float | None:
+    """Kept: a stored response's Date and Expires are read on every hit (email.utils parses
+    slowly), and few distinct values are in use at once."""
     try:
         return parsedate_to_datetime(value.decode("latin-1")).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):

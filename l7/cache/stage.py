@@ -353,12 +353,16 @@ def serve(ex: Exchange, entry: Entry, field: bytes, now: float) -> None:
     compress = route.compress if route is not None else None
     if compress is None:
         compress = ex.engine.compress
-    response, body = answer(entry, client, request.method, now, field)
     variant = None
-    if response.status == 200 and compress is not None and compress.encodings and state:
+    if (
+        entry.status == 200
+        and compress is not None
+        and compress.encodings
+        and state
+        and not not_modified(client, entry.headers)  # (answered 304, not a body)
+    ):
         variant = encoded_variant(state.store, state.key, entry, compress, request)
-        if variant is not None:
-            response, body = answer(entry, client, request.method, now, field, variant)
+    response, body = answer(entry, client, request.method, now, field, variant)
     ex.status = response.status
     ex.response_headers(response, [])
     if compress is not None and variant is None:

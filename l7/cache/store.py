@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from l7.model import Headers
@@ -50,6 +50,9 @@ class Entry:
     response_time: float
     lifetime: float
     tags: tuple[str, ...] = ()
+    # (what of the compress config decides, Accept-Encoding) -> the encoding its compressed
+    # copy has ("" for none): l7/cache/answer.py decides once per kind of client, not per hit.
+    encodings: dict[tuple, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:
