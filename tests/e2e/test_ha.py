@@ -13,11 +13,15 @@ connections to the virtual IP the whole time, and the test
 3. stops the master's keepalived (SIGTERM, what `systemctl stop` sends): it gives the address
    up at once and the backup takes it.
 
+A second test runs docs/HA.md's planned switchover (the VIP also on each proxy's `lo`, the
+shipped sysctl file, contrib/keepalived/l4lb-switchover, then back) and asserts that not one
+connection failed.
+
 Each phase reports how many connections failed and how long the client went without a
 successful connection (visible with `pytest -s`); the assertions are only that the address
 moves and that connections succeed again, each wait bounded. Skipped, with the reason, when
 not root or when namespaces or keepalived cannot be used. Everything made is removed however
-the test ends. About 30 seconds.
+the test ends. About 15 seconds each.
 """
 
 from __future__ import annotations
@@ -278,3 +282,13 @@ def test_shipped_keepalived_configs_parse(tmp_path: Path) -> None:
         argv = [KEEPALIVED or "keepalived", "--config-test", "--log-console", "-f", str(path)]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_switchover_refuses_without_the_address_on_lo(tmp_path: Path) -> None:
+    """Without the VIP on `lo`, stopping keepalived could lose a connection: refuse first."""
+    marker = tmp_path / "stopped"
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "KEEPALIVED_STOP": f"touch {marker}"}
+    argv = [sys.executable, str(CONTRIB / "l4lb-switchover"), "192.0.2.100"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 1 and "192.0.2.100 is not on lo" in result.stderr, result.stderr
+    assert not marker.exists()
