@@ -140,6 +140,16 @@ class Lab:
             result = self.run(role, "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
             assert result.returncode == 0, result.stderr
 
+    def hold_on_loopback(self, role: str, address: str, sysctl: Path) -> None:
+        """Apply the shipped sysctl file in `role`'s namespace and put `address` on its `lo`
+        (docs/HA.md, planned switchover): it then serves the address whoever answers ARP."""
+        for argv in (
+            ("sysctl", "-q", "-p", str(sysctl)),
+            ("ip", "addr", "add", f"{address}/32", "dev", "lo"),
+        ):
+            result = self.run(role, *argv)
+            assert result.returncode == 0, f"{' '.join(argv)}: {result.stderr}"
+
     def spawn(self, role: str, name: str, *argv: str) -> subprocess.Popen[bytes]:
         """Start `argv` inside `role`'s namespace, output in `<tmp>/<name>.log`."""
         log = (self.tmp / f"{name}.log").open("ab")

@@ -13,11 +13,15 @@ connections to the virtual IP the whole time, and the test
 3. stops the master's keepalived (SIGTERM, what `systemctl stop` sends): it gives the address
    up at once and the backup takes it.
 
+A second test runs docs/HA.md's planned switchover (the VIP also on each proxy's `lo`, the
+shipped sysctl file, contrib/keepalived/l4lb-switchover, then back) and asserts that not one
+connection failed.
+
 Each phase reports how many connections failed and how long the client went without a
 successful connection (visible with `pytest -s`); the assertions are only that the address
 moves and that connections succeed again, each wait bounded. Skipped, with the reason, when
 not root or when namespaces or keepalived cannot be used. Everything made is removed however
-the test ends. About 30 seconds.
+the test ends. About 15 seconds each.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ KEEPALIVED = shutil.which("keepalived") or shutil.which("/usr/sbin/keepalived")
 VIP = f"{NET}.100"
 PORT, BACKEND_PORT, ADMIN = 8080, 8000, 9900  # inside private namespaces: no one else there
 WAIT = 20.0  # seconds any one step may take before the test fails
+GRACE = 10  # connections through the new holder after the old one's l4lb stopped
 
 CONFIG = f"""\
 [global]
@@ -159,8 +164,9 @@ class Client:
         }
 
 
-@pytest.mark.root
-def test_virtual_ip_moves_when_the_master_fails(lab: Lab) -> None:
+def start_pair(lab: Lab) -> tuple[Instance, Instance, Client]:
+    """The backend, both proxies ready, the master holding the address, the client loop
+    served through it."""
     lab.spawn("lan", "backend", sys.executable, str(PEERS), "backend", BACKEND, str(BACKEND_PORT))
     master, backup = Instance(lab, "p1", "master"), Instance(lab, "p2", "backup")
     for instance in (master, backup):
@@ -172,6 +178,19 @@ def test_virtual_ip_moves_when_the_master_fails(lab: Lab) -> None:
     client = Client(lab)
     start = time.monotonic()
     assert wait_until(lambda: client.served_by("p1", start), WAIT), lab.log("client")
+    return master, backup, client
+
+
+def print_report(title: str, client: Client, report: dict[str, dict[str, float | int]]) -> None:
+    total = len(client.attempts())
+    print(f"\n{title}, {total} connections to {VIP}:{PORT} (advert_int 1s, fall 2):")
+    for phase, figures in report.items():
+        print(f"  {phase:32} {figures['failed']:3} failed, {figures['no_success_for_s']}s")
+
+
+@pytest.mark.root
+def test_virtual_ip_moves_when_the_master_fails(lab: Lab) -> None:
+    master, _, client = start_pair(lab)
     report = {}
 
     # 1. The master's l4lb dies: its track script fails, the backup takes the address.
@@ -197,10 +216,62 @@ def test_virtual_ip_moves_when_the_master_fails(lab: Lab) -> None:
     assert wait_until(lambda: client.served_by("p2", since), WAIT), lab.log("client")
     report["stop master's keepalived"] = client.outage(since, "p1", "p2")
 
-    total = len(client.attempts())
-    print(f"\nHA failover, {total} connections to {VIP}:{PORT} (advert_int 1s, fall 2):")
-    for phase, figures in report.items():
-        print(f"  {phase:32} {figures['failed']:3} failed, {figures['no_success_for_s']}s")
+    print_report("HA failover", client, report)
+
+
+@pytest.mark.root
+def test_planned_switchover_loses_no_connection(lab: Lab) -> None:
+    """docs/HA.md's planned switchover, under the client loop: with the shipped sysctl file
+    and the virtual IP on `lo` of both proxies, the shipped l4lb-switchover script stops the
+    master's keepalived, waits until its l4lb gets no more connections and stops it (SIGTERM,
+    it drains); then the master comes back (l4lb, then keepalived: it preempts). Not one
+    connection may fail."""
+    for role in ("p1", "p2"):
+        lab.hold_on_loopback(role, VIP, CONTRIB / "60-l4lb-ha.conf")
+    master, _, client = start_pair(lab)
+    assert master.keepalived is not None and master.l4lb is not None
+    begin, report = time.monotonic(), {}
+
+    # 1-2. contrib/keepalived/l4lb-switchover: stop keepalived (the address moves; SYNs still
+    # sent to this machine are served), wait until l4lb accepts nothing for 1 s, stop l4lb.
+    since = time.monotonic()
+    result = lab.run(
+        "p1",
+        "env",
+        f"KEEPALIVED_STOP=kill -TERM {master.keepalived.pid}",
+        f"L4LB_STOP=kill -TERM {master.l4lb.pid}",
+        f"L4LB_ADMIN=127.0.0.1:{ADMIN}",
+        sys.executable,
+        str(CONTRIB / "l4lb-switchover"),
+        *("--stop-l4lb", "--quiet", "1", "--max-wait", "15", VIP),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr + lab.log("client")
+    master.l4lb.wait(timeout=WAIT)
+    assert lab.holders(VIP) == {"p2"}, lab.log("keepalived-p2")
+    assert wait_until(lambda: client.served_by("p2", since), WAIT), lab.log("client")
+    report["stop master's keepalived"] = client.outage(since, "p1", "p2")
+    late = sum(1 for t, ok, via in client.attempts() if ok and t > since and via == ADDRESSES["p1"])
+    stopped = time.monotonic()
+    assert wait_until(lambda: served_since(client, "p2", stopped) >= GRACE, WAIT), lab.log("client")
+
+    # 3. Back: l4lb first, then keepalived, which takes the address back (preempt).
+    since = time.monotonic()
+    master.start_l4lb()
+    assert wait_until(master.ready, WAIT, 0.2), lab.log("l4lb-p1")
+    master.start_keepalived()
+    assert wait_until(lambda: lab.holders(VIP) == {"p1"}, WAIT), lab.log("keepalived-p1")
+    assert wait_until(lambda: client.served_by("p1", since), WAIT), lab.log("client")
+    report["switch back (preempt)"] = client.outage(since, "p2", "p1")
+
+    failed = [(t, why) for t, ok, why in client.attempts() if not ok and t > begin]
+    print_report("HA planned switchover", client, report)
+    print(f"  served by the old holder after its keepalived stopped: {late}")
+    assert failed == [], failed
+
+
+def served_since(client: Client, role: str, since: float) -> int:
+    """How many connections started after `since` went through proxy `role`."""
+    return sum(1 for t, ok, via in client.attempts() if ok and t > since and via == ADDRESSES[role])
 
 
 @pytest.mark.skipif(KEEPALIVED is None, reason="keepalived is not installed (./scripts/setup)")
@@ -211,3 +282,13 @@ def test_shipped_keepalived_configs_parse(tmp_path: Path) -> None:
         argv = [KEEPALIVED or "keepalived", "--config-test", "--log-console", "-f", str(path)]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_switchover_refuses_without_the_address_on_lo(tmp_path: Path) -> None:
+    """Without the VIP on `lo`, stopping keepalived could lose a connection: refuse first."""
+    marker = tmp_path / "stopped"
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "KEEPALIVED_STOP": f"touch {marker}"}
+    argv = [sys.executable, str(CONTRIB / "l4lb-switchover"), "192.0.2.100"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 1 and "192.0.2.100 is not on lo" in result.stderr, result.stderr
+    assert not marker.exists()
