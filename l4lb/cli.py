@@ -383,6 +383,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     import anyio
 
     from l4lb.cluster import resolve_workers
+    from l4lb.fdlimit import nofile_warning, raise_nofile
     from l4lb.logsetup import setup_logs
     from l4lb.pidfile import PidFile
     from l4lb.runtime import Runtime
@@ -406,6 +407,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     )
     log = logging.getLogger("l4lb")
     log.info("l4lb %s starting with %s (pid %d)", __version__, config.file, os.getpid())
+    warning = nofile_warning(config, raise_nofile())  # workers inherit the raised limit
+    if warning:
+        log.warning("%s", warning)
     if os.geteuid() == 0 and not config.settings.user:
         log.warning("running as root: set [global] user to drop privileges once bound")
     count = resolve_workers(config.settings.workers)
@@ -444,12 +448,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     import anyio
 
     from l4lb.config import load_text
+    from l4lb.fdlimit import raise_nofile
     from l4lb.logsetup import setup_logs
     from l4lb.workers import WorkerTag, serve_worker
 
     # The supervisor resolved the names already; a worker restarted during a DNS outage
     # still starts (a name that does not resolve then keeps its server out of rotation).
     config = load_text(sys.stdin.read(), args.config, resolve=False)
+    raise_nofile()  # the supervisor did (and warned); a worker started by hand too
     access_log = setup_logs(
         config.settings,
         args.log_format,
