@@ -52,7 +52,15 @@ class H3Stream(StreamSide):
 
     version = "3"
 
-    __slots__ = ("conn", "end_sent", "ex", "request_done", "stream_id", "upstream_paused")
+    __slots__ = (
+        "conn",
+        "end_sent",
+        "ex",
+        "received",
+        "request_done",
+        "stream_id",
+        "upstream_paused",
+    )
 
     def __init__(self, conn: H3Server, stream_id: int) -> None:
         self.conn = conn
@@ -61,6 +69,7 @@ class H3Stream(StreamSide):
         self.end_sent = False
         self.request_done = False
         self.upstream_paused = False
+        self.received = 0  # request body bytes, checked against its content-length
 
     # -- the response ------------------------------------------------------------------------
 
@@ -204,13 +213,24 @@ class H3Server:
             if stream is None or stream.ex is None:
                 return
             ex = stream.ex
+            length = ex.request.length if ex.body_kind == "length" else None
             if event.data and not ex.finished:
+                # aioquic checks content-length only at the stream's end; by then the excess
+                # would be with the HTTP/1.1 server, read there as a request of its own
+                # (RFC 9114 §4.1.2: malformed as soon as DATA passes it). Refused first.
+                stream.received += len(event.data)
+                if length is not None and stream.received > length:
+                    stream.refuse(400, "request body longer than its content-length")
+                    return
                 try:
                     ex.body_chunk(event.data)
                 except RemoteProtocolError as exc:
                     stream.refuse(exc.status_hint, str(exc))
                     return
             if event.stream_ended:
+                if length is not None and stream.received < length and not ex.finished:
+                    stream.refuse(400, "request body shorter than its content-length")
+                    return
                 self.request_ended(stream)
 
     def request_ended(self, stream: H3Stream) -> None:
@@ -373,8 +393,8 @@ class H3Server:
             self.listener.h3_goaways += 1
         if not self.streams:
             self.loop.call_later(min(grace, 0.2), self.close)
-        else:
-            self.loop.call_later(grace, self.close)
+        # (else `forget` closes after the last stream: streams in flight have until the
+        # runtime's drain_timeout, as on HTTP/2)
         self.transmit()
 
     def close(self, code: int = ErrorCode.H3_NO_ERROR) -> None:
