@@ -13,6 +13,7 @@ Python time per request, bench/RESULTS.md), as black and mypy ship themselves:
 
 import os
 import shutil
+import sys
 import sysconfig
 
 from setuptools import setup
@@ -57,9 +58,15 @@ if mode == "1" or (mode == "auto" and _can_compile()):
     if mypycify is not None:
         try:
             ext_modules = mypycify([*flags, *HOT_PATH], opt_level="3", group_name="l7")
-        except (Exception, SystemExit):
+        except (Exception, SystemExit) as exc:
             if mode == "1":
                 raise
+            # Said, not hidden: a type error in the hot path once left every install pure.
+            print(
+                f"l4lb: the compiled HTTP path failed to build ({exc}); installing the "
+                "pure-Python one (L4LB_MYPYC=1 makes this an error)",
+                file=sys.stderr,
+            )
             ext_modules = []
     if mode == "auto":
         for ext in ext_modules:
