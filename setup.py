@@ -32,7 +32,7 @@ HOT_PATH = [
     "l7/respheaders.py",
     "l7/answers.py",
     "l7/tunnel.py",
-    "l7/accessrecord.py",
+    "l7/finish.py",
     "l7/h1wire.py",
     "l7/h1.py",
     "l4lb/attempt.py",

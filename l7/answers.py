@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from l7.errors_page import error_response
+from l7.finish import finish
 from l7.router import apply_response_headers
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def error(ex: Exchange, status: int, message: str, *, retry_after: int | None = 
         return  # stale-if-error (l7/cache/)
     if ex.head_sent:
         ex.conn.abort()
-        ex.finish()
+        finish(ex)
         return
     response, body = error_response(status, ex.request_id, message, retry_after=retry_after)
     simple(ex, status, response.fields(), body)
@@ -51,4 +52,4 @@ def simple(ex: Exchange, status: int, headers: list[tuple[bytes, bytes]], body: 
     if ex.request.method == "HEAD":
         body = b""
     ex.conn.send_simple(ex, status, headers, body)
-    ex.finish()
+    finish(ex)

@@ -21,10 +21,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from l4lb.attempt import Attempt
-from l7.accessrecord import log_exchange
 from l7.answers import error, respond, simple
 from l7.cache.stage import CacheState, cache_begin
 from l7.compress import Encoder, start_encoder
+from l7.finish import abort, finish
 from l7.forwarding import (
     attach,
     attempt_failed,
@@ -393,7 +393,7 @@ class Exchange:
                 conn.reusable = False  # the server answered before reading the whole body
                 self.close_after = True
             conn.release()
-        self.finish()
+        finish(self)
 
     def on_upstream_error(self, reason: str) -> None:
         on_upstream_error(self, reason)
@@ -436,32 +436,8 @@ class Exchange:
     # -- the end -----------------------------------------------------------------------------
 
     def finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        if self.cache is not None:
-            self.cache.ended(self)
-        attempt = self.attempt
-        if attempt is not None:
-            # (the clock only matters to a trial that got no verdict: see Attempt.end)
-            attempt.end(self.engine.registry.loop.time() if attempt.trial else 0.0)
-        log_exchange(self)
-        self.conn.exchange_done(self)
+        finish(self)  # (l7/finish.py)
 
     def abort(self) -> None:
         """The client went away: drop the server side too."""
-        if self.finished:
-            return
-        conn, self.upstream = self.upstream, None
-        if conn is not None:
-            conn.exchange = None
-            conn.abort()
-        if not self.status:
-            self.status = 499  # nginx's "client closed request"
-        self.finished = True
-        if self.cache is not None:
-            self.cache.ended(self)
-        attempt = self.attempt
-        if attempt is not None:
-            attempt.end(self.engine.registry.loop.time())  # a trial with no verdict: abandoned
-        log_exchange(self)
+        abort(self)

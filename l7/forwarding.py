@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from l7.answers import error
 from l7.budget import is_retryable
+from l7.finish import finish
 
 if TYPE_CHECKING:
     from l7.exchange import Exchange
@@ -131,7 +132,7 @@ def response_timeout(ex: Exchange) -> None:
         conn.abort()
     if ex.head_sent:
         ex.conn.abort()
-        ex.finish()
+        finish(ex)
     else:
         attempt_failed(ex, "response", "response_timeout")
 
@@ -179,10 +180,10 @@ def on_upstream_error(ex: Exchange, reason: str) -> None:
         conn.abort()
     if ex.head_sent:
         if ex.framing == "close":
-            ex.finish()  # a close-delimited body ends with the connection
+            finish(ex)  # a close-delimited body ends with the connection
             return
         ex.close_after = True
         ex.conn.abort()  # the client must not take a cut body for a whole one
-        ex.finish()
+        finish(ex)
     else:
         attempt_failed(ex, "reset", reason)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from l7.finish import finish
+
 if TYPE_CHECKING:
     from l7.exchange import Exchange
 
@@ -21,7 +23,7 @@ def on_response_upgrade(ex: Exchange, rest: bytes) -> None:
     """The server switched protocols: from here on, bytes flow untouched both ways."""
     if ex.status != 101:
         ex.conn.abort()
-        ex.finish()
+        finish(ex)
         return
     if rest:
         ex.conn.write(rest)
@@ -40,7 +42,7 @@ def on_tunnel_eof(ex: Exchange, side: str) -> bool:
         ex.conn.end_tunnel()
         return False
     ex.conn.abort()
-    ex.finish()
+    finish(ex)
     return False
 
 
@@ -49,4 +51,4 @@ def tunnel_closed(ex: Exchange) -> None:
     conn, ex.upstream = ex.upstream, None
     if conn is not None:
         conn.exchange = None
-    ex.finish()
+    finish(ex)
