@@ -35,6 +35,8 @@ HOT_PATH = [
     "l7/finish.py",
     "l7/h1wire.py",
     "l7/h1.py",
+    "l7/h1tunnel.py",
+    "l7/h1errors.py",
     "l4lb/attempt.py",
 ]
 
