@@ -29,8 +29,15 @@ HOT_PATH = [
     "l7/deadline.py",
     "l7/upstream.py",
     "l7/exchange.py",
+    "l7/forwarding.py",
+    "l7/respheaders.py",
+    "l7/answers.py",
+    "l7/tunnel.py",
+    "l7/finish.py",
     "l7/h1wire.py",
     "l7/h1.py",
+    "l7/h1tunnel.py",
+    "l7/h1errors.py",
     "l4lb/attempt.py",
 ]
 

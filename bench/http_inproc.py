@@ -8,6 +8,11 @@ time goes"), so a change to l7/ can be judged in seconds; `bench/run-http` remai
 measure that counts.
 
     .venv/bin/python bench/http_inproc.py [--shape one|browser] [-n 50000] [--rounds 3]
+    .venv/bin/python bench/http_inproc.py --calls [-n 2000]   # Python calls per request
+
+`--calls` counts the Python function calls per request under cProfile (a figure that does
+not move with the machine's load, so a reshaping of the hot path can be checked on a busy
+machine; in the compiled build only the calls left to the interpreter are counted).
 
 Run it from a compiled copy (`cd build/compiled && .venv/bin/python bench/http_inproc.py`)
 to measure the compiled build. Pin it (`taskset -c 0`) while something else runs.
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
+import pstats
 import sys
 import tempfile
 import time
@@ -124,12 +131,35 @@ async def measure(request: bytes, count: int, rounds: int) -> list[float]:
     return results
 
 
+async def count_calls(request: bytes, count: int) -> float:
+    """Python function calls per request, after a warm-up of as many requests."""
+    loop = asyncio.get_running_loop()
+    engine, server_conn = pooled_engine(loop)
+    client = H1Server(lambda: engine, ("127.0.0.1", 40000))
+    client.connection_made(CollectingTransport())
+    for _ in range(count):  # warm-up: pools, caches, first-use imports
+        client.data_received(request)
+        server_conn.data_received(RESPONSE)
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(count):
+        client.data_received(request)
+        server_conn.data_received(RESPONSE)
+    profile.disable()
+    return pstats.Stats(profile).total_calls / count  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=sorted(REQUESTS), default="one")
     parser.add_argument("-n", type=int, default=50_000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", action="store_true", help="count calls per request")
     args = parser.parse_args()
+    if args.calls:
+        calls = uvloop.run(count_calls(REQUESTS[args.shape], min(args.n, 2000)))
+        print(f"{args.shape} request: {calls:.1f} Python function calls per request")
+        return
     compiled = Path(sys.modules[H1Server.__module__].__file__ or "").suffix == ".so"
     results = uvloop.run(measure(REQUESTS[args.shape], args.n, args.rounds))
     build = "compiled" if compiled else "pure Python"

@@ -17,20 +17,30 @@ connection when the pool has no idle one.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from l4lb.attempt import Attempt
-from l7.budget import is_retryable
+from l7.answers import error, respond, simple
 from l7.cache.stage import CacheState, cache_begin
 from l7.compress import Encoder, start_encoder
-from l7.errors_page import error_response
-from l7.forwarded import response_hop_by_hop_filter
+from l7.finish import abort, finish
+from l7.forwarding import (
+    attach,
+    attempt_failed,
+    breaker_result,
+    forward,
+    on_upstream_error,
+    request_sent,
+    response_timeout,
+    retry_on_status,
+)
 from l7.model import Headers, Request, Response
-from l7.router import apply_response_headers, render_redirect
+from l7.respheaders import response_headers
+from l7.router import render_redirect
 from l7.routes import Forward, Redirect, Respond
 from l7.trailers import forwardable_trailers
+from l7.tunnel import on_response_upgrade, on_tunnel_eof, tunnel_closed
 from l7.upgrade import accepted_upgrade
 from l7.validate import BodyLimit
 from l7.waf.stage import waf_start
@@ -43,8 +53,6 @@ if TYPE_CHECKING:
     from l7.sides import ClientStream, ServerStream
 
 __all__ = ["Exchange"]
-
-log = logging.getLogger("l4lb")
 
 _BODY_BUFFER = 256 * 1024  # request body held while the server connection is being made
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -171,12 +179,12 @@ class Exchange:
         engine, request = self.engine, self.request
         if engine.redirect_https:
             location = f"https://{self.authority.decode('latin-1')}{request.target}"
-            self.respond(301, b"", extra=[(b"location", location.encode("latin-1"))])
+            respond(self, 301, b"", extra=[(b"location", location.encode("latin-1"))])
             return
         match = engine.router.match(request)
         if match is None:
             if engine.config.pool is None:
-                self.error(404, "no route matched")
+                error(self, 404, "no route matched")
                 return
             pool_name = engine.config.pool
             if engine.wafs and not waf_start(self, ""):
@@ -195,7 +203,8 @@ class Exchange:
                 self.target = match.target
             action = route.action
             if isinstance(action, Respond):
-                self.respond(
+                respond(
+                    self,
                     action.status,
                     action.body,
                     extra=[(b"content-type", action.content_type.encode())],
@@ -203,7 +212,7 @@ class Exchange:
                 return
             if isinstance(action, Redirect):
                 status, location = render_redirect(route, request)
-                self.respond(status, b"", extra=[(b"location", location.encode("latin-1"))])
+                respond(self, status, b"", extra=[(b"location", location.encode("latin-1"))])
                 return
             assert isinstance(action, Forward)
             pool_name = action.pool
@@ -212,32 +221,13 @@ class Exchange:
         self.pool = pool = engine.pools[pool_name]
         self.attempt = Attempt(pool.config.retries, engine.budget(pool))
         if self.waf is None or not self.waf.holding:
-            self.forward()  # (else the WAF forwards once it has inspected the body)
+            forward(self)  # (else the WAF forwards once it has inspected the body)
 
     # -- stage: upstream ---------------------------------------------------------------------
 
     def forward(self) -> None:
-        pool, engine, attempt = self.pool, self.engine, self.attempt
-        assert pool is not None and attempt is not None
-        now = engine.registry.loop.time()
-        key = self.request.client[0].encode()
-        while True:
-            server = pool.pick(now, key, attempt.tried)
-            if server is None:
-                self.error(503, "no server available", retry_after=1)
-                return
-            link = engine.link(pool, server)
-            if attempt.begin(server, link.breaker, now):
-                break  # (a server whose breaker says no counts as tried)
-        self.server = server
-        self.link = link
-        up = link.upstream
-        conn = up.take()
-        if conn is not None:
-            self.attach(conn)
-        else:
-            self.connect_started = time.monotonic()
-            up.connect(self.connected)
+        """Stage: upstream (l7/forwarding.py); for the stages that hold a request first."""
+        forward(self)
 
     def connected(self, conn: ServerStream | None, reason: str) -> None:
         if self.finished:
@@ -245,94 +235,17 @@ class Exchange:
                 conn.abort()
             return
         if conn is None:
-            self.attempt_failed("connect", reason)
+            attempt_failed(self, "connect", reason)
             return
-        self.attach(conn, connected=True)
+        attach(self, conn, connected=True)
 
-    def attach(self, conn: ServerStream, connected: bool = False) -> None:
-        """Send the request on `conn`: a pooled connection, or (`connected`) a new one, whose
-        connect time goes to the stats. A pooled one did not connect: it records 0 in the
-        access log and nothing in the connect-latency histogram."""
-        assert self.server is not None and self.pool is not None and self.attempt is not None
-        self.attempt.connected()
-        if connected:
-            self.connect_time = time.monotonic() - self.connect_started
-            stats = self.engine.stats
-            if stats is not None:
-                stats.connect_latency(self.pool.name, self.server.name).observe(self.connect_time)
-        else:
-            self.connect_time = 0.0
-        self.upstream = conn
-        conn.start(self)
-        conn.send_request(self)
-        if self.pending:
-            pending, self.pending, self.pending_size = self.pending, [], 0
-            for chunk in pending:
-                self.write_body(chunk)
-        self.conn.resume_reading()
-        if self.body_done:
-            if self.body_kind != "none":
-                conn.end_body(self.body_kind == "chunked")
-            self.request_sent()
+    # DEL#
 
-    def attempt_failed(self, phase: str, reason: str) -> None:
-        """A server failed before answering: retry elsewhere when allowed, else 502/504."""
-        server, attempt = self.server, self.attempt
-        assert server is not None and attempt is not None
-        self.upstream = None
-        self.breaker_result(attempt.fail(self.engine.registry.loop.time(), phase)[0])
-        replayable = self.body_sent == 0 or self.replay is not None
-        allowed = is_retryable(self.request.method, phase, None, (), replayable)  # type: ignore[arg-type]
-        if attempt.retry(allowed, phase != "connect"):
-            self.replay_body()
-            self.forward()
-            return
-        status = 504 if reason in ("connect_timeout", "response_timeout") else 502
-        self.error(status, f"server {server.name}: {reason}")
-
-    def replay_body(self) -> None:
-        """Queue what the client sent so far for the next server."""
-        if self.body_sent and self.replay is not None:
-            self.pending = list(self.replay)
-            self.pending_size = self.replay_size
-        self.body_sent = 0
-
-    def request_sent(self) -> None:
-        """The whole request is with the server: its response timeout starts (on the server
-        connection, whose deadline timer outlives the exchange; a retry's new connection
-        starts its own)."""
-        pool, conn = self.pool, self.upstream
-        assert pool is not None and conn is not None
-        self.sent_at = time.monotonic()
-        conn.arm(pool.config.http.response_timeout)
+    # DEL#
 
     def response_timeout(self) -> None:
         """Called by the server connection when no response head came in time."""
-        if self.finished:
-            return
-        if self.upstream is not None:
-            conn, self.upstream = self.upstream, None
-            conn.exchange = None
-            conn.abort()
-        if self.head_sent:
-            self.conn.abort()
-            self.finish()
-        else:
-            self.attempt_failed("response", "response_timeout")
-
-    def breaker_result(self, transition: Any) -> None:
-        """Show a breaker's change on the server (state in stats, view, metrics) and log it."""
-        server = self.server
-        if transition is None or server is None:
-            return
-        server.circuit = str(getattr(transition.new, "value", transition.new))
-        log.warning(
-            "server %s/%s circuit %s (%s)",
-            server.pool,
-            server.name,
-            server.circuit.replace("_", "-"),
-            getattr(transition, "reason", ""),
-        )
+        response_timeout(self)
 
     # -- request body from the client --------------------------------------------------------
 
@@ -375,7 +288,7 @@ class Exchange:
             return
         if self.upstream is not None and not self.upgrade:
             self.upstream.end_body(self.body_kind == "chunked")
-            self.request_sent()
+            request_sent(self)
 
     # -- response from the server ------------------------------------------------------------
 
@@ -396,21 +309,21 @@ class Exchange:
             self.upgrade and accepted_upgrade(self.request.headers, hop, self.engine.upgrades)
         ):
             # Never a tunnel for a request l4lb did not let upgrade (l7.upgrade).
-            self.on_upstream_error("101 Switching Protocols not to an allowed upgrade")
+            on_upstream_error(self, "101 Switching Protocols not to an allowed upgrade")
             return
         self.interim = False
         pool, attempt = self.pool, self.attempt
         assert pool is not None and attempt is not None
         retry_on = pool.config.http.retry_on
-        if status in retry_on and not self.head_sent and self.retry_on_status(status, retry_on):
+        if status in retry_on and not self.head_sent and retry_on_status(self, status, retry_on):
             return
         self.status = status
         if attempt.verdict_due:
-            self.breaker_result(attempt.verdict(status < 500, loop.time()))
+            breaker_result(self, attempt.verdict(status < 500, loop.time()))
         cache = self.cache
         if cache is not None:  # stage: cache store, revalidation, stale-if-error (l7/cache/)
             self.status = status = cache.on_head(self, response)
-        self.response_headers(response, hop)
+        response_headers(self, response, hop)
         request = self.request
         upgrade = status == 101
         route = self.route
@@ -430,24 +343,6 @@ class Exchange:
         if request.method == "HEAD" and not upgrade:
             self.engine.registry.loop.call_soon(self.on_response_complete)
 
-    def retry_on_status(self, status: int, retry_on: tuple[int, ...]) -> bool:
-        """A status the pool retries (`retry_on`): True if the request went to another server
-        (the answer is dropped with its connection, and the try counts as failed)."""
-        attempt = self.attempt
-        assert attempt is not None
-        replayable = self.body_sent == 0 or self.replay is not None
-        allowed = is_retryable(self.request.method, "status", status, retry_on, replayable)
-        if not attempt.retry(allowed, True):
-            return False  # the answer goes to the client as it is
-        conn, self.upstream = self.upstream, None
-        if conn is not None:
-            conn.exchange = None
-            conn.abort()
-        self.breaker_result(attempt.fail(self.engine.registry.loop.time(), "status")[0])
-        self.replay_body()
-        self.forward()
-        return True
-
     def started_wall(self) -> float:
         """When the request came, on the wall clock (Date and Age are wall-clock)."""
         return time.time() - (time.monotonic() - self.started)
@@ -455,28 +350,7 @@ class Exchange:
     # -- stage: response headers -------------------------------------------------------------
 
     def response_headers(self, response: Response, hop: list[tuple[bytes, bytes]]) -> None:
-        """Hop-by-hop removal (a Connection may name end-to-end fields that must go too), the
-        route's header operations, X-Request-ID and the listener's security headers. The
-        usual response (no such Connection, a route that leaves headers alone) keeps its
-        fields as the server adapter read them."""
-        upgrade = response.status == 101
-        route = self.route
-        fast = not upgrade and (route is None or not route.response_headers)
-        if fast:
-            for name, value in hop:
-                if name == b"connection" and value.lower() != b"keep-alive":
-                    fast = False
-                    break
-        if not fast:  # a 101, a route that edits response headers, or a Connection's names
-            headers = list(response.fields())
-            headers.extend(hop)
-            out = response_hop_by_hop_filter(headers, upgrade=upgrade)
-            if route is not None:
-                out = apply_response_headers(route, out)
-            response.set_fields(out)
-        extra = [(b"x-request-id", self.request_id.encode())]
-        extra.extend(self.engine.extra_response_headers)
-        response.extra = extra
+        response_headers(self, response, hop)
 
     def on_response_body(self, data: bytes) -> None:
         if self.cache is not None and not self.cache.on_body(data):
@@ -519,37 +393,15 @@ class Exchange:
                 conn.reusable = False  # the server answered before reading the whole body
                 self.close_after = True
             conn.release()
-        self.finish()
+        finish(self)
 
     def on_upstream_error(self, reason: str) -> None:
-        if self.finished:
-            return
-        conn, self.upstream = self.upstream, None
-        if conn is not None:
-            conn.exchange = None
-            conn.abort()
-        if self.head_sent:
-            if self.framing == "close":
-                self.finish()  # a close-delimited body ends with the connection
-                return
-            self.close_after = True
-            self.conn.abort()  # the client must not take a cut body for a whole one
-            self.finish()
-        else:
-            self.attempt_failed("reset", reason)
+        on_upstream_error(self, reason)
 
     # -- WebSocket and other upgrades --------------------------------------------------------
 
     def on_response_upgrade(self, rest: bytes) -> None:
-        """The server switched protocols: from here on, bytes flow untouched both ways."""
-        if self.status != 101:
-            self.conn.abort()
-            self.finish()
-            return
-        if rest:
-            self.conn.write(rest)
-        self.conn.tunnel(self.upstream, self.upgrade_rest)
-        self.upgrade_rest = b""
+        on_response_upgrade(self, rest)
 
     def on_tunnel_data(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -557,25 +409,10 @@ class Exchange:
         self.conn.write(data)
 
     def on_tunnel_eof(self, side: str) -> bool:
-        """The server ended its way of the tunnel: "server" (EOF: passed on, see
-        `H1Server.tunnel_eof`), "server_lost" (its connection closed: TLS, which cannot
-        half-close) or "server_reset"."""
-        if side == "server":
-            self.conn.tunnel_eof("server")
-            return True
-        if side == "server_lost":
-            self.conn.end_tunnel()
-            return False
-        self.conn.abort()
-        self.finish()
-        return False
+        return on_tunnel_eof(self, side)
 
     def tunnel_closed(self) -> None:
-        """The client connection ends the tunnel (both ways have ended): log it now."""
-        conn, self.upstream = self.upstream, None
-        if conn is not None:
-            conn.exchange = None
-        self.finish()
+        tunnel_closed(self)
 
     # -- flow control ------------------------------------------------------------------------
 
@@ -588,92 +425,19 @@ class Exchange:
     # -- answers made here -------------------------------------------------------------------
 
     def respond(self, status: int, body: bytes, extra: list | None = None) -> None:
-        headers = list(extra or [])
-        headers.append((b"content-length", str(len(body)).encode()))
-        headers.append((b"x-request-id", self.request_id.encode()))
-        headers.extend(self.engine.extra_response_headers)
-        if self.route is not None:
-            headers = apply_response_headers(self.route, headers)
-        self.simple(status, headers, body)
+        respond(self, status, body, extra)
 
     def error(self, status: int, message: str, *, retry_after: int | None = None) -> None:
-        if self.cache is not None and not self.head_sent and self.cache.on_error(self):
-            return  # stale-if-error (l7/cache/)
-        if self.head_sent:
-            self.conn.abort()
-            self.finish()
-            return
-        response, body = error_response(status, self.request_id, message, retry_after=retry_after)
-        self.simple(status, response.fields(), body)
+        error(self, status, message, retry_after=retry_after)
 
     def simple(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """Answer with a response made here; HEAD gets the head only (its Content-Length
-        still describes the body a GET would get, RFC 9110 §9.3.2)."""
-        if not self.body_done:
-            self.close_after = True  # the request body was not read
-        self.status = status
-        self.head_sent = True
-        self.bytes_out = len(body)
-        if self.request.method == "HEAD":
-            body = b""
-        self.conn.send_simple(self, status, headers, body)
-        self.finish()
+        simple(self, status, headers, body)
 
     # -- the end -----------------------------------------------------------------------------
 
     def finish(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        if self.cache is not None:
-            self.cache.ended(self)
-        attempt = self.attempt
-        if attempt is not None:
-            # (the clock only matters to a trial that got no verdict: see Attempt.end)
-            attempt.end(self.engine.registry.loop.time() if attempt.trial else 0.0)
-        self.log()
-        self.conn.exchange_done(self)
+        finish(self)  # (l7/finish.py)
 
     def abort(self) -> None:
         """The client went away: drop the server side too."""
-        if self.finished:
-            return
-        conn, self.upstream = self.upstream, None
-        if conn is not None:
-            conn.exchange = None
-            conn.abort()
-        if not self.status:
-            self.status = 499  # nginx's "client closed request"
-        self.finished = True
-        if self.cache is not None:
-            self.cache.ended(self)
-        attempt = self.attempt
-        if attempt is not None:
-            attempt.end(self.engine.registry.loop.time())  # a trial with no verdict: abandoned
-        self.log()
-
-    def log(self) -> None:
-        request = self.request
-        listener = self.engine.listener
-        if listener is not None:
-            listener.requests += 1
-        if not self.engine.access_log.enabled:
-            return
-        self.engine.access_log.write_http(
-            client=request.client,
-            listener=self.engine.config.name,
-            method=request.method,
-            host=request.host,
-            path=request.target,
-            status=self.status,
-            bytes_out=self.bytes_out,
-            route=self.route.name if self.route else "-",
-            server=f"{self.pool.name}/{self.server.name}" if self.pool and self.server else "-",
-            connect=self.connect_time,
-            response=self.response_time,
-            total=time.monotonic() - self.started,
-            request_id=self.request_id,
-            retries=self.attempt.retries if self.attempt is not None else 0,
-            version=request.version,
-            waf=self.waf.ids if self.waf is not None else "",
-        )
+        abort(self)

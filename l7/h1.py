@@ -28,11 +28,12 @@ import httptools
 
 from l4lb.errors import RemoteProtocolError
 from l7.deadline import Deadline
-from l7.errors_page import error_response
 from l7.exchange import Exchange
 from l7.forwarded import new_request_id, request_id_from
+from l7.h1errors import fail
+from l7.h1tunnel import decline_upgrade, end_tunnel, tunnel, tunnel_eof, upgraded
 from l7.h1wire import chunk, last_chunk, response_head, simple_response
-from l7.h11parser import H11BodyReader, H11RequestParser
+from l7.h11parser import H11RequestParser
 from l7.model import Request, Response
 from l7.router import host_key
 from l7.target import origin_form, with_host
@@ -122,49 +123,28 @@ class H1Server(asyncio.Protocol):
                 if self.in_head and self.timer_kind == "keepalive":
                     self.arm("header", self.engine_of().settings.header_timeout)
             except httptools.HttpParserUpgrade as exc:
-                data = self.upgraded(data, exc.args[0] if exc.args else len(data))
+                data = upgraded(self, data, exc.args[0] if exc.args else len(data))
                 if data and not self.closing:
                     continue  # after a declined upgrade: the next request
             except httptools.HttpParserError as exc:
                 cause = exc.__context__
                 if isinstance(cause, RemoteProtocolError):  # raised by one of our callbacks
-                    self.fail(cause.status_hint, str(cause))
+                    fail(self, cause.status_hint, str(cause))
                 elif isinstance(exc, httptools.HttpParserCallbackError):  # a bug of ours
                     log.error("http %s:%d: internal error", *self.client[:2], exc_info=cause)
-                    self.fail(500, "internal error")
+                    fail(self, 500, "internal error")
                 else:
-                    self.fail(400, f"malformed request: {exc}")
+                    fail(self, 400, f"malformed request: {exc}")
             except RemoteProtocolError as exc:
-                self.fail(exc.status_hint, str(exc))
+                fail(self, exc.status_hint, str(exc))
             except Exception:  # a bug: it costs this connection, logged, and nothing else
                 log.exception("http %s:%d: internal error", self.client[0], self.client[1])
-                self.fail(500, "internal error")
+                fail(self, 500, "internal error")
             return
-
-    def upgraded(self, data: bytes, offset: int) -> bytes:
-        """httptools stopped after a request it took for an upgrade, at `offset` in `data`.
-        Return what is left to parse as the next request (b"" if nothing, or if the rest
-        waits for the server's 101)."""
-        if self.declined:
-            # An upgrade l4lb declined: the request goes on as plain HTTP (it may even be
-            # answered already). llhttp ended it at its head (httptools skips the body of an
-            # upgrade), so its body, if any, is read first.
-            self.declined = False
-            skipped, self.skipped = self.skipped, None
-            if skipped is not None:
-                self.parser = H11BodyReader(self, self.parser, skipped[0], skipped[1])
-            return data[offset:]
-        ex = self.building or (self.exchanges[-1] if self.exchanges else None)
-        if ex is not None and ex.upgrade:
-            ex.upgrade_rest += data[offset:]
-            self.pause_reading()  # the rest waits for the server's 101
-        else:
-            self.fail(400, "unexpected upgrade")
-        return b""
 
     def eof_received(self) -> bool:
         if self.peer is not None:
-            self.tunnel_eof("client")
+            tunnel_eof(self, "client")
             return True
         return False  # a half-closed HTTP client: finish and close
 
@@ -185,7 +165,7 @@ class H1Server(asyncio.Protocol):
         self.cancel_timer()
         if self.peer is not None:
             if exc is None:
-                self.end_tunnel()  # a TLS client's close: the server still gets what is buffered
+                end_tunnel(self)  # a TLS client's close: the server still gets what is buffered
             else:
                 self.peer.abort()
         for ex in self.exchanges:
@@ -269,7 +249,7 @@ class H1Server(asyncio.Protocol):
         if parser.should_upgrade() and method != "CONNECT":
             upgrade = allowed_upgrade(headers, version, engine.upgrades)
             if not upgrade:
-                self.decline_upgrade(chunked, length)
+                decline_upgrade(self, chunked, length)
         self.requests += 1
         keep_alive = (
             parser.should_keep_alive()
@@ -293,19 +273,6 @@ class H1Server(asyncio.Protocol):
             ex.start()
         else:
             self.pause_reading()  # pipelined: one at a time
-
-    def decline_upgrade(self, chunked: bool, length: int) -> None:
-        """The parser saw an upgrade that l4lb does not allow: the request goes on as plain
-        HTTP (its Upgrade and Connection go with the other hop-by-hop fields) and what
-        follows it is the next request. h11 reads its body and goes on by itself; httptools
-        stops after its head (see `upgraded`)."""
-        if isinstance(self.parser, H11RequestParser):
-            self.parser.decline_upgrade()
-            return
-        self.declined = True
-        if chunked or length > 0:
-            self.skipped = (chunked, length)
-            self.hold_end = True
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = True
@@ -401,52 +368,13 @@ class H1Server(asyncio.Protocol):
             self.transport.abort()
 
     def tunnel(self, upstream: UpstreamConn | None, pending: bytes) -> None:
-        """After a 101: the client and the server talk directly; `pending` is what the
-        client sent after its request head."""
-        if upstream is None:
-            self.abort()
-            return
-        self.peer = upstream
-        self.disarm()
-        if pending:
-            upstream.write(pending)
-        self.resume_reading()
-        idle = self.engine_of().config.idle_timeout
-        self.touched = True
-        self.arm("tunnel", idle)
+        tunnel(self, upstream, pending)  # (l7/h1tunnel.py)
 
     def tunnel_eof(self, side: str) -> None:
-        """`side` ("client" or "server") ended its way of the tunnel: pass the EOF on, and
-        once both ways have ended close both connections (`end_tunnel`). asyncio keeps a
-        transport that has received and sent EOF open until it is closed, so without this a
-        closed WebSocket held its two descriptors until the idle timeout. A TLS side cannot
-        half-close (asyncio's TLS transports cannot send EOF alone): there the EOF ends the
-        tunnel, as `l4lb.streamrelay` does."""
-        peer = self.peer
-        if peer is None:
-            return
-        if side == "client":
-            self.client_ended = True
-            ended, transport = self.server_ended, peer.transport
-        else:
-            self.server_ended = True
-            ended, transport = self.client_ended, self.transport
-        if not ended and transport is not None and transport.can_write_eof():
-            transport.write_eof()
-        else:
-            self.end_tunnel()
+        tunnel_eof(self, side)
 
     def end_tunnel(self) -> None:
-        """Close both sides of the tunnel, each after what is buffered for it is written, and
-        log the exchange now (its `total` is the tunnel's lifetime)."""
-        peer, self.peer = self.peer, None
-        if peer is None:
-            return
-        self.closing = True
-        if self.exchanges:
-            self.exchanges[0].tunnel_closed()
-        peer.close()
-        self.close()
+        end_tunnel(self)
 
     def exchange_done(self, ex: Exchange) -> None:
         if self.exchanges and self.exchanges[0] is ex:
@@ -467,38 +395,6 @@ class H1Server(asyncio.Protocol):
             self.arm("keepalive", self.engine_of().settings.keepalive_timeout)
 
     # -- errors, timers, the end -------------------------------------------------------------
-
-    def fail(self, status: int, message: str) -> None:
-        """A request we cannot parse or accept: answer (if no response is under way) and close."""
-        log.info("http %s:%d: %d %s", self.client[0], self.client[1], status, message)
-        self.closing = True
-        if self.exchanges and self.exchanges[0].head_sent:
-            self.abort()
-            return
-        for ex in self.exchanges:
-            ex.abort()
-        self.exchanges.clear()
-        request_id = new_request_id()
-        response, body = error_response(status, request_id, message, close=True)
-        self.write(simple_response(status, response.fields(), body, b""))
-        engine = self.engine_of()
-        engine.access_log.write_http(
-            client=self.client,
-            listener=engine.config.name,
-            method="-",
-            host="-",
-            path=self.url.decode("latin-1")[:200] or "-",
-            status=status,
-            bytes_out=len(body),
-            route="-",
-            server="-",
-            connect=-1,
-            response=-1,
-            total=0.0,
-            request_id=request_id,
-            retries=0,
-        )
-        self.close()
 
     def close(self) -> None:
         self.closing = True
@@ -537,7 +433,7 @@ class H1Server(asyncio.Protocol):
         if kind == "keepalive":
             self.close()
         elif kind == "header":
-            self.fail(408, "request head not received in time")
+            fail(self, 408, "request head not received in time")
         elif kind == "body":
             if self.body_seen:
                 self.body_seen = False
@@ -545,7 +441,7 @@ class H1Server(asyncio.Protocol):
             elif self.exchanges and self.exchanges[0].head_sent:
                 self.abort()
             else:
-                self.fail(408, "request body not received in time")
+                fail(self, 408, "request body not received in time")
         elif kind == "tunnel":
             if self.touched:
                 self.touched = False

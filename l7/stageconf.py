@@ -1,7 +1,7 @@
 """Config of the compression and cache stages: `compress` on a listener or route, and the
 `[cache.NAME]` tables that routes name with `cache = "NAME"` (docs/CONFIG.md).
 
-Loaded by `l4lb.config.load` and `l7.routes` only for `http`/`https` listeners (DESIGN.md:
+Loaded by `l4lb.config.load` and `l7.routeconf` only for `http`/`https` listeners (DESIGN.md:
 `l4lb` does not import `l7` at import time). Every problem is reported through the loader's
 `error`, with the key path, so it carries the file and line like any other config error.
 """
@@ -15,7 +15,7 @@ from typing import Any
 from l4lb.config.load import _REQUIRED, Fields, _Loader, _seconds_or_zero, _size, _strings
 from l4lb.config.values import BadValue, boolean, integer, string
 from l7.compress import DEFAULT_TYPES, ENCODINGS, LEVEL_RANGES, CompressConfig, available
-from l7.routes import _field_name
+from l7.routefields import _field_name
 
 __all__ = ["CacheConfig", "parse_cache", "parse_compress"]
 

@@ -524,7 +524,7 @@ class _Loader(TableLoader):
             return None
         http = raw["protocol"] in ("http", "https")
         if http:
-            from l7.routes import parse_routes
+            from l7.routeconf import parse_routes
 
             routes = parse_routes(self, raw["routes"], [*parts, "routes"])
         else:

@@ -14,8 +14,9 @@ from l4lb.config.load import _Loader
 from l4lb.errors import L4lbError
 from l7.explain import explain, header_arg, request_from_url, why_not
 from l7.model import Request
+from l7.routeconf import parse_routes
 from l7.router import Router, apply_request_headers, apply_response_headers, render_redirect
-from l7.routes import HttpRoute, Respond, parse_routes
+from l7.routes import HttpRoute, Respond
 
 
 def routes_of(tables: str) -> tuple[HttpRoute, ...]:

@@ -9,13 +9,13 @@ import pytest
 
 from l4lb.config.lines import LineMap
 from l4lb.config.load import _Loader
+from l7.routeconf import parse_routes
 from l7.routes import (
     Forward,
     HeaderOps,
     Redirect,
     Respond,
     ValueMatch,
-    parse_routes,
     referenced_pools,
 )
 
