@@ -1,7 +1,8 @@
-"""HTTP/2 end to end: the L7 behaviours over an `https` listener for HTTP/1.1 and HTTP/2
-clients alike (the `client` parameter; HTTP/3 adds a third), h2c with prior knowledge, and
-each HTTP/2 defence sent by a raw h2 client (tests/e2e/h2client.py), with another connection
-served meanwhile and afterwards."""
+"""HTTP/2 end to end: the L7 behaviours over an `https` listener (with `http3 = true`) for
+HTTP/1.1, HTTP/2 and HTTP/3 clients alike (the `ask` fixture's parameter; HTTP/3 through the
+aioquic client of tests/e2e/h3client.py over UDP on the same port), h2c with prior knowledge,
+and each HTTP/2 defence sent by a raw h2 client (tests/e2e/h2client.py), with another
+connection served meanwhile and afterwards."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import h11
 import pytest
 
 from tests.e2e.h2client import H2Client
+from tests.e2e.h3client import H3Client
 from tests.e2e.helpers import free_port, make_cert, pool_toml, wait_until
 from tests.e2e.httpbackend import HttpBackend
 from tests.e2e.test_http import ROUTES as HTTP_ROUTES
@@ -32,13 +34,13 @@ def cert(tmp_path_factory) -> tuple[str, str]:
 
 
 def https(port: int, cert, pool: str | None = "p", http: str = "", routes: str = "") -> str:
-    """An https listener named web; `http` is the body of its [listener.web.http] table."""
+    """An https listener named web, with HTTP/3 on (UDP on the same port); `http` is the rest
+    of its [listener.web.http] table."""
     text = f'[listener.web]\nbind = "127.0.0.1:{port}"\nprotocol = "https"\n'
     if pool:
         text += f'pool = "{pool}"\n'
     text += f'[[listener.web.certs]]\ncert = "{cert[0]}"\nkey = "{cert[1]}"\n'
-    if http:
-        text += "[listener.web.http]\n" + http
+    text += "[listener.web.http]\nhttp3 = true\n" + http
     return text + "\n" + routes
 
 
@@ -89,11 +91,24 @@ def h2_ask(port, method, path, headers, body, authority) -> tuple[int, dict, byt
         return r.status, r.headers, r.body
 
 
-@pytest.fixture(params=["h1", "h2"])
+def h3_ask(port, method, path, headers, body, authority) -> tuple[int, dict, bytes]:
+    """One HTTP/3 request on a new QUIC connection (aioquic, UDP on the listener's port)."""
+    fields = [(n.lower().encode(), v.encode()) for n, v in headers]
+    if body is not None:
+        fields.append((b"content-length", str(len(body)).encode()))
+    client = H3Client(port, server_name="example.com")
+    try:
+        sid = client.send(method, path, authority=authority, headers=fields, body=body or b"")
+        return client.response(sid, timeout=60)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["h1", "h2", "h3"])
 def ask(request):
     """`ask(port, path, headers=[], method="GET", body=None, authority="example.com")` ->
     (status, headers, body), over the client protocol of this run."""
-    impl = h1_ask if request.param == "h1" else h2_ask
+    impl = {"h1": h1_ask, "h2": h2_ask, "h3": h3_ask}[request.param]
 
     def call(port, path, headers=(), method="GET", body=None, authority="example.com"):
         return impl(port, method, path, list(headers), body, authority)
@@ -106,7 +121,7 @@ def ask(request):
 ROUTES = HTTP_ROUTES.replace('to = "https://{host}', 'to = "{scheme}://{host}')
 
 
-# -- the L7 behaviours, over HTTP/1.1 and HTTP/2 ---------------------------------------------
+# -- the L7 behaviours, over HTTP/1.1, HTTP/2 and HTTP/3 ----------------------------------------
 
 
 def test_routing_rewrite_redirect_respond(ask, cert, proxy, http_backends):
@@ -210,6 +225,7 @@ def test_access_log_fields(ask, cert, proxy, http_backends):
     line = next(line for line in p.access_lines() if f"id={rid}" in line)
     assert '"GET example.com/bytes/10" 200 10 route=- server=p/a' in line
     assert "retries=0" in line
+    assert line.endswith(" http=" + {"h1": "1.1", "h2": "2", "h3": "3"}[ask.version]), line
 
 
 def test_curl_http2(cert, proxy, http_backends):
