@@ -21,6 +21,7 @@ BENCH_H3_DOWNLOAD (10485760), BENCH_PROXY_CPU/BENCH_LOAD_CPU (0/1).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -129,7 +130,8 @@ class Bench:
                 "--root",
                 str(self.www),
             ]
-        proc = self.procs.start(target, argv, PROXY_CPU)
+        env = dict(os.environ, GOMAXPROCS="1") if target == "caddy" else None  # as run-h2
+        proc = self.procs.start(target, argv, PROXY_CPU, env=env)
         deadline = time.monotonic() + 15
         while not udp_bound(port):
             if not proc.alive() or time.monotonic() > deadline:
