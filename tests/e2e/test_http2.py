@@ -215,6 +215,21 @@ def test_large_upload_and_download(ask, cert, proxy, http_backends):
     assert headers["content-length"] == str(4 << 20) and got == b"b" * (4 << 20)
 
 
+def test_head_and_responses_without_content(ask, cert, proxy, http_backends):
+    """HEAD, 304 and an empty chunked body: no content (their content-length, if any, does
+    not count against the body: RFC 9110 §6.4.1, RFC 9114 §4.1.2)."""
+    (a,) = http_backends("a")
+    port = free_port()
+    proxy(https(port, cert) + pool_toml("p", servers(a)))
+    status, headers, body = ask(port, "/bytes/100", method="HEAD")
+    assert (status, headers["content-length"], body) == (200, "100", b"")
+    assert ask(port, "/status/304")[::2] == (304, b"")
+    status, headers, body = ask(port, "/chunked/0")
+    assert (status, body) == (200, b"")
+    assert ask.version == "h1" or "transfer-encoding" not in headers  # HTTP/1.1 framing only
+    assert ask(port, "/bytes/3")[2] == b"bbb"
+
+
 def test_access_log_fields(ask, cert, proxy, http_backends):
     (a,) = http_backends("a")
     port = free_port()
@@ -437,29 +452,31 @@ def test_content_length_that_disagrees_with_data(sent, cert, proxy):
         raw.close()
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         ("connection", "keep-alive")],
-        [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         ("transfer-encoding", "chunked")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         ("te", "gzip")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         ("X-Upper", "1")],
-        [(":method", "GET"), (":scheme", "https"), ("x-a", "1"), (":authority", "x"),
-         (":path", "/")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         (":path", "/b")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         (":foo", "1")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "")],
-    ],
-    ids=["connection", "transfer-encoding", "te", "no-path", "uppercase", "pseudo-after",
-         "two-paths", "unknown-pseudo", "empty-path"],
-)  # fmt: skip
+# Requests that RFC 9113 §8.2-8.3 and RFC 9114 §4.2-4.3 make malformed (test_http3_requests.py
+# sends them over HTTP/3).
+MALFORMED = [
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("connection", "keep-alive")],
+    [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("transfer-encoding", "chunked")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("te", "gzip")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("X-Upper", "1")],
+    [(":method", "GET"), (":scheme", "https"), ("x-a", "1"), (":authority", "x"),
+     (":path", "/")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     (":path", "/b")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     (":foo", "1")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "")],
+]  # fmt: skip
+MALFORMED_IDS = ["connection", "transfer-encoding", "te", "no-path", "uppercase", "pseudo-after",
+                 "two-paths", "unknown-pseudo", "empty-path"]  # fmt: skip
+
+
+@pytest.mark.parametrize("fields", MALFORMED, ids=MALFORMED_IDS)
 def test_malformed_requests_are_refused_and_not_forwarded(fields, cert, proxy, http_backends):
     (a,) = http_backends("a")
     port = start_h2(proxy, cert, a)

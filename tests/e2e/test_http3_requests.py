@@ -1,0 +1,183 @@
+"""HTTP/3 requests that RFC 9114 §4.2-4.3 makes malformed, sent by the aioquic client
+(tests/e2e/h3client.py) to an `https` listener with `http3 = true`: refused, never
+forwarded, and another client's connection served meanwhile and afterwards; the same list
+as HTTP/2's (test_http2.py). And how :authority and Host are read."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.e2e.h3client import H3Client
+from tests.e2e.helpers import free_port, pool_toml
+from tests.e2e.test_http2 import MALFORMED, MALFORMED_IDS, cert, https, servers  # noqa: F401
+
+H3_MESSAGE_ERROR = 0x10E
+
+
+def raw(fields: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(n.encode(), v.encode()) for n, v in fields]
+
+
+def send(client: H3Client, fields, body: bytes = b"") -> dict:
+    """Send a request head as given (aioquic does not check what it sends); what came back."""
+    assert client.h3 is not None
+    sid = client.quic.get_next_available_stream_id()
+    client.h3.send_headers(sid, raw(fields), end_stream=not body)
+    if body:
+        client.h3.send_data(sid, body, end_stream=True)
+    client.flush()
+    client.step_until(lambda: client.responses.get(sid, {}).get("done") or client.terminated)
+    return client.responses.get(sid) or {"headers": [], "reset": None, "done": False}
+
+
+class Bystander:
+    """A connection that asked before the bad request and asks again after it; then a new one."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.client = H3Client(port, server_name="example.com")
+        assert self.client.request("GET", "/", authority="example.com")[0] == 200
+
+    def check(self) -> None:
+        status, _, body = self.client.request("GET", "/bytes/100", authority="example.com")
+        assert (status, body) == (200, b"b" * 100)
+        self.client.close()
+        fresh = H3Client(self.port, server_name="example.com")
+        try:
+            assert fresh.request("GET", "/", authority="example.com")[0] == 200
+        finally:
+            fresh.close()
+
+
+def start(proxy, cert, backend) -> int:  # noqa: F811
+    port = free_port()
+    proxy(https(port, cert) + pool_toml("p", servers(backend)))
+    return port
+
+
+@pytest.mark.parametrize("fields", MALFORMED, ids=MALFORMED_IDS)
+def test_malformed_requests_are_refused_and_not_forwarded(fields, cert, proxy, http_backends):  # noqa: F811
+    (a,) = http_backends("a")
+    port = start(proxy, cert, a)
+    other = Bystander(port)
+    client = H3Client(port, server_name="example.com")
+    try:
+        r = send(client, fields)
+        # A stream error, or (aioquic's choice, which RFC 9114 §8 allows) the connection's.
+        closed = client.terminated is not None and client.terminated.error_code == H3_MESSAGE_ERROR
+        assert closed or r["reset"] == H3_MESSAGE_ERROR, (r, client.terminated)
+        assert not r["headers"]  # no response
+    finally:
+        client.close()
+    other.check()
+    assert a.requests == 3  # the bystander's only
+
+
+@pytest.fixture
+def raw_backend():
+    from tests.e2e.httpbackend import RawBackend
+
+    raw = RawBackend()
+    yield raw
+    raw.close()
+
+
+@pytest.mark.parametrize("sent", [5, 20])
+def test_content_length_that_disagrees_with_data(sent, cert, proxy, raw_backend):  # noqa: F811
+    """A body shorter or longer than its content-length, ending the stream: the request is
+    malformed (RFC 9114 §4.1.2) and no complete request reaches the server."""
+    port = start(proxy, cert, raw_backend)
+    client = H3Client(port, server_name="example.com")
+    try:
+        head = [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+                ("content-length", "10")]  # fmt: skip
+        r = send(client, head, b"x" * sent)
+        closed = client.terminated is not None and client.terminated.error_code == H3_MESSAGE_ERROR
+        assert closed or r["reset"] == H3_MESSAGE_ERROR, (r, client.terminated)
+        assert not r["headers"]
+    finally:
+        client.close()
+    time.sleep(0.3)
+    assert raw_backend.heads == []  # no complete request reached the server
+    after = H3Client(port, server_name="example.com")
+    try:
+        fields = [(b"content-length", b"10")]
+        assert after.request("POST", "/", authority="x", headers=fields, body=b"y" * 10)[2] == b"ok"
+    finally:
+        after.close()
+    assert len(raw_backend.heads) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="request smuggling: aioquic checks a request's content-length only when the stream "
+    "ends, and quic/h3.py passes every DATA byte to the exchange, which writes them after a "
+    "`Content-Length: 10` head to the pooled HTTP/1.1 server connection: the excess is read "
+    "there as the next request (HTTP/2 is safe: h2 checks each DATA frame)",
+)
+def test_body_longer_than_content_length_is_never_forwarded(cert, proxy, raw_backend):  # noqa: F811
+    """DATA past the declared content-length, before the stream ends (the client never ends
+    it): the request is malformed as soon as the excess arrives (RFC 9114 §4.1.2), and the
+    excess must never reach the HTTP/1.1 server, where it would be a request of its own."""
+    port = start(proxy, cert, raw_backend)
+    client = H3Client(port, server_name="example.com")
+    try:
+        assert client.h3 is not None
+        sid = client.quic.get_next_available_stream_id()
+        head = [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+                ("content-length", "10")]  # fmt: skip
+        client.h3.send_headers(sid, raw(head))
+        client.h3.send_data(sid, b"a" * 6, end_stream=False)
+        client.step_until(lambda: b"a" * 6 in raw_backend.data(), timeout=5)
+        smuggled = b"aaaaGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"  # 4 bytes end the body
+        client.h3.send_data(sid, smuggled, end_stream=False)
+        client.flush()
+        client.step_until(lambda: client.terminated is not None or sid in client.responses, 2)
+    finally:
+        client.close()
+    time.sleep(0.3)
+    assert b"/smuggled" not in raw_backend.data(), raw_backend.heads
+    assert raw_backend.heads == []
+
+
+def test_authority_and_host_must_agree(cert, proxy, http_backends):  # noqa: F811
+    """RFC 9114 §4.3.1: a Host that differs from :authority makes the request malformed;
+    l4lb answers 400 and forwards nothing. The same Host is fine."""
+    (a,) = http_backends("a")
+    port = start(proxy, cert, a)
+    client = H3Client(port, server_name="example.com")
+    try:
+        sid = client.send("GET", "/headers", authority="a.test", headers=[(b"host", b"b.test")])
+        assert client.response(sid)[0] == 400 and a.requests == 0
+        sid = client.send("GET", "/headers", authority="a.test", headers=[(b"host", b"a.test")])
+        status, _, body = client.response(sid)
+        assert status == 200
+        assert [v for n, v in json.loads(body)["headers"] if n == "host"] == ["a.test"]
+    finally:
+        client.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="aioquic's H3Connection (l4lb's ServerH3, quic/connection.py) requires :authority "
+    "and closes the connection with H3_MESSAGE_ERROR, where RFC 9114 §4.3.1 lets Host stand "
+    "in for it (l4lb's HTTP/2 takes it: test_http2.py::test_authority_and_host_must_agree)",
+)
+def test_host_stands_in_for_a_missing_authority(cert, proxy, http_backends):  # noqa: F811
+    (a,) = http_backends("a")
+    port = start(proxy, cert, a)
+    client = H3Client(port, server_name="example.com")
+    try:
+        pseudo = [(":method", "GET"), (":scheme", "https"), (":path", "/headers"),
+                  ("host", "c.test")]  # fmt: skip
+        r = send(client, pseudo)
+        assert client.terminated is None and r["reset"] is None, (r, client.terminated)
+        fields = dict(r["headers"])
+        assert fields[b":status"] == b"200"
+        seen = json.loads(b"".join(r["body"]))["headers"]
+        assert [v for n, v in seen if n == "host"] == ["c.test"]
+    finally:
+        client.close()
