@@ -476,6 +476,30 @@ MALFORMED_IDS = ["connection", "transfer-encoding", "te", "no-path", "uppercase"
                  "two-paths", "unknown-pseudo", "empty-path"]  # fmt: skip
 
 
+def test_body_longer_than_content_length_is_never_forwarded(cert, proxy):
+    """DATA past the declared content-length before END_STREAM: refused as it arrives, and
+    the excess, which the HTTP/1.1 server would read as a request of its own, never sent
+    (test_http3_requests.py has the same for HTTP/3)."""
+    from tests.e2e.httpbackend import RawBackend
+
+    raw = RawBackend()
+    try:
+        port = start_h2(proxy, cert, raw)
+        with H2Client(port) as c:
+            sid = c.request("POST", "/", [("content-length", "10")], None, end=False)
+            c.send_body(sid, b"a" * 6, end=False)
+            assert c.wait(lambda: b"a" * 6 in raw.data(), timeout=5)
+            c.send_body(sid, b"aaaaGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", end=False)
+            c.wait(lambda: c.goaway is not None or c.streams[sid].done)
+            r = c.streams[sid]
+            assert (c.goaway and c.goaway.error_code == PROTOCOL_ERROR) or r.reset == PROTOCOL_ERROR
+            assert r.status == 0
+        time.sleep(0.3)
+        assert b"/smuggled" not in raw.data() and raw.heads == []
+    finally:
+        raw.close()
+
+
 @pytest.mark.parametrize("fields", MALFORMED, ids=MALFORMED_IDS)
 def test_malformed_requests_are_refused_and_not_forwarded(fields, cert, proxy, http_backends):
     (a,) = http_backends("a")
