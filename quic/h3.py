@@ -376,6 +376,23 @@ class H3Server:
             except Exception as exc:
                 log.debug("http3: stop stream %d: %s", stream.stream_id, exc)
         if not self.streams and self.draining:
+            self.close_when_delivered()
+
+    def close_when_delivered(self, polls: int = 40) -> None:
+        """Close a draining connection once every response it sent has been acknowledged:
+        aioquic's close() sends CONNECTION_CLOSE at once and drops stream data still queued
+        or in flight, so a response finished just before it was lost. Checked every 50 ms,
+        at most `polls` times (2 s: an acknowledgement takes a round trip)."""
+        if self.closed:
+            return
+        pending = any(
+            not s.sender.is_finished
+            for sid, s in self.quic._streams.items()
+            if sid % 4 == 0  # the client's request streams (not the control or QPACK ones)
+        )
+        if pending and polls > 0:
+            self.loop.call_later(0.05, self.close_when_delivered, polls - 1)
+        else:
             self.close()
 
     def drain(self, grace: float) -> None:

@@ -288,7 +288,7 @@ _HTTP_LISTENER: Fields = {
     "quic_congestion": (choice("cubic", "reno"), "cubic"),
     "quic_early_data": (boolean, False),
     "quic_stateless_reset": (boolean, True),
-    "qpack_table_size": (integer(0, 1 << 20), 4096),
+    "qpack_table_size": (integer(0, 1 << 20), 0),
     "qpack_blocked_streams": (integer(0, 1000), 16),
 }
 _HTTP_POOL: Fields = {

@@ -135,7 +135,7 @@ class HttpListenerSettings:
     quic_congestion: str = "cubic"  # "cubic" | "reno" (what aioquic offers)
     quic_early_data: bool = False  # 0-RTT (session tickets, safe methods only, RFC 8470)
     quic_stateless_reset: bool = True  # answer datagrams of unknown connections (RFC 9000 §10.3)
-    qpack_table_size: int = 4096  # SETTINGS_QPACK_MAX_TABLE_CAPACITY (decoder)
+    qpack_table_size: int = 0  # SETTINGS_QPACK_MAX_TABLE_CAPACITY (decoder); 0: as HAProxy
     qpack_blocked_streams: int = 16  # SETTINGS_QPACK_BLOCKED_STREAMS
 
 

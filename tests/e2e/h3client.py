@@ -17,11 +17,32 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, StreamReset
 
-__all__ = ["H3Client", "H3Error"]
+__all__ = ["ClientH3", "H3Client", "H3Error"]
 
 
 class H3Error(Exception):
     pass
+
+
+class ClientH3(H3Connection):
+    """aioquic's H3 for the client, told which responses have no content: aioquic checks each
+    response's content-length against its DATA, but a response to HEAD, a 204 and a 304 may
+    carry a content-length with no DATA (RFC 9114 §4.1.2, RFC 9110 §6.4.1), and aioquic then
+    closes the whole connection with H3_MESSAGE_ERROR."""
+
+    def __init__(self, quic: QuicConnection) -> None:
+        super().__init__(quic)
+        self.no_content: set[int] = set()  # stream ids: HEAD requests, 204 and 304 responses
+
+    def _decode_headers(self, stream_id: int, frame_data: bytes | None) -> list:
+        headers = super()._decode_headers(stream_id, frame_data)
+        if (b":status", b"204") in headers or (b":status", b"304") in headers:
+            self.no_content.add(stream_id)
+        return headers
+
+    def _check_content_length(self, stream) -> None:
+        if stream.stream_id not in self.no_content:
+            super()._check_content_length(stream)
 
 
 class H3Client:
@@ -54,13 +75,13 @@ class H3Client:
         self.quic = QuicConnection(configuration=config, session_ticket_handler=self.tickets.append)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.h3: H3Connection | None = None
+        self.h3: ClientH3 | None = None
         self.connected = False
         self.terminated: ConnectionTerminated | None = None
         self.responses: dict[int, dict] = {}
         self.received: list[bytes] = []  # every datagram, for the tests that look at them
         self.quic.connect(self.addr, now=time.monotonic())
-        self.h3 = H3Connection(self.quic)
+        self.h3 = ClientH3(self.quic)
         if wait:
             self.wait_connected()
 
@@ -150,6 +171,8 @@ class H3Client:
     ) -> int:
         assert self.h3 is not None
         sid = self.quic.get_next_available_stream_id()
+        if method == "HEAD":
+            self.h3.no_content.add(sid)
         fields = [
             (b":method", method.encode()),
             (b":scheme", b"https"),

@@ -1,7 +1,8 @@
-"""HTTP/2 end to end: the L7 behaviours over an `https` listener for HTTP/1.1 and HTTP/2
-clients alike (the `client` parameter; HTTP/3 adds a third), h2c with prior knowledge, and
-each HTTP/2 defence sent by a raw h2 client (tests/e2e/h2client.py), with another connection
-served meanwhile and afterwards."""
+"""HTTP/2 end to end: the L7 behaviours over an `https` listener (with `http3 = true`) for
+HTTP/1.1, HTTP/2 and HTTP/3 clients alike (the `ask` fixture's parameter; HTTP/3 through the
+aioquic client of tests/e2e/h3client.py over UDP on the same port), h2c with prior knowledge,
+and each HTTP/2 defence sent by a raw h2 client (tests/e2e/h2client.py), with another
+connection served meanwhile and afterwards."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import h11
 import pytest
 
 from tests.e2e.h2client import H2Client
+from tests.e2e.h3client import H3Client
 from tests.e2e.helpers import free_port, make_cert, pool_toml, wait_until
 from tests.e2e.httpbackend import HttpBackend
 from tests.e2e.test_http import ROUTES as HTTP_ROUTES
@@ -32,13 +34,13 @@ def cert(tmp_path_factory) -> tuple[str, str]:
 
 
 def https(port: int, cert, pool: str | None = "p", http: str = "", routes: str = "") -> str:
-    """An https listener named web; `http` is the body of its [listener.web.http] table."""
+    """An https listener named web, with HTTP/3 on (UDP on the same port); `http` is the rest
+    of its [listener.web.http] table."""
     text = f'[listener.web]\nbind = "127.0.0.1:{port}"\nprotocol = "https"\n'
     if pool:
         text += f'pool = "{pool}"\n'
     text += f'[[listener.web.certs]]\ncert = "{cert[0]}"\nkey = "{cert[1]}"\n'
-    if http:
-        text += "[listener.web.http]\n" + http
+    text += "[listener.web.http]\nhttp3 = true\n" + http
     return text + "\n" + routes
 
 
@@ -89,11 +91,24 @@ def h2_ask(port, method, path, headers, body, authority) -> tuple[int, dict, byt
         return r.status, r.headers, r.body
 
 
-@pytest.fixture(params=["h1", "h2"])
+def h3_ask(port, method, path, headers, body, authority) -> tuple[int, dict, bytes]:
+    """One HTTP/3 request on a new QUIC connection (aioquic, UDP on the listener's port)."""
+    fields = [(n.lower().encode(), v.encode()) for n, v in headers]
+    if body is not None:
+        fields.append((b"content-length", str(len(body)).encode()))
+    client = H3Client(port, server_name="example.com")
+    try:
+        sid = client.send(method, path, authority=authority, headers=fields, body=body or b"")
+        return client.response(sid, timeout=60)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["h1", "h2", "h3"])
 def ask(request):
     """`ask(port, path, headers=[], method="GET", body=None, authority="example.com")` ->
     (status, headers, body), over the client protocol of this run."""
-    impl = h1_ask if request.param == "h1" else h2_ask
+    impl = {"h1": h1_ask, "h2": h2_ask, "h3": h3_ask}[request.param]
 
     def call(port, path, headers=(), method="GET", body=None, authority="example.com"):
         return impl(port, method, path, list(headers), body, authority)
@@ -106,7 +121,7 @@ def ask(request):
 ROUTES = HTTP_ROUTES.replace('to = "https://{host}', 'to = "{scheme}://{host}')
 
 
-# -- the L7 behaviours, over HTTP/1.1 and HTTP/2 ---------------------------------------------
+# -- the L7 behaviours, over HTTP/1.1, HTTP/2 and HTTP/3 ----------------------------------------
 
 
 def test_routing_rewrite_redirect_respond(ask, cert, proxy, http_backends):
@@ -200,6 +215,21 @@ def test_large_upload_and_download(ask, cert, proxy, http_backends):
     assert headers["content-length"] == str(4 << 20) and got == b"b" * (4 << 20)
 
 
+def test_head_and_responses_without_content(ask, cert, proxy, http_backends):
+    """HEAD, 304 and an empty chunked body: no content (their content-length, if any, does
+    not count against the body: RFC 9110 §6.4.1, RFC 9114 §4.1.2)."""
+    (a,) = http_backends("a")
+    port = free_port()
+    proxy(https(port, cert) + pool_toml("p", servers(a)))
+    status, headers, body = ask(port, "/bytes/100", method="HEAD")
+    assert (status, headers["content-length"], body) == (200, "100", b"")
+    assert ask(port, "/status/304")[::2] == (304, b"")
+    status, headers, body = ask(port, "/chunked/0")
+    assert (status, body) == (200, b"")
+    assert ask.version == "h1" or "transfer-encoding" not in headers  # HTTP/1.1 framing only
+    assert ask(port, "/bytes/3")[2] == b"bbb"
+
+
 def test_access_log_fields(ask, cert, proxy, http_backends):
     (a,) = http_backends("a")
     port = free_port()
@@ -210,6 +240,7 @@ def test_access_log_fields(ask, cert, proxy, http_backends):
     line = next(line for line in p.access_lines() if f"id={rid}" in line)
     assert '"GET example.com/bytes/10" 200 10 route=- server=p/a' in line
     assert "retries=0" in line
+    assert line.endswith(" http=" + {"h1": "1.1", "h2": "2", "h3": "3"}[ask.version]), line
 
 
 def test_curl_http2(cert, proxy, http_backends):
@@ -421,29 +452,55 @@ def test_content_length_that_disagrees_with_data(sent, cert, proxy):
         raw.close()
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         ("connection", "keep-alive")],
-        [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         ("transfer-encoding", "chunked")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         ("te", "gzip")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         ("X-Upper", "1")],
-        [(":method", "GET"), (":scheme", "https"), ("x-a", "1"), (":authority", "x"),
-         (":path", "/")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         (":path", "/b")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
-         (":foo", "1")],
-        [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "")],
-    ],
-    ids=["connection", "transfer-encoding", "te", "no-path", "uppercase", "pseudo-after",
-         "two-paths", "unknown-pseudo", "empty-path"],
-)  # fmt: skip
+# Requests that RFC 9113 §8.2-8.3 and RFC 9114 §4.2-4.3 make malformed (test_http3_requests.py
+# sends them over HTTP/3).
+MALFORMED = [
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("connection", "keep-alive")],
+    [(":method", "POST"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("transfer-encoding", "chunked")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("te", "gzip")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("X-Upper", "1")],
+    [(":method", "GET"), (":scheme", "https"), ("x-a", "1"), (":authority", "x"),
+     (":path", "/")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     (":path", "/b")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     (":foo", "1")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "")],
+]  # fmt: skip
+MALFORMED_IDS = ["connection", "transfer-encoding", "te", "no-path", "uppercase", "pseudo-after",
+                 "two-paths", "unknown-pseudo", "empty-path"]  # fmt: skip
+
+
+def test_body_longer_than_content_length_is_never_forwarded(cert, proxy):
+    """DATA past the declared content-length before END_STREAM: refused as it arrives, and
+    the excess, which the HTTP/1.1 server would read as a request of its own, never sent
+    (test_http3_requests.py has the same for HTTP/3)."""
+    from tests.e2e.httpbackend import RawBackend
+
+    raw = RawBackend()
+    try:
+        port = start_h2(proxy, cert, raw)
+        with H2Client(port) as c:
+            sid = c.request("POST", "/", [("content-length", "10")], None, end=False)
+            c.send_body(sid, b"a" * 6, end=False)
+            assert c.wait(lambda: b"a" * 6 in raw.data(), timeout=5)
+            c.send_body(sid, b"aaaaGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", end=False)
+            c.wait(lambda: c.goaway is not None or c.streams[sid].done)
+            r = c.streams[sid]
+            assert (c.goaway and c.goaway.error_code == PROTOCOL_ERROR) or r.reset == PROTOCOL_ERROR
+            assert r.status == 0
+        time.sleep(0.3)
+        assert b"/smuggled" not in raw.data() and raw.heads == []
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("fields", MALFORMED, ids=MALFORMED_IDS)
 def test_malformed_requests_are_refused_and_not_forwarded(fields, cert, proxy, http_backends):
     (a,) = http_backends("a")
     port = start_h2(proxy, cert, a)
