@@ -28,6 +28,7 @@ JSON arrays), at the cost of a slightly worse ratio than whole-body compression.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_TYPES",
     "ENCODINGS",
     "CompressConfig",
+    "Decoder",
     "Encoder",
     "available",
     "choose",
@@ -48,6 +50,8 @@ __all__ = [
     "parse_accept_encoding",
     "start_encoder",
 ]
+
+log = logging.getLogger("l4lb")
 
 #: The encodings l4lb can produce, in the default preference order.
 ENCODINGS = ("zstd", "br", "gzip")
@@ -90,6 +94,7 @@ class CompressConfig:
     min_length: int = 256
     types: tuple[str, ...] = DEFAULT_TYPES
     levels: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
+    decompress: bool = False  # decode a server's gzip/br/zstd for a client that refuses it
 
 
 def available(encoding: str) -> bool:
@@ -192,6 +197,89 @@ class Encoder:
         return obj.flush()
 
 
+class Decoder:
+    """The other way (`decompress = true`): a server's gzip, br or zstd body decoded chunk by
+    chunk for a client that does not accept it, with `Encoder`'s surface. Memory per chunk
+    is what the server's compression ratio makes of it: the server is yours, not the
+    client, so the ratio is not capped."""
+
+    __slots__ = ("_obj", "encoding", "kind")
+
+    def __init__(self, coding: str) -> None:
+        self.encoding = "identity"
+        self.kind = coding
+        self._obj: Any
+        if coding == "gzip":
+            self._obj = zlib.decompressobj(47)  # 47: a gzip or zlib header, detected
+        elif coding == "br":
+            import brotli
+
+            self._obj = brotli.Decompressor()
+        elif coding == "zstd":
+            import zstandard
+
+            self._obj = zstandard.ZstdDecompressor().decompressobj()
+        else:
+            raise ValueError(f"unknown encoding {coding!r}")
+
+    def compress(self, data: bytes) -> bytes:  # (the name `Encoder` users call)
+        obj = self._obj
+        try:
+            return obj.process(data) if self.kind == "br" else obj.decompress(data)
+        except Exception as exc:  # zlib.error, brotli.error, zstandard.ZstdError
+            log.warning("decompress: the server's %s body is not valid: %s", self.kind, exc)
+            self._obj = _Nothing()
+            return b""
+
+    def finish(self) -> bytes:
+        obj = self._obj
+        return obj.flush() if self.kind == "gzip" else b""  # (_Nothing flushes too)
+
+
+class _Nothing:
+    """What a decoder becomes after a corrupt body: the rest is dropped (the client gets a
+    truncated body and the log line says why), never an exception in the pipeline."""
+
+    def process(self, data: bytes) -> bytes:
+        return b""
+
+    decompress = process
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def _decoder_for(config: CompressConfig, request: Request, response: Response) -> Decoder | None:
+    """A Decoder when `decompress` is on and the response's one content-coding is one the
+    client does not accept; the fields are rewritten as for a decoded body."""
+    if not config.decompress or request.method == "HEAD" or response.status in _NO_BODY:
+        return None
+    fields = response.fields()
+    codings = [v.strip().lower() for n, v in fields if n == b"content-encoding"]
+    if len(codings) != 1 or codings[0].decode("latin-1") not in ENCODINGS:
+        return None
+    coding = codings[0].decode("latin-1")
+    if any(
+        n == b"content-range" or (n == b"cache-control" and b"no-transform" in v.lower())
+        for n, v in fields
+    ):
+        return None
+    if choose(request.header(b"accept-encoding"), (coding,)) is not None or not available(coding):
+        return None
+    edited = []
+    for name, value in fields:
+        if name == b"content-encoding" or name == b"content-length":
+            continue
+        if name == b"etag" and not value.startswith(b"W/"):
+            value = b"W/" + value
+        edited.append((name, value))
+    if not any(name == b"vary" and _names_encoding(value) for name, value in fields):
+        edited.append((b"vary", b"accept-encoding"))
+    response.set_fields(edited)
+    response.length = None
+    return Decoder(coding)
+
+
 def new_encoder(config: CompressConfig, encoding: str) -> Encoder:
     return Encoder(encoding, config.levels.get(encoding, DEFAULT_LEVELS[encoding]))
 
@@ -200,6 +288,9 @@ def start_encoder(config: CompressConfig, request: Request, response: Response) 
     """Decide for this response head; when it is compressed, rewrite its fields
     (Content-Encoding, Vary, no Content-Length, weak ETag) and return the encoder. A
     response that could have been compressed gets `Vary: Accept-Encoding` either way."""
+    decoder = _decoder_for(config, request, response)
+    if decoder is not None:
+        return decoder  # type: ignore[return-value]  (the same two calls)
     encoding = chosen_encoding(config, request, response)
     return None if encoding is None else new_encoder(config, encoding)
 

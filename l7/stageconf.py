@@ -50,6 +50,7 @@ _COMPRESS: Fields = {
     "min_length": (_size, 256),
     "types": (lambda v: _types(v), DEFAULT_TYPES),
     "levels": (lambda v: v, None),
+    "decompress": (boolean, False),
 }
 _CACHE: Fields = {
     "max_bytes": (_size, _REQUIRED),
@@ -126,7 +127,7 @@ def parse_compress(loader: _Loader, value: Any, parts: Path_) -> CompressConfig 
         except BadValue as exc:
             loader.error([*parts, "levels", name], exc.message, exc.allowed)
             return None
-    return CompressConfig(encodings, raw["min_length"], raw["types"], levels)
+    return CompressConfig(encodings, raw["min_length"], raw["types"], levels, raw["decompress"])
 
 
 def parse_cache(loader: _Loader, name: str, value: Any, parts: Path_) -> CacheConfig | None:

@@ -3,7 +3,8 @@
 Paths: `/headers` (the request as JSON), `/status/N`, `/bytes/N` (Content-Length body),
 `/chunked/N` (chunked body), `/digest` (reads the whole request body, answers its length and
 sha256), `/slow/SECONDS`, `/close` (answers, then resets the connection before the next
-response), `/resp?n=N&type=T&h=NAME:VALUE&chunked=1` (N bytes of text, Content-Type T,
+response), `/resp?n=N&type=T&h=NAME:VALUE&chunked=1&encode=E` (N bytes of text, Content-Type T, sent
+encoded with E (gzip, br, zstd) when asked,
 each `h` as a response field; with an `etag` field, a matching If-None-Match gets 304, and
 with a `last-modified` one, an equal If-Modified-Since), `/trailers` (a chunked body ending
 in trailer fields, allowed ones and forbidden ones, with the request's trailers as JSON in
@@ -197,7 +198,25 @@ def _resp(target: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, bool
     ims = next((v for k, v in headers if k.lower() == "if-modified-since"), None)
     if inm is None and modified is not None and ims == modified:
         return 304, b"", False, [h for h in extra if h[0] != "content-type"]
+    encode = query.get("encode", [""])[0]  # the body sent already encoded (decompression)
+    if encode:
+        body = _encoded(body, encode)
+        extra.append(("content-encoding", encode))
     return status, body, "chunked" in query, extra
+
+
+def _encoded(body: bytes, coding: str) -> bytes:
+    if coding == "gzip":
+        import gzip
+
+        return gzip.compress(body)
+    if coding == "br":
+        import brotli
+
+        return brotli.compress(body)
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(body)
 
 
 class RawBackend:

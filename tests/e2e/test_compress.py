@@ -115,3 +115,32 @@ def test_route_turns_it_off(proxy, http_backends, tmp_path):
     accept = ("-H", "accept-encoding: gzip")
     assert "content-encoding" not in curl(port, "http", f"/raw/resp?n={BODY_N}", *accept)[0]
     assert curl(port, "http", f"/resp?n={BODY_N}", *accept)[0]["content-encoding"] == "gzip"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
+def test_decompressed_for_a_client_that_refuses_the_servers_encoding(
+    proxy, http_backends, tmp_path, protocol, encoding
+):
+    """`decompress = true`: a server's encoded body reaches a client without that encoding
+    decoded (no Content-Encoding, no Content-Length, a weak ETag, Vary), and a client that
+    accepts it gets the server's bytes as they are."""
+    (backend,) = http_backends("b")
+    port = free_port()
+    compress = '{encodings = ["gzip"], decompress = true}'
+    proxy(config(port, backend, tmp_path, protocol, compress))
+    path = f"/resp?n={BODY_N}&encode={encoding}&h=etag:%22v1%22"
+    headers, body = curl(port, protocol, path, "-H", "Accept-Encoding: identity")
+    assert headers[":status"] == "200" and body == ORIGINAL
+    assert "content-encoding" not in headers and "content-length" not in headers
+    assert headers["etag"] == 'W/"v1"' and "accept-encoding" in headers["vary"].lower()
+    headers, raw = curl(port, protocol, path, "-H", f"Accept-Encoding: {encoding}")
+    assert headers["content-encoding"] == encoding and raw != ORIGINAL and len(raw) < BODY_N
+
+
+def test_not_decompressed_unless_asked(proxy, http_backends, tmp_path):
+    (backend,) = http_backends("b")
+    port = free_port()
+    proxy(config(port, backend, tmp_path, "http", "true"))
+    headers, raw = curl(port, "http", f"/resp?n={BODY_N}&encode=gzip")
+    assert headers["content-encoding"] == "gzip" and raw != ORIGINAL

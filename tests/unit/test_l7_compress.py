@@ -157,3 +157,18 @@ def test_round_trip(encoding, chunks, level):
     enc = Encoder(encoding, level)
     out = b"".join(enc.compress(c) for c in chunks) + enc.finish()
     assert decode(encoding, out) == b"".join(chunks)
+
+
+def test_decoder_round_trips_and_survives_a_corrupt_body():
+    import gzip
+
+    from l7.compress import Decoder
+
+    body = b"hello decoder " * 500
+    packed = gzip.compress(body)
+    d = Decoder("gzip")
+    out = b"".join(d.compress(packed[i : i + 100]) for i in range(0, len(packed), 100))
+    assert out + d.finish() == body
+    bad = Decoder("gzip")
+    assert bad.compress(b"not gzip at all") == b"" and bad.compress(packed) == b""
+    assert bad.finish() == b""
