@@ -271,14 +271,6 @@ class H2Server(asyncio.Protocol):
         self.maybe_forget(stream)
         self.flush()
 
-    def acknowledge(self, stream: H2Stream, n: int) -> None:
-        try:
-            self.h2.acknowledge_received_data(n, stream.stream_id)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            return
-        if not self.corked:
-            self.flush()
-
     def flush(self) -> None:
         """The streams queued while corked hand h2 their DATA, then h2's bytes go out as one
         write."""

@@ -201,7 +201,7 @@ class H2Stream(StreamSide):
         if self.paused:
             self.unacked += length
         elif length:
-            self.conn.acknowledge(self, length)
+            self.acknowledge(length)
 
     def received_end(self) -> None:
         """The client's END_STREAM: the request body is complete (or the tunnel's way in)."""
@@ -225,7 +225,17 @@ class H2Stream(StreamSide):
             self.paused = False
             if self.unacked:
                 n, self.unacked = self.unacked, 0
-                self.conn.acknowledge(self, n)
+                self.acknowledge(n)
+
+    def acknowledge(self, n: int) -> None:
+        """Give the client `n` bytes of window back (h2 sends WINDOW_UPDATE when due)."""
+        conn = self.conn
+        try:
+            conn.h2.acknowledge_received_data(n, self.stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return
+        if not conn.corked:
+            conn.flush()
 
     def abort(self) -> None:
         self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
