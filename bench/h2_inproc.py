@@ -23,6 +23,7 @@ import collections
 import cProfile
 import gc
 import pstats
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -171,7 +172,9 @@ def main() -> None:
     results, report = uvloop.run(measure(args.n, args.rounds, args.profile))
     build = "compiled" if compiled else "pure Python"
     rounds = ", ".join(f"{r:.2f}" for r in results)
-    print(f"h2 request, {build}: {min(results):.2f} us per request (rounds: {rounds})")
+    best, median = min(results), statistics.median(results)
+    print(f"h2 request, {build}: {median:.2f} us per request, median", end="")
+    print(f" (best {best:.2f}; rounds: {rounds})")
     if report:
         print()
         print(report)

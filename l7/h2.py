@@ -1,31 +1,25 @@
-"""The HTTP/2 adapter on the client side: h2 events to `Request` and exchanges, and back.
+"""The HTTP/2 adapter on the client side, the connection: h2 events to streams, and back.
 
 One `H2Server` per connection (an `https` listener that negotiated ALPN `h2`, or an `http`
-listener with `h2c = true` and the client's prior knowledge); one `H2Stream` per request,
-which is the exchange's `ClientStream` (l7/sides.py). Each stream goes through the same
-pipeline as an HTTP/1.1 request, concurrently with the others on its connection. The
-python-hyper `h2` library does the framing, HPACK, the stream state machines and most of
+listener with `h2c = true` and the client's prior knowledge); one `l7.h2stream.H2Stream` per
+request, the exchange's `ClientStream`, through the same pipeline as an HTTP/1.1 request.
+The python-hyper `h2` library does the framing, HPACK, the stream state machines and most of
 RFC 9113's validation (pseudo-header rules, connection-specific fields, Content-Length
 against DATA, CONTINUATION backlog, HPACK bombs through the header list size); a violation
-it finds ends the connection with GOAWAY carrying its error code, before the stream is handed
-to the pipeline, so nothing of it is forwarded.
+ends the connection with GOAWAY carrying its error code before the stream reaches the
+pipeline, so nothing of it is forwarded. `:authority` and `host` that differ are refused
+there too (RFC 9113 §8.3.1); the server gets `Host: <authority>`.
 
 What h2 does not do, done here (defences.py holds the counting, sans-IO):
 - Rapid reset (CVE-2023-44487) and control-frame floods (SETTINGS, PING, PRIORITY,
   WINDOW_UPDATE, empty DATA): counted per connection in a sliding window; over the limit,
   GOAWAY ENHANCE_YOUR_CALM and close, as nginx and Envoy do.
-- Flow control both ways with bounded memory: a stream's request body is acknowledged
-  (WINDOW_UPDATE) only once the exchange took it, so a slow server stalls that stream's
-  client, not the connection; a response body waits in a per-stream buffer while the
-  client's window is closed, and the server is paused once that buffer is over
-  `h2_stream_buffer`. A stream that stays blocked on a zero window longer than
-  `body_timeout` is reset.
-- `:authority` and `host`: one authority (RFC 9113 §8.3.1): h2 refuses a request where both
-  are present and differ (GOAWAY PROTOCOL_ERROR, before `request` sees it; the 400 there is
-  a second line); the server gets `Host: <authority>`.
-- WebSocket over a stream (RFC 8441 extended CONNECT), when the listener allows WebSocket:
-  `l7.streams` turns the request into the HTTP/1.1 upgrade a server expects; after its 101
-  the stream is a tunnel (`H2Stream.tunnel`), its DATA within the same flow control.
+- Flow control both ways with bounded memory (the stream's side in l7/h2stream.py): a
+  request body is acknowledged only once the exchange took it; a response body waits for
+  the client's window, the server paused over `h2_stream_buffer`, the stream reset after
+  `body_timeout` on a zero window (the connection's one timer).
+- Writes once per read: `corked` (set in `data_received` and by an upstream read) holds the
+  streams' DATA in `pending` until `flush`, which writes h2's bytes once.
 - Graceful GOAWAY at reload and shutdown: the frame is written by hand (h2's close_connection
   would stop the streams in flight), streams after it are refused, the connection closes
   when the last one is done or after the grace period.
@@ -35,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -45,178 +39,15 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
-from l4lb.errors import RemoteProtocolError
 from l7.defences import FloodGuard
-from l7.streams import (
-    StreamSide,
-    head_fields,
-    simple_fields,
-    status_value,
-)
-
-if TYPE_CHECKING:
-    from l7.exchange import Exchange
-    from l7.model import Response
+from l7.h2stream import H2Stream
 
 __all__ = ["H2_PREFACE", "H2Server", "H2Stream"]
 
 log = logging.getLogger("l4lb")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# Connection-specific fields of an HTTP/1.1 101 that have no place on a stream (RFC 9113
-# §8.2.2), and the server's handshake answer, which an RFC 8441 client does not expect.
-_NOT_ON_A_STREAM = frozenset(
-    {b"connection", b"upgrade", b"keep-alive", b"transfer-encoding", b"sec-websocket-accept"}
-)
 _CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
-
-
-class H2Stream(StreamSide):
-    """One request on an HTTP/2 connection: the exchange's client side."""
-
-    version = "2"
-
-    __slots__ = (
-        "conn",
-        "end_sent",
-        "ended",
-        "ex",
-        "out",
-        "out_size",
-        "paused",
-        "peer",
-        "request_done",
-        "stalled_since",
-        "stream_id",
-        "trailers",
-        "unacked",
-        "upstream_paused",
-    )
-
-    def __init__(self, conn: H2Server, stream_id: int) -> None:
-        self.conn = conn
-        self.stream_id = stream_id
-        self.ex: Exchange | None = None
-        self.out: list[bytes] = []  # response body waiting for the client's window
-        self.out_size = 0
-        self.ended = False  # the response is complete (END_STREAM to send when `out` is empty)
-        self.end_sent = False
-        self.request_done = False
-        self.paused = False  # the exchange asked to stop reading the request body
-        self.unacked = 0  # request body bytes not yet acknowledged (while paused)
-        self.upstream_paused = False
-        self.stalled_since = 0.0
-        self.trailers: list | None = None  # the response's, sent as HEADERS with END_STREAM
-        self.peer: Any = None  # the server connection of a WebSocket tunnel (RFC 8441)
-
-    # -- the response ------------------------------------------------------------------------
-
-    def send_interim(self, ex: Exchange, response: Response) -> None:
-        fields = [(b":status", status_value(response.status)), *response.fields()]
-        self.conn.send_headers(self, fields, False)
-
-    def send_head(self, ex: Exchange, response: Response) -> None:
-        if response.status == 101:  # RFC 8441 §5: a 2xx, and the stream stays open
-            fields = [(n, v) for n, v in head_fields(response) if n not in _NOT_ON_A_STREAM]
-            self.conn.send_headers(self, [(b":status", b"200"), *fields[1:]], False)
-            return
-        if ex.framing != "none":
-            ex.framing = "stream"
-        end = ex.framing == "none"
-        if end:
-            self.ended = self.end_sent = True
-        self.conn.send_headers(self, head_fields(response), end)
-
-    def send_data(self, ex: Exchange, data: bytes) -> None:
-        self.out.append(data)
-        self.out_size += len(data)
-        self.conn.flush_stream(self)
-
-    def send_end(self, ex: Exchange) -> None:
-        if not self.ended:
-            self.ended = True
-            self.trailers = ex.response_trailers
-            self.conn.flush_stream(self)
-
-    def send_simple(self, ex: Exchange, status: int, fields: list, body: bytes) -> None:
-        head = simple_fields(status, fields)
-        if body:
-            self.conn.send_headers(self, head, False)
-            self.out.append(body)
-            self.out_size += len(body)
-        else:
-            self.end_sent = True
-            self.conn.send_headers(self, head, True)
-        self.ended = True
-        self.conn.flush_stream(self)
-
-    # -- flow control asked by the pipeline --------------------------------------------------
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        if self.paused:
-            self.paused = False
-            if self.unacked:
-                n, self.unacked = self.unacked, 0
-                self.conn.acknowledge(self, n)
-
-    def abort(self) -> None:
-        self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-
-    # -- a WebSocket tunnel: extended CONNECT (RFC 8441) to an HTTP/1.1 upgrade --------------
-
-    def tunnel(self, upstream: Any, pending: bytes) -> None:
-        if upstream is None:
-            self.abort()
-            return
-        self.peer = upstream
-        if pending:
-            upstream.write(pending)
-
-    def write(self, data: bytes) -> None:
-        """The server's tunnel bytes, as DATA within the client's window (the server is no
-        longer read while more than `h2_stream_buffer` waits, as for a response body)."""
-        self.out.append(data)
-        self.out_size += len(data)
-        self.conn.flush_stream(self)
-
-    def tunnel_eof(self, side: str) -> None:
-        """One way of the tunnel ended: the client's END_STREAM goes to the server as EOF
-        (when its transport can half-close), the server's EOF ends the stream after what is
-        buffered; once both have ended, or a side cannot half-close, the tunnel ends."""
-        peer = self.peer
-        if peer is None:
-            return
-        if side == "client":
-            transport = peer.transport
-            if not self.ended and transport is not None and transport.can_write_eof():
-                transport.write_eof()
-                return
-        else:
-            self.ended = True
-            self.conn.flush_stream(self)
-            if not self.request_done:
-                return
-        self.end_tunnel()
-
-    def end_tunnel(self) -> None:
-        peer, self.peer = self.peer, None
-        if peer is None:
-            return
-        if not self.ended:
-            self.ended = True
-            self.conn.flush_stream(self)
-        if self.ex is not None:
-            self.ex.tunnel_closed()
-        peer.close()
-
-    def cancel(self) -> None:
-        self.conn.reset(self, h2.errors.ErrorCodes.CANCEL)
-
-    def exchange_done(self, ex: Exchange) -> None:
-        self.conn.stream_done(self)
 
 
 class H2Server(asyncio.Protocol):
@@ -234,6 +65,9 @@ class H2Server(asyncio.Protocol):
             header_encoding=None,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
+            # `l7.streams.request_fields` joins the cookie fields itself (RFC 9113 §8.2.3):
+            # h2's inbound normalisation would only add a generator per field.
+            normalize_inbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config)
         self.h2.local_settings = h2.settings.Settings(
@@ -256,6 +90,7 @@ class H2Server(asyncio.Protocol):
         self.forwarding: tuple[Any, bytes, bytes] = (None, b"", b"")
         self.guard = FloodGuard(settings.h2_max_resets, settings.h2_max_control, 10.0)
         self.corked = 0
+        self.pending: list[H2Stream] = []  # streams with DATA to push at the next flush
         self.closed = False
         self.gone = False  # calm() sent its GOAWAY: the rest of the frames read are dropped
         self.draining = False
@@ -298,10 +133,13 @@ class H2Server(asyncio.Protocol):
             return
         self.corked += 1
         try:
+            on = _ON
             for event in events:
                 if self.gone:
                     break
-                self.event(event)
+                handler = on.get(type(event))
+                if handler is not None:
+                    handler(self, event)
         except Exception:  # a bug: it costs this connection, logged, and nothing else
             log.exception("http2 %s:%d: internal error", self.client[0], self.client[1])
             self.calm("internal error", h2.errors.ErrorCodes.INTERNAL_ERROR)
@@ -336,82 +174,57 @@ class H2Server(asyncio.Protocol):
         if self.on_close is not None:
             self.on_close(self)
 
-    # -- h2 events ---------------------------------------------------------------------------
+    # -- h2 events: one method per event type (`_ON`, below the class) ----------------------
 
-    def event(self, event: Any) -> None:
-        guard, now = self.guard, self.loop.time()
-        if isinstance(event, h2.events.RequestReceived):
-            self.request(event)
-        elif isinstance(event, h2.events.DataReceived):
-            stream = self.streams.get(event.stream_id)
-            if not event.data and not event.stream_ended and guard.control(now):
-                self.calm("empty DATA frames")
-                return
-            if stream is None or stream.ex is None or stream.ex.finished:
-                if event.flow_controlled_length:
-                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                return
-            try:
-                if stream.peer is not None:  # a WebSocket tunnel's bytes
-                    stream.peer.write(event.data)
-                    stream.ex.conn.touched = True
-                elif event.data:
-                    stream.ex.body_chunk(event.data)
-            except RemoteProtocolError as exc:
-                stream.refuse(exc.status_hint, str(exc))
-                return
-            if stream.paused:
-                stream.unacked += event.flow_controlled_length
-            elif event.flow_controlled_length:
-                self.acknowledge(stream, event.flow_controlled_length)
-        elif isinstance(event, h2.events.StreamEnded):
+    def on_data(self, event: h2.events.DataReceived) -> None:
+        if not event.data and not event.stream_ended and self.guard.control(self.loop.time()):
+            self.calm("empty DATA frames")
+            return
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.received_data(event.data, event.flow_controlled_length)
+        elif event.flow_controlled_length:
+            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    def on_stream_ended(self, event: h2.events.StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.received_end()
+
+    def on_reset(self, event: h2.events.StreamReset) -> None:
+        if self.guard.reset(self.loop.time()):
+            self.calm("too many stream resets")  # CVE-2023-44487
+            return
+        stream = self.streams.pop(event.stream_id, None)
+        if self.listener is not None:
+            self.listener.h2_resets += 1
+        if stream is not None and stream.ex is not None and not stream.ex.finished:
+            stream.ex.abort()
+
+    def on_window(self, event: h2.events.WindowUpdated) -> None:
+        if self.guard.control(self.loop.time()):
+            self.calm("WINDOW_UPDATE flood")
+            return
+        if event.stream_id:
             stream = self.streams.get(event.stream_id)
             if stream is not None:
-                stream.request_done = True
-                ex = stream.ex
-                if stream.peer is not None:
-                    stream.tunnel_eof("client")
-                elif ex is not None and not ex.finished:
-                    ex.body_complete()
-                elif ex is not None:
-                    ex.body_done = True
-                self.maybe_forget(stream)
-        elif isinstance(event, h2.events.StreamReset):
-            if guard.reset(now):
-                self.calm("too many stream resets")  # CVE-2023-44487
-                return
-            stream = self.streams.pop(event.stream_id, None)
-            if self.listener is not None:
-                self.listener.h2_resets += 1
-            if stream is not None and stream.ex is not None and not stream.ex.finished:
-                stream.ex.abort()
-        elif isinstance(event, h2.events.WindowUpdated):
-            if guard.control(now):
-                self.calm("WINDOW_UPDATE flood")
-                return
-            if event.stream_id:
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
+                self.flush_stream(stream)
+        else:
+            for stream in list(self.streams.values()):
+                if stream.out:
                     self.flush_stream(stream)
-            else:
-                for stream in list(self.streams.values()):
-                    if stream.out:
-                        self.flush_stream(stream)
-        elif isinstance(
-            event,
-            h2.events.PingReceived
-            | h2.events.RemoteSettingsChanged
-            | h2.events.PriorityUpdated
-            | h2.events.SettingsAcknowledged,
-        ):
-            if guard.control(now):
-                self.calm("control frame flood")
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None and stream.ex is not None:
-                stream.ex.body_trailers(event.headers)  # StreamEnded follows
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.close()
+
+    def on_control(self, event: Any) -> None:
+        if self.guard.control(self.loop.time()):
+            self.calm("control frame flood")
+
+    def on_trailers(self, event: h2.events.TrailersReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and stream.ex is not None:
+            stream.ex.body_trailers(event.headers)  # StreamEnded follows
+
+    def on_terminated(self, event: h2.events.ConnectionTerminated) -> None:
+        self.close()
 
     def request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
@@ -445,71 +258,30 @@ class H2Server(asyncio.Protocol):
             self.flush()
 
     def flush_stream(self, stream: H2Stream) -> None:
-        """Send what the stream's window allows; END_STREAM once all of it went out."""
+        """Send what the stream's window allows; END_STREAM once all of it went out. While
+        corked, the stream only waits in `pending` for the one `flush` of the batch."""
         if self.closed:
             return
-        h2c = self.h2
-        sid = stream.stream_id
-        sent = False
-        try:
-            while stream.out:
-                window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
-                if window <= 0:
-                    break
-                data = stream.out[0]
-                if len(data) <= window:
-                    stream.out.pop(0)
-                else:
-                    stream.out[0] = data[window:]
-                    data = data[:window]
-                stream.out_size -= len(data)
-                sent = True
-                last = stream.ended and not stream.out and stream.trailers is None
-                h2c.send_data(sid, data, end_stream=last)
-                if last:
-                    stream.end_sent = True
-            if stream.ended and not stream.out and not stream.end_sent:
-                stream.end_sent = True
-                if stream.trailers is None:
-                    h2c.end_stream(sid)
-                else:
-                    h2c.send_headers(sid, stream.trailers, end_stream=True)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
-            stream.out, stream.out_size = [], 0
-            stream.end_sent = True
-        ex = stream.ex
-        up = ex.upstream if ex is not None else None
-        # Bytes left waiting for the client's window, whatever their size, start (or, after
-        # progress, restart) the stall clock: a small response behind a zero window must be
-        # reset after body_timeout too, not hold the stream and the connection for ever.
-        if not stream.out:
-            stream.stalled_since = 0.0
-        elif not stream.stalled_since:
-            stream.stalled_since = self.loop.time()
-            self.schedule(self.settings.body_timeout)
-        elif sent:
-            stream.stalled_since = self.loop.time()
-        if stream.out_size > self.settings.h2_stream_buffer or self.write_paused:
-            if up is not None and not stream.upstream_paused:
-                up.pause_reading()
-                stream.upstream_paused = True
-        else:
-            if stream.upstream_paused and up is not None:
-                up.resume_reading()
-            stream.upstream_paused = False
-        if not self.corked:
-            self.flush()
-        self.maybe_forget(stream)
-
-    def acknowledge(self, stream: H2Stream, n: int) -> None:
-        try:
-            self.h2.acknowledge_received_data(n, stream.stream_id)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        if self.corked:
+            if not stream.queued:
+                stream.queued = True
+                self.pending.append(stream)
             return
-        if not self.corked:
-            self.flush()
+        stream.push()
+        self.maybe_forget(stream)
+        self.flush()
 
     def flush(self) -> None:
+        """The streams queued while corked hand h2 their DATA, then h2's bytes go out as one
+        write."""
+        pending = self.pending
+        if pending:
+            self.pending = []
+            for stream in pending:
+                stream.queued = False
+                if not self.closed:
+                    stream.push()
+                    self.maybe_forget(stream)
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -527,11 +299,8 @@ class H2Server(asyncio.Protocol):
         if not self.corked:
             self.flush()
 
-    def stream_done(self, stream: H2Stream) -> None:
-        """The exchange finished (response written or queued)."""
-        self.maybe_forget(stream)
-
     def maybe_forget(self, stream: H2Stream) -> None:
+        """Drop a stream whose exchange finished and whose END_STREAM went to h2."""
         ex = stream.ex
         if ex is None or not ex.finished or not stream.end_sent:
             return
@@ -615,3 +384,18 @@ class H2Server(asyncio.Protocol):
                 self.reset(stream, h2.errors.ErrorCodes.FLOW_CONTROL_ERROR)
         if any(s.stalled_since for s in self.streams.values()):
             self.schedule(limit / 2)
+
+
+_ON: dict[type, Any] = {
+    h2.events.RequestReceived: H2Server.request,
+    h2.events.DataReceived: H2Server.on_data,
+    h2.events.StreamEnded: H2Server.on_stream_ended,
+    h2.events.StreamReset: H2Server.on_reset,
+    h2.events.WindowUpdated: H2Server.on_window,
+    h2.events.PingReceived: H2Server.on_control,
+    h2.events.RemoteSettingsChanged: H2Server.on_control,
+    h2.events.PriorityUpdated: H2Server.on_control,
+    h2.events.SettingsAcknowledged: H2Server.on_control,
+    h2.events.TrailersReceived: H2Server.on_trailers,
+    h2.events.ConnectionTerminated: H2Server.on_terminated,
+}

@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.request
 
+import h2.events
 import h11
 import pytest
 
@@ -262,6 +263,22 @@ def test_curl_http2(cert, proxy, http_backends):
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.stdout == f"2 {1 << 20} 2 7 ", out.stderr
+
+
+def test_small_response_ends_with_its_data_frame(cert, proxy, http_backends):
+    """A response whose body and end come in one read leaves as HEADERS and one DATA frame
+    carrying END_STREAM, as nginx sends it, not an empty DATA frame after it."""
+    (a,) = http_backends("a")
+    port = free_port()
+    proxy(https(port, cert) + pool_toml("p", servers(a)))
+    with H2Client(port, timeout=30) as c:
+        sids = [c.request("GET", "/bytes/7") for _ in range(3)]
+        for sid in sids:
+            r = c.response(sid)
+            assert (r.status, len(r.body), r.ended) == (200, 7, True)
+            frames = [e for e in c.events if isinstance(e, h2.events.DataReceived)]
+            frames = [e for e in frames if e.stream_id == sid]
+            assert [(e.data, e.stream_ended is not None) for e in frames] == [(r.body, True)]
 
 
 def test_h2c_prior_knowledge_only_when_configured(proxy, http_backends):
