@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from l7.cache.policy import current_age, not_modified, not_modified_fields
 from l7.cache.ranges import UNSATISFIABLE, byte_range
-from l7.cache.store import Entry, MemoryStore
+from l7.cache.store import Entry, MemoryStore, copy_key
 from l7.compress import CompressConfig, chosen_encoding, new_encoder
 from l7.model import Headers, Request, Response
 
@@ -77,7 +77,7 @@ def encoded_variant(
         encoding = entry.encodings[memo] = chosen_encoding(config, request, probe) or ""
     if not encoding:
         return None
-    vkey = f"{key} ~{encoding}"
+    vkey = copy_key(key, encoding)
     for found in store.variants(vkey):
         if found.vary == entry.vary and found.response_time == entry.response_time:
             return found.headers, found.body

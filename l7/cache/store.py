@@ -26,9 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from l7.compress import ENCODINGS
 from l7.model import Headers
 
-__all__ = ["Counters", "Entry", "MemoryStore", "both_schemes"]
+__all__ = ["Counters", "Entry", "MemoryStore", "both_schemes", "copy_key"]
 
 log = logging.getLogger("l4lb")
 
@@ -59,7 +60,9 @@ class Entry:
         return len(self.body) + sum(len(n) + len(v) for n, v in self.headers) + _OVERHEAD
 
 
-_ENCODINGS = ("zstd", "br", "gzip")  # of the compressed copies stored beside a response
+def copy_key(key: str, encoding: str) -> str:
+    """Where the compressed copy of `key`'s response is stored (never a valid URL)."""
+    return f"{key} ~{encoding}"
 
 
 class Counters:
@@ -268,8 +271,8 @@ class MemoryStore:
         n = self._forget(key, old, ()) if old is not None else 0
         if self.disk is not None:
             n = max(n, self.disk.remove(key))  # a response in memory and on disk counts once
-        for encoding in _ENCODINGS:  # its compressed copies (l7/cache/answer.py), uncounted
-            copy = f"{key} ~{encoding}"
+        for encoding in ENCODINGS:  # its compressed copies (l7/cache/answer.py), uncounted
+            copy = copy_key(key, encoding)
             kept = self.entries.pop(copy, None)
             if kept is not None:
                 self._forget(copy, kept, ())
