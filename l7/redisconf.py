@@ -10,18 +10,36 @@ through the loader with their key path, so they carry the file and line.
 budget, and about a hundred times a round trip on a local network. `on_error` is what a
 request gets while Redis does not answer in time: "allow" (fail open, Envoy's default for
 its global rate limit service) or "deny" (fail closed: 503, see l7.guard).
+
+`username`/`password` are Redis's AUTH (ACL user, or the `requirepass` password with no
+user); write the password as `"${REDIS_PASSWORD}"` to keep it out of the file. A
+`[redis.tls]` table turns TLS on (Redis 6's `tls-port`), with the same keys as a pool's
+`[pool.NAME.tls]` where they apply: `ca_file`, `cert`/`key` for Redis's default
+`tls-auth-clients yes`, and `verify`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from l4lb.config.tables import Fields, Path_, TableLoader
 from l4lb.config.values import Address, BadValue, boolean, choice, duration, integer, string
 from l4lb.config.values import parse_address as _address
 
-__all__ = ["RedisConfig", "parse_redis"]
+__all__ = ["RedisConfig", "RedisTls", "parse_redis"]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTls:
+    """TLS to Redis. `verify`: the server's certificate and its name (the address's host,
+    as an IP or DNS name in the certificate) are checked; `ca_file` empty: the system
+    store."""
+
+    ca_file: str = ""
+    cert: str = ""
+    key: str = ""
+    verify: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +54,9 @@ class RedisConfig:
     on_error: str = "allow"  # "allow" (fail open) | "deny" (fail closed: 503)
     max_connections: int = 64  # per worker process; a decision waits for a free one
     db: int = 0
+    username: str = ""
+    password: str = field(default="", repr=False)  # never in a log line or `l4lb plan`
+    tls: RedisTls | None = None
 
 
 def _addresses(value: Any) -> tuple[Address, ...]:
@@ -62,7 +83,34 @@ _REDIS: Fields = {
     "on_error": (choice("allow", "deny"), "allow"),
     "max_connections": (integer(1, 10_000), 64),
     "db": (integer(0, 1_000), 0),
+    "username": (string, ""),
+    "password": (string, ""),
+    "tls": (lambda v: v, None),
 }
+_TLS: Fields = {
+    "ca_file": (string, ""),
+    "cert": (string, ""),
+    "key": (string, ""),
+    "verify": (boolean, True),
+}
+
+
+def _tls(loader: TableLoader, value: Any, parts: Path_) -> RedisTls | None:
+    raw = loader.table(value, parts, _TLS)
+    if raw is None:
+        return None
+    for key in ("ca_file", "cert", "key"):
+        if raw[key]:
+            raw[key] = str(loader.path(raw[key]))
+            if not loader.readable([*parts, key], raw[key]):
+                return None
+    if bool(raw["cert"]) != bool(raw["key"]):
+        have, need = ("cert", "key") if raw["cert"] else ("key", "cert")
+        loader.error(
+            [*parts, need], f"{have} is set without {need}", "both cert and key, or neither"
+        )
+        return None
+    return RedisTls(**raw)
 
 
 def parse_redis(loader: TableLoader, value: Any, parts: Path_) -> RedisConfig | None:
@@ -76,6 +124,17 @@ def parse_redis(loader: TableLoader, value: Any, parts: Path_) -> RedisConfig | 
             [*parts, "address"],
             f"{len(addresses)} addresses without cluster = true",
             "one address, or the seed nodes of a Redis Cluster with cluster = true",
+        )
+        return None
+    if raw["tls"] is not None:
+        raw["tls"] = _tls(loader, raw["tls"], [*parts, "tls"])
+        if raw["tls"] is None:
+            return None
+    if raw["password"] == "" and raw["username"]:
+        loader.error(
+            [*parts, "username"],
+            f"{raw['username']!r} is set without a password",
+            'password = "${REDIS_PASSWORD}" (or no username: the default user)',
         )
         return None
     if raw["cluster"] and raw["db"]:

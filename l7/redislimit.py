@@ -96,14 +96,27 @@ class RedisLimiter:
             "socket_connect_timeout": c.timeout,
             "retry": Retry(NoBackoff(), 0),  # a failure goes to on_error and the probe
             "max_connections": c.max_connections,
+            "username": c.username or None,
+            "password": c.password or None,
         }
+        if c.tls is not None:
+            common.update(
+                ssl_ca_certs=c.tls.ca_file or None,
+                ssl_certfile=c.tls.cert or None,
+                ssl_keyfile=c.tls.key or None,
+                ssl_cert_reqs="required" if c.tls.verify else "none",
+                ssl_check_hostname=c.tls.verify,
+            )
         if c.cluster:
             from redis.asyncio.cluster import ClusterNode, RedisCluster
 
             nodes = [ClusterNode(a.host, a.port) for a in c.addresses]
-            self.client = RedisCluster(startup_nodes=nodes, **common)
+            ssl = {"ssl": True} if c.tls is not None else {}
+            self.client = RedisCluster(startup_nodes=nodes, **ssl, **common)
         else:
             addr = c.addresses[0]
+            if c.tls is not None:
+                common["connection_class"] = aioredis.SSLConnection
             pool = aioredis.BlockingConnectionPool(
                 host=addr.host, port=addr.port, db=c.db, timeout=None, **common
             )

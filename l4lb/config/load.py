@@ -619,14 +619,6 @@ class _Loader(TableLoader):
             raw["client_ca"] = str(self.path(raw["client_ca"]))
         return ListenerConfig(name=name, **raw)
 
-    def readable(self, parts: Path_, value: str) -> bool:
-        try:
-            self.path(value).read_bytes()
-        except OSError as exc:
-            self.error(parts, f"cannot read {value!r}: {exc.strerror or exc}", "a readable file")
-            return False
-        return True
-
     def certs(self, value: Any, parts: Path_, protocol: str) -> tuple[TlsCert, ...] | None:
         from l4lb.tls.certs import CertError, load_pair
 

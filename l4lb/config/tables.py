@@ -119,3 +119,12 @@ class TableLoader:
         config was named (`l4lb plan` compares them), and does not move if the cwd does."""
         path = Path(value)
         return Path(os.path.abspath(path if path.is_absolute() else Path(self.file).parent / path))
+
+    def readable(self, parts: Path_, value: str) -> bool:
+        """True if the file at `value` can be read; else the error is reported."""
+        try:
+            self.path(value).read_bytes()
+        except OSError as exc:
+            self.error(parts, f"cannot read {value!r}: {exc.strerror or exc}", "a readable file")
+            return False
+        return True

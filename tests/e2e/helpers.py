@@ -303,9 +303,9 @@ def make_cert(tmp, name: str) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def make_ca_cert(tmp, ca: str, name: str) -> tuple[str, str, str]:
+def make_ca_cert(tmp, ca: str, name: str, san: str = "") -> tuple[str, str, str]:
     """A CA named `ca` (made once per folder) and a certificate for `name` it signs:
-    (CA file, certificate, key)."""
+    (CA file, certificate, key). `san`: its subjectAltName (default DNS:`name`)."""
     ca_crt, ca_key = tmp / f"{ca}.ca.crt", tmp / f"{ca}.ca.key"
     cert, key, csr = tmp / f"{ca}-{name}.crt", tmp / f"{ca}-{name}.key", tmp / f"{ca}-{name}.csr"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
@@ -318,7 +318,7 @@ def make_ca_cert(tmp, ca: str, name: str) -> tuple[str, str, str]:
             "-out", str(ca_crt))  # fmt: skip
     run("req", "-new", *ec, "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr))
     ext = tmp / f"{ca}-{name}.ext"
-    ext.write_text(f"subjectAltName=DNS:{name}\n")
+    ext.write_text(f"subjectAltName={san or 'DNS:' + name}\n")
     run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
         "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
     return str(ca_crt), str(cert), str(key)

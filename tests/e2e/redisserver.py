@@ -37,11 +37,24 @@ class RedisServer:
     """`cluster`: a Redis Cluster of this one node, holding every slot (its cluster bus on
     another free port: the default, port + 10000, may be taken or out of range)."""
 
-    def __init__(self, tmp: Path, *, cluster: bool = False) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        cluster: bool = False,
+        password: str = "",
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
+        """`password`: requirepass (this class's own commands AUTH first); `tls`: (CA file,
+        certificate, key): Redis also listens with TLS on `tls_port` and asks clients for
+        a certificate from that CA (Redis's default `tls-auth-clients yes`)."""
         self.binary = need_redis()
         self.port = free_port()
+        self.tls_port = free_port() if tls else 0
         self.dir = tmp
         self.cluster = cluster
+        self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -60,6 +73,12 @@ class RedisServer:
                     ["--cluster-enabled", "yes", "--cluster-port", str(free_port()),
                      "--cluster-config-file", str(self.dir / "nodes.conf")]
                     if self.cluster else []
+                ),
+                *(["--requirepass", self.password] if self.password else []),
+                *(
+                    ["--tls-port", str(self.tls_port), "--tls-ca-cert-file", self.tls[0],
+                     "--tls-cert-file", self.tls[1], "--tls-key-file", self.tls[2]]
+                    if self.tls else []
                 ),
             ],
             stdout=log,
@@ -82,6 +101,10 @@ class RedisServer:
     def command(self, *args: str | int, wait: bool = True) -> bytes:
         """One command; the raw reply (or b"" with `wait=False`: sent, not read)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            if self.password:
+                s.sendall(_encode("AUTH", self.password))
+                if s.recv(65536) != b"+OK\r\n":
+                    raise OSError("redis-server refused the test's AUTH")
             s.sendall(_encode(*args))
             if not wait:
                 return b""

@@ -56,6 +56,20 @@ def test_defaults():
     assert (redis.timeout, redis.on_error, redis.max_connections) == (0.05, "allow", 64)
 
 
+def test_auth_and_tls():
+    redis = (
+        _load(
+            '[redis]\nusername = "app"\npassword = "s3cret"\n[redis.tls]\nca_file = "/etc/hostname"'
+        )
+        .listeners[0]
+        .redis
+    )
+    assert (redis.username, redis.password) == ("app", "s3cret")
+    assert redis.tls.ca_file == "/etc/hostname" and redis.tls.verify and not redis.tls.cert
+    assert "s3cret" not in repr(redis)  # config reprs reach logs and `l4lb plan`
+    assert _load("[redis]").listeners[0].redis.tls is None
+
+
 def test_cluster_seeds():
     redis = _load('[redis]\naddress = ["10.0.0.1:7000", "10.0.0.2:7000"]\ncluster = true')
     assert len(redis.listeners[0].redis.addresses) == 2
@@ -71,6 +85,10 @@ def test_cluster_seeds():
         ("[redis]\ncluster = true\ndb = 2", "site.toml:3: redis.db: Redis Cluster has only"),
         ('[redis]\ntimeout = "0s"', "site.toml:2: redis.timeout: '0s' must be greater"),
         ("[redis]\nadress = 1", "did you mean 'address'?"),
+        ('[redis]\nusername = "app"', "site.toml:2: redis.username: 'app' is set without"),
+        ('[redis]\n[redis.tls]\ncert = "/etc/hostname"', "redis.tls.key: cert is set without"),
+        ('[redis]\n[redis.tls]\nca_file = "/nonexistent/ca.pem"', "redis.tls.ca_file: cannot"),
+        ('[redis]\n[redis.tls]\nverify = "yes"', "site.toml:3: redis.tls.verify:"),
     ],
 )
 def test_config_errors(redis: str, expected: str):
