@@ -50,7 +50,8 @@ if TYPE_CHECKING:
     from l4lb.server import Server
     from l7.engine import HttpEngine, ServerLink
     from l7.routes import HttpRoute
-    from l7.sides import ClientStream, ServerStream
+    from l7.sides import ClientStream
+    from l7.upstream import UpstreamConn as ServerStream  # the one kind: native calls (setup.py)
 
 __all__ = ["Exchange"]
 

@@ -20,7 +20,7 @@ from l7.finish import finish
 
 if TYPE_CHECKING:
     from l7.exchange import Exchange
-    from l7.sides import ServerStream
+    from l7.upstream import UpstreamConn as ServerStream
 
 __all__ = [
     "attach",

@@ -206,7 +206,7 @@ class H1Server(asyncio.Protocol):
         engine = self.engine
         settings = engine.settings
         parser = self.parser
-        method_bytes = parser.get_method()
+        method_bytes: bytes = parser.get_method()
         method = method_bytes.decode("latin-1")
         version = parser.get_http_version()
         target = self.url.decode("latin-1")

@@ -18,8 +18,8 @@ from l7.forwarded import REWRITTEN, forward_headers, forwarding_lines, new_trace
 from l7.router import apply_request_headers
 
 if TYPE_CHECKING:
+    from l7.exchange import Exchange
     from l7.model import Headers, Response
-    from l7.sides import ExchangeEvents as Exchange
 
 __all__ = [
     "LAST_CHUNK",

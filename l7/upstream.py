@@ -33,11 +33,33 @@ from l7.h1wire import chunk, last_chunk, request_head
 from l7.model import Response, split_line
 
 if TYPE_CHECKING:
-    from l7.sides import ExchangeEvents as Exchange
+    from l7.exchange import Exchange  # the compiled build calls it natively (setup.py)
 
 __all__ = ["UpstreamConn", "UpstreamPool"]
 
 log = logging.getLogger("l4lb")
+
+
+# A field name as a server sent it -> the start of its line (`name: `, lower-cased), or b""
+# for a hop-by-hop field. Bounded: only short names are kept, and the table starts again
+# when full (a server that invents names costs itself the slow path, nothing more).
+_PREFIXES: dict[bytes, bytes] = {}
+_CONTENT_LENGTH = b"content-length: "
+
+
+def _line_prefix(name: bytes) -> bytes:
+    lower = name.lower()
+    if lower in HOP_BY_HOP:
+        prefix = b""
+    elif lower == b"content-length":
+        prefix = _CONTENT_LENGTH
+    else:
+        prefix = lower + b": "
+    if len(name) <= 64:
+        if len(_PREFIXES) >= 512:
+            _PREFIXES.clear()
+        _PREFIXES[name] = prefix
+    return prefix
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -131,14 +153,17 @@ class UpstreamConn(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Sorted and serialized here, in the one call per field there is anyway: the usual
-        # response then needs no second pass over its fields (bench/RESULTS.md).
-        name = name.lower()
-        if name in HOP_BY_HOP:
-            self.hop.append((name, value))
+        # response then needs no second pass over its fields (bench/RESULTS.md). A server
+        # sends the same few names every time: their lines' prefixes are looked up as sent.
+        prefix = _PREFIXES.get(name)
+        if prefix is None:
+            prefix = _line_prefix(name)
+        if not prefix:
+            self.hop.append((name.lower(), value))
             return
-        if name == b"content-length":
+        if prefix is _CONTENT_LENGTH:
             self.length = value
-        self.lines.append(name + b": " + value)
+        self.lines.append(prefix + value)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
