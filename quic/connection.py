@@ -3,7 +3,8 @@
 - `ServerQuic` (aioquic's `QuicConnection`): holds back the receive window of streams whose
   exchange paused reading; makes l4lb's connection IDs (worker byte, keyed reset tokens);
 - `CountingRecovery` (its loss recovery): counts lost packets per listener;
-- `ServerH3` (its `H3Connection`): announces the listener's QPACK limits.
+- `ServerH3` (its `H3Connection`): announces the listener's QPACK limits; reads a request's
+  Host as its :authority when :authority is missing (RFC 9114 §4.3.1).
 
 Each overrides as little as it can of aioquic's internals (attributes and methods of 1.x);
 tests/e2e/test_http3*.py exercise every one of them against a real aioquic client.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aioquic.h3.connection import H3Connection
+from aioquic.h3.connection import H3Connection, HeadersState
 from aioquic.quic.connection import QuicConnection, QuicConnectionId
 from aioquic.quic.recovery import QuicPacketRecovery
 
@@ -91,3 +92,30 @@ class ServerH3(H3Connection):
         self.qpack_table = table
         self.qpack_blocked = blocked
         super().__init__(quic)
+
+    def _decode_headers(self, stream_id: int, frame_data: bytes | None) -> list:
+        """A request's header section, with `:authority` taken from Host if it has none.
+
+        RFC 9114 §4.3.1 lets a request carry Host instead of :authority (HTTP/2's RFC 9113
+        §8.3.1 says the same, and l4lb's HTTP/2 takes it), but aioquic's validation, which
+        runs on what this returns, requires :authority and closes the whole connection with
+        H3_MESSAGE_ERROR. aioquic has no hook for it, so the field is filled in here, before
+        the check: the pipeline then sees Host and an equal :authority (and answers 400 to
+        a second, different Host, as it does on HTTP/2). Trailers are left alone."""
+        headers = super()._decode_headers(stream_id, frame_data)
+        stream = self._stream.get(stream_id)
+        if stream is None or stream.headers_recv_state != HeadersState.INITIAL:
+            return headers
+        at = 0
+        host = None
+        for name, value in headers:
+            if name[:1] != b":":
+                if name == b"host" and host is None:
+                    host = value
+                continue
+            if name == b":authority":
+                return headers
+            at += 1
+        if not host:
+            return headers  # (aioquic refuses it, as RFC 9114 §4.3.1 asks)
+        return [*headers[:at], (b":authority", host), *headers[at:]]
