@@ -7,10 +7,10 @@ l4lb (`https` with `http3 = true`, one process) is started in front of an nginx 
 no asyncio), makes `-n` small requests one after the other on one connection, then one
 download of `--download` bytes; `strace -f -c` is attached to l4lb around each part. Printed
 per small request: the datagrams l4lb sent (counted by the client as they arrive, with how
-many were small enough to be ACK-only) and l4lb's UDP system calls; per download: the calls
-and the datagrams. Counts do not move with the machine's load (unlike timings); strace slows
-l4lb, which may let more datagrams pile up per wake-up than without it. `L4LB_QUIC_GSO=0` in
-the environment turns UDP GSO off in l4lb, to compare.
+many were small enough to be ACK-only) and l4lb's UDP system calls; per download: the calls,
+the datagrams and l4lb's CPU seconds (noisy). Counts do not move with the machine's load
+(unlike timings); strace slows l4lb, which may let more datagrams pile up per wake-up than
+without it. `L4LB_QUIC_GSO=0` in the environment turns UDP GSO off in l4lb, to compare.
 """
 
 from __future__ import annotations
@@ -174,13 +174,15 @@ def main() -> None:
                 show("  per request", calls(strace, tmp / "small.strace"), args.n)
             strace = None if args.no_strace else traced(proxy.pid, tmp / "big.strace")
             before = client.datagrams
+            cpu = common.cpu_seconds(proxy.pid)
             started = time.monotonic()
             if client.get("/big") != args.download:
                 raise SystemExit("the download is short")
             seconds = time.monotonic() - started
             client.settle()
+            cpu = common.cpu_seconds(proxy.pid) - cpu
             print(f"download: {args.download} B in {seconds:.2f} s, "
-                  f"{client.datagrams - before} datagrams from l4lb")  # fmt: skip
+                  f"{client.datagrams - before} datagrams, l4lb CPU {cpu:.2f} s")  # fmt: skip
             if strace is not None:
                 show("  per download", calls(strace, tmp / "big.strace"), 1)
         finally:
