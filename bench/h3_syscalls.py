@@ -162,14 +162,17 @@ def main() -> None:
             client.settle()
             strace = None if args.no_strace else traced(proxy.pid, tmp / "small.strace")
             before, small_before = client.datagrams, client.small
+            cpu = common.cpu_seconds(proxy.pid)
             for _ in range(args.n):
                 if client.get("/small") != 100:
                     raise SystemExit("a small request failed")
             client.settle()
+            cpu = common.cpu_seconds(proxy.pid) - cpu
             got = client.datagrams - before
             acks = client.small - small_before
             print(f"small requests: {args.n}, {got / args.n:.2f} datagrams from l4lb per "
-                  f"request, {acks / args.n:.2f} of them ACK-only size")  # fmt: skip
+                  f"request, {acks / args.n:.2f} of them ACK-only size, l4lb CPU "
+                  f"{cpu / args.n * 1e6:.0f} us per request")  # fmt: skip
             if strace is not None:
                 show("  per request", calls(strace, tmp / "small.strace"), args.n)
             strace = None if args.no_strace else traced(proxy.pid, tmp / "big.strace")
