@@ -4,8 +4,11 @@ The socket is bound by the runtime beside the listener's TCP port (same address 
 and kept across reloads, like the TCP sockets; `update` points the endpoint at the new
 config. Reading is one loop reader callback that drains up to `_BATCH` datagrams per wake-up
 (no task, no Future per packet, no asyncio transport: the runtime's swap is synchronous and
-a transport cannot be made synchronously); sending is `sendto`, and a datagram the kernel
-will not take now is dropped (QUIC's loss recovery sends it again).
+a transport cannot be made synchronously). Sending: what a connection queues at once goes
+out with UDP GSO where the kernel has it (Linux 4.18+, `UDP_SEGMENT`): a run of datagrams
+of one size to one address (the last may be shorter) is one `sendmsg` that the kernel cuts
+into datagrams, as quic-go and quiche do; else one `sendto` each. A datagram the kernel will
+not take now is dropped (QUIC's loss recovery sends it again).
 
 Per datagram, as aioquic's own server does (`aioquic.asyncio.server`), plus limits:
 - a header that does not parse: dropped (counted in `h3_dropped`); a short-header packet for
@@ -25,9 +28,11 @@ Until a client's address is validated aioquic itself sends at most 3x what it re
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
+import struct
 from typing import Any
 
 from aioquic.buffer import Buffer
@@ -55,6 +60,22 @@ log = logging.getLogger("l4lb")
 _BATCH = 64
 _MAX_DATAGRAM = 65535
 _MAX_HELLOS = 256  # clients whose ClientHello is half-read at once
+_UDP_SEGMENT = 103  # linux/udp.h: the segment size of a GSO send, in a control message
+_GSO_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
+_GSO_BYTES = 65000  # a GSO send is one UDP datagram to the kernel: under 64 KiB
+_NO_GSO = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+
+
+def gso_supported(sock: Any) -> bool:
+    """Whether the kernel cuts a `sendmsg` on `sock` into datagrams (UDP_SEGMENT is known).
+    L4LB_QUIC_GSO=0 in the environment turns it off (to compare, bench/h3_syscalls.py)."""
+    if os.environ.get("L4LB_QUIC_GSO") == "0":
+        return False
+    try:
+        sock.getsockopt(socket.IPPROTO_UDP, _UDP_SEGMENT)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def open_udp_socket(addr: Address, reuse_port: bool = False) -> socket.socket:
@@ -91,6 +112,7 @@ class QuicEndpoint:
         self.hellos: dict[bytes, tuple[HelloReader, list[bytes]]] = {}
         self.resets = ResetLimiter()
         self.tickets = TicketStore()
+        self.gso = gso_supported(sock)
 
     def engine_of(self) -> Any:
         return self.listener.engine
@@ -137,6 +159,48 @@ class QuicEndpoint:
                 log.debug("quic %s: recvfrom: %s", self.listener.name, exc)
                 continue
             self.datagram(data, addr, now)
+
+    def send_all(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        """What one connection queued, in order: runs of one size to one address as one GSO
+        `sendmsg` each (a shorter datagram ends a run), the rest one `sendto` each."""
+        if not self.gso or len(datagrams) < 2:
+            for data, addr in datagrams:
+                self.send(data, addr)
+            return
+        i, count = 0, len(datagrams)
+        while i < count:
+            data, addr = datagrams[i]
+            size = len(data)
+            j, total = i + 1, size
+            while j < count and j - i < _GSO_SEGMENTS:
+                more, to = datagrams[j]
+                if to != addr or len(more) > size or total + len(more) > _GSO_BYTES:
+                    break
+                total += len(more)
+                j += 1
+                if len(more) < size:
+                    break
+            if j - i == 1:
+                self.send(data, addr)
+            else:
+                self.send_run([d for d, _ in datagrams[i:j]], size, addr)
+            i = j
+
+    def send_run(self, run: list[bytes], size: int, addr: Any) -> None:
+        cmsg = [(socket.IPPROTO_UDP, _UDP_SEGMENT, struct.pack("=H", size))]
+        try:
+            self.sock.sendmsg(run, cmsg, 0, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # dropped: loss recovery resends
+        except OSError as exc:
+            if exc.errno not in _NO_GSO:
+                log.debug("quic %s: sendmsg %s: %s", self.listener.name, addr, exc)
+                return
+            # (EIO: a device without checksum offload) no GSO on this socket from now on
+            log.info("quic %s: UDP GSO off (%s)", self.listener.name, exc)
+            self.gso = False
+            for data in run:
+                self.send(data, addr)
 
     def send(self, data: bytes, addr: Any) -> None:
         try:

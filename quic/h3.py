@@ -312,8 +312,7 @@ class H3Server:
         if self.corked or self.closed:
             return
         quic, endpoint = self.quic, self.endpoint
-        for data, addr in quic.datagrams_to_send(now=self.loop.time()):
-            endpoint.send(data, addr)
+        endpoint.send_all(quic.datagrams_to_send(now=self.loop.time()))
         at = quic.get_timer()
         if self.timer is not None and self.timer_at != at:
             self.timer.cancel()
