@@ -166,7 +166,9 @@ def _plain(text: str) -> bool:
 
 
 def _plain_bytes(data: bytes) -> bool:
-    return b"%" not in data and b"&" not in data and b"\\" not in data and data.isascii()
+    # (bytes: `37 in data`, an int, is a memchr; `b"%" in data` first tries the needle as an
+    # int and formats a TypeError, three times the cost of the search)
+    return 37 not in data and 38 not in data and 92 not in data and data.isascii()  # % & \
 
 
 def request_text(request: Request, body: bytes | None, kind: str, wanted: frozenset[str]) -> str:
