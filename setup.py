@@ -39,6 +39,12 @@ HOT_PATH = [
     "l7/h1tunnel.py",
     "l7/h1errors.py",
     "l4lb/attempt.py",
+    # the security stages' per-request code (a route with waf, jwt or rate_limits)
+    "l7/waf/decode.py",
+    "l7/waf/extract.py",
+    "l7/waf/matcher.py",
+    "l7/waf/stage.py",
+    "l7/jwtverify.py",
 ]
 
 

@@ -192,15 +192,15 @@ def request_text(request: Request, body: bytes | None, kind: str, wanted: frozen
                 query = query.replace("+", " ")
             for piece in query.split("&"):
                 if piece:
-                    name, _, value = piece.partition("=")
-                    add(name)
-                    if value:
-                        add(value)
+                    key, _, val = piece.partition("=")
+                    add(key)
+                    if val:
+                        add(val)
     cookies = "cookies" in wanted
     if cookies or "headers" in wanted:
         free: list[bytes] = []
-        for name, raw in request.headers:
-            if name == b"cookie":
+        for field, raw in request.headers:
+            if field == b"cookie":
                 if not cookies:
                     continue
                 text = raw.decode("utf-8", "replace")
@@ -210,7 +210,7 @@ def request_text(request: Request, body: bytes | None, kind: str, wanted: frozen
                     add(key if plain else normalise(key))
                     if val:
                         add(val if plain else normalise(val))
-            elif name not in _SKIP_HEADERS and not name.startswith(_SKIP_PREFIXES):
+            elif field not in _SKIP_HEADERS and not field.startswith(_SKIP_PREFIXES):
                 free.append(raw)
         if free and "headers" in wanted:
             joined = b"\n".join(free)
