@@ -160,11 +160,6 @@ def request_values(
     return out
 
 
-def _plain(text: str) -> bool:
-    """True when `normalise(text)` is `text` (its fast path, without the call)."""
-    return "%" not in text and "&" not in text and "\\" not in text and text.isascii()
-
-
 def _plain_bytes(data: bytes) -> bool:
     # (bytes: `37 in data`, an int, is a memchr; `b"%" in data` first tries the needle as an
     # int and formats a TypeError, three times the cost of the search)
@@ -181,8 +176,9 @@ def request_text(request: Request, body: bytes | None, kind: str, wanted: frozen
     if "raw" in wanted:
         add(request.target)
     if "path" in wanted:
-        path = request.path
-        add(path if _plain(path) else normalise(path))
+        path = request.path  # (normalise's own test, written out: a call costs more)
+        plain = "%" not in path and "&" not in path and "\\" not in path and path.isascii()
+        add(path if plain else normalise(path))
     query = request.query
     if query and "query" in wanted:
         if "%" in query or "\\" in query or not query.isascii():
@@ -204,7 +200,7 @@ def request_text(request: Request, body: bytes | None, kind: str, wanted: frozen
                 if not cookies:
                     continue
                 text = raw.decode("utf-8", "replace")
-                plain = _plain(text)
+                plain = "%" not in text and "&" not in text and "\\" not in text and text.isascii()
                 for part in text.split(";"):
                     key, _, val = part.strip().partition("=")
                     add(key if plain else normalise(key))

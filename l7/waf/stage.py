@@ -101,7 +101,8 @@ class RouteWaf:
             if kind:
                 exchange.waf = WafState(self, kind, True)
                 return True
-        return self.decide(exchange, self.inspect(request))
+        verdict = self.inspect(request)
+        return True if verdict is self.clean else self.decide(exchange, verdict)
 
     def decide(self, exchange: Any, verdict: Verdict) -> bool:
         """Log what matched; answer 403 (False) for an attack in block mode."""
