@@ -85,6 +85,26 @@ class KeyedGcra:
         remaining = math.floor((window - (new - now)) / interval + 1e-9)
         return Decision(True, remaining, 0.0, new - now)
 
+    def take(self, key: object, now: float) -> float:
+        """`check` without its `Decision` (what a route's limit needs, per request): 0.0 when
+        the request is counted, else the seconds until one would conform (> 0)."""
+        self.checked += 1
+        tat = self.tat
+        interval = self.interval
+        old = tat.get(key)
+        new = (now if old is None or old < now else old) + interval
+        over = new - now - interval * self.burst
+        if over > 1e-9:
+            self.rejected += 1
+            return over
+        if old is None:
+            if len(tat) >= self.max_keys:
+                self._evict(now)
+        else:
+            del tat[key]  # (re)inserted last: the table stays ordered by last use
+        tat[key] = new
+        return 0.0
+
     def peek(self, key: object, now: float) -> bool:
         """Whether a request for `key` would conform now, counting nothing."""
         old = self.tat.get(key)

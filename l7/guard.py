@@ -130,13 +130,14 @@ def parse_security(loader: _Loader, item: dict[str, Any], here: Path_) -> RouteS
 
 
 class _Limit:
-    __slots__ = ("config", "gcra", "glob", "header", "policy")
+    __slots__ = ("claim", "config", "gcra", "glob", "header", "policy")
 
     def __init__(self, config: RateLimit, gcra: KeyedGcra | None, glob: Any = None) -> None:
         self.config = config
         self.gcra = gcra
         self.glob = glob  # l7.globallimit.GlobalLimit when scope = "global"
         self.header = config.key[7:].encode() if config.key.startswith("header:") else None
+        self.claim = config.key[6:] if config.key.startswith("claim:") else None
         window = config.per
         shown = int(window) if window == int(window) else window
         self.policy = f'"{config.name}";q={config.rate};w={shown}'.encode()
@@ -158,7 +159,8 @@ class RouteGuard:
         redis: Any = None,
     ) -> None:
         self.route = route
-        self.rules = IpRules(security.access.allow, security.access.deny)
+        rules = IpRules(security.access.allow, security.access.deny)
+        self.rules = rules if rules else None  # (None: no per-request __bool__ call)
         self.denied = 0
         self.passing: Any = None  # the exchange a global limit resumed (see `resume`)
         self.limits = []
@@ -180,7 +182,7 @@ class RouteGuard:
         if self.passing is exchange:
             return True  # resumed by a global limit: checked already
         host = exchange.request.client[0]
-        if self.rules and not self.rules.allowed(host):
+        if self.rules is not None and not self.rules.allowed(host):
             self.denied += 1
             log.info("route %s: %s denied (403)", self.route, host)
             _answer(exchange, 403, "forbidden by the route's access rules", [])
@@ -195,9 +197,9 @@ class RouteGuard:
         for i in range(first, len(limits)):
             limit = limits[i]
             key: Any
-            if limit.config.key.startswith("claim:"):  # a validated JWT claim (l7.jwtstage)
+            if limit.claim is not None:  # a validated JWT claim (l7.jwtstage)
                 claims = exchange.claims
-                key = claims.get(limit.config.key[6:]) if claims is not None else None
+                key = claims.get(limit.claim) if claims is not None else None
                 if key is None or isinstance(key, dict | list):
                     continue
             elif limit.header is None:
@@ -208,9 +210,9 @@ class RouteGuard:
                     continue
             if limit.glob is not None:
                 return limit.glob.check(self, exchange, key, i)
-            decision = limit.gcra.check(key, now)  # type: ignore[union-attr]
-            if not decision.allowed:
-                self.refuse(exchange, limit, decision.retry_after)
+            retry = limit.gcra.take(key, now)  # type: ignore[union-attr]
+            if retry:
+                self.refuse(exchange, limit, retry)
                 return False
         return True
 

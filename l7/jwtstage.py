@@ -65,9 +65,12 @@ class JwtStage:
         self.strip = frozenset(strip)
         self.accepted = 0
         self.refused = 0
-        # token -> (the KeySet that verified it, its claims, the fields to forward). A new key
-        # set (a JWKS refresh, a reload) is a miss, so a key taken out stops its tokens.
-        self.cache: dict[str, tuple[Any, dict[str, Any], list[tuple[bytes, bytes]]]] = {}
+        # token -> (the KeySet that verified it, its claims, the fields to forward, and the
+        # times it is valid from and until, leeway applied: a hit checks those two numbers,
+        # the other claims checks do not depend on the time). A new key set (a JWKS
+        # refresh, a reload) is a miss, so a key taken out stops its tokens.
+        self.cache: dict[str, tuple[Any, dict[str, Any], list[tuple[bytes, bytes]], float, float]]
+        self.cache = {}
 
     def check(self, exchange: Any) -> bool:
         """True if the request may go on (its claims set); else it has been answered, or it
@@ -82,11 +85,12 @@ class JwtStage:
         now = time.time()  # exp and nbf are wall-clock
         cached = self.cache.get(token)
         if cached is not None and cached[0] is keys:
-            _, claims, fields = cached
-            failure = check_claims(claims, config, now)  # the time claims, again
-            if failure is not None:
+            _, claims, fields, since, until = cached
+            if now < since or now >= until:  # the time claims, again (nothing else changes)
                 del self.cache[token]
-                return self.refuse(exchange, failure)
+                failure = check_claims(claims, config, now)
+                if failure is not None:
+                    return self.refuse(exchange, failure)
         else:
             result = verify(token, config, keys, now)
             if isinstance(result, Failure):
@@ -104,7 +108,7 @@ class JwtStage:
                 cache = self.cache
                 if len(cache) >= CACHE_ENTRIES:
                     del cache[next(iter(cache))]  # the oldest
-                cache[token] = (keys, claims, fields)
+                cache[token] = (keys, claims, fields, *_window(claims, config.leeway))
         self.accepted += 1
         exchange.claims = claims
         strip = self.strip
@@ -151,6 +155,14 @@ class JwtStage:
         if self.source is not None:
             out["jwks"] = self.source.report()
         return out
+
+
+def _window(claims: dict[str, Any], leeway: float) -> tuple[float, float]:
+    """When verified `claims` are valid: from `nbf - leeway`, until `exp + leeway` (both
+    checked numbers by then, `check_claims`)."""
+    nbf, exp = claims.get("nbf"), claims.get("exp")
+    since = -math.inf if nbf is None else nbf - leeway
+    return since, (math.inf if exp is None else exp + leeway)
 
 
 #: The claims of an exchange that has waited for a JWKS fetch once (it will not again).

@@ -71,7 +71,10 @@ def find_token(headers: Headers, cookie: str) -> str | Failure:
                 return Failure(400, "invalid_request", "more than one Authorization field")
             found = value
     if found is not None:
-        scheme, _, rest = found.strip().partition(b" ")
+        if found.startswith(b"Bearer "):  # the usual spelling: what the general case gives
+            scheme, rest = b"bearer", found[7:]
+        else:
+            scheme, _, rest = found.strip().partition(b" ")
         if scheme.lower() == b"bearer":
             token = rest.strip()
             if not token:

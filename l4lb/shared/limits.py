@@ -172,6 +172,10 @@ class SharedGcra(KeyedGcra):
             self.rejected += 1
         return decision
 
+    def take(self, key: object, now: float) -> float:
+        decision = self.check(key, now)
+        return 0.0 if decision.allowed else decision.retry_after
+
     def peek(self, key: object, now: float) -> bool:
         table = self.rates.table
         slot = table.find(hash((self.prefix, key)) or 1)

@@ -16,6 +16,13 @@ Targets (a rule lists the ones it inspects, `l7.waf.rules.TARGETS`):
 
 Each value is scanned on its own (a rule's `^` and `$` are the value's start and end, and
 no match spans two values). Bodies are bounded by the caller.
+
+`request_text` is the same values as one text, one value a line, for the matcher's screen
+(`l7.waf.matcher.CompiledRules.screen`): one Hyperscan call says whether any rule can
+match, and only then are the values taken apart (`request_values`). It skips the copies
+and decoding calls that cannot change a value (a value with no `%`, `&`, `\\` or `+` and
+only ASCII is its own decoded form), but it must give exactly the lines `request_values`
+gives: tests/unit/test_waf_screen.py checks the two against each other.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from urllib.parse import parse_qsl
 from l7.model import Request
 from l7.waf.decode import normalise
 
-__all__ = ["BODY_TYPES", "body_kind", "request_values"]
+__all__ = ["BODY_TYPES", "body_kind", "request_text", "request_values"]
 
 _SKIP_HEADERS = frozenset(
     {
@@ -151,3 +158,68 @@ def request_values(
         elif items:
             out["form"] = items
     return out
+
+
+def _plain_bytes(data: bytes) -> bool:
+    # (bytes: `37 in data`, an int, is a memchr; `b"%" in data` first tries the needle as an
+    # int and formats a TypeError, three times the cost of the search)
+    return 37 not in data and 38 not in data and 92 not in data and data.isascii()  # % & \
+
+
+def request_text(request: Request, body: bytes | None, kind: str, wanted: frozenset[str]) -> str:
+    """Every value `request_values` gives, one a line ("\\n" between them), in one string.
+    (It may also hold empty lines, which no rule can match alone.)"""
+    out: list[str] = []
+    add = out.append
+    if "method" in wanted:
+        add(request.method)
+    if "raw" in wanted:
+        add(request.target)
+    if "path" in wanted:
+        path = request.path  # (normalise's own test, written out: a call costs more)
+        plain = "%" not in path and "&" not in path and "\\" not in path and path.isascii()
+        add(path if plain else normalise(path))
+    query = request.query
+    if query and "query" in wanted:
+        if "%" in query or "\\" in query or not query.isascii():
+            _pairs(query, out)
+        else:  # parse_qsl's result, without its unquote calls (there is nothing to unquote)
+            if "+" in query:
+                query = query.replace("+", " ")
+            for piece in query.split("&"):
+                if piece:
+                    key, _, val = piece.partition("=")
+                    add(key)
+                    if val:
+                        add(val)
+    cookies = "cookies" in wanted
+    if cookies or "headers" in wanted:
+        free: list[bytes] = []
+        for field, raw in request.headers:
+            if field == b"cookie":
+                if not cookies:
+                    continue
+                text = raw.decode("utf-8", "replace")
+                plain = "%" not in text and "&" not in text and "\\" not in text and text.isascii()
+                for part in text.split(";"):
+                    key, _, val = part.strip().partition("=")
+                    add(key if plain else normalise(key))
+                    if val:
+                        add(val if plain else normalise(val))
+            elif field not in _SKIP_HEADERS and not field.startswith(_SKIP_PREFIXES):
+                free.append(raw)
+        if free and "headers" in wanted:
+            joined = b"\n".join(free)
+            if _plain_bytes(joined):  # one test and one decoding for all of them
+                add(joined.decode("ascii"))
+            else:
+                for raw in free:
+                    add(normalise(raw.decode("utf-8", "replace")))
+    if body and kind:
+        for texts in request_values(_NO_HEAD, body, kind, _NO_TARGETS).values():
+            out.extend(texts)
+    return "\n".join(out)
+
+
+_NO_HEAD = Request("GET", "", [])
+_NO_TARGETS: frozenset[str] = frozenset()

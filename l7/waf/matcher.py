@@ -13,10 +13,24 @@ counts only when the rule names the target the value came from. Flags: case-inse
 once per value; a request scores each rule once). Each value is scanned on its own, so `^`
 and `$` are its start and end. A pattern Hyperscan cannot compile is reported with the
 rule's file and id.
+
+The screen: a request's values (often fifteen or more: the query's names and values, the
+cookies, a few headers) cost one Hyperscan call each, and the call's fixed cost is most of
+it. So `screen` first scans them all at once, one value a line (`l7.waf.extract.
+request_text`), with a second database of the same rules compiled with `HS_FLAG_MULTILINE`
+(`^` and `$` also at each line's start and end). Whatever a rule matches in one value alone
+it also matches there (the same bytes, the same line edges, a newline is a non-word
+character for `\\b`), so a screen that finds nothing proves that the request matches no
+rule, which is the answer for almost every request. It can also find more (a match across
+two lines, or a rule's target not the one the line came from): then the values are scanned
+one by one (`scan`), which is exact. Patterns that would break this (`\\A`, `\\z`, `\\Z`,
+an inline `(?-m)`), or that match the newline between two plain lines, leave the rule set
+without a screen (every request goes through `scan`).
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -27,6 +41,12 @@ from l7.waf.rules import Rule
 __all__ = ["CompiledRules", "PatternError", "compile_rules"]
 
 _BASE = hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
+# What a line-at-a-time screen cannot stand for: whole-buffer anchors, multiline turned off.
+_NOT_SCREENABLE = re.compile(r"\\[AzZG]|\(\?[a-zA-Z]*-[a-zA-Z]*m")
+# Plain values, one a line, that a screenable rule set must not match where it matches none
+# of them alone (a rule such as `[\r\n]` matches every request's line breaks: the screen
+# would never say "clean").
+_PROBES = (("a", "b"), ("a", "", "b"), ("1", "1"), ("a b", "c d"), ("-", "/"))
 
 
 class PatternError(ValueError):
@@ -43,17 +63,44 @@ def _on_match(rule: int, start: int, end: int, flags: int, found: tuple) -> None
         found[0].append(rule)
 
 
+def _on_probe(rule: int, start: int, end: int, flags: int, found: set) -> None:
+    found.add(rule)
+
+
+def _on_screen(rule: int, start: int, end: int, flags: int, found: list) -> bool:
+    found.append(rule)
+    return True  # one is enough: stop the scan
+
+
 class CompiledRules:
     """`rules` compiled into one database. `scan` is the only call made per request; it is
     not thread-safe (one scratch space), which is what one event loop per process needs."""
 
-    __slots__ = ("database", "rules", "targets", "where")
+    __slots__ = ("database", "found", "rules", "screener", "targets", "where")
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
         self.where = [frozenset(rule.targets) for rule in rules]
         self.targets = frozenset(t for rule in rules for t in rule.targets)
         self.database = _database(rules, list(range(len(rules)))) if rules else None
+        self.screener = _screener(rules, self.database) if rules else None
+        self.found: list[int] = []  # the screen's hits (reused: one request at a time)
+
+    def screen(self, text: str) -> bool:
+        """False if no rule can match the request whose values, one a line, are `text`
+        (`l7.waf.extract.request_text`); True if one may (then `scan` says which)."""
+        db = self.screener
+        if db is None:
+            return self.database is not None
+        found = self.found
+        try:
+            db.scan(text.encode("utf-8", "surrogatepass"), _on_screen, 0, found)
+        except hyperscan.ScanTerminated:
+            pass
+        if not found:
+            return False
+        found.clear()
+        return True
 
     def scan(self, values: dict[str, list[str]]) -> list[Rule]:
         """The rules that match any of `values` (target -> texts), each once."""
@@ -73,9 +120,28 @@ class CompiledRules:
         return [rules[i] for i in sorted(set(hits))]
 
 
-def _database(rules: tuple[Rule, ...], chosen: list[int]) -> Any:
+def _screener(rules: tuple[Rule, ...], alone: Any) -> Any:
+    """The screen's database (module docstring), or None when the rules cannot have one;
+    `alone` is their value-by-value database."""
+    if any(_NOT_SCREENABLE.search(rule.pattern) for rule in rules):
+        return None
+    db = _database(rules, list(range(len(rules))), hyperscan.HS_FLAG_MULTILINE)
+    for lines in _PROBES:
+        joined: set[int] = set()
+        db.scan("\n".join(lines).encode(), _on_probe, 0, joined)
+        each: set[int] = set()
+        for line in lines:
+            if line:
+                alone.scan(line.encode(), _on_probe, 0, each)
+        if joined - each:
+            return None
+    return db
+
+
+def _database(rules: tuple[Rule, ...], chosen: list[int], extra: int = 0) -> Any:
     expressions = [rules[i].pattern.encode("utf-8") for i in chosen]
-    flags = [_BASE | (0 if rules[i].case_sensitive else hyperscan.HS_FLAG_CASELESS) for i in chosen]
+    base = _BASE | extra
+    flags = [base | (0 if rules[i].case_sensitive else hyperscan.HS_FLAG_CASELESS) for i in chosen]
     db = hyperscan.Database()
     try:
         db.compile(expressions=expressions, ids=chosen, elements=len(chosen), flags=flags)

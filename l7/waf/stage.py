@@ -25,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from l7.errors_page import error_response
-from l7.waf.extract import body_kind, request_values
+from l7.waf.extract import body_kind, request_text, request_values
 
 if TYPE_CHECKING:
     from l7.waf.config import WafConfig
@@ -57,6 +57,7 @@ class RouteWaf:
         "block",
         "blocked",
         "body_limit",
+        "clean",
         "config",
         "detected",
         "inspected",
@@ -77,12 +78,16 @@ class RouteWaf:
         self.inspected = 0
         self.detected = 0  # requests at or over the threshold
         self.blocked = 0
+        self.clean = Verdict([], self.threshold)  # what almost every request gets: shared
 
     def inspect(self, request: Any, body: bytes | None = None, kind: str = "") -> Verdict:
         """Score `request` (and `body`, of `body_kind` `kind`)."""
         self.inspected += 1
-        values = request_values(request, body, kind, self.matcher.targets)
-        verdict = Verdict(self.matcher.scan(values), self.threshold)
+        matcher = self.matcher
+        wanted = matcher.targets
+        if not matcher.screen(request_text(request, body, kind, wanted)):
+            return self.clean  # no rule can match (l7.waf.matcher: the screen)
+        verdict = Verdict(matcher.scan(request_values(request, body, kind, wanted)), self.threshold)
         if verdict.attack:
             self.detected += 1
         return verdict
@@ -96,7 +101,8 @@ class RouteWaf:
             if kind:
                 exchange.waf = WafState(self, kind, True)
                 return True
-        return self.decide(exchange, self.inspect(request))
+        verdict = self.inspect(request)
+        return True if verdict is self.clean else self.decide(exchange, verdict)
 
     def decide(self, exchange: Any, verdict: Verdict) -> bool:
         """Log what matched; answer 403 (False) for an attack in block mode."""

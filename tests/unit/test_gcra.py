@@ -55,3 +55,18 @@ def test_table_is_bounded():
 def test_bad_rate():
     with pytest.raises(ValueError):
         KeyedGcra(rate=0, period=1.0)
+
+
+def test_take_counts_as_check_does():
+    """`take` (the route guard's call) decides and counts exactly as `check`."""
+    a, b = KeyedGcra(5, 1.0, burst=3, max_keys=4), KeyedGcra(5, 1.0, burst=3, max_keys=4)
+    for i in range(60):
+        now = i * 0.07
+        key = "hot" if i % 4 else f"k{i % 6}"
+        decision = a.check(key, now)
+        retry = b.take(key, now)
+        assert decision.allowed == (retry == 0.0)
+        if not decision.allowed:
+            assert retry == pytest.approx(decision.retry_after) and retry > 0
+        assert a.tat == b.tat and list(a.tat) == list(b.tat)
+    assert (a.checked, a.rejected) == (b.checked, b.rejected) and a.rejected > 0

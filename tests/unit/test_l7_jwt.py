@@ -4,6 +4,7 @@ at a given `now`, claim matches, forwarded fields, the JWKS schedule, and config
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 import time
 
@@ -360,10 +361,30 @@ def test_stage_caches_verified_tokens_per_key_set(rsa_key):
     assert b"unknown key id" in gone.answer[1][b"www-authenticate"]
     # A cached token's time claims are checked on every use.
     keys = source.keys
-    stage.cache[token] = (keys, {"sub": "alice", "exp": time.time() - 5}, [])
+    claims = {"sub": "alice", "exp": time.time() - 5}
+    stage.cache[token] = (keys, claims, [], -math.inf, claims["exp"])
     expired = _Exchange(token)
     assert not stage.check(expired) and b"expired" in expired.answer[1][b"www-authenticate"]
     assert token not in stage.cache
+    claims = {"sub": "alice", "nbf": time.time() + 60}
+    stage.cache[token] = (keys, claims, [], claims["nbf"], math.inf)
+    early = _Exchange(token)
+    assert not stage.check(early) and b"not valid yet" in early.answer[1][b"www-authenticate"]
+    assert token not in stage.cache
+
+
+def test_cached_tokens_keep_their_validity_window(rsa_key):
+    """The cache keeps when a token is valid (nbf and exp, leeway applied): a hit compares
+    the time with those, and a token that has expired since is refused and forgotten."""
+    config = JwtConfig(name="p", realm="p", keys=keys_from_pem(_pem(rsa_key)), leeway=30.0)
+    stage = JwtStage("r", config, None)
+    now = time.time()
+    token = jwt.encode({"sub": "a", "nbf": now - 10, "exp": now + 600}, rsa_key, "RS256")
+    assert stage.check(_Exchange(token))
+    assert stage.cache[token][3:] == (now - 40, now + 630)
+    no_times = jwt.encode({"sub": "b"}, rsa_key, "RS256")
+    assert stage.check(_Exchange(no_times))
+    assert stage.cache[no_times][3:] == (-math.inf, math.inf)
 
 
 def test_malformed_tokens_are_answered_not_raised():

@@ -147,6 +147,8 @@ def test_route_rate_limit_is_one_budget_for_every_worker(pair):
     assert allowed.count(True) == 5  # five in total, not five per worker
     assert not g1.peek("192.0.2.1", 10.0) and g1.peek("192.0.2.2", 10.0)
     assert g0.check("192.0.2.1", 10.2).allowed  # one interval later, one more
+    assert g1.take("192.0.2.1", 10.2) > 0  # the route guard's call: the same shared budget
+    assert g1.take("192.0.2.1", 10.4) == 0.0
     alone = Limiters().make(key, 5, 1.0, 5, 100)
     assert type(alone) is KeyedGcra  # workers = 1: this process's table, as before
 

@@ -1,0 +1,97 @@
+"""The WAF's screen (l7.waf.matcher, `CompiledRules.screen`): one scan of every value of a
+request, one a line, must never miss what the value-by-value scan finds, or a request with
+an attack would pass uninspected. Checked on the corpora and on generated requests."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from l7.model import Request
+from l7.waf.config import WafConfig
+from l7.waf.extract import request_text, request_values
+from l7.waf.matcher import CompiledRules, compile_rules
+from l7.waf.rules import Rule, builtin_rules
+from l7.waf.stage import RouteWaf
+from tests.waf_corpus.corpus import attacks, benign
+
+_P1 = tuple(r for r in builtin_rules() if r.paranoia <= 1)
+_ALL = tuple(builtin_rules())
+
+
+def _rule(pattern: str, targets: tuple[str, ...] = ("query",), id: int = 900001) -> Rule:
+    return Rule(id, "test", "critical", 1, targets, pattern, "test rule")
+
+
+# Anchored and short rules that generated text does match, on every target.
+_EVERYWHERE = ("method", "raw", "path", "query", "cookies", "headers")
+_GENERATED = (
+    *_P1,
+    _rule("^a[ab]", _EVERYWHERE, 900101),
+    _rule("b$", _EVERYWHERE, 900102),
+    _rule("^'", ("query", "cookies"), 900103),
+    _rule(r"\bab\b", ("headers",), 900104),
+    _rule("<b", ("path",), 900105),
+)
+
+
+def _lines(request: Request, body: bytes | None, kind: str, wanted: frozenset[str]) -> set[str]:
+    return set(request_text(request, body, kind, wanted).split("\n"))
+
+
+def test_every_value_is_a_line_of_the_screened_text():
+    wanted = frozenset(t for r in _ALL for t in r.targets)
+    for gen in (attacks, benign):
+        for label, request, body, kind in gen():
+            lines = _lines(request, body, kind, wanted)
+            for texts in request_values(request, body, kind, wanted).values():
+                for text in texts:
+                    if "\n" not in text:  # (a value with a newline is several lines)
+                        assert text in lines, (label, text)
+
+
+def test_screen_finds_whatever_scan_finds_on_the_corpora():
+    matcher = CompiledRules(_P1)
+    assert matcher.screener is not None  # the default rule set is screened
+    clean = 0
+    for gen in (attacks, benign):
+        for label, request, body, kind in gen():
+            text = request_text(request, body, kind, matcher.targets)
+            found = matcher.scan(request_values(request, body, kind, matcher.targets))
+            screened = matcher.screen(text)
+            assert screened or not found, label
+            clean += not screened
+    assert clean > 1000  # and it does say "clean" for the benign requests
+
+
+def test_screen_keeps_anchors_per_value():
+    """`^` and `$` are each value's edges: a value that is not first on its line set still
+    matches an anchored rule."""
+    matcher = CompiledRules((_rule("^drop$"),))
+    request = Request("GET", "/x?a=1&b=drop&c=3", [(b"user-agent", b"curl")])
+    assert matcher.screen(request_text(request, None, "", matcher.targets))
+    assert matcher.scan(request_values(request, None, "", matcher.targets))
+
+
+def test_rules_that_break_the_screen_leave_it_off():
+    assert CompiledRules((_rule(r"\Adrop"),)).screener is None  # whole-buffer anchor
+    assert CompiledRules((_rule("[\\r\\n]"),)).screener is None  # matches the line breaks
+    assert CompiledRules((_rule("(?-m)^drop"),)).screener is None
+    # without a screen every request is scanned value by value, and still caught
+    waf = RouteWaf("t", WafConfig(active=(_rule("[\\r\\n]"),)))
+    assert waf.inspect(Request("GET", "/x?a=1%0a2", [])).attack
+    assert not waf.inspect(Request("GET", "/x?a=12", [])).attack
+
+
+_TEXT = st.text(alphabet="ab=&%+;\\'\"<>/. -_\n\x00é0123456789", max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=_TEXT, path=_TEXT, cookie=_TEXT, header=_TEXT)
+def test_screen_never_misses_on_generated_requests(query, path, cookie, header):
+    matcher = compile_rules(_GENERATED)  # (compiled once for every example)
+    assert matcher.screener is not None
+    headers = [(b"cookie", cookie.encode()), (b"x-thing", header.encode())]
+    request = Request("GET", "/" + path.replace("?", "") + "?" + query, headers)
+    found = matcher.scan(request_values(request, None, "", matcher.targets))
+    assert matcher.screen(request_text(request, None, "", matcher.targets)) or not found
