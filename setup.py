@@ -38,6 +38,11 @@ HOT_PATH = [
     "l7/h1.py",
     "l7/h1tunnel.py",
     "l7/h1errors.py",
+    "l7/cache/hit.py",
+    "l7/cache/stage.py",
+    "l7/cache/answer.py",
+    "l7/cache/policy.py",
+    "l7/cache/store.py",
     "l4lb/attempt.py",
 ]
 

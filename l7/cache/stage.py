@@ -76,7 +76,7 @@ class Fill:
     __slots__ = ("chunks", "entry", "key", "route", "size", "store")
 
     def __init__(
-        self, store: MemoryStore, key: str, entry: Entry | None, route: Counters | None = None
+        self, store: MemoryStore, key: str, entry: Entry, route: Counters | None = None
     ) -> None:
         self.store, self.key, self.entry, self.route = store, key, entry, route
         self.chunks: list[bytes] = []
@@ -293,7 +293,7 @@ def cache_begin(ex: Exchange, name: str) -> bool:
     counted = store.counters(ex.engine.config.name, route.name if route else "")
     background = isinstance(ex.conn, Sink)
     variants = store.variants(key)
-    if variants and not background and short_hit(ex, store, counted, variants, now):
+    if variants and not background and short_hit(ex, store, key, counted, variants, now):
         return True  # the usual hit (l7/cache/hit.py)
     state = ex.cache = CacheState(
         store, config, key, "fill" if method == "GET" else "pass", request.headers

@@ -7,6 +7,7 @@ request's own Cache-Control)."""
 
 from __future__ import annotations
 
+import gzip
 import socket
 import subprocess
 import time
@@ -20,8 +21,10 @@ BOTH = ["http", "https"]
 N = 3000
 
 
-def config(port: int, backend, tmp_path, protocol: str) -> str:
+def config(port: int, backend, tmp_path, protocol: str, compress: bool = False) -> str:
     text = f'[listener.web]\nbind = "127.0.0.1:{port}"\nprotocol = "{protocol}"\npool = "p"\n'
+    if compress:
+        text += "compress = true\n"
     if protocol == "https":
         text += (
             f'[[listener.web.certs]]\ncert = "{tmp_path}/site.crt"\n'
@@ -56,10 +59,10 @@ def value(fields: list, name: str) -> str | None:
 
 @pytest.fixture
 def site(proxy, http_backends, tmp_path):
-    def start(protocol: str = "http"):
+    def start(protocol: str = "http", compress: bool = False):
         (b,) = http_backends("b")
         port = free_port()
-        proxy(config(port, b, tmp_path, protocol))
+        proxy(config(port, b, tmp_path, protocol, compress))
         return port, b
 
     return start
@@ -174,4 +177,30 @@ def test_head_hit_sends_no_body_on_a_kept_connection(site):
             while method == "GET" and len(rest) < 200:
                 rest += sock.recv(65536)
             assert len(rest) == (200 if method == "GET" else 0)
+    assert b.requests == 1
+
+
+@pytest.mark.parametrize("protocol", BOTH)
+def test_stored_compressed_copy_answers_as_the_general_path(site, protocol):
+    """With compression on, a hit whose compressed copy is stored is sent from the copy by
+    the short path, as the general path sends it; identity goes the general path (its Vary)."""
+    port, b = site(protocol, compress=True)
+    path = resp("cache-control:max-age=600", 'etag:"e4"', n=N)
+    gz = ("-H", "accept-encoding: gzip")
+    _, _, body = get(port, protocol, path)
+    get(port, protocol, path, *gz)  # (the copy is made and stored by this first gzip hit)
+    short = get(port, protocol, path, *gz)
+    general = get(port, protocol, path, *gz, "-H", "cache-control: min-fresh=0")
+    for _, fields, raw in (short, general):
+        assert value(fields, "content-encoding") == "gzip" and gzip.decompress(raw) == body
+        assert value(fields, "etag") == 'W/"e4"' and value(fields, "vary") == "accept-encoding"
+        assert value(fields, "content-length") == str(len(raw))
+        assert value(fields, "cache-status").startswith("l4lb; hit; ttl=")
+    assert short[2] == general[2]
+    assert [f for f in short[1] if f[0] not in _MOVING] == [
+        f for f in general[1] if f[0] not in _MOVING
+    ]
+    _, fields, raw = get(port, protocol, path)  # identity: as stored, with the encoder's Vary
+    assert raw == body and value(fields, "vary") == "accept-encoding"
+    assert value(fields, "content-encoding") is None
     assert b.requests == 1
