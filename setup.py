@@ -38,6 +38,12 @@ HOT_PATH = [
     "l7/h1.py",
     "l7/h1tunnel.py",
     "l7/h1errors.py",
+    "l7/cache/hit.py",
+    "l7/cache/stage.py",
+    "l7/cache/answer.py",
+    "l7/cache/policy.py",
+    # (not l7/cache/store.py: l7/cache/flight.py keys a weak dictionary by its MemoryStore,
+    # and a compiled class takes no weak reference)
     "l4lb/attempt.py",
     # Consulted on every request (routing, the breaker, the retry budget): interpreted, they
     # were a tenth of the compiled request's instructions (bench/http_inproc.py, callgrind).

@@ -25,6 +25,7 @@ __all__ = [
     "fresh_enough",
     "freshness_lifetime",
     "http_date",
+    "initial_age",
     "not_modified",
     "not_modified_fields",
     "revalidation_request",
@@ -32,6 +33,8 @@ __all__ = [
     "storable",
     "updated_fields",
     "vary_key",
+    "vary_names",
+    "vary_values",
 ]
 
 #: Heuristically cacheable statuses (RFC 9110 §15.1); l4lb stores only these, and only with
@@ -143,21 +146,36 @@ def freshness_lifetime(response: Headers, heuristic: int = 0) -> float:
 
 def current_age(response: Headers, request_time: float, response_time: float, now: float) -> float:
     """RFC 9111 §4.2.3: corrected initial age plus the time resident here."""
+    return initial_age(response, request_time, response_time) + (now - response_time)
+
+
+def initial_age(response: Headers, request_time: float, response_time: float) -> float:
+    """RFC 9111 §4.2.3's corrected initial age: what `current_age` adds the time resident
+    here to (the same for every use of a stored response, l7/cache/hit.py keeps it)."""
     date = http_date(_first(response, b"date"))
     apparent = max(0.0, response_time - date) if date is not None else 0.0
     age = _seconds((_first(response, b"age") or b"").decode("latin-1")) or 0
-    initial = max(apparent, age + (response_time - request_time))
-    return initial + (now - response_time)
+    return max(apparent, age + (response_time - request_time))
 
 
 def vary_key(response: Headers, request: Headers) -> tuple[tuple[bytes, bytes], ...]:
     """The request's values of the fields the response varies on, normalised (§4.1)."""
+    return vary_values(vary_names(response), request)
+
+
+def vary_names(response: Headers) -> tuple[bytes, ...]:
+    """The field names the response's Vary lists, lower-case, sorted, once each."""
     names: list[bytes] = []
     for key, value in response:
         if key == b"vary":
             names += [n.strip().lower() for n in value.split(b",") if n.strip()]
+    return tuple(sorted(set(names)))
+
+
+def vary_values(names: tuple[bytes, ...], request: Headers) -> tuple[tuple[bytes, bytes], ...]:
+    """The request's values of `names` (`vary_names`), normalised (§4.1)."""
     out = []
-    for name in sorted(set(names)):
+    for name in names:
         values = [v for k, v in request if k == name]
         joined = b",".join(b",".join(p.strip() for p in v.split(b",")) for v in values)
         out.append((name, joined.lower() if name.startswith(b"accept") else joined))

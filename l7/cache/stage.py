@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from l7.cache.answer import answer, encoded_variant
 from l7.cache.flight import Flight, Sink, flights, refresh
+from l7.cache.hit import short_hit
 from l7.cache.policy import (
     cache_control,
     cache_status,
@@ -75,7 +76,7 @@ class Fill:
     __slots__ = ("chunks", "entry", "key", "route", "size", "store")
 
     def __init__(
-        self, store: MemoryStore, key: str, entry: Entry | None, route: Counters | None = None
+        self, store: MemoryStore, key: str, entry: Entry, route: Counters | None = None
     ) -> None:
         self.store, self.key, self.entry, self.route = store, key, entry, route
         self.chunks: list[bytes] = []
@@ -288,12 +289,16 @@ def cache_begin(ex: Exchange, name: str) -> bool:
     if method != "GET" and method != "HEAD":
         return False
     now = time.time()
+    route = ex.route
+    counted = store.counters(ex.engine.config.name, route.name if route else "")
+    background = isinstance(ex.conn, Sink)
+    variants = store.variants(key)
+    if variants and not background and short_hit(ex, store, key, counted, variants, now):
+        return True  # the usual hit (l7/cache/hit.py)
     state = ex.cache = CacheState(
         store, config, key, "fill" if method == "GET" else "pass", request.headers
     )
-    route = ex.route
-    state.counted = counted = store.counters(ex.engine.config.name, route.name if route else "")
-    background = isinstance(ex.conn, Sink)
+    state.counted = counted
     entry, known = select(store, key, request.headers)
     if entry is None:
         state.fwd = "vary-miss" if known else "uri-miss"
@@ -370,10 +375,13 @@ def serve(ex: Exchange, entry: Entry, field: bytes, now: float) -> None:
     if request.method == "HEAD" or response.status in (204, 304):
         ex.framing = "none"
     ex.head_sent = True
-    ex.conn.send_head(ex, response)
+    conn = ex.conn
+    conn.cork()  # (head and body in one write)
+    conn.send_head(ex, response)
     if body and ex.framing != "none":
         emit(ex, body)
     ex.on_response_complete()
+    conn.uncork()
 
 
 def emit(ex: Exchange, data: bytes) -> None:

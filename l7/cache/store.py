@@ -54,6 +54,8 @@ class Entry:
     # (what of the compress config decides, Accept-Encoding) -> the encoding its compressed
     # copy has ("" for none): l7/cache/answer.py decides once per kind of client, not per hit.
     encodings: dict[tuple, str] = field(default_factory=dict, compare=False, repr=False)
+    # What its hits share (l7/cache/hit.py's HitMemo), made on the first one.
+    hit: Any = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
