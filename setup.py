@@ -38,6 +38,8 @@ HOT_PATH = [
     "l7/h1.py",
     "l7/h1tunnel.py",
     "l7/h1errors.py",
+    "l7/h2stream.py",
+    "l7/h2.py",
     "l7/cache/hit.py",
     "l7/cache/stage.py",
     "l7/cache/answer.py",

@@ -5,9 +5,22 @@ the bytes of an h2 client connection (python-hyper `h2` as the client, the heade
 sends, one request per stream), and a pooled server connection (`l7.upstream.UpstreamConn`)
 an nginx-like response to each request, through transports that only collect what is
 written. The client's bytes are made before the clock starts (the client's own cost is not
-counted); after each round they are checked: every stream got a 200 with its 100 bytes.
+counted); after each round they are checked: every stream got a 200 with its body.
 
-    .venv/bin/python bench/h2_inproc.py [-n 20000] [--rounds 3] [--profile]
+    .venv/bin/python bench/h2_inproc.py [-n 20000] [--rounds 3] [--size 100] [--profile]
+
+`--size` is the response body in bytes (the benchmark's 100 B and 64 KB: `--size 65536`).
+The client advertises h2load's windows (2**30 - 1 per stream and for the connection, its
+`-w 30 -W 30`) and its 16 KiB frames, and gives the connection's window back between
+rounds (untimed).
+
+Instruction counts, for a loaded machine: each round runs inside `sys.call_tracing`, so
+callgrind's inclusive count of that one C function is the rounds' cost alone (not the
+startup, nor the client that made and checks the bytes):
+
+    valgrind --tool=callgrind --callgrind-out-file=/tmp/h2.cg \
+        .venv/bin/python bench/h2_inproc.py -n 300 --rounds 1 [--size 65536]
+    callgrind_annotate --inclusive=yes /tmp/h2.cg | grep -m1 sys_call_tracing  # / 300
 
 `--profile` runs one more round under cProfile and says where an HTTP/2 request's time goes:
 own time grouped by where the code lives (the h2 library, hpack, hyperframe, l7/, l4lb/,
@@ -31,8 +44,9 @@ from pathlib import Path
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import uvloop
-from http_inproc import RESPONSE, CollectingTransport, pooled_engine
+from http_inproc import CollectingTransport, pooled_engine
 
 from l7.h2 import H2Server
 from l7.upstream import UpstreamConn
@@ -70,27 +84,44 @@ def client_requests(client: h2.connection.H2Connection, count: int) -> list[byte
     return out
 
 
-def check(client: h2.connection.H2Connection, data: bytes, count: int) -> None:
+def response(size: int) -> bytes:
+    """What the benchmark's nginx backend answers for its file of `size` bytes."""
+    return (
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 27 Nov 2026 10:00:00 GMT\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n"
+        b"Last-Modified: Fri, 27 Nov 2026 10:00:00 GMT\r\nConnection: keep-alive\r\n"
+        b'ETag: "abc-64"\r\nAccept-Ranges: bytes\r\n\r\n' % size + b"x" * size
+    )
+
+
+def check(client: h2.connection.H2Connection, data: bytes, count: int, size: int) -> None:
     ok = body = 0
     for event in client.receive_data(data):
         if isinstance(event, h2.events.ResponseReceived):
             ok += dict(event.headers).get(b":status") == b"200"
         elif isinstance(event, h2.events.DataReceived):
             body += len(event.data)
-    if ok != count or body != 100 * count:
-        raise SystemExit(f"expected {count} responses of 100 bytes, got {ok} ({body} bytes)")
+    if ok != count or body != size * count:
+        raise SystemExit(f"expected {count} responses of {size} bytes, got {ok} ({body} bytes)")
+    if body:  # the connection's window back, as h2load gives it when half of it is used
+        client.increment_flow_control_window(body)
 
 
-async def measure(count: int, rounds: int, profile: bool) -> tuple[list[float], str]:
+async def measure(count: int, rounds: int, profile: bool, size: int) -> tuple[list[float], str]:
     loop = asyncio.get_running_loop()
     engine, server_conn = pooled_engine(loop)
+    answer = response(size)
 
-    # The client: a connection window big enough for every round (it never sends
-    # WINDOW_UPDATE), and it does not see the server's SETTINGS before its requests are made
-    # (its streams are done one at a time, but it would count them as open).
+    # The client, with h2load's windows; it does not see the server's SETTINGS before its
+    # requests are made (its streams are done one at a time, but it would count them as
+    # open).
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.local_settings = h2.settings.Settings(
+        client=True,
+        initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**30 - 1},
+    )
     client.initiate_connection()
-    client.increment_flow_control_window(2**31 - 1 - 65535)
+    client.increment_flow_control_window(2**30 - 1 - 65535)
     preface = client.data_to_send()
     batches = [client_requests(client, count) for _ in range(rounds + profile)]
 
@@ -98,7 +129,7 @@ async def measure(count: int, rounds: int, profile: bool) -> tuple[list[float], 
     transport = KeepingTransport()
     server.connection_made(transport)
     server.data_received(preface)
-    check(client, b"".join(transport.out), 0)
+    check(client, b"".join(transport.out), 0, size)
     transport.out.clear()
     gc.collect()
     gc.freeze()
@@ -107,21 +138,25 @@ async def measure(count: int, rounds: int, profile: bool) -> tuple[list[float], 
         started = time.process_time()
         for data in batch:
             server.data_received(data)
-            server_conn.data_received(RESPONSE)
+            server_conn.data_received(answer)
         return (time.process_time() - started) / len(batch) * 1e6
+
+    def checked() -> None:
+        check(client, b"".join(transport.out), count, size)
+        transport.out.clear()
+        server.data_received(client.data_to_send())  # the WINDOW_UPDATE, untimed
 
     results = []
     for batch in batches[:rounds]:
-        results.append(one_round(batch))
-        check(client, b"".join(transport.out), count)
-        transport.out.clear()
+        results.append(sys.call_tracing(one_round, (batch,)))
+        checked()
     report = ""
     if profile:
         prof = cProfile.Profile()
         prof.enable()
         one_round(batches[-1])
         prof.disable()
-        check(client, b"".join(transport.out), count)
+        checked()
         report = where(pstats.Stats(prof), count)
     return results, report
 
@@ -166,14 +201,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=20_000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--size", type=int, default=100, help="response body, bytes")
     parser.add_argument("--profile", action="store_true", help="then one round under cProfile")
     args = parser.parse_args()
     compiled = Path(sys.modules[UpstreamConn.__module__].__file__ or "").suffix == ".so"
-    results, report = uvloop.run(measure(args.n, args.rounds, args.profile))
+    results, report = uvloop.run(measure(args.n, args.rounds, args.profile, args.size))
     build = "compiled" if compiled else "pure Python"
     rounds = ", ".join(f"{r:.2f}" for r in results)
     best, median = min(results), statistics.median(results)
-    print(f"h2 request, {build}: {median:.2f} us per request, median", end="")
+    print(f"h2 request, {args.size} B, {build}: {median:.2f} us per request, median", end="")
     print(f" (best {best:.2f}; rounds: {rounds})")
     if report:
         print()

@@ -110,7 +110,7 @@ class H2Server(asyncio.Protocol):
         # cuts every stream in flight, though RFC 9113 §5.1.2 asks for a stream error (a client
         # may open streams before it read our SETTINGS). So h2 holds a higher hard cap, and
         # `request` refuses streams over the advertised limit with REFUSED_STREAM, as nginx.
-        values = dict(self.h2.local_settings)
+        values: dict[Any, int] = dict(self.h2.local_settings)
         values[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.settings.h2_max_streams + 100
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values=values)
         # A bigger connection window than the 64 KiB default: streams share it.
