@@ -39,6 +39,10 @@ HOT_PATH = [
     "l7/h1tunnel.py",
     "l7/h1errors.py",
     "l4lb/attempt.py",
+    # The L4 path: accept, connect, splice (every new TCP connection runs through these).
+    "l4lb/poller.py",
+    "l4lb/relay.py",
+    "l4lb/listener.py",
 ]
 
 

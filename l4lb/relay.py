@@ -83,6 +83,7 @@ class _Direction:
     """One way of the relay: `src` socket to `dst` socket."""
 
     __slots__ = (
+        "buf",
         "dst",
         "dst_fd",
         "eof",
@@ -90,19 +91,20 @@ class _Direction:
         "pending",
         "pipe",
         "reading",
-        "relay",
         "src",
         "src_fd",
+        "start",
         "writing",
     )
 
-    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket) -> None:
-        self.relay = relay
+    def __init__(self, src: socket.socket, dst: socket.socket) -> None:
         self.src = src
         self.dst = dst
         self.src_fd = src.fileno()
         self.dst_fd = dst.fileno()
-        self.pipe: tuple[int, int] | None = None  # or a (buffer, start) pair in copy mode
+        self.pipe: tuple[int, int] | None = None  # splice mode: the pipe holding bytes
+        self.buf: bytearray | None = None  # copy mode: the buffer holding bytes, from `start`
+        self.start = 0
         self.pending = 0
         self.moved = 0
         self.eof = False
@@ -129,11 +131,9 @@ class Relay:
         "loop",
         "on_done",
         "poller",
-        "read",
         "server",
         "touched",
         "up",
-        "write",
     )
 
     def __init__(
@@ -148,15 +148,11 @@ class Relay:
         self.client = client
         self.server = server
         self.on_done = on_done
-        self.up = _Direction(self, client, server)  # client -> server
-        self.down = _Direction(self, server, client)  # server -> client
+        self.up = _Direction(client, server)  # client -> server
+        self.down = _Direction(server, client)  # server -> client
         self.first_end = ""
         self.touched = True
         self.closed = False
-        if _SPLICE:
-            self.read, self.write = self._read, self._writable
-        else:
-            self.read, self.write = self._read_copy, self._writable_copy
         # The server socket may be watched already (its connect): this changes its interest.
         self.poller = poller = poller if poller is not None else poller_for(loop)
         poller.watch(self.up.src_fd, _READ, self._client_ready)
@@ -172,15 +168,26 @@ class Relay:
         """One socket is ready: `rd` reads from it, `wd` writes to it."""
         self.touched = True
         if wd.writing and events & (OUT | ERR):
-            self.write(wd)
+            if _SPLICE:
+                self._writable(wd)
+            else:
+                self._writable_copy(wd)
             if self.closed:
                 return
         if rd.reading and events & (IN | ERR):
-            self.read(rd)
+            # (A branch, not a bound method kept on the relay: that would make every relay
+            # a reference cycle, freed only by the garbage collector.)
+            if _SPLICE:
+                self._read(rd)
+            else:
+                self._read_copy(rd)
             if events & RDHUP and rd.reading and not self.closed:
                 # The FIN was already there when epoll looked: take the EOF now, which saves
                 # the next wake-up (an epoll_pwait and an epoll_wait) for it.
-                self.read(rd)
+                if _SPLICE:
+                    self._read(rd)
+                else:
+                    self._read_copy(rd)
         elif events & ERR and not rd.reading and not wd.writing and not self.closed:
             # Nothing waits on this socket, yet epoll reports it (it always reports these).
             if events & _EPOLLERR:
@@ -313,14 +320,15 @@ class Relay:
         if sent == n:
             _free_buffers.append(buf)
             return
-        d.pipe = (buf, sent)  # type: ignore[assignment]
+        d.buf, d.start = buf, sent
         d.pending = n - sent
         d.reading, d.writing = False, True
         self._interest()
 
     def _writable_copy(self, d: _Direction) -> None:
         self.touched = True
-        buf, start = d.pipe  # type: ignore[misc]
+        buf, start = d.buf, d.start
+        assert buf is not None
         try:
             sent = d.dst.send(memoryview(buf)[start : start + d.pending])
         except BlockingIOError:
@@ -330,9 +338,9 @@ class Relay:
             return
         d.pending -= sent
         if d.pending:
-            d.pipe = (buf, start + sent)  # type: ignore[assignment]
+            d.start = start + sent
             return
-        d.pipe = None
+        d.buf = None
         _free_buffers.append(buf)
         d.writing = False
         if d.eof:
@@ -395,6 +403,7 @@ class Relay:
                     os.close(d.pipe[0])
                     os.close(d.pipe[1])
                 d.pipe = None
+            d.buf = None
         if how.endswith(("_reset", "_error")):
             # An abortive end: reset rather than FIN, so the peer does not take a cut stream
             # for a complete one.
@@ -405,4 +414,11 @@ class Relay:
                     pass
         self.client.close()
         self.server.close()
-        self.on_done(self, self.first_end or how)
+        on_done, self.on_done = self.on_done, _done
+        # (Dropped: the session that owns this relay is the callback's `self`, so keeping it
+        # would leave a cycle for the garbage collector.)
+        on_done(self, self.first_end or how)
+
+
+def _done(relay: Relay, how: str) -> None:
+    """`on_done` once it has been called."""
