@@ -97,7 +97,7 @@ class _Direction:
         "writing",
     )
 
-    def __init__(self, src: socket.socket, dst: socket.socket) -> None:
+    def __init__(self, src: socket.SocketType, dst: socket.SocketType) -> None:
         self.src = src
         self.dst = dst
         self.src_fd = src.fileno()
@@ -116,7 +116,8 @@ class _Direction:
 
 
 class Relay:
-    """Splice two connected, non-blocking sockets together until both directions end.
+    """Splice two connected, non-blocking sockets together until both directions end. They
+    may be `socket.SocketType` (the C socket a listener makes) or `socket.socket`.
 
     `on_done(relay, how)` is called exactly once, after both sockets are closed; `how` is
     "client_close", "server_close", "client_reset", "server_reset", "idle_timeout" or
@@ -139,8 +140,8 @@ class Relay:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        client: socket.socket,
-        server: socket.socket,
+        client: socket.SocketType,
+        server: socket.SocketType,
         on_done: Callable[[Relay, str], None],
         poller: Poller | LoopPoller | None = None,
     ) -> None:
@@ -352,7 +353,7 @@ class Relay:
 
     # -- ending ------------------------------------------------------------------------------
 
-    def _side(self, sock: socket.socket) -> str:
+    def _side(self, sock: socket.SocketType) -> str:
         return "client" if sock is self.client else "server"
 
     def _eof(self, d: _Direction) -> None:
