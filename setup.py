@@ -1,7 +1,9 @@
 """Packaging is in pyproject.toml; this file only adds the optional compiled build.
 
-The HTTP hot path (l7/) is compiled with mypyc into C extensions (about a quarter less
-Python time per request, bench/RESULTS.md), as black and mypy ship themselves:
+The HTTP hot path (l7/) and the L4 one (accept, connect, splice) are compiled with mypyc
+into C extensions (about a quarter less Python time per request, bench/RESULTS.md; a fifth
+fewer instructions per new TCP connection, `bench/syscalls.py --callgrind`), as black and
+mypy ship themselves:
 - `L4LB_MYPYC=1`: compiled, or the install fails;
 - `L4LB_MYPYC=auto` (the default, so `pip install .`): compiled where mypyc and a C compiler
   with the Python headers are there, else (or if the compile fails) pure Python, which
@@ -18,8 +20,8 @@ import sysconfig
 
 from setuptools import setup
 
-# The modules every HTTP request runs through; compiled together (they call each other
-# natively inside one shared library named l7__mypyc).
+# The modules every HTTP request or TCP connection runs through; compiled together (they
+# call each other natively inside one shared library, named l7__mypyc for its first members).
 HOT_PATH = [
     "l7/validate.py",
     "l7/forwarded.py",
@@ -60,6 +62,10 @@ HOT_PATH = [
     "l7/waf/stage.py",
     "l7/jwtverify.py",
     "l7/guard.py",
+    # The L4 path: accept, connect, splice (every new TCP connection runs through these).
+    "l4lb/poller.py",
+    "l4lb/relay.py",
+    "l4lb/listener.py",
 ]
 
 

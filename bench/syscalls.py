@@ -163,6 +163,7 @@ def callgrind(name: str, argv: list[str], port: int, n: int, tmp: Path) -> float
                     if line.startswith(("summary:", "totals:")):
                         total = max(total, int(line.split()[1]))
             totals.append(total)
+        print(f"{name}: callgrind profile of the last window in {tmp}", file=sys.stderr)
         return (totals[1] - totals[0]) / (n - n // 4)
     finally:
         proxy.terminate()

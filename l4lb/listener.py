@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from l4lb.accesslog import AccessLog, ConnectionRecord
 from l4lb.attempt import Attempt
@@ -26,7 +26,7 @@ from l4lb.clientgate import ClientGate
 from l4lb.config.schema import ListenerConfig
 from l4lb.config.values import Address
 from l4lb.errors import RemoteProtocolError
-from l4lb.poller import ERR, OUT, Poller, poller_for
+from l4lb.poller import ERR, OUT, Poller, poller_for, remove_reader, remove_writer
 from l4lb.pool import Pool
 from l4lb.proxyproto import BadProxyHeader, ProxyHeader, ProxyHeaderReader, encode_v1, encode_v2
 from l4lb.relay import Relay
@@ -48,6 +48,11 @@ _TERMINATING = ("tls", "http", "https")  # protocols whose bytes a loop transpor
 _FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # Server sockets are made non-blocking by socket() itself where the flag exists (Linux).
 _STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+# The sockets of a connection are the C type `socket.SocketType` (`_socket.socket`), not its
+# Python subclass `socket.socket`: that one's `__init__` and `close` are Python code (its
+# `_io_refs` serve `makefile`, unused here), four calls per connection. Loop transports
+# (TLS, HTTP) take either.
+_Socket = socket.SocketType
 
 
 def bound_socket(addr: Address, kind: int, reuse_port: bool = False) -> socket.socket:
@@ -191,18 +196,18 @@ class Listener:
     def _pause(self) -> None:
         if self.reading:
             for sock in self.sockets:
-                self.loop.remove_reader(sock.fileno())
+                remove_reader(self.loop, sock.fileno())
             self.reading = False
 
     def _resume_if_room(self) -> None:
         if self.accepting and not self.reading and len(self.sessions) < self.config.max_connections:
             for sock in self.sockets:
-                self.loop.add_reader(sock.fileno(), self._on_accept, sock)
+                # (The family, an enum converted by a Python property, read once here.)
+                self.loop.add_reader(sock.fileno(), self._on_accept, sock, int(sock.family))
             self.reading = True
 
-    def _on_accept(self, lsock: socket.socket) -> None:
+    def _on_accept(self, lsock: socket.socket, family: int) -> None:
         limit = self.config.max_connections
-        family = int(lsock.family)  # once per wake-up, not once per connection (see below)
         for _ in range(_ACCEPT_BATCH):
             if len(self.sessions) >= limit:
                 self._pause()
@@ -212,7 +217,7 @@ class Listener:
                 # (`self.family`, `self.type`) and two timeout reads: a third of the accept's
                 # Python cost. One accept4 system call either way.
                 fd, peer = lsock._accept()  # type: ignore[attr-defined]
-                csock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                csock = _Socket(family, socket.SOCK_STREAM, 0, fd)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
@@ -291,7 +296,7 @@ class Session:
         "timer",
     )
 
-    def __init__(self, listener: Listener, client: socket.socket, peer: tuple) -> None:
+    def __init__(self, listener: Listener, client: socket.SocketType, peer: tuple) -> None:
         self.listener = listener
         self.pools = listener.pools  # a reload does not move a connection to new pools
         self.pool: Pool | None = None
@@ -299,7 +304,7 @@ class Session:
         self.peer = peer
         self.local: tuple | None = None  # the address the client connected to, if known
         self.server: Server | None = None
-        self.ssock: socket.socket | None = None
+        self.ssock: socket.SocketType | None = None
         self.relay: Relay | StreamRelay | None = None
         self.stream: StreamRelay | None = None  # set when bytes pass through TLS transports
         self.task: asyncio.Task | None = None  # a TLS handshake or transport setup under way
@@ -409,7 +414,7 @@ class Session:
         try:
             transport, _ = await listener.loop.connect_accepted_socket(
                 factory,
-                self.client,
+                cast(socket.socket, self.client),  # (either socket type: see _Socket)
                 ssl=tls,
                 ssl_handshake_timeout=listener.config.preread_timeout if tls else None,
             )
@@ -462,7 +467,7 @@ class Session:
         try:
             transport, _ = await self.listener.loop.create_connection(
                 lambda: stream.server,
-                sock=self.ssock,
+                sock=cast(socket.socket, self.ssock),
                 ssl=ctx,
                 server_hostname=hostname,
                 ssl_handshake_timeout=pool.config.connect_timeout if upstream else None,
@@ -564,7 +569,7 @@ class Session:
         if not isinstance(header, ProxyHeader):
             # Incomplete (rare: balancers send it in one segment). The bytes stay queued, so
             # the socket stays readable: look again shortly instead of spinning.
-            loop.remove_reader(fd)
+            remove_reader(loop, fd)
             loop.call_later(0.01, self._peek_again, fd)
             return
         try:
@@ -609,14 +614,14 @@ class Session:
         self._fail(why)
 
     def _stop_preread(self) -> None:
-        self.listener.loop.remove_reader(self.client.fileno())
+        remove_reader(self.listener.loop, self.client.fileno())
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
     def _preread_timeout(self) -> None:
         self.timer = None
-        self.listener.loop.remove_reader(self.client.fileno())
+        remove_reader(self.listener.loop, self.client.fileno())
         self._fail("preread_timeout")
 
     # -- connect -----------------------------------------------------------------------------
@@ -636,7 +641,7 @@ class Session:
         self.server = server
         attempt.begin(server, None, now)
         try:
-            sock = socket.socket(server.family, _STREAM_NONBLOCK)  # no ioctl(FIONBIO) after
+            sock = _Socket(server.family, _STREAM_NONBLOCK)  # no ioctl(FIONBIO) after
         except OSError as exc:
             # Out of descriptors (EMFILE/ENFILE) or memory: another server would fare no
             # better. End this session (its count is given back in `_end`), logged.
@@ -766,14 +771,16 @@ class Session:
         stream = self.stream
         assert stream is not None
         try:
-            await self.listener.loop.connect_accepted_socket(lambda: stream.client, self.client)
+            await self.listener.loop.connect_accepted_socket(
+                lambda: stream.client, cast(socket.socket, self.client)
+            )
         except OSError:
             self._abort_connected("client_reset")
             return
         await self._attach_server()
 
     def _preface_writable(self, fd: int) -> None:
-        self.listener.loop.remove_writer(fd)
+        remove_writer(self.listener.loop, fd)
         self._send_preface()
 
     def _start_relay(self) -> None:
@@ -822,10 +829,10 @@ class Session:
             return
         loop = self.listener.loop
         if self.stream is None:
-            loop.remove_reader(self.client.fileno())
+            remove_reader(loop, self.client.fileno())
         if self.ssock is not None:
             self.listener.poller.forget(self.ssock.fileno())
-            loop.remove_writer(self.ssock.fileno())
+            remove_writer(loop, self.ssock.fileno())
             self.ssock.close()
             self.ssock = None
         if self.timer is not None:

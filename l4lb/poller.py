@@ -26,6 +26,7 @@ import asyncio
 import select
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "ERR",
@@ -37,6 +38,8 @@ __all__ = [
     "available",
     "close_poller",
     "poller_for",
+    "remove_reader",
+    "remove_writer",
 ]
 
 IN = getattr(select, "EPOLLIN", 1)
@@ -48,6 +51,18 @@ _MAX_EVENTS = 1024
 _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller | LoopPoller] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def remove_reader(loop: Any, fd: int) -> None:
+    """`loop.remove_reader(fd)`, its result dropped. Typeshed says it returns a bool, uvloop
+    returns None, and code compiled by mypyc checks a declared bool at run time: called on a
+    loop typed Any, nothing is checked."""
+    loop.remove_reader(fd)
+
+
+def remove_writer(loop: Any, fd: int) -> None:
+    """`loop.remove_writer(fd)`, its result dropped (see `remove_reader`)."""
+    loop.remove_writer(fd)
 
 
 def available() -> bool:
@@ -132,7 +147,7 @@ class Poller:
         self.closed = True
         loop = self.loop()
         if loop is not None and not loop.is_closed():
-            loop.remove_reader(self.ep.fileno())
+            remove_reader(loop, self.ep.fileno())
         self.ep.close()
         self.handlers.clear()
         self.interest.clear()
@@ -181,7 +196,10 @@ class LoopPoller:
         self.handlers.pop(fd, None)
         self.interest.pop(fd, None)
 
-    release = forget
+    def release(self, fd: int) -> None:
+        """As `forget` (the loop's readers hold nothing more). A method, not `release =
+        forget`: mypyc compiles no aliases in a class body."""
+        self.forget(fd)
 
     def park(self, fd: int) -> None:
         """Nothing to do: the loop's readers report no hang-up without interest."""
@@ -194,9 +212,9 @@ class LoopPoller:
         if new & IN and not old & IN:
             loop.add_reader(fd, handler, IN)
         elif old & IN and not new & IN:
-            loop.remove_reader(fd)
+            remove_reader(loop, fd)
         if new & OUT and not old & OUT:
             loop.add_writer(fd, handler, OUT)
         elif old & OUT and not new & OUT:
-            loop.remove_writer(fd)
+            remove_writer(loop, fd)
         self.interest[fd] = new

@@ -35,6 +35,8 @@ __all__ = ["CHUNK", "Relay", "close_pipes", "splice_available"]
 CHUNK = 1 << 20  # bytes moved per splice call; the pipe is grown to match where allowed
 _FREE_PIPES_MAX = 256
 _F_SETPIPE_SZ = 1031
+# (Given positionally, after the two offsets: a keyword argument costs `os.splice` an
+# argument-parsing pass, six times per connection.)
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _free_pipes: list[tuple[int, int]] = []
 _free_buffers: list[bytearray] = []
@@ -83,6 +85,7 @@ class _Direction:
     """One way of the relay: `src` socket to `dst` socket."""
 
     __slots__ = (
+        "buf",
         "dst",
         "dst_fd",
         "eof",
@@ -90,19 +93,20 @@ class _Direction:
         "pending",
         "pipe",
         "reading",
-        "relay",
         "src",
         "src_fd",
+        "start",
         "writing",
     )
 
-    def __init__(self, relay: Relay, src: socket.socket, dst: socket.socket) -> None:
-        self.relay = relay
+    def __init__(self, src: socket.SocketType, dst: socket.SocketType) -> None:
         self.src = src
         self.dst = dst
         self.src_fd = src.fileno()
         self.dst_fd = dst.fileno()
-        self.pipe: tuple[int, int] | None = None  # or a (buffer, start) pair in copy mode
+        self.pipe: tuple[int, int] | None = None  # splice mode: the pipe holding bytes
+        self.buf: bytearray | None = None  # copy mode: the buffer holding bytes, from `start`
+        self.start = 0
         self.pending = 0
         self.moved = 0
         self.eof = False
@@ -114,7 +118,8 @@ class _Direction:
 
 
 class Relay:
-    """Splice two connected, non-blocking sockets together until both directions end.
+    """Splice two connected, non-blocking sockets together until both directions end. They
+    may be `socket.SocketType` (the C socket a listener makes) or `socket.socket`.
 
     `on_done(relay, how)` is called exactly once, after both sockets are closed; `how` is
     "client_close", "server_close", "client_reset", "server_reset", "idle_timeout" or
@@ -129,18 +134,16 @@ class Relay:
         "loop",
         "on_done",
         "poller",
-        "read",
         "server",
         "touched",
         "up",
-        "write",
     )
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        client: socket.socket,
-        server: socket.socket,
+        client: socket.SocketType,
+        server: socket.SocketType,
         on_done: Callable[[Relay, str], None],
         poller: Poller | LoopPoller | None = None,
     ) -> None:
@@ -148,15 +151,11 @@ class Relay:
         self.client = client
         self.server = server
         self.on_done = on_done
-        self.up = _Direction(self, client, server)  # client -> server
-        self.down = _Direction(self, server, client)  # server -> client
+        self.up = _Direction(client, server)  # client -> server
+        self.down = _Direction(server, client)  # server -> client
         self.first_end = ""
         self.touched = True
         self.closed = False
-        if _SPLICE:
-            self.read, self.write = self._read, self._writable
-        else:
-            self.read, self.write = self._read_copy, self._writable_copy
         # The server socket may be watched already (its connect): this changes its interest.
         self.poller = poller = poller if poller is not None else poller_for(loop)
         poller.watch(self.up.src_fd, _READ, self._client_ready)
@@ -172,15 +171,26 @@ class Relay:
         """One socket is ready: `rd` reads from it, `wd` writes to it."""
         self.touched = True
         if wd.writing and events & (OUT | ERR):
-            self.write(wd)
+            if _SPLICE:
+                self._writable(wd)
+            else:
+                self._writable_copy(wd)
             if self.closed:
                 return
         if rd.reading and events & (IN | ERR):
-            self.read(rd)
+            # (A branch, not a bound method kept on the relay: that would make every relay
+            # a reference cycle, freed only by the garbage collector.)
+            if _SPLICE:
+                self._read(rd)
+            else:
+                self._read_copy(rd)
             if events & RDHUP and rd.reading and not self.closed:
                 # The FIN was already there when epoll looked: take the EOF now, which saves
                 # the next wake-up (an epoll_pwait and an epoll_wait) for it.
-                self.read(rd)
+                if _SPLICE:
+                    self._read(rd)
+                else:
+                    self._read_copy(rd)
         elif events & ERR and not rd.reading and not wd.writing and not self.closed:
             # Nothing waits on this socket, yet epoll reports it (it always reports these).
             if events & _EPOLLERR:
@@ -222,7 +232,7 @@ class Relay:
                 self.close(errno.errorcode.get(exc.errno or 0, "pipe_failed").lower())
                 return
         try:
-            n = os.splice(d.src_fd, pipe[1], CHUNK, flags=_SPLICE_FLAGS)
+            n = os.splice(d.src_fd, pipe[1], CHUNK, None, None, _SPLICE_FLAGS)
         except BlockingIOError:
             if d.pipe is None:
                 _give_pipe(pipe)
@@ -247,7 +257,7 @@ class Relay:
         assert pipe is not None
         try:
             while d.pending:
-                m = os.splice(pipe[0], d.dst_fd, d.pending, flags=_SPLICE_FLAGS)
+                m = os.splice(pipe[0], d.dst_fd, d.pending, None, None, _SPLICE_FLAGS)
                 d.pending -= m
         except BlockingIOError:
             # The destination is full: stop reading the source until the pipe drains.
@@ -266,7 +276,7 @@ class Relay:
         assert pipe is not None
         try:
             while d.pending:
-                d.pending -= os.splice(pipe[0], d.dst_fd, d.pending, flags=_SPLICE_FLAGS)
+                d.pending -= os.splice(pipe[0], d.dst_fd, d.pending, None, None, _SPLICE_FLAGS)
         except BlockingIOError:
             return
         except OSError as exc:
@@ -313,14 +323,15 @@ class Relay:
         if sent == n:
             _free_buffers.append(buf)
             return
-        d.pipe = (buf, sent)  # type: ignore[assignment]
+        d.buf, d.start = buf, sent
         d.pending = n - sent
         d.reading, d.writing = False, True
         self._interest()
 
     def _writable_copy(self, d: _Direction) -> None:
         self.touched = True
-        buf, start = d.pipe  # type: ignore[misc]
+        buf, start = d.buf, d.start
+        assert buf is not None
         try:
             sent = d.dst.send(memoryview(buf)[start : start + d.pending])
         except BlockingIOError:
@@ -330,9 +341,9 @@ class Relay:
             return
         d.pending -= sent
         if d.pending:
-            d.pipe = (buf, start + sent)  # type: ignore[assignment]
+            d.start = start + sent
             return
-        d.pipe = None
+        d.buf = None
         _free_buffers.append(buf)
         d.writing = False
         if d.eof:
@@ -344,7 +355,7 @@ class Relay:
 
     # -- ending ------------------------------------------------------------------------------
 
-    def _side(self, sock: socket.socket) -> str:
+    def _side(self, sock: socket.SocketType) -> str:
         return "client" if sock is self.client else "server"
 
     def _eof(self, d: _Direction) -> None:
@@ -395,6 +406,7 @@ class Relay:
                     os.close(d.pipe[0])
                     os.close(d.pipe[1])
                 d.pipe = None
+            d.buf = None
         if how.endswith(("_reset", "_error")):
             # An abortive end: reset rather than FIN, so the peer does not take a cut stream
             # for a complete one.
@@ -405,4 +417,11 @@ class Relay:
                     pass
         self.client.close()
         self.server.close()
-        self.on_done(self, self.first_end or how)
+        on_done, self.on_done = self.on_done, _done
+        # (Dropped: the session that owns this relay is the callback's `self`, so keeping it
+        # would leave a cycle for the garbage collector.)
+        on_done(self, self.first_end or how)
+
+
+def _done(relay: Relay, how: str) -> None:
+    """`on_done` once it has been called."""

@@ -121,8 +121,10 @@ class LatencyHistogram:
         self._counts[bisect.bisect_left(self.bounds, seconds)] += 1
         self.count += 1
         self.sum += seconds
-        self.min = min(self.min, seconds)
-        self.max = max(self.max, seconds)
+        if seconds < self.min:  # (not min()/max(): two calls fewer per connection)
+            self.min = seconds
+        if seconds > self.max:
+            self.max = seconds
 
     def quantile(self, q: float) -> float | None:
         """Estimated `q`-quantile in seconds (0 <= q <= 1); None before any observation."""

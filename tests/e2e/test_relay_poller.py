@@ -4,6 +4,7 @@ where there is no epoll. Real TCP sockets on 127.0.0.1, the relay in this proces
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 
@@ -67,3 +68,56 @@ def test_relay_moves_both_ways_and_ends_once(kind):
     assert got_down == down
     assert ended == ["client_close"]
     assert left == 0  # no handler outlives the relay's sockets
+
+
+class _Owner:
+    """Holds its relay and is called back by it, as a listener's Session is."""
+
+    def __init__(self) -> None:
+        self.relay: Relay | None = None
+        self.ended: list[str] = []
+
+    def done(self, relay: Relay, how: str) -> None:
+        self.ended.append(how)
+
+
+@pytest.mark.parametrize("kind", ["epoll", "loop"])
+def test_ended_relay_is_freed_without_the_garbage_collector(kind):
+    """A relay that has ended, and its owner, form no reference cycle: reference counting
+    frees them (at thousands of new connections a second, the collector's passes over
+    cycles cost more than a tenth of a connection's instructions)."""
+
+    async def main() -> tuple[list[str], int]:
+        loop = asyncio.get_running_loop()
+        poller = Poller(loop) if kind == "epoll" else LoopPoller(loop)
+        client, client_side = _pair()
+        server, server_side = _pair()
+        owner = _Owner()
+        owner.relay = Relay(loop, client_side, server_side, owner.done, poller)
+        del client_side, server_side
+        await loop.sock_sendall(client, b"ping")
+        client.shutdown(socket.SHUT_WR)
+        assert await _recv_until_eof(loop, server) == b"ping"
+        server.shutdown(socket.SHUT_WR)
+        assert await _recv_until_eof(loop, client) == b""
+        for _ in range(100):
+            if owner.ended:
+                break
+            await asyncio.sleep(0.01)
+        ended = owner.ended
+        del owner
+        left = sum(1 for o in gc.get_objects() if type(o) is Relay)
+        client.close()
+        server.close()
+        if isinstance(poller, Poller):
+            poller.close()
+        return ended, left
+
+    gc.collect()
+    gc.disable()
+    try:
+        ended, left = asyncio.run(main())
+    finally:
+        gc.enable()
+    assert ended == ["client_close"]
+    assert left == 0
