@@ -275,6 +275,9 @@ def _stage_checks(client, send, port, p, keys, jwks, held) -> None:
     # is held while the proxy refetches, and passes; the old key stops working.
     token_a = jwt.encode(_claims(), keys["a"], algorithm="RS256", headers={"kid": "a"})
     assert send(port, "/jwks/", _bearer(token_a))[0] == 200
+    # Past jwks_min_refetch (100 ms) since the last fetch (at load, or for the request just
+    # made), so the unknown kid below may refetch: within it, it is refused at once (401).
+    time.sleep(0.15)
     hits = jwks.hits
     jwks.publish(("b", keys["b"]))
     token_b = jwt.encode(_claims(), keys["b"], algorithm="RS256", headers={"kid": "b"})
