@@ -149,22 +149,22 @@ def report_inproc(results: dict[str, list[float]], count: int) -> None:
     print("(target, issue 13: < 25%, measured with sockets by --live)")
 
 
-def live(seconds: int, rounds: int, conns: int) -> None:
+def live(seconds: int, rounds: int, conns: int, routes: tuple[str, ...] = ("plain", "all")) -> None:
     prepare_process()
     tmp = Path(tempfile.mkdtemp(prefix="security-stack-"))
     procs = Procs(tmp, leader_only=True)
     try:
-        files = {f"{r}/search": b"x" * 100 for r in ("plain", "all")}
-        (tmp / "www" / "plain").mkdir(parents=True)
-        (tmp / "www" / "all").mkdir()
+        files = {f"{r}/search": b"x" * 100 for r in routes}
+        for r in routes:
+            (tmp / "www" / r).mkdir(parents=True)
         backend, backend_port = start_http_backend(procs, tmp, LOAD_CPU, files)
         port = free_port()
         cfg = tmp / "l4lb.toml"
         cfg.write_text(config(port, backend_port))
         l4lb = procs.start("l4lb", [str(VENV / "l4lb"), "up", str(cfg)], PROXY_CPU)
         wait_accepting(l4lb, port)
-        rates: dict[str, list[float]] = {"plain": [], "all": []}
-        cpu: dict[str, list[float]] = {"plain": [], "all": []}
+        rates: dict[str, list[float]] = {r: [] for r in routes}
+        cpu: dict[str, list[float]] = {r: [] for r in routes}
         for i in range(rounds):
             for route in rates:
                 url = f"http://127.0.0.1:{port}/{route}/search?q=red+shoes&size=42&page=2"
@@ -203,9 +203,12 @@ def main() -> None:
     parser.add_argument("--live", action="store_true", help="l4lb and wrk over sockets")
     parser.add_argument("--seconds", type=int, default=5, help="--live: per wrk run")
     parser.add_argument("--conns", type=int, default=32, help="--live: wrk -c")
+    parser.add_argument(
+        "--routes", default="plain,all", help="--live: routes to load (plain and all at least)"
+    )
     args = parser.parse_args()
     if args.live:
-        live(args.seconds, args.rounds, args.conns)
+        live(args.seconds, args.rounds, args.conns, tuple(args.routes.split(",")))
     else:
         report_inproc(uvloop.run(inproc(args.n, args.rounds)), args.n)
 
