@@ -60,6 +60,12 @@ def answer(
     return Response(entry.status, [*base, (b"content-length", length), *tail], length=length), body
 
 
+def encoding_memo(config: CompressConfig, request: Request) -> tuple[object, ...]:
+    """The key of `Entry.encodings`: what decides the encoding chosen for a stored response
+    (the config's encodings, types and minimum length, the request's Accept-Encoding)."""
+    return (config.encodings, config.types, config.min_length, request.header(b"accept-encoding"))
+
+
 def encoded_variant(
     store: MemoryStore, key: str, entry: Entry, config: CompressConfig, request: Request
 ) -> tuple[Headers, bytes] | None:
@@ -69,7 +75,7 @@ def encoded_variant(
     stored response: a newer one (replaced, or updated by a 304) makes a new copy."""
     if entry.status != 200 or request.method != "GET" or request.header(b"range") is not None:
         return None
-    memo = (config.encodings, config.types, config.min_length, request.header(b"accept-encoding"))
+    memo = encoding_memo(config, request)
     encoding = entry.encodings.get(memo)
     probe = None
     if encoding is None:

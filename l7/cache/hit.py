@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from l7.cache.policy import initial_age, vary_names, vary_values
+from l7.cache.answer import encoding_memo
+from l7.cache.policy import cache_status, initial_age, vary_names, vary_values
 from l7.cache.store import Counters, Entry, MemoryStore, copy_key
 from l7.compress import CompressConfig
 from l7.model import Headers, Request, Response
@@ -115,7 +116,8 @@ def short_hit(
     seconds = int(age)
     ttl = math.floor(lifetime - age)
     if seconds != memo.age or ttl != memo.ttl:
-        memo.tail = [(b"age", str(seconds).encode()), (b"cache-status", b"l4lb; hit; ttl=%d" % ttl)]
+        status = cache_status(hit=True, ttl=ttl)
+        memo.tail = [(b"age", str(seconds).encode()), (b"cache-status", status)]
         memo.age, memo.ttl = seconds, ttl
     store.total.hits += 1
     counted.hits += 1
@@ -145,13 +147,7 @@ def _stored_copy(
     identity (then the encoder's own decision, made on the general path, adds its Vary)."""
     if request.method != "GET":
         return None
-    memo = (
-        compress.encodings,
-        compress.types,
-        compress.min_length,
-        request.header(b"accept-encoding"),
-    )
-    encoding = entry.encodings.get(memo)
+    encoding = entry.encodings.get(encoding_memo(compress, request))
     if not encoding:
         return None
     for found in store.variants(copy_key(key, encoding)):
