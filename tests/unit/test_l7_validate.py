@@ -501,3 +501,9 @@ def test_error_page_unregistered_status_and_utf8_message() -> None:
 def test_error_page_misuse(status: int, request_id: str) -> None:
     with pytest.raises(LocalProtocolError):
         error_response(status, request_id)
+
+
+def test_non_ascii_target_bytes_are_not_whitespace() -> None:
+    # Bytes 0x80-0xff (as latin-1) are not whitespace or controls in RFC 9112's sense, even
+    # those str.isprintable() calls unprintable (0x85, 0xa0): the fast path defers to the rule.
+    assert status_of([HOST], "GET", "/caf\xe9\x85\xa0") is None
