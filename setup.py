@@ -62,6 +62,17 @@ HOT_PATH = [
     "l7/waf/stage.py",
     "l7/jwtverify.py",
     "l7/guard.py",
+    # Choosing a server (every request and every new TCP connection): the pool, the servers'
+    # state and the balancers.
+    "l4lb/pool.py",
+    "l4lb/server.py",
+    "l4lb/health/state.py",
+    "l4lb/balance/base.py",
+    "l4lb/balance/round_robin.py",
+    "l4lb/balance/weighted_round_robin.py",
+    "l4lb/balance/least_conn.py",
+    "l4lb/balance/hash.py",
+    "l4lb/balance/random_two.py",
     # The L4 path: accept, connect, splice (every new TCP connection runs through these).
     "l4lb/poller.py",
     "l4lb/relay.py",

@@ -9,6 +9,7 @@ connection. Backup servers are candidates only when no primary is, as with HAPro
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from typing import cast
 
 from l4lb import balance
 from l4lb.config.resolve import Resolved, lookup
@@ -43,7 +44,8 @@ class Pool:
             candidates = [s for s in self.backups if s.available(now) and s not in tried]
             if not candidates:
                 return None
-        return self.balancer.pick(candidates, key)
+        # (balancers take any `ServerLike`, so that tests can give them plain records)
+        return cast("Server | None", self.balancer.pick(candidates, key))
 
 
 def build_pools(

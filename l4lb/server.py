@@ -82,7 +82,7 @@ class Server:
         self.sockaddr: tuple = ()
         # workers > 1: the instance's table (l4lb.shared.servers.ServerSlots), this server's
         # slot in it and this worker's cell of its active count; `active` stays our own, and
-        # `load` (below) becomes the instance's.
+        # `load` becomes the instance's.
         self.shared: Any = None
         self.slot = 0
         self.cell = 0
@@ -114,6 +114,17 @@ class Server:
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+    @property
+    def load(self) -> int:
+        """Connections open to the server from the whole instance: what `least_conn`,
+        `random_two` and `max_connections` compare. In one process, `active` itself; in a
+        worker of several (`shared` set by `l4lb.shared.servers.ServerSlots.bind`), the sum
+        of every worker's count. (Compiled, a property read is a native call.)"""
+        shared = self.shared
+        if shared is None:
+            return self.active
+        return shared.total(self.slot)
 
     def state(self, now: float) -> ServerState:
         if self.draining:
@@ -184,11 +195,3 @@ class Server:
     def _came_up(self, now: float) -> None:
         self.up_since = now
         self.last_change = now
-
-
-# `load`: connections open to the server from the whole instance, what `least_conn`,
-# `random_two` and `max_connections` compare. In one process that is `active` itself: the
-# same slot under a second name, read at attribute speed (a property cost 100-150 ns a read,
-# three reads a `least_conn` pick). A worker of several turns its servers into
-# `l4lb.shared.servers.SharedServer`, whose `load` sums every worker's count.
-Server.load = Server.active  # type: ignore[attr-defined]

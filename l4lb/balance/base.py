@@ -54,6 +54,8 @@ class Balancer(abc.ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, servers: Sequence[ServerLike]) -> None:
+        if type(self) is Balancer:  # (compiled, ABCMeta's own refusal is not made)
+            raise TypeError("Balancer is abstract: instantiate an algorithm")
         self.servers: tuple[ServerLike, ...] = tuple(servers)
 
     @abc.abstractmethod

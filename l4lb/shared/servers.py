@@ -8,8 +8,7 @@ connections on it (a removed server draining); only then may another name take i
 directory never goes back to empty, so probe chains stay whole.
 
 Active connections: each worker adds to its own row (`Server.cell`), lock-free; `total`
-sums the rows. `least_conn`, `random_two` and `max_connections` read the total (`load`, of
-each `SharedServer`);
+sums the rows. `least_conn`, `random_two` and `max_connections` read the total (`Server.load`);
 the stats keep reporting each worker's own count (`Server.active`), which the supervisor sums.
 
 Health: worker 0 probes (`checks`) and writes each result here; the others copy the states
@@ -24,13 +23,12 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from l4lb.server import Server
 from l4lb.shared.segment import HEALTH_BYTES, SERVER_SLOTS, Segment
 
 if TYPE_CHECKING:
     from l4lb.pool import Pool
 
-__all__ = ["ServerSlots", "SharedServer"]
+__all__ = ["ServerSlots"]
 
 log = logging.getLogger("l4lb")
 
@@ -78,8 +76,8 @@ class ServerSlots:
                     continue
                 self.uses[self.row + slot] = 1
                 wanted.add(slot)
+                # `load` now sums every worker's count
                 server.shared, server.slot, server.cell = self, slot, self.row + slot
-                server.__class__ = SharedServer  # `load` now sums every worker's count
             for slot in self.bound - wanted:
                 self.uses[self.row + slot] = 0
         self.bound = wanted
@@ -133,21 +131,3 @@ class ServerSlots:
             size = health[base + 1]
             detail = bytes(health[base + 2 : base + 2 + size]).decode(errors="replace")
             server.take_health(state == _UP, now, detail)
-
-
-class SharedServer(Server):
-    """A `Server` of a worker of several (`ServerSlots.bind` sets the class of the servers
-    it binds: no new attributes, so the object stays as it is): `load` is the instance's."""
-
-    __slots__ = ()
-
-    @property
-    def load(self) -> int:  # type: ignore[override]
-        shared = self.shared
-        if shared is None:
-            return self.active
-        active, slot = shared.active, self.slot
-        n = 0
-        for row in shared.rows:
-            n += active[row + slot]
-        return n

@@ -68,7 +68,7 @@ def test_active_connections_and_max_connections_are_the_instances(pair):
     assert first.begin(a0, None, 0.0) and second.begin(a1, None, 0.0)
     assert (a0.active, a1.active) == (1, 1)  # each worker's own (its stats)
     assert a0.load == a1.load == 2  # the instance's (balancers, limits)
-    assert isinstance(a0, Server) and type(a0).__name__ == "SharedServer"
+    assert a0.shared is slots0 and a1.shared is slots1
     assert not a0.available(0.0) and not a1.available(0.0)  # max_connections = 2, in all
     first.end(0.0)
     assert a1.load == 1 and a1.available(0.0)
