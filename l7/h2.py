@@ -3,14 +3,19 @@
 One `H2Server` per connection (an `https` listener that negotiated ALPN `h2`, or an `http`
 listener with `h2c = true` and the client's prior knowledge); one `l7.h2stream.H2Stream` per
 request, the exchange's `ClientStream`, through the same pipeline as an HTTP/1.1 request.
-The python-hyper `h2` library does the framing, HPACK, the stream state machines and most of
-RFC 9113's validation (pseudo-header rules, connection-specific fields, Content-Length
-against DATA, CONTINUATION backlog, HPACK bombs through the header list size); a violation
-ends the connection with GOAWAY carrying its error code before the stream reaches the
-pipeline, so nothing of it is forwarded. `:authority` and `host` that differ are refused
-there too (RFC 9113 §8.3.1); the server gets `Host: <authority>`.
+The python-hyper `h2` library does the framing, HPACK, the stream state machines and part of
+RFC 9113's validation (Content-Length against DATA, CONTINUATION backlog, HPACK bombs through
+the header list size); a violation ends the connection with GOAWAY carrying its error code
+before the stream reaches the pipeline, so nothing of it is forwarded.
 
-What h2 does not do, done here (defences.py holds the counting, sans-IO):
+What h2 does not do, or what is decided here rather than by the library (defences.py holds
+the counting, h2fields.py the field rules, both sans-IO):
+- Malformed requests (RFC 9113 §8.2-8.3: field names and values, connection-specific
+  fields, pseudo-headers; `:authority` and `host` that differ, §8.3.1) and trailer sections
+  with pseudo-headers: `l7.h2fields`, with the library's inbound validation off, so that
+  what is malformed does not depend on the library. A stream error (§8.1.1): RST_STREAM
+  PROTOCOL_ERROR, nothing forwarded (counted as a control frame, as a refused stream is).
+  The server gets `Host: <authority>`.
 - Rapid reset (CVE-2023-44487) and control-frame floods (SETTINGS, PING, PRIORITY,
   WINDOW_UPDATE, empty DATA): counted per connection in a sliding window; over the limit,
   GOAWAY ENHANCE_YOUR_CALM and close, as nginx and Envoy do.
@@ -40,6 +45,7 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from l7.defences import FloodGuard
+from l7.h2fields import request_problem, trailer_problem
 from l7.h2stream import H2Stream
 
 __all__ = ["H2_PREFACE", "H2Server", "H2Stream"]
@@ -48,6 +54,7 @@ log = logging.getLogger("l4lb")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+_PROTOCOL_ERROR = h2.errors.ErrorCodes.PROTOCOL_ERROR
 
 
 class H2Server(asyncio.Protocol):
@@ -65,11 +72,14 @@ class H2Server(asyncio.Protocol):
             header_encoding=None,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
+            # `l7.h2fields` decides what is malformed (`request`, `on_trailers`).
+            validate_inbound_headers=False,
             # `l7.streams.request_fields` joins the cookie fields itself (RFC 9113 §8.2.3):
             # h2's inbound normalisation would only add a generator per field.
             normalize_inbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config)
+        self.connect_protocol = "websocket" in engine.upgrades
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -78,9 +88,7 @@ class H2Server(asyncio.Protocol):
                 h2.settings.SettingCodes.HEADER_TABLE_SIZE: settings.h2_header_table_size,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.h2_window,
                 # RFC 8441: WebSocket over a stream, when the listener allows WebSocket.
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(
-                    "websocket" in engine.upgrades
-                ),
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(self.connect_protocol),
             },
         )
         self.h2.decoder.max_header_list_size = settings.max_header_bytes
@@ -221,6 +229,11 @@ class H2Server(asyncio.Protocol):
     def on_trailers(self, event: h2.events.TrailersReceived) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is not None and stream.ex is not None:
+            problem = trailer_problem(event.headers)
+            if problem is not None:  # the request is not completed: the server gets no end
+                log.info("http2 %s:%d: malformed trailers: %s", *self.client, problem)
+                self.reset(stream, _PROTOCOL_ERROR)
+                return
             stream.ex.body_trailers(event.headers)  # StreamEnded follows
 
     def on_terminated(self, event: h2.events.ConnectionTerminated) -> None:
@@ -235,6 +248,13 @@ class H2Server(asyncio.Protocol):
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             if self.guard.control(self.loop.time()):  # costs a frame, like a PING: counted so
                 self.calm("streams over the concurrency limit")
+            return
+        problem = request_problem(event.headers, self.connect_protocol)
+        if problem is not None:  # RFC 9113 §8.1.1: a stream error, nothing forwarded
+            log.info("http2 %s:%d: malformed request: %s", *self.client, problem)
+            self.h2.reset_stream(stream_id, _PROTOCOL_ERROR)
+            if self.guard.control(self.loop.time()):  # a frame for a frame, as above
+                self.calm("malformed requests")
             return
         engine = self.engine_of()  # a reload applies from the next stream on
         stream = self.streams[stream_id] = H2Stream(self, stream_id)

@@ -517,8 +517,26 @@ def test_body_longer_than_content_length_is_never_forwarded(cert, proxy):
         raw.close()
 
 
-@pytest.mark.parametrize("fields", MALFORMED, ids=MALFORMED_IDS)
+# More that only HTTP/2 sends this way (l7/h2fields.py decides; tests/unit/test_l7_h2fields.py
+# has every rule).
+MALFORMED_H2 = [
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("x-a", "1\r\nx-smuggled: 1")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("x-a", " padded ")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     (":status", "200")],
+    [(":method", "GET"), (":scheme", "https"), (":path", "/"), ("host", "x"), ("host", "y")],
+    [(":method", "GET"), (":scheme", "https"), (":path", "/")],
+    [(":method", "CONNECT"), (":authority", "x:443"), (":path", "/")],
+]  # fmt: skip
+MALFORMED_H2_IDS = ["crlf-value", "padded-value", "status", "two-hosts", "no-authority",
+                    "connect-path"]  # fmt: skip
+
+
+@pytest.mark.parametrize("fields", MALFORMED + MALFORMED_H2, ids=MALFORMED_IDS + MALFORMED_H2_IDS)
 def test_malformed_requests_are_refused_and_not_forwarded(fields, cert, proxy, http_backends):
+    """RFC 9113 §8.1.1: a malformed request is a stream error; the connection goes on."""
     (a,) = http_backends("a")
     port = start_h2(proxy, cert, a)
     other = Bystander(port)
@@ -526,15 +544,46 @@ def test_malformed_requests_are_refused_and_not_forwarded(fields, cert, proxy, h
         sid = c.request(pseudo=fields)
         c.wait(lambda: c.goaway is not None or c.streams[sid].done)
         r = c.streams[sid]
-        assert (c.goaway and c.goaway.error_code == PROTOCOL_ERROR) or r.reset == PROTOCOL_ERROR
-        assert r.status == 0
+        assert (r.reset, r.status, c.goaway) == (PROTOCOL_ERROR, 0, None)
+        assert c.response(c.request("GET", "/")).status == 200
     other.check()
-    assert a.requests == 3  # the bystander's only
+    assert a.requests == 3 + 1  # the bystander's and the good one after the malformed one
+
+
+@pytest.mark.parametrize(
+    "trailers",
+    [[(":path", "/x")], [("x-sum", "1\r\n\r\nGET /smuggled HTTP/1.1")], [("X-Sum", "1")]],
+    ids=["pseudo-header", "crlf-value", "uppercase"],
+)
+def test_malformed_request_trailers_reset_the_stream(trailers, cert, proxy):
+    """A trailer section with a pseudo-header (RFC 9113 §8.1) or a malformed field: the stream
+    is reset, and the chunked body the server was reading never ends (nor carries them)."""
+    from tests.e2e.httpbackend import RawBackend
+
+    raw = RawBackend()
+    try:
+        port = start_h2(proxy, cert, raw)
+        with H2Client(port) as c:
+            sid = c.request("POST", "/", [("te", "trailers")], None, end=False)
+            c.send_body(sid, b"abc", end=False)
+            assert c.wait(lambda: b"abc" in raw.data(), timeout=5)
+            fields = [(n.encode(), v.encode()) for n, v in trailers]
+            c.conn.send_headers(sid, fields, end_stream=True)
+            c.flush()
+            c.wait(lambda: c.goaway is not None or c.streams[sid].done)
+            r = c.streams[sid]
+            assert (r.reset, r.status, c.goaway) == (PROTOCOL_ERROR, 0, None)
+        time.sleep(0.3)
+        data = raw.data()
+        assert b"/smuggled" not in data and b"x-sum" not in data.lower()
+        assert b"\r\n0\r\n" not in data and raw.heads == []  # no last chunk: never complete
+    finally:
+        raw.close()
 
 
 def test_authority_and_host_must_agree(cert, proxy, http_backends):
-    """RFC 9113 §8.3.1: a Host that differs from :authority makes the request malformed; h2
-    refuses it (PROTOCOL_ERROR) before l4lb sees it, so nothing is forwarded."""
+    """RFC 9113 §8.3.1: a Host that differs from :authority makes the request malformed: the
+    stream is reset (PROTOCOL_ERROR, l7/h2fields.py), nothing is forwarded."""
     (a,) = http_backends("a")
     port = start_h2(proxy, cert, a)
     with H2Client(port, authority="a.test") as c:
