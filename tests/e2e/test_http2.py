@@ -26,7 +26,7 @@ from tests.e2e.helpers import free_port, make_cert, pool_toml, wait_until
 from tests.e2e.httpbackend import HttpBackend
 from tests.e2e.test_http import ROUTES as HTTP_ROUTES
 
-CALM, PROTOCOL_ERROR, REFUSED, NO_ERROR = 11, 1, 7, 0
+CALM, PROTOCOL_ERROR, REFUSED, NO_ERROR, COMPRESSION = 11, 1, 7, 0, 9
 
 
 @pytest.fixture(scope="module")
@@ -447,6 +447,39 @@ def test_hpack_bomb_and_oversized_header_list_get_goaway(cert, proxy, http_backe
         assert c.wait_goaway().error_code == CALM
     other.check()
     assert a.requests == 3  # the bystander's only
+
+
+def test_hpack_table_over_the_advertised_size_gets_goaway(cert, proxy, http_backends):
+    """SETTINGS_HEADER_TABLE_SIZE under 4096: a client that acknowledged it but keeps its
+    4096-byte table (it never sends the table size update of RFC 7541 §4.2; jh2's decoder
+    lets it, l7/h2.py does not) gets GOAWAY COMPRESSION_ERROR, one whose update is over the
+    limit a GOAWAY too, nothing of either forwarded; a client that shrinks its table (h2's
+    encoder) is served."""
+    from hpack import Encoder
+    from hpack.hpack import encode_integer
+    from hyperframe.frame import HeadersFrame
+
+    SETTINGS = h2.events.RemoteSettingsChanged
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a, "h2_header_table_size = 256\n")
+    other = Bystander(port)
+    with H2Client(port) as c:
+        for _ in range(2):  # the second one's field would come from the table, if it fit
+            assert c.response(c.request("GET", "/", [("x-big", "b" * 1000)])).status == 200
+    update = encode_integer(4096, 5)
+    update[0] |= 0x20  # a dynamic table size update to 4096
+    for first, code in ((b"", (COMPRESSION,)), (bytes(update), (PROTOCOL_ERROR, COMPRESSION))):
+        with H2Client(port) as c:
+            # Our SETTINGS came, and its ACK goes out before the frame below.
+            assert c.wait(lambda: any(isinstance(e, SETTINGS) for e in c.events))
+            fields = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x"),
+                      (b":path", b"/"), (b"x-big", b"b" * 1000)]  # fmt: skip
+            block = first + Encoder().encode(fields)  # indexed in a 4096-byte table
+            c.send_raw(HeadersFrame(1, data=block, flags=["END_STREAM", "END_HEADERS"]).serialize())
+            assert c.wait_goaway().error_code in code
+            assert c.wait_closed()
+    other.check()
+    assert a.requests == 3 + 2  # the bystander's and the well-behaved client's
 
 
 @pytest.mark.parametrize("sent", [5, 20])
