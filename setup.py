@@ -40,6 +40,7 @@ HOT_PATH = [
     "l7/h1.py",
     "l7/h1tunnel.py",
     "l7/h1errors.py",
+    "l7/h2fields.py",
     "l7/h2stream.py",
     "l7/h2.py",
     "l7/cache/hit.py",

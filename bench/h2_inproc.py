@@ -1,11 +1,12 @@
 """The Python cost of one HTTP/2 request through l4lb, without sockets or a load generator.
 
-Like bench/http_inproc.py for HTTP/1.1: the HTTP/2 client adapter (`l7.h2.H2Server`) is fed
-the bytes of an h2 client connection (python-hyper `h2` as the client, the headers h2load
-sends, one request per stream), and a pooled server connection (`l7.upstream.UpstreamConn`)
-an nginx-like response to each request, through transports that only collect what is
-written. The client's bytes are made before the clock starts (the client's own cost is not
-counted); after each round they are checked: every stream got a 200 with its body.
+Like bench/http_inproc.py for HTTP/1.1: the HTTP/2 client adapter (`l7.h2.H2Server`, on the
+`jh2` library) is fed the bytes of an h2 client connection (python-hyper `h2` as the client,
+an implementation apart from the server's; the headers h2load sends, one request per
+stream), and a pooled server connection (`l7.upstream.UpstreamConn`) an nginx-like response
+to each request, through transports that only collect what is written. The client's bytes
+are made before the clock starts (the client's own cost is not counted); after each round
+they are checked: every stream got a 200 with its body.
 
     .venv/bin/python bench/h2_inproc.py [-n 20000] [--rounds 3] [--size 100] [--profile]
 
@@ -23,9 +24,10 @@ startup, nor the client that made and checks the bytes):
     callgrind_annotate --inclusive=yes /tmp/h2.cg | grep -m1 sys_call_tracing  # / 300
 
 `--profile` runs one more round under cProfile and says where an HTTP/2 request's time goes:
-own time grouped by where the code lives (the h2 library, hpack, hyperframe, l7/, l4lb/,
-the standard library), then the top functions. cProfile slows everything down, the shares
-are what counts. Pin it (`taskset -c 0`) while something else runs.
+own time grouped by where the code lives (the jh2 library, its hpack and hyperframe, l7/,
+l4lb/, the standard library; jh2's Rust HPACK counts as built-ins), then the top functions.
+cProfile slows everything down, the shares are what counts. Pin it (`taskset -c 0`) while
+something else runs.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ async def measure(count: int, rounds: int, profile: bool, size: int) -> tuple[li
 def area(file: str) -> str:
     """Where a function lives, by its file."""
     parts = file.replace("\\", "/").split("/")
-    for name in ("h2", "hpack", "hyperframe", "l7", "l4lb", "asyncio"):
+    for name in ("hpack", "hyperframe", "jh2", "h2", "l7", "l4lb", "asyncio"):
         if name in parts[:-1]:
             i = len(parts) - 1 - parts[::-1].index(name)
             rest = "/".join(parts[i:])

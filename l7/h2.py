@@ -1,16 +1,25 @@
-"""The HTTP/2 adapter on the client side, the connection: h2 events to streams, and back.
+"""The HTTP/2 adapter on the client side, the connection: jh2 events to streams, and back.
 
 One `H2Server` per connection (an `https` listener that negotiated ALPN `h2`, or an `http`
 listener with `h2c = true` and the client's prior knowledge); one `l7.h2stream.H2Stream` per
 request, the exchange's `ClientStream`, through the same pipeline as an HTTP/1.1 request.
-The python-hyper `h2` library does the framing, HPACK, the stream state machines and most of
-RFC 9113's validation (pseudo-header rules, connection-specific fields, Content-Length
-against DATA, CONTINUATION backlog, HPACK bombs through the header list size); a violation
-ends the connection with GOAWAY carrying its error code before the stream reaches the
-pipeline, so nothing of it is forwarded. `:authority` and `host` that differ are refused
-there too (RFC 9113 §8.3.1); the server gets `Host: <authority>`.
+The `jh2` library (python-hyper `h2`'s maintained fork, the same API, with HPACK in Rust:
+fewer instructions per request, bench/RESULTS.md) does the framing, HPACK, the stream state
+machines and part of RFC 9113's validation (Content-Length against DATA, CONTINUATION
+backlog, HPACK bombs through the header list size, table size updates over our
+SETTINGS_HEADER_TABLE_SIZE); a violation ends the connection with GOAWAY carrying its error
+code before the stream reaches the pipeline, so nothing of it is forwarded.
 
-What h2 does not do, done here (defences.py holds the counting, sans-IO):
+What the library does not do, or what is decided here rather than by it (defences.py holds
+the counting, h2fields.py the field rules, both sans-IO):
+- Malformed requests (RFC 9113 §8.2-8.3: field names and values, connection-specific
+  fields, pseudo-headers; `:authority` and `host` that differ, §8.3.1) and trailer sections
+  with pseudo-headers: `l7.h2fields`, with the library's inbound validation off, so that
+  what is malformed does not depend on the library. A stream error (§8.1.1): RST_STREAM
+  PROTOCOL_ERROR, nothing forwarded (counted as a control frame, as a refused stream is).
+  The server gets `Host: <authority>`.
+- A client that keeps its HPACK table over our SETTINGS_HEADER_TABLE_SIZE once it
+  acknowledged it (jh2 lets it): GOAWAY COMPRESSION_ERROR (`table_overrun`).
 - Rapid reset (CVE-2023-44487) and control-frame floods (SETTINGS, PING, PRIORITY,
   WINDOW_UPDATE, empty DATA): counted per connection in a sliding window; over the limit,
   GOAWAY ENHANCE_YOUR_CALM and close, as nginx and Envoy do.
@@ -19,8 +28,8 @@ What h2 does not do, done here (defences.py holds the counting, sans-IO):
   the client's window, the server paused over `h2_stream_buffer`, the stream reset after
   `body_timeout` on a zero window (the connection's one timer).
 - Writes once per read: `corked` (set in `data_received` and by an upstream read) holds the
-  streams' DATA in `pending` until `flush`, which writes h2's bytes once.
-- Graceful GOAWAY at reload and shutdown: the frame is written by hand (h2's close_connection
+  streams' DATA in `pending` until `flush`, which writes the library's bytes once.
+- Graceful GOAWAY at reload and shutdown: the frame is written by hand (close_connection
   would stop the streams in flight), streams after it are refused, the connection closes
   when the last one is done or after the grace period.
 """
@@ -31,15 +40,16 @@ import asyncio
 import logging
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-from hyperframe.frame import GoAwayFrame
+import jh2.config
+import jh2.connection
+import jh2.errors
+import jh2.events
+import jh2.exceptions
+import jh2.settings
+from jh2.hyperframe.frame import GoAwayFrame
 
 from l7.defences import FloodGuard
+from l7.h2fields import request_problem, trailer_problem
 from l7.h2stream import H2Stream
 
 __all__ = ["H2_PREFACE", "H2Server", "H2Stream"]
@@ -47,7 +57,9 @@ __all__ = ["H2_PREFACE", "H2Server", "H2Stream"]
 log = logging.getLogger("l4lb")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+_CALM = jh2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+_PROTOCOL_ERROR = jh2.errors.ErrorCodes.PROTOCOL_ERROR
+_COMPRESSION_ERROR = jh2.errors.ErrorCodes.COMPRESSION_ERROR
 
 
 class H2Server(asyncio.Protocol):
@@ -60,31 +72,35 @@ class H2Server(asyncio.Protocol):
         engine = engine_of()
         settings = engine.settings
         self.settings = settings
-        config = h2.config.H2Configuration(
+        config = jh2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
+            # `l7.h2fields` decides what is malformed (`request`, `on_trailers`).
+            validate_inbound_headers=False,
             # `l7.streams.request_fields` joins the cookie fields itself (RFC 9113 §8.2.3):
-            # h2's inbound normalisation would only add a generator per field.
+            # jh2's inbound normalisation would only add a generator per field.
             normalize_inbound_headers=False,
         )
-        self.h2 = h2.connection.H2Connection(config)
-        self.h2.local_settings = h2.settings.Settings(
+        self.h2 = jh2.connection.H2Connection(config)
+        self.connect_protocol = "websocket" in engine.upgrades
+        self.h2.local_settings = jh2.settings.Settings(
             client=False,
             initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.h2_max_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_bytes,
-                h2.settings.SettingCodes.HEADER_TABLE_SIZE: settings.h2_header_table_size,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.h2_window,
+                jh2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.h2_max_streams,
+                jh2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_bytes,
+                jh2.settings.SettingCodes.HEADER_TABLE_SIZE: settings.h2_header_table_size,
+                jh2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.h2_window,
                 # RFC 8441: WebSocket over a stream, when the listener allows WebSocket.
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(
-                    "websocket" in engine.upgrades
-                ),
+                jh2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(self.connect_protocol),
             },
         )
         self.h2.decoder.max_header_list_size = settings.max_header_bytes
         self.h2.decoder.max_allowed_table_size = settings.h2_header_table_size
+        # Watched once the client acknowledged a SETTINGS_HEADER_TABLE_SIZE under the 4096
+        # bytes a table starts with (`table_overrun`).
+        self.table_watch = False
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
         self.forwarding: tuple[Any, bytes, bytes] = (None, b"", b"")
@@ -106,13 +122,15 @@ class H2Server(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.h2.initiate_connection()
-        # h2 takes a stream over SETTINGS_MAX_CONCURRENT_STREAMS for a connection error, which
+        # jh2 takes a stream over SETTINGS_MAX_CONCURRENT_STREAMS for a connection error, which
         # cuts every stream in flight, though RFC 9113 §5.1.2 asks for a stream error (a client
-        # may open streams before it read our SETTINGS). So h2 holds a higher hard cap, and
+        # may open streams before it read our SETTINGS). So jh2 holds a higher hard cap, and
         # `request` refuses streams over the advertised limit with REFUSED_STREAM, as nginx.
         values: dict[Any, int] = dict(self.h2.local_settings)
-        values[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.settings.h2_max_streams + 100
-        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=values)
+        values[jh2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = (
+            self.settings.h2_max_streams + 100
+        )
+        self.h2.local_settings = jh2.settings.Settings(client=False, initial_values=values)
         # A bigger connection window than the 64 KiB default: streams share it.
         self.h2.increment_flow_control_window(self.settings.h2_window * 4)
         self.flush()
@@ -125,10 +143,10 @@ class H2Server(asyncio.Protocol):
             return
         try:
             events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except jh2.exceptions.ProtocolError as exc:
             log.info("http2 %s:%d: %s", self.client[0], self.client[1], exc)
             self.goaway_count()
-            self.flush()  # h2 queued a GOAWAY with the error code
+            self.flush()  # jh2 queued a GOAWAY with the error code
             self.close()
             return
         self.corked += 1
@@ -142,7 +160,7 @@ class H2Server(asyncio.Protocol):
                     handler(self, event)
         except Exception:  # a bug: it costs this connection, logged, and nothing else
             log.exception("http2 %s:%d: internal error", self.client[0], self.client[1])
-            self.calm("internal error", h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self.calm("internal error", jh2.errors.ErrorCodes.INTERNAL_ERROR)
         finally:
             self.corked -= 1
         if not self.closed:
@@ -174,9 +192,9 @@ class H2Server(asyncio.Protocol):
         if self.on_close is not None:
             self.on_close(self)
 
-    # -- h2 events: one method per event type (`_ON`, below the class) ----------------------
+    # -- jh2 events: one method per event type (`_ON`, below the class) ----------------------
 
-    def on_data(self, event: h2.events.DataReceived) -> None:
+    def on_data(self, event: jh2.events.DataReceived) -> None:
         if not event.data and not event.stream_ended and self.guard.control(self.loop.time()):
             self.calm("empty DATA frames")
             return
@@ -186,12 +204,12 @@ class H2Server(asyncio.Protocol):
         elif event.flow_controlled_length:
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
 
-    def on_stream_ended(self, event: h2.events.StreamEnded) -> None:
+    def on_stream_ended(self, event: jh2.events.StreamEnded) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is not None:
             stream.received_end()
 
-    def on_reset(self, event: h2.events.StreamReset) -> None:
+    def on_reset(self, event: jh2.events.StreamReset) -> None:
         if self.guard.reset(self.loop.time()):
             self.calm("too many stream resets")  # CVE-2023-44487
             return
@@ -201,7 +219,7 @@ class H2Server(asyncio.Protocol):
         if stream is not None and stream.ex is not None and not stream.ex.finished:
             stream.ex.abort()
 
-    def on_window(self, event: h2.events.WindowUpdated) -> None:
+    def on_window(self, event: jh2.events.WindowUpdated) -> None:
         if self.guard.control(self.loop.time()):
             self.calm("WINDOW_UPDATE flood")
             return
@@ -218,23 +236,54 @@ class H2Server(asyncio.Protocol):
         if self.guard.control(self.loop.time()):
             self.calm("control frame flood")
 
-    def on_trailers(self, event: h2.events.TrailersReceived) -> None:
+    def on_settings_ack(self, event: jh2.events.SettingsAcknowledged) -> None:
+        self.table_watch = self.settings.h2_header_table_size < 4096
+        self.on_control(event)
+
+    def table_overrun(self) -> bool:
+        """The client kept an HPACK table bigger than our SETTINGS_HEADER_TABLE_SIZE after
+        acknowledging it (RFC 7541 §4.2: its next field block starts with a table size
+        update): GOAWAY COMPRESSION_ERROR (RFC 9113 §4.3). jh2's decoder refuses an update
+        over the limit, but not a client that never sends one (the table stays at 4096);
+        python-hpack refused that, even before the acknowledgement."""
+        if self.h2.decoder.header_table_size <= self.settings.h2_header_table_size:
+            return False
+        self.calm("HPACK table over SETTINGS_HEADER_TABLE_SIZE", _COMPRESSION_ERROR)
+        return True
+
+    def on_trailers(self, event: jh2.events.TrailersReceived) -> None:
+        if self.table_watch and self.table_overrun():
+            return
         stream = self.streams.get(event.stream_id)
         if stream is not None and stream.ex is not None:
+            problem = trailer_problem(event.headers)
+            if problem is not None:  # the request is not completed: the server gets no end
+                log.info("http2 %s:%d: malformed trailers: %s", *self.client, problem)
+                self.reset(stream, _PROTOCOL_ERROR)
+                return
             stream.ex.body_trailers(event.headers)  # StreamEnded follows
 
-    def on_terminated(self, event: h2.events.ConnectionTerminated) -> None:
+    def on_terminated(self, event: jh2.events.ConnectionTerminated) -> None:
         self.close()
 
-    def request(self, event: h2.events.RequestReceived) -> None:
+    def request(self, event: jh2.events.RequestReceived) -> None:
+        if self.table_watch and self.table_overrun():
+            return
         stream_id = event.stream_id
         if self.goaway_sent and stream_id > self.last_stream:
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(stream_id, jh2.errors.ErrorCodes.REFUSED_STREAM)
             return
         if len(self.streams) >= self.settings.h2_max_streams:
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(stream_id, jh2.errors.ErrorCodes.REFUSED_STREAM)
             if self.guard.control(self.loop.time()):  # costs a frame, like a PING: counted so
                 self.calm("streams over the concurrency limit")
+            return
+        problem = request_problem(event.headers, self.connect_protocol)
+        if problem is not None:  # RFC 9113 §8.1.1: a stream error, nothing forwarded
+            log.info("http2 %s:%d: malformed request: %s", *self.client, problem)
+            self.h2.reset_stream(stream_id, _PROTOCOL_ERROR)
+            if self.guard.control(self.loop.time()):  # a frame for a frame, as above
+                self.calm("malformed requests")
             return
         engine = self.engine_of()  # a reload applies from the next stream on
         stream = self.streams[stream_id] = H2Stream(self, stream_id)
@@ -252,7 +301,7 @@ class H2Server(asyncio.Protocol):
             return
         try:
             self.h2.send_headers(stream.stream_id, fields, end_stream=end)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError):
             return
         if not self.corked:
             self.flush()
@@ -272,7 +321,7 @@ class H2Server(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
-        """The streams queued while corked hand h2 their DATA, then h2's bytes go out as one
+        """The streams queued while corked hand jh2 their DATA, then jh2's bytes go out as one
         write."""
         pending = self.pending
         if pending:
@@ -292,7 +341,7 @@ class H2Server(asyncio.Protocol):
         self.streams.pop(stream.stream_id, None)
         try:
             self.h2.reset_stream(stream.stream_id, code)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError):
             pass
         if stream.ex is not None and not stream.ex.finished:
             stream.ex.abort()
@@ -309,8 +358,8 @@ class H2Server(asyncio.Protocol):
         if not stream.request_done:
             # Answered before the whole body came: the rest is not wanted (RFC 9113 §8.1).
             try:
-                self.h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                self.h2.reset_stream(stream.stream_id, jh2.errors.ErrorCodes.NO_ERROR)
+            except (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError):
                 pass
         if not self.streams:
             if self.draining:
@@ -326,7 +375,7 @@ class H2Server(asyncio.Protocol):
         log.warning("http2 %s:%d: %s: GOAWAY", self.client[0], self.client[1], why)
         try:
             self.h2.close_connection(code)
-        except h2.exceptions.ProtocolError:
+        except jh2.exceptions.ProtocolError:
             pass
         self.goaway_count()
         self.flush()
@@ -374,28 +423,28 @@ class H2Server(asyncio.Protocol):
         if self.closed:
             return
         if not self.streams:
-            self.calm("idle", h2.errors.ErrorCodes.NO_ERROR)
+            self.calm("idle", jh2.errors.ErrorCodes.NO_ERROR)
             return
         now = self.loop.time()
         limit = self.settings.body_timeout
         for stream in list(self.streams.values()):
             if stream.stalled_since and now - stream.stalled_since >= limit:
                 log.info("http2 %s:%d: stream stalled on a zero window: reset", *self.client)
-                self.reset(stream, h2.errors.ErrorCodes.FLOW_CONTROL_ERROR)
+                self.reset(stream, jh2.errors.ErrorCodes.FLOW_CONTROL_ERROR)
         if any(s.stalled_since for s in self.streams.values()):
             self.schedule(limit / 2)
 
 
 _ON: dict[type, Any] = {
-    h2.events.RequestReceived: H2Server.request,
-    h2.events.DataReceived: H2Server.on_data,
-    h2.events.StreamEnded: H2Server.on_stream_ended,
-    h2.events.StreamReset: H2Server.on_reset,
-    h2.events.WindowUpdated: H2Server.on_window,
-    h2.events.PingReceived: H2Server.on_control,
-    h2.events.RemoteSettingsChanged: H2Server.on_control,
-    h2.events.PriorityUpdated: H2Server.on_control,
-    h2.events.SettingsAcknowledged: H2Server.on_control,
-    h2.events.TrailersReceived: H2Server.on_trailers,
-    h2.events.ConnectionTerminated: H2Server.on_terminated,
+    jh2.events.RequestReceived: H2Server.request,
+    jh2.events.DataReceived: H2Server.on_data,
+    jh2.events.StreamEnded: H2Server.on_stream_ended,
+    jh2.events.StreamReset: H2Server.on_reset,
+    jh2.events.WindowUpdated: H2Server.on_window,
+    jh2.events.PingReceived: H2Server.on_control,
+    jh2.events.RemoteSettingsChanged: H2Server.on_control,
+    jh2.events.PriorityUpdated: H2Server.on_control,
+    jh2.events.SettingsAcknowledged: H2Server.on_settings_ack,
+    jh2.events.TrailersReceived: H2Server.on_trailers,
+    jh2.events.ConnectionTerminated: H2Server.on_terminated,
 }

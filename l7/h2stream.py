@@ -1,6 +1,6 @@
 """One request on an HTTP/2 connection: `H2Stream`, the exchange's `ClientStream` (l7/sides.py).
 
-The connection (`l7.h2.H2Server`) turns h2 events into calls on its streams; a stream turns
+The connection (`l7.h2.H2Server`) turns jh2 events into calls on its streams; a stream turns
 the exchange's calls into h2 calls on the connection's `h2` object. What a stream holds is
 its side of flow control: the response body that waits for the client's window (`out`,
 bounded by `h2_stream_buffer`: over it, the server is paused), the request body bytes not yet
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import h2.errors
-import h2.exceptions
+import jh2.errors
+import jh2.exceptions
 
 from l4lb.errors import RemoteProtocolError
 from l7.streams import StreamSide, head_fields, simple_fields, status_value
@@ -39,7 +39,7 @@ __all__ = ["H2Stream"]
 _NOT_ON_A_STREAM = frozenset(
     {b"connection", b"upgrade", b"keep-alive", b"transfer-encoding", b"sec-websocket-accept"}
 )
-_CLOSED = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError)
+_CLOSED = (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError, KeyError)
 
 
 class H2Stream(StreamSide):
@@ -124,7 +124,7 @@ class H2Stream(StreamSide):
         self.conn.flush_stream(self)
 
     def push(self) -> None:
-        """Hand h2 what the client's window allows, with END_STREAM (or the trailers) on the
+        """Hand jh2 what the client's window allows, with END_STREAM (or the trailers) on the
         last of it; then the stall clock and the server's pause, by what is left. Writes
         nothing to the transport (the connection does, once per batch)."""
         conn = self.conn
@@ -179,7 +179,7 @@ class H2Stream(StreamSide):
                 up.resume_reading()
             self.upstream_paused = False
 
-    # -- the request, from the connection's h2 events ---------------------------------------
+    # -- the request, from the connection's jh2 events ---------------------------------------
 
     def received_data(self, data: bytes, length: int) -> None:
         """A DATA frame's bytes (`length`: what it counts for flow control, padding too):
@@ -228,17 +228,17 @@ class H2Stream(StreamSide):
                 self.acknowledge(n)
 
     def acknowledge(self, n: int) -> None:
-        """Give the client `n` bytes of window back (h2 sends WINDOW_UPDATE when due)."""
+        """Give the client `n` bytes of window back (jh2 sends WINDOW_UPDATE when due)."""
         conn = self.conn
         try:
             conn.h2.acknowledge_received_data(n, self.stream_id)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError):
             return
         if not conn.corked:
             conn.flush()
 
     def abort(self) -> None:
-        self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self.conn.reset(self, jh2.errors.ErrorCodes.INTERNAL_ERROR)
 
     # -- a WebSocket tunnel: extended CONNECT (RFC 8441) to an HTTP/1.1 upgrade --------------
 
@@ -288,7 +288,7 @@ class H2Stream(StreamSide):
         peer.close()
 
     def cancel(self) -> None:
-        self.conn.reset(self, h2.errors.ErrorCodes.CANCEL)
+        self.conn.reset(self, jh2.errors.ErrorCodes.CANCEL)
 
     def exchange_done(self, ex: Exchange) -> None:
         self.conn.maybe_forget(self)

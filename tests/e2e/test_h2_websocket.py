@@ -111,3 +111,8 @@ def test_extended_connect_not_offered_without_websocket(ws_proxy):
         r = c.response(sid)
         assert r.status == 501 and b"only supported for WebSocket" in r.body
         assert c.response(c.request("GET", "/")).status == 200  # the connection goes on
+        # `:protocol` where it was not offered is an undefined pseudo-header: malformed
+        # (RFC 9113 §8.3), the stream reset, the connection goes on.
+        r = c.response(open_ws(c))
+        assert (r.reset, r.status, c.goaway) == (1, 0, None)  # PROTOCOL_ERROR
+        assert c.response(c.request("GET", "/")).status == 200

@@ -26,7 +26,7 @@ from tests.e2e.helpers import free_port, make_cert, pool_toml, wait_until
 from tests.e2e.httpbackend import HttpBackend
 from tests.e2e.test_http import ROUTES as HTTP_ROUTES
 
-CALM, PROTOCOL_ERROR, REFUSED, NO_ERROR = 11, 1, 7, 0
+CALM, PROTOCOL_ERROR, REFUSED, NO_ERROR, COMPRESSION = 11, 1, 7, 0, 9
 
 
 @pytest.fixture(scope="module")
@@ -449,6 +449,39 @@ def test_hpack_bomb_and_oversized_header_list_get_goaway(cert, proxy, http_backe
     assert a.requests == 3  # the bystander's only
 
 
+def test_hpack_table_over_the_advertised_size_gets_goaway(cert, proxy, http_backends):
+    """SETTINGS_HEADER_TABLE_SIZE under 4096: a client that acknowledged it but keeps its
+    4096-byte table (it never sends the table size update of RFC 7541 §4.2; jh2's decoder
+    lets it, l7/h2.py does not) gets GOAWAY COMPRESSION_ERROR, one whose update is over the
+    limit a GOAWAY too, nothing of either forwarded; a client that shrinks its table (h2's
+    encoder) is served."""
+    from hpack import Encoder
+    from hpack.hpack import encode_integer
+    from hyperframe.frame import HeadersFrame
+
+    SETTINGS = h2.events.RemoteSettingsChanged
+    (a,) = http_backends("a")
+    port = start_h2(proxy, cert, a, "h2_header_table_size = 256\n")
+    other = Bystander(port)
+    with H2Client(port) as c:
+        for _ in range(2):  # the second one's field would come from the table, if it fit
+            assert c.response(c.request("GET", "/", [("x-big", "b" * 1000)])).status == 200
+    update = encode_integer(4096, 5)
+    update[0] |= 0x20  # a dynamic table size update to 4096
+    for first, code in ((b"", (COMPRESSION,)), (bytes(update), (PROTOCOL_ERROR, COMPRESSION))):
+        with H2Client(port) as c:
+            # Our SETTINGS came, and its ACK goes out before the frame below.
+            assert c.wait(lambda: any(isinstance(e, SETTINGS) for e in c.events))
+            fields = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"x"),
+                      (b":path", b"/"), (b"x-big", b"b" * 1000)]  # fmt: skip
+            block = first + Encoder().encode(fields)  # indexed in a 4096-byte table
+            c.send_raw(HeadersFrame(1, data=block, flags=["END_STREAM", "END_HEADERS"]).serialize())
+            assert c.wait_goaway().error_code in code
+            assert c.wait_closed()
+    other.check()
+    assert a.requests == 3 + 2  # the bystander's and the well-behaved client's
+
+
 @pytest.mark.parametrize("sent", [5, 20])
 def test_content_length_that_disagrees_with_data(sent, cert, proxy):
     from tests.e2e.httpbackend import RawBackend
@@ -517,8 +550,26 @@ def test_body_longer_than_content_length_is_never_forwarded(cert, proxy):
         raw.close()
 
 
-@pytest.mark.parametrize("fields", MALFORMED, ids=MALFORMED_IDS)
+# More that only HTTP/2 sends this way (l7/h2fields.py decides; tests/unit/test_l7_h2fields.py
+# has every rule).
+MALFORMED_H2 = [
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("x-a", "1\r\nx-smuggled: 1")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     ("x-a", " padded ")],
+    [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", "/"),
+     (":status", "200")],
+    [(":method", "GET"), (":scheme", "https"), (":path", "/"), ("host", "x"), ("host", "y")],
+    [(":method", "GET"), (":scheme", "https"), (":path", "/")],
+    [(":method", "CONNECT"), (":authority", "x:443"), (":path", "/")],
+]  # fmt: skip
+MALFORMED_H2_IDS = ["crlf-value", "padded-value", "status", "two-hosts", "no-authority",
+                    "connect-path"]  # fmt: skip
+
+
+@pytest.mark.parametrize("fields", MALFORMED + MALFORMED_H2, ids=MALFORMED_IDS + MALFORMED_H2_IDS)
 def test_malformed_requests_are_refused_and_not_forwarded(fields, cert, proxy, http_backends):
+    """RFC 9113 §8.1.1: a malformed request is a stream error; the connection goes on."""
     (a,) = http_backends("a")
     port = start_h2(proxy, cert, a)
     other = Bystander(port)
@@ -526,15 +577,46 @@ def test_malformed_requests_are_refused_and_not_forwarded(fields, cert, proxy, h
         sid = c.request(pseudo=fields)
         c.wait(lambda: c.goaway is not None or c.streams[sid].done)
         r = c.streams[sid]
-        assert (c.goaway and c.goaway.error_code == PROTOCOL_ERROR) or r.reset == PROTOCOL_ERROR
-        assert r.status == 0
+        assert (r.reset, r.status, c.goaway) == (PROTOCOL_ERROR, 0, None)
+        assert c.response(c.request("GET", "/")).status == 200
     other.check()
-    assert a.requests == 3  # the bystander's only
+    assert a.requests == 3 + 1  # the bystander's and the good one after the malformed one
+
+
+@pytest.mark.parametrize(
+    "trailers",
+    [[(":path", "/x")], [("x-sum", "1\r\n\r\nGET /smuggled HTTP/1.1")], [("X-Sum", "1")]],
+    ids=["pseudo-header", "crlf-value", "uppercase"],
+)
+def test_malformed_request_trailers_reset_the_stream(trailers, cert, proxy):
+    """A trailer section with a pseudo-header (RFC 9113 §8.1) or a malformed field: the stream
+    is reset, and the chunked body the server was reading never ends (nor carries them)."""
+    from tests.e2e.httpbackend import RawBackend
+
+    raw = RawBackend()
+    try:
+        port = start_h2(proxy, cert, raw)
+        with H2Client(port) as c:
+            sid = c.request("POST", "/", [("te", "trailers")], None, end=False)
+            c.send_body(sid, b"abc", end=False)
+            assert c.wait(lambda: b"abc" in raw.data(), timeout=5)
+            fields = [(n.encode(), v.encode()) for n, v in trailers]
+            c.conn.send_headers(sid, fields, end_stream=True)
+            c.flush()
+            c.wait(lambda: c.goaway is not None or c.streams[sid].done)
+            r = c.streams[sid]
+            assert (r.reset, r.status, c.goaway) == (PROTOCOL_ERROR, 0, None)
+        time.sleep(0.3)
+        data = raw.data()
+        assert b"/smuggled" not in data and b"x-sum" not in data.lower()
+        assert b"\r\n0\r\n" not in data and raw.heads == []  # no last chunk: never complete
+    finally:
+        raw.close()
 
 
 def test_authority_and_host_must_agree(cert, proxy, http_backends):
-    """RFC 9113 §8.3.1: a Host that differs from :authority makes the request malformed; h2
-    refuses it (PROTOCOL_ERROR) before l4lb sees it, so nothing is forwarded."""
+    """RFC 9113 §8.3.1: a Host that differs from :authority makes the request malformed: the
+    stream is reset (PROTOCOL_ERROR, l7/h2fields.py), nothing is forwarded."""
     (a,) = http_backends("a")
     port = start_h2(proxy, cert, a)
     with H2Client(port, authority="a.test") as c:
