@@ -113,6 +113,7 @@ def request_problem(fields: Sequence[tuple[bytes, bytes]], connect_protocol: boo
     protocol: bytes | None = None
     host: bytes | None = None
     regular = False
+    seen = 0  # a bit per pseudo-header kind already met
     kinds = _KINDS
     for name, value in fields:
         kind = kinds.get(name)
@@ -123,26 +124,23 @@ def request_problem(fields: Sequence[tuple[bytes, bytes]], connect_protocol: boo
         elif kind >= _METHOD:
             if regular:
                 return f"pseudo-header {name[:40]!r} after a regular field"
-            if kind == _METHOD:
-                if method is not None:
-                    return "more than one :method"
-                method = value
-            elif kind == _PATH:
-                if path is not None:
-                    return "more than one :path"
-                path = value
-            elif kind == _SCHEME:
-                if scheme is not None:
-                    return "more than one :scheme"
-                scheme = value
-            elif kind == _AUTHORITY:
-                if authority is not None:
-                    return "more than one :authority"
-                authority = value
-            elif kind == _PROTOCOL and connect_protocol:
-                if protocol is not None:
-                    return "more than one :protocol"
-                protocol = value
+            if kind == _PROTOCOL and not connect_protocol:
+                return f"pseudo-header {name[:40]!r} not allowed in a request"
+            if kind <= _PROTOCOL:
+                bit = 1 << kind
+                if seen & bit:
+                    return f"more than one {name.decode()}"
+                seen |= bit
+                if kind == _METHOD:
+                    method = value
+                elif kind == _PATH:
+                    path = value
+                elif kind == _SCHEME:
+                    scheme = value
+                elif kind == _AUTHORITY:
+                    authority = value
+                else:
+                    protocol = value
             elif kind == _STATUS:
                 return ":status in a request"
             else:
