@@ -55,13 +55,13 @@ HOT_PATH = [
     "l7/router.py",
     "l7/breaker.py",
     "l7/budget.py",
-    # the security stages' per-request code (l7/jwtstage.py is not: its JwtStage needs
-    # weak references, which mypyc's native classes do not have)
+    # the security stages' per-request code
     "l7/waf/decode.py",
     "l7/waf/extract.py",
     "l7/waf/matcher.py",
     "l7/waf/stage.py",
     "l7/jwtverify.py",
+    "l7/jwtstage.py",
     "l7/guard.py",
     # Choosing a server (every request and every new TCP connection): the pool, the servers'
     # state and the balancers.

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from l7.jwtconf import JwtConfig
 
-__all__ = ["MAX_JWKS_BYTES", "JwksSchedule", "JwksSource", "fetch_url"]
+__all__ = ["MAX_JWKS_BYTES", "JwksLease", "JwksSchedule", "JwksSource", "fetch_url"]
 
 log = logging.getLogger("l4lb")
 
@@ -104,6 +104,14 @@ def fetch_url(url: str, timeout: float, limit: int = MAX_JWKS_BYTES) -> bytes:
         raise ValueError(f"status {exc.code}") from None
 
 
+class JwksLease:
+    """What a user of a `JwksSource` holds for as long as it uses it (`JwksSource.lease`).
+    An object of its own because the users, `l7.jwtstage.JwtStage`s, are compiled classes,
+    which take no weak reference."""
+
+    __slots__ = ("__weakref__",)
+
+
 class JwksSource:
     """The cached keys of one JWKS URL (`keys`, None until a fetch succeeds) and the fetches
     that keep them fresh. `start` fetches at once when nothing is under way; `wait` is for
@@ -120,7 +128,9 @@ class JwksSource:
         self.keys: KeySet | None = None
         self.timeout = 5.0
         self.schedule = JwksSchedule(300.0, 10.0)
-        self.users: weakref.WeakSet[Any] = weakref.WeakSet()
+        # The `JwksLease` of each stage that uses this source, weakly: when the last goes (its
+        # config reloaded away and its requests done), the next timer tick closes the source.
+        self.users: weakref.WeakSet[JwksLease] = weakref.WeakSet()
         self.closed = False
         self.waiters: list[Callable[[], None]] = []  # requests waiting for a fetch's end
         self.fetches = 0
@@ -128,6 +138,12 @@ class JwksSource:
         self._timer: asyncio.TimerHandle | None = None
         self._future: Future[bytes] | asyncio.Future[bytes] | None = None
         self._on_closed = on_closed
+
+    def lease(self) -> JwksLease:
+        """A new use of this source: it stays open while the lease lives."""
+        lease = JwksLease()
+        self.users.add(lease)
+        return lease
 
     def configure(self, config: JwtConfig) -> None:
         """Take the timings of the provider just loaded (the latest load wins)."""

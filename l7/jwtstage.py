@@ -43,11 +43,11 @@ class JwtStage:
     """The live side of one route's `JwtConfig`; `source` is the JWKS URL's, if any."""
 
     __slots__ = (
-        "__weakref__",
         "accepted",
         "cache",
         "config",
         "forward",
+        "lease",
         "refused",
         "route",
         "source",
@@ -58,6 +58,7 @@ class JwtStage:
         self.route = route
         self.config = config
         self.source = source
+        self.lease: Any = None  # a JwksLease while it uses `source` (l7.jwtfetch)
         self.forward = tuple((claim, header.encode()) for claim, header in config.forward)
         strip = {header for _, header in self.forward}
         if not config.forward_token:
@@ -196,7 +197,7 @@ def jwt_stages(routes: Iterable[Any], registry: Any) -> dict[str, JwtStage]:
             source.configure(config)
         stage = out[route.name] = JwtStage(route.name, config, source)
         if source is not None:
-            source.users.add(stage)
+            stage.lease = source.lease()  # (the source stays open while the stage lives)
             source.start()
     return out
 

@@ -386,24 +386,20 @@ def test_jwks_fetch_times_out_retries_and_stops_when_unused():
     silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody answers
     url = f"http://127.0.0.1:{silent.getsockname()[1]}/jwks"
 
-    class User:
-        pass
-
     async def main() -> None:
         loop = asyncio.get_running_loop()
         closed: list[JwksSource] = []
         source = JwksSource(loop, url, on_closed=closed.append)
         source.timeout = 0.3
         source.schedule.min_refetch = 0.1
-        user = User()
-        source.users.add(user)
+        lease = source.lease()  # what a JwtStage holds
         source.start()
         for _ in range(200):
             if source.failures >= 2:
                 break
             await asyncio.sleep(0.05)
         assert source.failures >= 2 and source.keys is None and not source.closed
-        del user  # no stage holds the source now
+        del lease  # no stage holds the source now
         for _ in range(200):
             if closed:
                 break
