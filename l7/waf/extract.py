@@ -22,7 +22,10 @@ no match spans two values). Bodies are bounded by the caller.
 match, and only then are the values taken apart (`request_values`). It skips the copies
 and decoding calls that cannot change a value (a value with no `%`, `&`, `\\` or `+` and
 only ASCII is its own decoded form), but it must give exactly the lines `request_values`
-gives: tests/unit/test_waf_screen.py checks the two against each other.
+gives: tests/unit/test_waf_screen.py checks the two against each other. It is made of
+three parts, which the screen also takes one at a time (`CompiledRules.screen_request`):
+`target_text` (the request line), `header_text` (of the raw values `header_parts` picks)
+and `body_text`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,16 @@ from urllib.parse import parse_qsl
 from l7.model import Request
 from l7.waf.decode import normalise
 
-__all__ = ["BODY_TYPES", "body_kind", "request_text", "request_values"]
+__all__ = [
+    "BODY_TYPES",
+    "body_kind",
+    "body_text",
+    "header_parts",
+    "header_text",
+    "request_text",
+    "request_values",
+    "target_text",
+]
 
 _SKIP_HEADERS = frozenset(
     {
@@ -166,58 +178,127 @@ def _plain_bytes(data: bytes) -> bool:
     return 37 not in data and 38 not in data and 92 not in data and data.isascii()  # % & \
 
 
-def request_text(request: Request, body: bytes | None, kind: str, wanted: frozenset[str]) -> str:
-    """Every value `request_values` gives, one a line ("\\n" between them), in one string.
-    (It may also hold empty lines, which no rule can match alone.)"""
-    out: list[str] = []
+# How each header field name is screened: 0 left out, 1 cookie, 2 free text. Learnt per
+# name as requests bring them (a dict lookup instead of a set test and a prefix test per
+# field), bounded: names past `_KINDS_MAX` are worked out each time and not kept.
+_KINDS: dict[bytes, int] = {}
+_KINDS_MAX = 1024
+
+
+def _kind(name: bytes) -> int:
+    if name == b"cookie":
+        kind = 1
+    elif name in _SKIP_HEADERS or name.startswith(_SKIP_PREFIXES):
+        kind = 0
+    else:
+        kind = 2
+    if len(_KINDS) < _KINDS_MAX:
+        _KINDS[name] = kind
+    return kind
+
+
+def header_parts(request: Request, wanted: frozenset[str]) -> tuple[list[bytes], list[bytes]]:
+    """The raw values of the `wanted` header fields of `request`: (free-text fields, Cookie
+    fields), each in the order received. `header_text` makes their lines."""
+    free: list[bytes] = []
+    cookies: list[bytes] = []
+    want_free = "headers" in wanted
+    want_cookies = "cookies" in wanted
+    if not want_free and not want_cookies:
+        return free, cookies
+    kinds = _KINDS
+    for field, raw in request.headers:
+        kind = kinds.get(field)
+        if kind is None:
+            kind = _kind(field)
+        if kind == 2:
+            if want_free:
+                free.append(raw)
+        elif kind == 1 and want_cookies:
+            cookies.append(raw)
+    return free, cookies
+
+
+def _add_target(request: Request, wanted: frozenset[str], out: list[str]) -> None:
     add = out.append
+    target = request.target
+    # A target with no `%`, `\\` and only ASCII has plain path and query: no decoding call
+    # can change them (normalise's own test, written out once: a call costs more).
+    plain = "%" not in target and "\\" not in target and target.isascii()
     if "method" in wanted:
         add(request.method)
     if "raw" in wanted:
-        add(request.target)
+        add(target)
     if "path" in wanted:
-        path = request.path  # (normalise's own test, written out: a call costs more)
-        plain = "%" not in path and "&" not in path and "\\" not in path and path.isascii()
-        add(path if plain else normalise(path))
+        path = request.path
+        add(path if plain and "&" not in path else normalise(path))
     query = request.query
     if query and "query" in wanted:
-        if "%" in query or "\\" in query or not query.isascii():
+        if not plain:
             _pairs(query, out)
         else:  # parse_qsl's result, without its unquote calls (there is nothing to unquote)
             if "+" in query:
                 query = query.replace("+", " ")
             for piece in query.split("&"):
-                if piece:
-                    key, _, val = piece.partition("=")
-                    add(key)
-                    if val:
-                        add(val)
-    cookies = "cookies" in wanted
-    if cookies or "headers" in wanted:
-        free: list[bytes] = []
-        for field, raw in request.headers:
-            if field == b"cookie":
-                if not cookies:
-                    continue
-                text = raw.decode("utf-8", "replace")
-                plain = "%" not in text and "&" not in text and "\\" not in text and text.isascii()
-                for part in text.split(";"):
-                    key, _, val = part.strip().partition("=")
-                    add(key if plain else normalise(key))
-                    if val:
-                        add(val if plain else normalise(val))
-            elif field not in _SKIP_HEADERS and not field.startswith(_SKIP_PREFIXES):
-                free.append(raw)
-        if free and "headers" in wanted:
-            joined = b"\n".join(free)
-            if _plain_bytes(joined):  # one test and one decoding for all of them
-                add(joined.decode("ascii"))
-            else:
-                for raw in free:
-                    add(normalise(raw.decode("utf-8", "replace")))
+                add(piece.replace("=", "\n", 1))  # its name and its value, a line each
+
+
+def _add_headers(free: list[bytes], cookies: list[bytes], out: list[str]) -> None:
+    add = out.append
+    for raw in cookies:
+        text = raw.decode("utf-8", "replace")
+        plain = "%" not in text and "&" not in text and "\\" not in text and text.isascii()
+        for part in text.split(";"):
+            key, _, val = part.strip().partition("=")
+            add(key if plain else normalise(key))
+            if val:
+                add(val if plain else normalise(val))
+    if free:
+        joined = b"\n".join(free)
+        if _plain_bytes(joined):  # one test and one decoding for all of them
+            add(joined.decode("ascii"))
+        else:
+            for raw in free:
+                add(normalise(raw.decode("utf-8", "replace")))
+
+
+def _add_body(body: bytes | None, kind: str, out: list[str]) -> None:
     if body and kind:
         for texts in request_values(_NO_HEAD, body, kind, _NO_TARGETS).values():
             out.extend(texts)
+
+
+def target_text(request: Request, wanted: frozenset[str]) -> str:
+    """The lines of the method, request-target, path and query values (what `request_text`
+    holds of the request line)."""
+    out: list[str] = []
+    _add_target(request, wanted, out)
+    return "\n".join(out)
+
+
+def header_text(free: list[bytes], cookies: list[bytes]) -> str:
+    """The lines of the header values `header_parts` gave."""
+    out: list[str] = []
+    _add_headers(free, cookies, out)
+    return "\n".join(out)
+
+
+def body_text(body: bytes | None, kind: str) -> str:
+    """The lines of an inspected body's values."""
+    out: list[str] = []
+    _add_body(body, kind, out)
+    return "\n".join(out)
+
+
+def request_text(request: Request, body: bytes | None, kind: str, wanted: frozenset[str]) -> str:
+    """Every value `request_values` gives, one a line ("\\n" between them), in one string:
+    the lines of `target_text`, `header_text` and `body_text` together. (It may also hold
+    empty lines, which no rule can match alone.)"""
+    out: list[str] = []
+    _add_target(request, wanted, out)
+    free, cookies = header_parts(request, wanted)
+    _add_headers(free, cookies, out)
+    _add_body(body, kind, out)
     return "\n".join(out)
 
 

@@ -26,6 +26,18 @@ two lines, or a rule's target not the one the line came from): then the values a
 one by one (`scan`), which is exact. Patterns that would break this (`\\A`, `\\z`, `\\Z`,
 an inline `(?-m)`), or that match the newline between two plain lines, leave the rule set
 without a screen (every request goes through `scan`).
+
+`screen_request` screens a request in parts: the request line (`target_text`), the header
+values (`header_text`) and the body, each its own text. Every value is still a whole line
+of one of them, so the proof holds part by part. A part found clean is remembered by its
+raw inputs (method and request-target; the raw Cookie and free-text header values), so a
+request that repeats a clean request line or a clean set of headers skips building that
+text and scanning it: a verdict is a pure function of those inputs and of the rule set,
+which is what the memo is keyed by and lives on. Only clean verdicts are kept, in two
+bounded dicts (`MEMO_ENTRIES` each, emptied when full; inputs longer than `_MEMO_TARGET` or
+`_MEMO_HEADERS` are not kept), so no input can make the memo answer "clean" for a request
+the screen would flag, and a flood of distinct requests costs at most the memory bound and
+the screen it would have cost anyway.
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ from typing import Any
 
 import hyperscan
 
+from l7.model import Request
+from l7.waf.extract import body_text, header_parts, header_text, target_text
 from l7.waf.rules import Rule
 
 __all__ = ["CompiledRules", "PatternError", "compile_rules"]
@@ -47,6 +61,10 @@ _NOT_SCREENABLE = re.compile(r"\\[AzZG]|\(\?[a-zA-Z]*-[a-zA-Z]*m")
 # of them alone (a rule such as `[\r\n]` matches every request's line breaks: the screen
 # would never say "clean").
 _PROBES = (("a", "b"), ("a", "", "b"), ("1", "1"), ("a b", "c d"), ("-", "/"))
+#: Clean request lines and clean header sets remembered per rule set (each).
+MEMO_ENTRIES = 1024
+_MEMO_TARGET = 1024  # characters of a request-target, at most, for it to be remembered
+_MEMO_HEADERS = 4096  # bytes of header values, at most
 
 
 class PatternError(ValueError):
@@ -76,7 +94,16 @@ class CompiledRules:
     """`rules` compiled into one database. `scan` is the only call made per request; it is
     not thread-safe (one scratch space), which is what one event loop per process needs."""
 
-    __slots__ = ("database", "found", "rules", "screener", "targets", "where")
+    __slots__ = (
+        "clean_heads",
+        "clean_lines",
+        "database",
+        "found",
+        "rules",
+        "screener",
+        "targets",
+        "where",
+    )
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
@@ -85,6 +112,39 @@ class CompiledRules:
         self.database = _database(rules, list(range(len(rules)))) if rules else None
         self.screener = _screener(rules, self.database) if rules else None
         self.found: list[int] = []  # the screen's hits (reused: one request at a time)
+        # `screen_request`'s memo: (method, target) and (header values, cookie values) keys
+        self.clean_lines: dict[tuple[str, str], None] = {}
+        self.clean_heads: dict[tuple[tuple[bytes, ...], tuple[bytes, ...]], None] = {}
+
+    def screen_request(self, request: Request, body: bytes | None, kind: str) -> bool:
+        """`screen` of `request` (and `body`, inspected as `kind`), part by part, with the
+        memo of clean parts (module docstring)."""
+        if self.screener is None:
+            return self.database is not None
+        wanted = self.targets
+        target = request.target
+        line = (request.method, target)
+        lines = self.clean_lines
+        if line not in lines:
+            if self.screen(target_text(request, wanted)):
+                return True
+            if len(target) <= _MEMO_TARGET:
+                _remember(lines, line)
+        free, cookies = header_parts(request, wanted)
+        if free or cookies:
+            heads = (tuple(free), tuple(cookies))
+            known = self.clean_heads
+            if heads not in known:
+                if self.screen(header_text(free, cookies)):
+                    return True
+                size = 0
+                for raw in free:
+                    size += len(raw)
+                for raw in cookies:
+                    size += len(raw)
+                if size <= _MEMO_HEADERS:
+                    _remember(known, heads)
+        return bool(body) and bool(kind) and self.screen(body_text(body, kind))
 
     def screen(self, text: str) -> bool:
         """False if no rule can match the request whose values, one a line, are `text`
@@ -118,6 +178,14 @@ class CompiledRules:
             return []
         rules = self.rules
         return [rules[i] for i in sorted(set(hits))]
+
+
+def _remember(memo: dict[Any, None], key: Any) -> None:
+    if len(memo) >= MEMO_ENTRIES:
+        # Start over (not oldest-out: deleting from a dict's front leaves holes that every
+        # later `next(iter(memo))` walks through, thousands of instructions per request).
+        memo.clear()
+    memo[key] = None
 
 
 def _screener(rules: tuple[Rule, ...], alone: Any) -> Any:

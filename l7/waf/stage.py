@@ -25,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from l7.errors_page import error_response
-from l7.waf.extract import body_kind, request_text, request_values
+from l7.waf.extract import body_kind, request_values
 
 if TYPE_CHECKING:
     from l7.waf.config import WafConfig
@@ -85,7 +85,7 @@ class RouteWaf:
         self.inspected += 1
         matcher = self.matcher
         wanted = matcher.targets
-        if not matcher.screen(request_text(request, body, kind, wanted)):
+        if not matcher.screen_request(request, body, kind):
             return self.clean  # no rule can match (l7.waf.matcher: the screen)
         verdict = Verdict(matcher.scan(request_values(request, body, kind, wanted)), self.threshold)
         if verdict.attack:

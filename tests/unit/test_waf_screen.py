@@ -95,3 +95,69 @@ def test_screen_never_misses_on_generated_requests(query, path, cookie, header):
     request = Request("GET", "/" + path.replace("?", "") + "?" + query, headers)
     found = matcher.scan(request_values(request, None, "", matcher.targets))
     assert matcher.screen(request_text(request, None, "", matcher.targets)) or not found
+
+
+def test_screen_in_parts_finds_whatever_scan_finds_on_the_corpora():
+    """`screen_request` (request line, headers and body screened apart, clean parts
+    remembered) flags every request `scan` flags: the first time, and again when its parts
+    come back from the memo (each corpus twice, in a fresh rule set)."""
+    matcher = CompiledRules(_P1)
+    cases = [case for gen in (attacks, benign) for case in gen()]
+    for _ in range(2):
+        clean = 0
+        for label, request, body, kind in cases:
+            found = matcher.scan(request_values(request, body, kind, matcher.targets))
+            screened = matcher.screen_request(request, body, kind)
+            assert screened or not found, label
+            # (and never flags what the one-text screen passes: each part is a run of its lines)
+            assert not screened or matcher.screen(
+                request_text(request, body, kind, matcher.targets)
+            )
+            clean += not screened
+        assert clean > 1000
+    assert matcher.clean_lines and matcher.clean_heads  # the memo was used
+
+
+def test_a_remembered_part_does_not_hide_an_attack_in_another():
+    matcher = CompiledRules(_P1)
+    ua = (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0")
+    clean = Request("GET", "/search?q=red+shoes&page=2", [ua, (b"cookie", b"session=abc123")])
+    assert not matcher.screen_request(clean, None, "")
+    assert ("GET", "/search?q=red+shoes&page=2") in matcher.clean_lines
+    assert ((ua[1],), (b"session=abc123",)) in matcher.clean_heads
+    # the same request line, an attack in a header; the same headers, an attack in the query
+    attack_header = Request("GET", clean.target, [(b"user-agent", b"<script>alert(1)</script>")])
+    assert matcher.screen_request(attack_header, None, "")
+    attack_query = Request("GET", "/search?q=1'+UNION+SELECT+password+FROM+users--", clean.headers)
+    assert matcher.screen_request(attack_query, None, "")
+    attack_body = (b"q=<script>alert(1)</script>", "form")
+    assert matcher.screen_request(clean, *attack_body)  # bodies are never remembered
+    assert matcher.screen_request(clean, *attack_body)
+    waf = RouteWaf("t", WafConfig(active=_P1))
+    for request in (attack_header, attack_query):
+        assert waf.inspect(request).attack
+
+
+def test_the_memo_is_bounded():
+    from l7.waf.matcher import _MEMO_TARGET, MEMO_ENTRIES
+
+    matcher = CompiledRules(_P1)
+    for i in range(MEMO_ENTRIES + 50):
+        assert not matcher.screen_request(Request("GET", f"/item/{i}", []), None, "")
+        assert len(matcher.clean_lines) <= MEMO_ENTRIES
+    assert ("GET", "/item/0") not in matcher.clean_lines  # (emptied when full)
+    assert ("GET", f"/item/{MEMO_ENTRIES + 49}") in matcher.clean_lines
+    long = Request("GET", "/" + "a" * _MEMO_TARGET, [])
+    assert not matcher.screen_request(long, None, "")
+    assert ("GET", long.target) not in matcher.clean_lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=_TEXT, path=_TEXT, cookie=_TEXT, header=_TEXT, again=st.booleans())
+def test_screen_in_parts_never_misses_on_generated_requests(query, path, cookie, header, again):
+    matcher = compile_rules(_GENERATED)  # (one memo across the examples, as in a process)
+    headers = [(b"cookie", cookie.encode()), (b"x-thing", header.encode())]
+    request = Request("GET", "/" + path.replace("?", "") + "?" + query, headers)
+    found = matcher.scan(request_values(request, None, "", matcher.targets))
+    for _ in range(2 if again else 1):
+        assert matcher.screen_request(request, None, "") or not found
