@@ -230,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("config", help="the config file (its text comes on stdin)")
     worker.add_argument("--index", type=int, default=0)
     worker.add_argument("--quic-socket", action="append", default=[])  # ADDRESS=FD (steering)
+    worker.add_argument("--quic-channel", type=int, default=-1)  # more of them, on reload
     worker.add_argument("--control-fd", type=int, required=True)
     worker.add_argument("--shared-fd", type=int, default=-1)
     worker.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -467,7 +468,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         handler.addFilter(WorkerTag(args.index))
     quic = {addr: int(fd) for addr, _, fd in (s.rpartition("=") for s in args.quic_socket)}
     main = partial(
-        serve_worker, config, access_log, args.index, args.control_fd, quic, args.shared_fd
+        serve_worker,
+        config,
+        access_log,
+        args.index,
+        args.control_fd,
+        quic,
+        args.shared_fd,
+        args.quic_channel,
     )
     anyio.run(main, backend="asyncio", backend_options=_backend_options())
     return 0

@@ -78,6 +78,7 @@ class Runtime:
         hard_on_repeat: bool = True,
         worker: int | None = None,
         quic_fds: dict[str, int] | None = None,
+        quic_channel: socket.socket | None = None,
         shared: Segment | None = None,
     ) -> None:
         """`reuse_port` binds listeners with SO_REUSEPORT (worker processes share ports);
@@ -86,12 +87,14 @@ class Runtime:
         tells systemd about readiness, reloads and stopping; `pid_file` is written once the
         listeners are bound; `hard_on_repeat=False` (a worker) ignores a repeated
         SIGTERM/SIGINT. `worker` and `quic_fds` (str(address) -> fd): a worker's index and
-        its UDP sockets in the supervisor's steered groups (quic/steering.py); `shared` (a
+        its UDP sockets in the supervisor's steered groups (quic/steering.py), and
+        `quic_channel` where more of them come when a reload adds an address; `shared` (a
         worker of several) is the instance's shared memory: active connections and health
         per server, client limits and rate limits."""
         self.config = config
         self.worker = worker
         self.quic_fds = quic_fds or {}
+        self.quic_channel = quic_channel
         self.shared = shared
         self.shared_servers = ServerSlots(shared) if shared is not None else None
         self.shared_clients = SharedClients(shared) if shared is not None else None
@@ -365,6 +368,13 @@ class Runtime:
                 f"listener {h3[0].name}: http3 = true needs aioquic ({exc}): "
                 "pip install aioquic, or set http3 = false"
             ) from None
+        if self.quic_channel is not None:  # sent before the reload signal (supervisor.py)
+            from quic.steering import received_group_sockets
+
+            for addr, fd in received_group_sockets(self.quic_channel).items():
+                if addr in self.quic_fds:
+                    os.close(self.quic_fds[addr])
+                self.quic_fds[addr] = fd
         for lc in h3:
             settings = quic_settings(lc)
             for addr in lc.bind:
@@ -408,6 +418,9 @@ class Runtime:
             endpoint.drain(min(1.0, self.config.settings.drain_timeout))
             self.quic_retired.append(endpoint)
         self.quic = endpoints
+        kept = {str(addr) for addr in wanted}  # the supervisor closed its copies of the rest
+        for addr in [a for a in self.quic_fds if a not in kept]:
+            os.close(self.quic_fds.pop(addr))  # (an endpoint holds a dup of its own)
 
     def _quic_connections(self) -> int:
         return sum(len(e.connections) for e in [*self.quic.values(), *self.quic_retired])

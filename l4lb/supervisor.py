@@ -124,6 +124,8 @@ class _Worker:
     reader: asyncio.StreamReader
     generation: int  # the supervisor's `reloads` when it was started or last signalled
     started: float
+    quic_channel: socket.socket  # sockets of steered groups a reload adds (quic/steering.py)
+    quic_addrs: set[str]  # the steered groups it has its socket of
     serving: bool = False  # it has sent a report
 
     @property
@@ -242,6 +244,7 @@ class Supervisor:
         try:
             text, config = _read(self.config.file)
             check_config(config)
+            added = self._steer_new_addresses(config)
         except L4lbError as exc:
             log.error("reload failed; still running the previous config: %s", one_line(exc))
             self.last_reload_error = str(exc)
@@ -261,6 +264,7 @@ class Supervisor:
         serving = [w for w in self._workers.values() if w.serving and w.alive]
         self._signalled = {w.index: (w.proc.pid, self._worker_reloads(w.index)) for w in serving}
         self.reloading = True
+        self._hand_over_groups(config, added, serving)
         for worker in serving:
             _signal(worker, signal.SIGHUP)
             worker.generation = self.reloads
@@ -276,6 +280,36 @@ class Supervisor:
             self.stats.event(now, "reload", f"reload {self.reloads} sent to the workers")
         self._check_reload()
         return True
+
+    def _steer_new_addresses(self, config: Config) -> dict[str, list[socket.socket]]:
+        """The steered UDP groups of HTTP/3 addresses that `config` adds (quic/steering.py).
+        Raises L4lbError if one cannot be bound."""
+        if not any(lc.protocol == "https" and lc.http.http3 for lc in config.listeners):
+            return {}
+        from quic.steering import steered_groups
+
+        return steered_groups(config, self.count, frozenset(self._quic_groups))
+
+    def _hand_over_groups(
+        self, config: Config, added: dict[str, list[socket.socket]], serving: list[_Worker]
+    ) -> None:
+        """Before the reload signal: give each worker its socket of the groups it lacks;
+        close the groups of addresses `config` no longer has."""
+        self._quic_groups.update(added)
+        if not self._quic_groups:
+            return
+        from quic.steering import send_group_socket, steered_addresses
+
+        kept = steered_addresses(config)
+        for addr in [a for a in self._quic_groups if a not in kept]:
+            for sock in self._quic_groups.pop(addr):
+                sock.close()
+        for worker in serving:
+            worker.quic_addrs &= kept
+            for addr, group in self._quic_groups.items():
+                missing = addr not in worker.quic_addrs
+                if missing and send_group_socket(worker.quic_channel, addr, group[worker.index]):
+                    worker.quic_addrs.add(addr)
 
     def _worker_reloads(self, index: int) -> int:
         """The `reload_attempts` worker `index` last reported (-1: no report yet)."""
@@ -388,6 +422,7 @@ class Supervisor:
                     worker.proc.kill()
                     worker.proc.wait()
                 worker.writer.close()
+                worker.quic_channel.close()
             if self.segment is not None:
                 self.segment.close()
         if self._failure:
@@ -442,6 +477,9 @@ class Supervisor:
         quic_fds = [(addr, group[index].fileno()) for addr, group in self._quic_groups.items()]
         for addr, fd in quic_fds:  # this worker's place in each steered UDP group
             args += ["--quic-socket", f"{addr}={fd}"]
+        quic_ours, quic_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        quic_ours.setblocking(False)
+        args += ["--quic-channel", str(quic_theirs.fileno())]
         out = subprocess.DEVNULL if self.quiet else None
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # ours to use
         env["PYTHONHASHSEED"] = str(self.segment.seed)  # keys hash alike in every worker
@@ -451,19 +489,23 @@ class Supervisor:
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=out,
-                pass_fds=[theirs.fileno(), shared, *(fd for _, fd in quic_fds)],
+                pass_fds=[theirs.fileno(), shared, quic_theirs.fileno(), *(f for _, f in quic_fds)],
                 env=env,
             )
         except OSError as exc:
             log.error("worker %d: cannot start %s: %s", index, sys.executable, exc)
             ours.close()
+            quic_ours.close()
             return None
         finally:
             theirs.close()
+            quic_theirs.close()
         assert proc.stdin is not None
         await anyio.to_thread.run_sync(_feed, proc.stdin, self.text)
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=REPORT_LIMIT)
-        worker = _Worker(index, proc, writer, reader, self.reloads, anyio.current_time())
+        started = anyio.current_time()
+        quic_addrs = {addr for addr, _ in quic_fds}
+        worker = _Worker(index, proc, writer, reader, self.reloads, started, quic_ours, quic_addrs)
         self._workers[index] = worker
         assert self.stats is not None
         self.stats.started_worker(index, proc.pid, worker.started)
@@ -483,6 +525,7 @@ class Supervisor:
                 line = b""  # the channel broke: the worker is gone or going
             if not line:
                 worker.writer.close()
+                worker.quic_channel.close()
                 self._purge_answer(worker.index, None)
                 return
             try:

@@ -54,13 +54,15 @@ async def serve_worker(
     control_fd: int,
     quic_fds: dict[str, int] | None = None,
     shared_fd: int = -1,
+    quic_channel: int = -1,
 ) -> None:
     """Run one worker until SIGTERM/SIGINT or until its supervisor goes away: a `Runtime`
     on SO_REUSEPORT listeners, without the admin API (the supervisor serves it) or the demo
     backends (the supervisor runs them), reporting its stats once a second. `quic_fds`:
     address -> this worker's UDP socket in the supervisor's steered group (quic/steering.py);
-    `shared_fd` is the instance's shared memory (`l4lb.shared`), -1 for none. Raises
-    L4lbError if it is not usable."""
+    `shared_fd` is the instance's shared memory (`l4lb.shared`), -1 for none;
+    `quic_channel` the socket on which the supervisor sends the steered sockets of HTTP/3
+    addresses a reload adds, -1 for none. Raises L4lbError if it is not usable."""
     shared = Segment.attach(shared_fd, index) if shared_fd >= 0 else None
     control = socket.socket(fileno=control_fd)
     reader, writer = await asyncio.open_unix_connection(sock=control)
@@ -94,6 +96,7 @@ async def serve_worker(
         hard_on_repeat=False,  # systemd and the terminal signal us and the supervisor both
         worker=index,
         quic_fds=quic_fds,
+        quic_channel=socket.socket(fileno=quic_channel) if quic_channel >= 0 else None,
         shared=shared,
     )
 

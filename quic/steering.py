@@ -19,15 +19,22 @@ sockets joined and which the kernel reshuffles when one closes. So the superviso
 group itself, one socket per worker in index order (socket i for worker i), keeps every
 one open for its whole life and hands socket i to worker i at each (re)start
 (`--quic-socket`): positions never move, a restarted worker gets its place back (and answers
-its predecessor's connection IDs with stateless resets, whose key every worker shares). A
-listener that a reload adds gets per-worker sockets bound by each worker, without steering
-(the state before this module), until the next restart.
+its predecessor's connection IDs with stateless resets, whose key every worker shares).
+
+A reload that adds an HTTP/3 address: the supervisor binds its group the same way and hands
+each running worker its socket over a datagram socket pair made for this when the worker
+was started (SCM_RIGHTS, `send_group_socket`), before it signals the reload; the worker
+takes what came (`received_group_sockets`) as it applies the new config. A reload that
+removes one: the supervisor and the workers close their copies (a worker's endpoint keeps
+its own until its last connection ends); an address removed and added back before that
+shares the kernel's group with the old sockets, so steering is off for it until they close.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import socket
 import struct
 from typing import Any
@@ -36,7 +43,15 @@ from l4lb.config.values import Address
 from l4lb.errors import L4lbError
 from l4lb.listener import bound_socket
 
-__all__ = ["CID_PROGRAM", "attach_cid_program", "open_steered_group", "steered_groups"]
+__all__ = [
+    "CID_PROGRAM",
+    "attach_cid_program",
+    "open_steered_group",
+    "received_group_sockets",
+    "send_group_socket",
+    "steered_addresses",
+    "steered_groups",
+]
 
 log = logging.getLogger("l4lb")
 
@@ -85,17 +100,29 @@ def open_steered_group(addr: Address, count: int) -> list[socket.socket]:
     return group
 
 
-def steered_groups(config: Any, count: int) -> dict[str, list[socket.socket]]:
+def steered_addresses(config: Any) -> set[str]:
+    """The UDP addresses (as text) of the `https` listeners with `http3 = true`."""
+    return {
+        str(addr)
+        for lc in config.listeners
+        if lc.protocol == "https" and lc.http.http3
+        for addr in lc.bind
+    }
+
+
+def steered_groups(
+    config: Any, count: int, have: frozenset[str] = frozenset()
+) -> dict[str, list[socket.socket]]:
     """The supervisor's groups: for each UDP address of an `https` listener with
-    `http3 = true`, `count` steered sockets (str(address) -> sockets in worker order).
-    Raises L4lbError naming the listener when one cannot be bound or steered."""
+    `http3 = true` and not in `have`, `count` steered sockets (str(address) -> sockets in
+    worker order). Raises L4lbError naming the listener when one cannot be bound or steered."""
     groups: dict[str, list[socket.socket]] = {}
     try:
         for lc in config.listeners:
             if lc.protocol != "https" or not lc.http.http3:
                 continue
             for addr in lc.bind:
-                if str(addr) in groups:
+                if str(addr) in groups or str(addr) in have:
                     continue
                 try:
                     groups[str(addr)] = open_steered_group(addr, count)
@@ -110,3 +137,40 @@ def steered_groups(config: Any, count: int) -> dict[str, list[socket.socket]]:
                 sock.close()
         raise
     return groups
+
+
+def send_group_socket(channel: socket.socket, addr: str, sock: socket.socket) -> bool:
+    """Hand a running worker its socket `sock` of the group on `addr` over `channel` (its
+    end of the socket pair made when it started). False if it could not be sent (the worker
+    went away, or has not read what came before): it then binds its own, unsteered."""
+    try:
+        socket.send_fds(channel, [addr.encode()], [sock.fileno()])
+    except OSError as exc:
+        log.warning("HTTP/3 on %s: cannot hand a worker its socket: %s", addr, exc)
+        return False
+    return True
+
+
+def received_group_sockets(channel: socket.socket) -> dict[str, int]:
+    """The sockets the supervisor sent on `channel` since the last call (str(address) ->
+    fd, the caller's to close); never blocks."""
+    got: dict[str, int] = {}
+    channel.setblocking(False)  # (recv_fds of Python 3.11 drops its `flags`: no MSG_DONTWAIT)
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(channel, 256, 1)
+        except (BlockingIOError, InterruptedError):
+            return got
+        except OSError as exc:
+            log.warning("HTTP/3: cannot read the sockets the supervisor sent: %s", exc)
+            return got
+        if not fds:
+            if not message:
+                return got  # (the supervisor's end closed)
+            continue
+        addr = message.decode("utf-8", "replace")
+        if addr in got:
+            os.close(got[addr])
+        got[addr] = fds[0]
+        for extra in fds[1:]:
+            os.close(extra)

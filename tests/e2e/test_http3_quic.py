@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import select
+import signal
 import socket
 
 import pytest
@@ -221,11 +222,7 @@ def test_migration_with_two_workers(proxy, http_backends, tmp_path):
     assert p.wait_log(r"all 2 workers serving", 20), p.log()
     client = H3Client(port)
     try:
-        assert client.request("GET", "/")[0] == 200
-        for _ in range(8):  # without steering, all 8 on the right worker: 1 chance in 256
-            client.rebind()
-            status, _, body = client.request("GET", "/bytes/20000")
-            assert status == 200 and len(body) == 20000
+        rebind_and_fetch(client)
         # And in the middle of a transfer: the port changes twice while the body comes.
         size = 3_000_000
         sid = client.send("GET", f"/bytes/{size}")
@@ -242,6 +239,21 @@ def test_migration_with_two_workers(proxy, http_backends, tmp_path):
     finally:
         client.close()
     # A worker's first CID byte is its index: both workers get connections of their own.
+    assert owners_of(port) == {0, 1}
+    # The supervisor's /status sums the workers' HTTP/3 counters (reports once a second).
+    assert wait_until(lambda: listener_stats(admin)["h3_handshakes"] == 13)
+
+
+def rebind_and_fetch(client: H3Client) -> None:
+    assert client.request("GET", "/")[0] == 200
+    for _ in range(8):  # without steering, all 8 on the right worker: 1 chance in 256
+        client.rebind()
+        status, _, body = client.request("GET", "/bytes/20000")
+        assert status == 200 and len(body) == 20000
+
+
+def owners_of(port: int) -> set[int]:
+    """The workers (the first byte of their connection IDs) that 12 new clients reached."""
     owners = set()
     for _ in range(12):
         other = H3Client(port)
@@ -250,9 +262,45 @@ def test_migration_with_two_workers(proxy, http_backends, tmp_path):
             assert other.request("GET", "/")[0] == 200
         finally:
             other.close()
-    assert owners == {0, 1}  # (12 hashed Initials all on one worker: 1 in 2048)
-    # The supervisor's /status sums the workers' HTTP/3 counters (reports once a second).
-    assert wait_until(lambda: listener_stats(admin)["h3_handshakes"] == 13)
+    return owners  # (12 hashed Initials all on one worker: 1 in 2048)
+
+
+def udp_bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_a_reload_that_turns_http3_on_steers_it_too(proxy, http_backends, tmp_path):
+    """With two workers, HTTP/3 added by a reload: the supervisor binds the steered group
+    and hands each running worker its socket before the reload signal, so a client that
+    changes its port keeps its connection, as on a listener the instance started with. A
+    reload that turns it off again closes every copy: the UDP port is free."""
+    (a,) = http_backends("a")
+    port, admin = free_port(), free_port()
+    text = f'[global]\nworkers = 2\n[admin]\nbind = "127.0.0.1:{admin}"\n'
+    text += config(tmp_path, port, a)
+    p = proxy(text.replace("http3 = true", "http3 = false"))
+    assert p.wait_log(r"all 2 workers serving", 20), p.log()
+    for n, turned in ((1, text), (2, text.replace("http3 = true", "http3 = false"))):
+        p.path.write_text(turned)
+        p.proc.send_signal(signal.SIGHUP)
+        for i in range(2):
+            assert p.wait_log(rf"worker {i}: reload {n} applied", 20), p.log()
+        if n == 1:
+            assert not udp_bindable(port)
+            client = H3Client(port)
+            try:
+                rebind_and_fetch(client)
+                assert client.terminated is None
+            finally:
+                client.close()
+            assert owners_of(port) == {0, 1}
+    assert wait_until(lambda: udp_bindable(port), timeout=10), p.log()
+    assert "cannot hand a worker" not in p.log()
 
 
 def status_of(admin: int) -> dict:
