@@ -105,9 +105,9 @@ def request(route: str) -> bytes:
     ).encode()
 
 
-def varied(head: bytes, count: int) -> list[bytes]:
-    """`count` copies of `head`, each with its own query."""
-    return [head.replace(b"page=2", b"page=%d" % i) for i in range(count)]
+def varied(head: bytes, count: int, round_: int) -> list[bytes]:
+    """`count` copies of `head`, each with a query of its own (and not of another round)."""
+    return [head.replace(b"page=2", b"page=%d-%d" % (round_, i)) for i in range(count)]
 
 
 async def inproc(count: int, rounds: int, vary: bool = False) -> dict[str, list[float]]:
@@ -133,9 +133,7 @@ async def inproc(count: int, rounds: int, vary: bool = False) -> dict[str, list[
     for n in range(rounds):
         for route in ROUTES:
             # (built before the clock starts; a new set each round: no request line repeats)
-            stream = varied(heads[route], count) if vary else [heads[route]] * count
-            if vary:
-                stream = [h.replace(b"page=", b"page=%d-" % n) for h in stream]
+            stream = varied(heads[route], count, n) if vary else [heads[route]] * count
             before = server_conn.transport.writes
             started = time.process_time()
             for head in stream:

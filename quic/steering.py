@@ -171,6 +171,4 @@ def received_group_sockets(channel: socket.socket) -> dict[str, int]:
         addr = message.decode("utf-8", "replace")
         if addr in got:
             os.close(got[addr])
-        got[addr] = fds[0]
-        for extra in fds[1:]:
-            os.close(extra)
+        got[addr] = fds[0]  # (one at most: `recv_fds` was asked for one)
