@@ -63,6 +63,8 @@ HOT_PATH = [
     "l7/jwtverify.py",
     "l7/jwtstage.py",
     "l7/guard.py",
+    "l4lb/gcra.py",
+    "l4lb/shared/limits.py",
     # Choosing a server (every request and every new TCP connection): the pool, the servers'
     # state and the balancers.
     "l4lb/pool.py",

@@ -42,6 +42,7 @@ from l7.errors_page import error_response
 if TYPE_CHECKING:
     from l4lb.config.tables import Path_
     from l4lb.config.tables import TableLoader as _Loader
+    from l7.exchange import Exchange
 
 __all__ = ["RateLimit", "RouteGuard", "RouteSecurity", "parse_security"]
 
@@ -176,7 +177,7 @@ class RouteGuard:
             gcra = limiters.make(key, limit.rate, limit.per, limit.burst, limit.max_keys)
             self.limits.append(_Limit(limit, gcra))
 
-    def check(self, exchange: Any, now: float) -> bool:
+    def check(self, exchange: Exchange, now: float) -> bool:
         """True if the request may go on; else it has been answered (403 or 429), or a
         global limit will answer it or `resume` it."""
         if self.passing is exchange:
@@ -189,7 +190,7 @@ class RouteGuard:
             return False
         return self.limits_from(exchange, 0, now)
 
-    def limits_from(self, exchange: Any, first: int, now: float) -> bool:
+    def limits_from(self, exchange: Exchange, first: int, now: float) -> bool:
         """Run the limits from index `first` on (as `check`)."""
         request = exchange.request
         host = request.client[0]
@@ -216,7 +217,7 @@ class RouteGuard:
                 return False
         return True
 
-    def resume(self, exchange: Any, first: int) -> None:
+    def resume(self, exchange: Exchange, first: int) -> None:
         """A global limit at index `first - 1` allowed the request (or failed open): the
         limits after it, then the request goes on from the start of the pipeline."""
         if exchange.finished:
@@ -228,7 +229,7 @@ class RouteGuard:
             finally:
                 self.passing = None
 
-    def refuse(self, exchange: Any, limit: _Limit, retry_after: float) -> None:
+    def refuse(self, exchange: Exchange, limit: _Limit, retry_after: float) -> None:
         """429 with Retry-After and the RateLimit fields."""
         retry = max(1, math.ceil(retry_after))
         extra = [
@@ -264,7 +265,7 @@ class RouteGuard:
 
 
 def _answer(
-    exchange: Any,
+    exchange: Exchange,
     status: int,
     message: str,
     extra: list[tuple[bytes, bytes]],

@@ -16,6 +16,8 @@ count is never taken by another key.
 
 from __future__ import annotations
 
+from typing import Any
+
 from l4lb.gcra import Decision, KeyedGcra, conform
 from l4lb.shared.segment import CLIENT_SLOTS, RATE_SLOTS, Segment
 
@@ -29,10 +31,12 @@ class _Table:
 
     def __init__(self, segment: Segment, prefix: str, size: int, counts: bool) -> None:
         self.segment = segment
-        self.keys = segment.array(prefix + "_keys")
-        self.tat = segment.array(prefix + "_tat")
+        # (Any: typeshed says a memoryview's items are int, and the compiled build would check
+        # that of the TATs' float array)
+        self.keys: Any = segment.array(prefix + "_keys")
+        self.tat: Any = segment.array(prefix + "_tat")
         self.buckets = size // _WAYS
-        self.counts = segment.array("cli_counts") if counts else None
+        self.counts: Any = segment.array("cli_counts") if counts else None
         self.rows = tuple(w * size for w in range(segment.workers)) if counts else ()
         self.row = segment.index * size if counts else 0
         self.claimed = 0  # keys this worker put in the table
