@@ -27,8 +27,10 @@ the counting, h2fields.py the field rules, both sans-IO):
   request body is acknowledged only once the exchange took it; a response body waits for
   the client's window, the server paused over `h2_stream_buffer`, the stream reset after
   `body_timeout` on a zero window (the connection's one timer).
-- Writes once per read: `corked` (set in `data_received` and by an upstream read) holds the
-  streams' DATA in `pending` until `flush`, which writes the library's bytes once.
+- Writes once per read: `corked` (set in `data_received`, and by an upstream read until the
+  end of that turn of the loop, `l7.streams.release`) holds the streams' DATA in `pending`
+  until `flush`, which writes the library's bytes once: the responses servers sent in one
+  poll leave in one TLS record.
 - Graceful GOAWAY at reload and shutdown: the frame is written by hand (close_connection
   would stop the streams in flight), streams after it are refused, the connection closes
   when the last one is done or after the grace period.

@@ -7,8 +7,8 @@ bounded by `h2_stream_buffer`: over it, the server is paused), the request body 
 acknowledged while the exchange paused reading, and the time it has been stalled on a zero
 window (the connection's timer resets it after `body_timeout`).
 
-Writes are batched per read: while the connection is corked (inside `data_received`, or an
-upstream read that carries a response head and body), `send_data` and `send_end` only queue
+Writes are batched per read: while the connection is corked (inside `data_received`, or
+from an upstream read to the end of that turn of the loop), `send_data` and `send_end` only queue
 the stream on the connection, and `push` runs once when it uncorks, so a small response
 leaves as HEADERS and one DATA with END_STREAM (as nginx sends it), not HEADERS, DATA and an
 empty DATA, in one transport write.

@@ -255,11 +255,14 @@ class StreamSide:
         self.conn.corked += 1
 
     def uncork(self) -> None:
+        """The end of an upstream read. The connection stays corked to the end of this turn
+        of the loop (`release`), so the responses of every server read in one poll leave in
+        one write: one TLS record and one send on HTTP/2, packets filled on HTTP/3."""
         conn = self.conn
         conn.corked -= 1
         if conn.corked <= 0:
-            conn.corked = 0
-            conn.flush()
+            conn.corked = 1  # held for `release`, which is the only one scheduled
+            conn.loop.call_soon(release, conn)
 
     def abort(self) -> None:
         raise NotImplementedError
@@ -275,3 +278,12 @@ class StreamSide:
 
     def tunnel(self, upstream: Any, pending: bytes) -> None:
         self.abort()
+
+
+def release(conn: Any) -> None:
+    """The turn of the loop that corked `conn` (`StreamSide.uncork`) is over: what its
+    streams queued goes out."""
+    conn.corked -= 1
+    if conn.corked <= 0:
+        conn.corked = 0
+        conn.flush()

@@ -304,7 +304,8 @@ class H3Server:
         return len(qs.sender._buffer) if qs is not None else 0
 
     def flush(self) -> None:
-        """What the streams queued goes out (`StreamSide.uncork`)."""
+        """What the streams queued goes out (`l7.streams.release`, at the end of the turn of the
+        loop that read from servers)."""
         self.transmit()
 
     def transmit(self) -> None:
