@@ -16,6 +16,9 @@ route's requests/s. The rate limit is high enough never to refuse (wrk counts no
     .venv/bin/python bench/security_stack.py [-n 20000] [--rounds 3] [--vary]
     .venv/bin/python bench/security_stack.py --live [--seconds 5] [--rounds 3] [--vary]
 
+The compiled build (what `scripts/up` runs) is measured from its tree, whose `.venv` it
+uses: `cd build/compiled && .venv/bin/python bench/security_stack.py --live`.
+
 `--vary` gives every request its own query (`page=N`), so the WAF screen's memo of clean
 request lines never hits (its memo of clean header sets still does: the headers repeat, as
 a browser's do): the figure for traffic whose URLs do not repeat.
@@ -177,6 +180,9 @@ def live(
     routes: tuple[str, ...] = ("plain", "all"),
     vary: bool = False,
 ) -> None:
+    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
+    if missing:  # bench/run-http installs both from Debian packages
+        raise SystemExit(f"--live needs {' and '.join(missing)}: run bench/run-http once")
     prepare_process()
     tmp = Path(tempfile.mkdtemp(prefix="security-stack-"))
     procs = Procs(tmp, leader_only=True)
