@@ -42,15 +42,9 @@ import asyncio
 import logging
 from typing import Any
 
-import jh2.config
-import jh2.connection
-import jh2.errors
-import jh2.events
-import jh2.exceptions
-import jh2.settings
-from jh2.hyperframe.frame import GoAwayFrame
-
+from l7 import h2events as ev
 from l7.defences import FloodGuard
+from l7.h2conn import PREFACE, H2Connection
 from l7.h2fields import request_problem, trailer_problem
 from l7.h2stream import H2Stream
 
@@ -58,10 +52,10 @@ __all__ = ["H2_PREFACE", "H2Server", "H2Stream"]
 
 log = logging.getLogger("l4lb")
 
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_CALM = jh2.errors.ErrorCodes.ENHANCE_YOUR_CALM
-_PROTOCOL_ERROR = jh2.errors.ErrorCodes.PROTOCOL_ERROR
-_COMPRESSION_ERROR = jh2.errors.ErrorCodes.COMPRESSION_ERROR
+H2_PREFACE = PREFACE
+_CALM = ev.ENHANCE_YOUR_CALM
+_PROTOCOL_ERROR = ev.PROTOCOL_ERROR
+_COMPRESSION_ERROR = ev.COMPRESSION_ERROR
 
 
 class H2Server(asyncio.Protocol):
@@ -74,32 +68,15 @@ class H2Server(asyncio.Protocol):
         engine = engine_of()
         settings = engine.settings
         self.settings = settings
-        config = jh2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-            # `l7.h2fields` decides what is malformed (`request`, `on_trailers`).
-            validate_inbound_headers=False,
-            # `l7.streams.request_fields` joins the cookie fields itself (RFC 9113 §8.2.3):
-            # jh2's inbound normalisation would only add a generator per field.
-            normalize_inbound_headers=False,
-        )
-        self.h2 = jh2.connection.H2Connection(config)
         self.connect_protocol = "websocket" in engine.upgrades
-        self.h2.local_settings = jh2.settings.Settings(
-            client=False,
-            initial_values={
-                jh2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.h2_max_streams,
-                jh2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_bytes,
-                jh2.settings.SettingCodes.HEADER_TABLE_SIZE: settings.h2_header_table_size,
-                jh2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.h2_window,
-                # RFC 8441: WebSocket over a stream, when the listener allows WebSocket.
-                jh2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: int(self.connect_protocol),
-            },
+        self.h2 = H2Connection(
+            settings.h2_max_streams,
+            settings.max_header_bytes,
+            settings.h2_header_table_size,
+            settings.h2_window,
+            # RFC 8441: WebSocket over a stream, when the listener allows WebSocket.
+            self.connect_protocol,
         )
-        self.h2.decoder.max_header_list_size = settings.max_header_bytes
-        self.h2.decoder.max_allowed_table_size = settings.h2_header_table_size
         # Watched once the client acknowledged a SETTINGS_HEADER_TABLE_SIZE under the 4096
         # bytes a table starts with (`table_overrun`).
         self.table_watch = False
@@ -124,15 +101,6 @@ class H2Server(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.h2.initiate_connection()
-        # jh2 takes a stream over SETTINGS_MAX_CONCURRENT_STREAMS for a connection error, which
-        # cuts every stream in flight, though RFC 9113 §5.1.2 asks for a stream error (a client
-        # may open streams before it read our SETTINGS). So jh2 holds a higher hard cap, and
-        # `request` refuses streams over the advertised limit with REFUSED_STREAM, as nginx.
-        values: dict[Any, int] = dict(self.h2.local_settings)
-        values[jh2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = (
-            self.settings.h2_max_streams + 100
-        )
-        self.h2.local_settings = jh2.settings.Settings(client=False, initial_values=values)
         # A bigger connection window than the 64 KiB default: streams share it.
         self.h2.increment_flow_control_window(self.settings.h2_window * 4)
         self.flush()
@@ -145,10 +113,10 @@ class H2Server(asyncio.Protocol):
             return
         try:
             events = self.h2.receive_data(data)
-        except jh2.exceptions.ProtocolError as exc:
+        except ev.H2ConnectionError as exc:
             log.info("http2 %s:%d: %s", self.client[0], self.client[1], exc)
             self.goaway_count()
-            self.flush()  # jh2 queued a GOAWAY with the error code
+            self.flush()  # the GOAWAY with the error code is queued
             self.close()
             return
         self.corked += 1
@@ -162,7 +130,7 @@ class H2Server(asyncio.Protocol):
                     handler(self, event)
         except Exception:  # a bug: it costs this connection, logged, and nothing else
             log.exception("http2 %s:%d: internal error", self.client[0], self.client[1])
-            self.calm("internal error", jh2.errors.ErrorCodes.INTERNAL_ERROR)
+            self.calm("internal error", ev.INTERNAL_ERROR)
         finally:
             self.corked -= 1
         if not self.closed:
@@ -196,8 +164,8 @@ class H2Server(asyncio.Protocol):
 
     # -- jh2 events: one method per event type (`_ON`, below the class) ----------------------
 
-    def on_data(self, event: jh2.events.DataReceived) -> None:
-        if not event.data and not event.stream_ended and self.guard.control(self.loop.time()):
+    def on_data(self, event: ev.DataReceived) -> None:
+        if not event.data and not event.ended and self.guard.control(self.loop.time()):
             self.calm("empty DATA frames")
             return
         stream = self.streams.get(event.stream_id)
@@ -206,12 +174,12 @@ class H2Server(asyncio.Protocol):
         elif event.flow_controlled_length:
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
 
-    def on_stream_ended(self, event: jh2.events.StreamEnded) -> None:
+    def on_stream_ended(self, event: ev.StreamEnded) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is not None:
             stream.received_end()
 
-    def on_reset(self, event: jh2.events.StreamReset) -> None:
+    def on_reset(self, event: ev.StreamReset) -> None:
         if self.guard.reset(self.loop.time()):
             self.calm("too many stream resets")  # CVE-2023-44487
             return
@@ -221,7 +189,7 @@ class H2Server(asyncio.Protocol):
         if stream is not None and stream.ex is not None and not stream.ex.finished:
             stream.ex.abort()
 
-    def on_window(self, event: jh2.events.WindowUpdated) -> None:
+    def on_window(self, event: ev.WindowUpdated) -> None:
         if self.guard.control(self.loop.time()):
             self.calm("WINDOW_UPDATE flood")
             return
@@ -234,11 +202,20 @@ class H2Server(asyncio.Protocol):
                 if stream.out:
                     self.flush_stream(stream)
 
+    def on_invalid(self, event: ev.StreamInvalid) -> None:
+        """A stream error the connection found (RST_STREAM queued): the exchange ends, and
+        what the server was sent of the request is never completed."""
+        log.info("http2 %s:%d: stream %d: %s", *self.client, event.stream_id, event.why)
+        stream = self.streams.pop(event.stream_id, None)
+        if stream is not None and stream.ex is not None and not stream.ex.finished:
+            stream.ex.abort()
+        self.on_control(event)  # a frame for a frame: counted as a control frame
+
     def on_control(self, event: Any) -> None:
         if self.guard.control(self.loop.time()):
             self.calm("control frame flood")
 
-    def on_settings_ack(self, event: jh2.events.SettingsAcknowledged) -> None:
+    def on_settings_ack(self, event: ev.SettingsAcknowledged) -> None:
         self.table_watch = self.settings.h2_header_table_size < 4096
         self.on_control(event)
 
@@ -253,7 +230,7 @@ class H2Server(asyncio.Protocol):
         self.calm("HPACK table over SETTINGS_HEADER_TABLE_SIZE", _COMPRESSION_ERROR)
         return True
 
-    def on_trailers(self, event: jh2.events.TrailersReceived) -> None:
+    def on_trailers(self, event: ev.TrailersReceived) -> None:
         if self.table_watch and self.table_overrun():
             return
         stream = self.streams.get(event.stream_id)
@@ -265,18 +242,18 @@ class H2Server(asyncio.Protocol):
                 return
             stream.ex.body_trailers(event.headers)  # StreamEnded follows
 
-    def on_terminated(self, event: jh2.events.ConnectionTerminated) -> None:
+    def on_terminated(self, event: ev.ConnectionTerminated) -> None:
         self.close()
 
-    def request(self, event: jh2.events.RequestReceived) -> None:
+    def request(self, event: ev.RequestReceived) -> None:
         if self.table_watch and self.table_overrun():
             return
         stream_id = event.stream_id
         if self.goaway_sent and stream_id > self.last_stream:
-            self.h2.reset_stream(stream_id, jh2.errors.ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(stream_id, ev.REFUSED_STREAM)
             return
         if len(self.streams) >= self.settings.h2_max_streams:
-            self.h2.reset_stream(stream_id, jh2.errors.ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(stream_id, ev.REFUSED_STREAM)
             if self.guard.control(self.loop.time()):  # costs a frame, like a PING: counted so
                 self.calm("streams over the concurrency limit")
             return
@@ -294,7 +271,7 @@ class H2Server(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        stream.begin(engine, event.headers, event.stream_ended is not None)
+        stream.begin(engine, event.headers, event.ended)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -302,8 +279,8 @@ class H2Server(asyncio.Protocol):
         if self.closed:
             return
         try:
-            self.h2.send_headers(stream.stream_id, fields, end_stream=end)
-        except (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError):
+            self.h2.send_headers(stream.stream_id, fields, end)
+        except ev.StreamClosedError:
             return
         if not self.corked:
             self.flush()
@@ -343,7 +320,7 @@ class H2Server(asyncio.Protocol):
         self.streams.pop(stream.stream_id, None)
         try:
             self.h2.reset_stream(stream.stream_id, code)
-        except (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError):
+        except ev.StreamClosedError:
             pass
         if stream.ex is not None and not stream.ex.finished:
             stream.ex.abort()
@@ -360,8 +337,8 @@ class H2Server(asyncio.Protocol):
         if not stream.request_done:
             # Answered before the whole body came: the rest is not wanted (RFC 9113 §8.1).
             try:
-                self.h2.reset_stream(stream.stream_id, jh2.errors.ErrorCodes.NO_ERROR)
-            except (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError):
+                self.h2.reset_stream(stream.stream_id, ev.NO_ERROR)
+            except ev.StreamClosedError:
                 pass
         if not self.streams:
             if self.draining:
@@ -375,10 +352,7 @@ class H2Server(asyncio.Protocol):
             return
         self.gone = True
         log.warning("http2 %s:%d: %s: GOAWAY", self.client[0], self.client[1], why)
-        try:
-            self.h2.close_connection(code)
-        except jh2.exceptions.ProtocolError:
-            pass
+        self.h2.close_connection(code)
         self.goaway_count()
         self.flush()
         self.close()
@@ -398,9 +372,8 @@ class H2Server(asyncio.Protocol):
         self.goaway_sent = True
         self.last_stream = self.h2.highest_inbound_stream_id
         self.flush()
-        if self.transport is not None:
-            frame = GoAwayFrame(0, last_stream_id=self.last_stream, error_code=0)
-            self.transport.write(frame.serialize())
+        self.h2.send_goaway(ev.NO_ERROR, self.last_stream)
+        self.flush()
         self.goaway_count()
         if not self.streams:
             self.loop.call_later(grace, self.close)
@@ -425,28 +398,27 @@ class H2Server(asyncio.Protocol):
         if self.closed:
             return
         if not self.streams:
-            self.calm("idle", jh2.errors.ErrorCodes.NO_ERROR)
+            self.calm("idle", ev.NO_ERROR)
             return
         now = self.loop.time()
         limit = self.settings.body_timeout
         for stream in list(self.streams.values()):
             if stream.stalled_since and now - stream.stalled_since >= limit:
                 log.info("http2 %s:%d: stream stalled on a zero window: reset", *self.client)
-                self.reset(stream, jh2.errors.ErrorCodes.FLOW_CONTROL_ERROR)
+                self.reset(stream, ev.FLOW_CONTROL_ERROR)
         if any(s.stalled_since for s in self.streams.values()):
             self.schedule(limit / 2)
 
 
 _ON: dict[type, Any] = {
-    jh2.events.RequestReceived: H2Server.request,
-    jh2.events.DataReceived: H2Server.on_data,
-    jh2.events.StreamEnded: H2Server.on_stream_ended,
-    jh2.events.StreamReset: H2Server.on_reset,
-    jh2.events.WindowUpdated: H2Server.on_window,
-    jh2.events.PingReceived: H2Server.on_control,
-    jh2.events.RemoteSettingsChanged: H2Server.on_control,
-    jh2.events.PriorityUpdated: H2Server.on_control,
-    jh2.events.SettingsAcknowledged: H2Server.on_settings_ack,
-    jh2.events.TrailersReceived: H2Server.on_trailers,
-    jh2.events.ConnectionTerminated: H2Server.on_terminated,
+    ev.RequestReceived: H2Server.request,
+    ev.DataReceived: H2Server.on_data,
+    ev.StreamEnded: H2Server.on_stream_ended,
+    ev.StreamReset: H2Server.on_reset,
+    ev.WindowUpdated: H2Server.on_window,
+    ev.StreamInvalid: H2Server.on_invalid,
+    ev.ControlReceived: H2Server.on_control,
+    ev.SettingsAcknowledged: H2Server.on_settings_ack,
+    ev.TrailersReceived: H2Server.on_trailers,
+    ev.ConnectionTerminated: H2Server.on_terminated,
 }

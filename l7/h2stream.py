@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import jh2.errors
-import jh2.exceptions
-
 from l4lb.errors import RemoteProtocolError
+from l7 import h2events as ev
 from l7.streams import StreamSide, head_fields, simple_fields, status_value
 
 if TYPE_CHECKING:
@@ -39,7 +37,7 @@ __all__ = ["H2Stream"]
 _NOT_ON_A_STREAM = frozenset(
     {b"connection", b"upgrade", b"keep-alive", b"transfer-encoding", b"sec-websocket-accept"}
 )
-_CLOSED = (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError, KeyError)
+_CLOSED = (ev.StreamClosedError, KeyError)
 
 
 class H2Stream(StreamSide):
@@ -146,7 +144,7 @@ class H2Stream(StreamSide):
                 self.out_size -= len(data)
                 sent = True
                 last = self.ended and not out and self.trailers is None
-                h2c.send_data(sid, data, end_stream=last)
+                h2c.send_data(sid, data, last)
                 if last:
                     self.end_sent = True
             if self.ended and not out and not self.end_sent:
@@ -154,7 +152,7 @@ class H2Stream(StreamSide):
                 if self.trailers is None:
                     h2c.end_stream(sid)
                 else:
-                    h2c.send_headers(sid, self.trailers, end_stream=True)
+                    h2c.send_headers(sid, self.trailers, True)
         except _CLOSED:
             self.out, self.out_size = [], 0
             self.end_sent = True
@@ -232,13 +230,13 @@ class H2Stream(StreamSide):
         conn = self.conn
         try:
             conn.h2.acknowledge_received_data(n, self.stream_id)
-        except (jh2.exceptions.StreamClosedError, jh2.exceptions.ProtocolError):
+        except ev.StreamClosedError:
             return
         if not conn.corked:
             conn.flush()
 
     def abort(self) -> None:
-        self.conn.reset(self, jh2.errors.ErrorCodes.INTERNAL_ERROR)
+        self.conn.reset(self, ev.INTERNAL_ERROR)
 
     # -- a WebSocket tunnel: extended CONNECT (RFC 8441) to an HTTP/1.1 upgrade --------------
 
@@ -288,7 +286,7 @@ class H2Stream(StreamSide):
         peer.close()
 
     def cancel(self) -> None:
-        self.conn.reset(self, jh2.errors.ErrorCodes.CANCEL)
+        self.conn.reset(self, ev.CANCEL)
 
     def exchange_done(self, ex: Exchange) -> None:
         self.conn.maybe_forget(self)
