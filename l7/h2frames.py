@@ -1,8 +1,24 @@
-"""A stream's state in `l7.h2conn.H2Connection`, and the frame bytes it writes (sans-IO)."""
+"""HTTP/2's wire constants, a stream's state, and the frame bytes the connection writes
+(RFC 9113 §4, §6), for `l7.h2send` and `l7.h2conn` (sans-IO)."""
 
 from __future__ import annotations
 
-__all__ = ["StreamState", "frame_header", "settings_payload"]
+__all__ = ["PREFACE", "StreamState", "frame_header", "settings_payload"]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_WINDOW = 2**31 - 1
+DEFAULT_WINDOW = 65535
+MAX_FRAME = 16384  # what we read: SETTINGS_MAX_FRAME_SIZE left at its default
+RESET_MEMORY = 1024  # streams we reset, whose late frames are dropped quietly (§5.4.2)
+
+# Frame types and flags (RFC 9113 §6).
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS = 0, 1, 2, 3, 4
+PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 5, 6, 7, 8, 9
+END_STREAM = ACK = 0x1
+END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
+# Settings (RFC 9113 §6.5.2, RFC 8441 §3).
+HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS = 1, 2, 3
+INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, ENABLE_CONNECT_PROTOCOL = 4, 5, 6, 8
 
 
 class StreamState:
