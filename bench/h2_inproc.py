@@ -1,7 +1,7 @@
 """The Python cost of one HTTP/2 request through l4lb, without sockets or a load generator.
 
-Like bench/http_inproc.py for HTTP/1.1: the HTTP/2 client adapter (`l7.h2.H2Server`, on the
-`jh2` library) is fed the bytes of an h2 client connection (python-hyper `h2` as the client,
+Like bench/http_inproc.py for HTTP/1.1: the HTTP/2 client adapter (`l7.h2.H2Server`, on
+`l7.h2conn`) is fed the bytes of an h2 client connection (python-hyper `h2` as the client,
 an implementation apart from the server's; the headers h2load sends, one request per
 stream), and a pooled server connection (`l7.upstream.UpstreamConn`) an nginx-like response
 to each request, through transports that only collect what is written. The client's bytes
@@ -24,7 +24,7 @@ startup, nor the client that made and checks the bytes):
     callgrind_annotate --inclusive=yes /tmp/h2.cg | grep -m1 sys_call_tracing  # / 300
 
 `--profile` runs one more round under cProfile and says where an HTTP/2 request's time goes:
-own time grouped by where the code lives (the jh2 library, its hpack and hyperframe, l7/,
+own time grouped by where the code lives (l7/, the jh2, hpack and hyperframe libraries,
 l4lb/, the standard library; jh2's Rust HPACK counts as built-ins), then the top functions.
 cProfile slows everything down, the shares are what counts. Pin it (`taskset -c 0`) while
 something else runs.

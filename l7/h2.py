@@ -1,25 +1,26 @@
-"""The HTTP/2 adapter on the client side, the connection: jh2 events to streams, and back.
+"""The HTTP/2 adapter on the client side, the connection: `l7.h2conn` events to streams, and
+back.
 
 One `H2Server` per connection (an `https` listener that negotiated ALPN `h2`, or an `http`
 listener with `h2c = true` and the client's prior knowledge); one `l7.h2stream.H2Stream` per
 request, the exchange's `ClientStream`, through the same pipeline as an HTTP/1.1 request.
-The `jh2` library (python-hyper `h2`'s maintained fork, the same API, with HPACK in Rust:
-fewer instructions per request, bench/RESULTS.md) does the framing, HPACK, the stream state
-machines and part of RFC 9113's validation (Content-Length against DATA, CONTINUATION
-backlog, HPACK bombs through the header list size, table size updates over our
-SETTINGS_HEADER_TABLE_SIZE); a violation ends the connection with GOAWAY carrying its error
-code before the stream reaches the pipeline, so nothing of it is forwarded.
+`l7.h2conn.H2Connection` (sans-IO, ours, with jh2's HPACK in Rust) does the framing, the
+stream states, flow control and the wire rules of RFC 9113: the preface, frame sizes,
+CONTINUATION bounds, HPACK bombs through the header list size, table size updates over our
+SETTINGS_HEADER_TABLE_SIZE, and `content-length` against DATA (a stream error, the DATA past
+it never reported). A connection error ends the connection with GOAWAY carrying its code;
+a stream error comes as `StreamInvalid`, its RST_STREAM sent; in both, nothing of the
+stream reaches the pipeline.
 
-What the library does not do, or what is decided here rather than by it (defences.py holds
-the counting, h2fields.py the field rules, both sans-IO):
+What is decided here (defences.py holds the counting, h2fields.py the field rules, both
+sans-IO):
 - Malformed requests (RFC 9113 §8.2-8.3: field names and values, connection-specific
   fields, pseudo-headers; `:authority` and `host` that differ, §8.3.1) and trailer sections
-  with pseudo-headers: `l7.h2fields`, with the library's inbound validation off, so that
-  what is malformed does not depend on the library. A stream error (§8.1.1): RST_STREAM
-  PROTOCOL_ERROR, nothing forwarded (counted as a control frame, as a refused stream is).
-  The server gets `Host: <authority>`.
+  with pseudo-headers: `l7.h2fields`, the same rules as HTTP/3's. A stream error
+  (§8.1.1): RST_STREAM PROTOCOL_ERROR, nothing forwarded (counted as a control frame, as a
+  refused stream is). The server gets `Host: <authority>`.
 - A client that keeps its HPACK table over our SETTINGS_HEADER_TABLE_SIZE once it
-  acknowledged it (jh2 lets it): GOAWAY COMPRESSION_ERROR (`table_overrun`).
+  acknowledged it (the decoder lets it): GOAWAY COMPRESSION_ERROR (`table_overrun`).
 - Rapid reset (CVE-2023-44487) and control-frame floods (SETTINGS, PING, PRIORITY,
   WINDOW_UPDATE, empty DATA): counted per connection in a sliding window; over the limit,
   GOAWAY ENHANCE_YOUR_CALM and close, as nginx and Envoy do.
@@ -29,10 +30,10 @@ the counting, h2fields.py the field rules, both sans-IO):
   `body_timeout` on a zero window (the connection's one timer).
 - Writes once per read: `corked` (set in `data_received`, and by an upstream read until the
   end of that turn of the loop, `l7.streams.release`) holds the streams' DATA in `pending`
-  until `flush`, which writes the library's bytes once: the responses servers sent in one
+  until `flush`, which writes the connection's bytes once: the responses servers sent in one
   poll leave in one TLS record.
-- Graceful GOAWAY at reload and shutdown: the frame is written by hand (close_connection
-  would stop the streams in flight), streams after it are refused, the connection closes
+- Graceful GOAWAY at reload and shutdown: `send_goaway` with the last stream id (not
+  `close_connection`, which stops reading), streams after it are refused, the connection closes
   when the last one is done or after the grace period.
 """
 
@@ -162,7 +163,7 @@ class H2Server(asyncio.Protocol):
         if self.on_close is not None:
             self.on_close(self)
 
-    # -- jh2 events: one method per event type (`_ON`, below the class) ----------------------
+    # -- the connection's events: one method per event type (`_ON`, below the class) -------
 
     def on_data(self, event: ev.DataReceived) -> None:
         if not event.data and not event.ended and self.guard.control(self.loop.time()):
@@ -300,8 +301,8 @@ class H2Server(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
-        """The streams queued while corked hand jh2 their DATA, then jh2's bytes go out as one
-        write."""
+        """The streams queued while corked hand the connection their DATA, then its bytes go out
+        as one write."""
         pending = self.pending
         if pending:
             self.pending = []

@@ -1,6 +1,6 @@
 """One request on an HTTP/2 connection: `H2Stream`, the exchange's `ClientStream` (l7/sides.py).
 
-The connection (`l7.h2.H2Server`) turns jh2 events into calls on its streams; a stream turns
+The connection (`l7.h2.H2Server`) turns `l7.h2conn` events into calls on its streams; a stream turns
 the exchange's calls into h2 calls on the connection's `h2` object. What a stream holds is
 its side of flow control: the response body that waits for the client's window (`out`,
 bounded by `h2_stream_buffer`: over it, the server is paused), the request body bytes not yet
@@ -122,9 +122,9 @@ class H2Stream(StreamSide):
         self.conn.flush_stream(self)
 
     def push(self) -> None:
-        """Hand jh2 what the client's window allows, with END_STREAM (or the trailers) on the
-        last of it; then the stall clock and the server's pause, by what is left. Writes
-        nothing to the transport (the connection does, once per batch)."""
+        """Hand the connection what the client's window allows, with END_STREAM (or the
+        trailers) on the last of it; then the stall clock and the server's pause, by what is
+        left. Writes nothing to the transport (the connection does, once per batch)."""
         conn = self.conn
         h2c = conn.h2
         sid = self.stream_id
@@ -177,7 +177,7 @@ class H2Stream(StreamSide):
                 up.resume_reading()
             self.upstream_paused = False
 
-    # -- the request, from the connection's jh2 events ---------------------------------------
+    # -- the request, from the connection's events -------------------------------------------
 
     def received_data(self, data: bytes, length: int) -> None:
         """A DATA frame's bytes (`length`: what it counts for flow control, padding too):
@@ -226,7 +226,7 @@ class H2Stream(StreamSide):
                 self.acknowledge(n)
 
     def acknowledge(self, n: int) -> None:
-        """Give the client `n` bytes of window back (jh2 sends WINDOW_UPDATE when due)."""
+        """Give the client `n` bytes of window back (WINDOW_UPDATE once half a window is owed)."""
         conn = self.conn
         try:
             conn.h2.acknowledge_received_data(n, self.stream_id)
