@@ -41,6 +41,7 @@ HOT_PATH = [
     "l7/h1tunnel.py",
     "l7/h1errors.py",
     "l7/h2fields.py",
+    "l7/streams.py",
     "l7/h2events.py",
     "l7/h2frames.py",
     "l7/h2send.py",

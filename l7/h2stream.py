@@ -43,19 +43,14 @@ _CLOSED = (ev.StreamClosedError, KeyError)
 class H2Stream(StreamSide):
     """One request on an HTTP/2 connection: the exchange's client side."""
 
-    version = "2"
-
     __slots__ = (
-        "conn",
         "end_sent",
         "ended",
-        "ex",
         "out",
         "out_size",
         "paused",
         "peer",
         "queued",
-        "request_done",
         "stalled_since",
         "stream_id",
         "trailers",
@@ -65,8 +60,9 @@ class H2Stream(StreamSide):
 
     def __init__(self, conn: H2Server, stream_id: int) -> None:
         self.conn = conn
+        self.version = "2"
         self.stream_id = stream_id
-        self.ex: Exchange | None = None
+        self.ex = None
         self.out: list[bytes] = []  # response body waiting for the client's window
         self.out_size = 0
         self.ended = False  # the response is complete (END_STREAM to send when `out` is empty)

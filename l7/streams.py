@@ -14,6 +14,8 @@ import logging
 import os
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from l4lb.errors import RemoteProtocolError
 from l7.exchange import Exchange
 from l7.forwarded import new_request_id, request_id_from
@@ -177,6 +179,7 @@ def refused_exchange(stream: Any, engine: Any, client: tuple[str, int], version:
     return Exchange(stream, engine, request, True, "none", new_request_id())
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # quic/h3.py's H3Stream is interpreted
 class StreamSide:
     """The part of `l7.sides.ClientStream` that a stream only forwards to its connection
     (`conn`): draining, the forwarding cache, corking (the connection's `corked` count and
@@ -185,11 +188,12 @@ class StreamSide:
     request begins, and how it is refused. A subclass sets `version` ("2", "3") and gives
     `abort()` and `cancel()`."""
 
-    __slots__ = ()
-    version = ""
+    __slots__ = ("conn", "ex", "request_done", "version")
     conn: Any
     ex: Exchange | None
     request_done: bool
+    version: str  # "2", "3": set by the subclass's __init__ (an instance slot, which the
+    # compiled base reads natively; a class attribute of an interpreted subclass it would not)
 
     def begin(self, engine: Any, fields: list[tuple[bytes, bytes]], ended: bool) -> None:
         """The stream's request head came (`ended`: with the stream's end): its exchange

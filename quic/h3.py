@@ -50,22 +50,18 @@ _SAFE = (b"GET", b"HEAD", b"OPTIONS")  # what 0-RTT may carry (RFC 8470 §3; rep
 class H3Stream(StreamSide):
     """One request on an HTTP/3 connection: the exchange's client side."""
 
-    version = "3"
-
     __slots__ = (
-        "conn",
         "end_sent",
-        "ex",
         "received",
-        "request_done",
         "stream_id",
         "upstream_paused",
     )
 
     def __init__(self, conn: H3Server, stream_id: int) -> None:
         self.conn = conn
+        self.version = "3"
         self.stream_id = stream_id
-        self.ex: Exchange | None = None
+        self.ex = None
         self.end_sent = False
         self.request_done = False
         self.upstream_paused = False
