@@ -44,6 +44,7 @@ HOT_PATH = [
     "l7/streams.py",
     "l7/h2events.py",
     "l7/h2frames.py",
+    "l7/hpackout.py",
     "l7/h2send.py",
     "l7/h2conn.py",
     "l7/h2stream.py",

@@ -206,7 +206,7 @@ class H2Connection(H2Sender):
                     raise self.fail(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self.max_outbound_frame_size = value
             elif ident == HEADER_TABLE_SIZE:
-                self.encoder.header_table_size = min(value, 4096)
+                self.table_update = True
             elif ident == ENABLE_PUSH and value > 1:
                 raise self.fail(PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
         self.out.append(frame_header(0, SETTINGS, ACK, 0))

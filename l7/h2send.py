@@ -9,7 +9,7 @@ nginx does), so a client that sends small bodies gets no WINDOW_UPDATE at all.
 
 from __future__ import annotations
 
-from jh2._hazmat import Decoder, Encoder
+from jh2._hazmat import Decoder
 
 from l7.h2events import StreamClosedError
 from l7.h2frames import (
@@ -34,6 +34,7 @@ from l7.h2frames import (
     frame_header,
     settings_payload,
 )
+from l7.hpackout import TABLE_SIZE_ZERO, encode_block
 
 __all__ = ["H2Sender"]
 
@@ -53,7 +54,7 @@ class H2Sender:
     ) -> None:
         self.decoder = Decoder(max_header_list)
         self.decoder.max_allowed_table_size = header_table_size
-        self.encoder = Encoder()
+        self.table_update = False  # the client set SETTINGS_HEADER_TABLE_SIZE: say ours is 0
         self.local = {
             MAX_CONCURRENT_STREAMS: max_streams,
             MAX_HEADER_LIST_SIZE: max_header_list,
@@ -121,7 +122,10 @@ class H2Sender:
         stream = self.streams.get(stream_id)
         if stream is None or not stream.send_open:
             raise StreamClosedError(stream_id)
-        block = self.encoder.encode([(name, value, False) for name, value in fields])
+        block = encode_block(fields)
+        if self.table_update:
+            self.table_update = False
+            block = TABLE_SIZE_ZERO + block
         flags = END_STREAM if end_stream else 0
         size = self.max_outbound_frame_size
         out = self.out

@@ -382,6 +382,9 @@ def test_ping_settings_and_goaway():
     (ack,) = frames(conn.data_to_send())
     assert "ACK" in ack.flags
     conn.receive_data(headers(1))
+    conn.send_headers(1, [(b":status", b"200")], False)  # after SETTINGS_HEADER_TABLE_SIZE:
+    (head,) = frames(conn.data_to_send())
+    assert head.data == b"\x20\x88"  # a table size update to 0 first, then :status 200
     (end,) = conn.receive_data(GoAwayFrame(0, last_stream_id=0, error_code=0).serialize())
     assert type(end) is ev.ConnectionTerminated
 

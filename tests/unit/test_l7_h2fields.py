@@ -4,6 +4,8 @@ input gives a reason or None, never an exception."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -191,3 +193,18 @@ def test_the_joined_value_check_is_the_per_value_one(values):
     value, LF (the join's separator) inside a value included."""
     fields = [(b"x-a", v) for v in values]
     assert (h2fields._values_problem(fields) is not None) == any(map(one_value_bad, values))
+
+
+_OLD_RULE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")  # §8.2.1 on one value
+
+
+@given(
+    st.lists(
+        st.binary(max_size=6).map(lambda b: bytes(b" \t\r\n\x00a"[x % 6] for x in b)), max_size=5
+    )
+)
+def test_the_joined_screen_finds_what_a_per_value_rule_finds(values):
+    """The screen over the values joined by LF answers as §8.2.1 applied to each value."""
+    fields = [(b"x-%d" % i, v) for i, v in enumerate(values)]
+    expected = any(_OLD_RULE.search(v) for v in values)
+    assert (h2fields._values_problem(fields) is not None) == expected
