@@ -1,8 +1,9 @@
 """The HTTP/3 benchmark (issue 11), started by bench/run-h3.
 
-Three targets serve HTTP/3 on UDP 127.0.0.1, each pinned to BENCH_PROXY_CPU:
+The targets serve HTTP/3 on UDP 127.0.0.1, each pinned to BENCH_PROXY_CPU:
 - `l4lb`: an `https` listener with `http3 = true`, forwarding over HTTP/1.1 with keep-alive
-  to a 1-worker nginx (the backend, on BENCH_LOAD_CPU);
+  to a 1-worker nginx (the backend, on BENCH_LOAD_CPU); `l4lb-compiled` the same from
+  scripts/build-compiled's build (what `scripts/up` runs; run-h3 builds it when asked for);
 - `caddy`: Debian's Caddy, `reverse_proxy` to the same nginx, `protocols h3` (quic-go);
 - `direct`: aioquic answering by itself (bench/h3_direct.py, aioquic's example server without
   its demo app): no proxying, the ceiling of an aioquic-based server.
@@ -11,9 +12,11 @@ with BENCH_H3_CONNS connections of BENCH_H3_STREAMS streams in flight) and `down
 10 MB file, BENCH_H3_DOWNLOAD bytes, on one connection: MB/s). The client is
 bench/h3load.py (aioquic; Debian's h2load has no QUIC) on BENCH_LOAD_CPU, so it may well be
 the bottleneck: the report gives the server's CPU use and CPU-ms per request, which stay
-meaningful when it is. Ratios: l4lb / direct and l4lb / caddy (targets: >= 1 and >= 0.5).
+meaningful when it is. Ratios: l4lb / direct and l4lb / caddy (targets: >= 1 and >= 0.5),
+for each l4lb build that ran.
 
-Environment: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_TARGETS (direct,l4lb,caddy),
+Environment: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_TARGETS (direct,l4lb,caddy; or
+l4lb-compiled),
 BENCH_TESTS (small,download), BENCH_H3_PROCS (3), BENCH_H3_CONNS (2), BENCH_H3_STREAMS (10),
 BENCH_H3_DOWNLOAD (10485760), BENCH_PROXY_CPU/BENCH_LOAD_CPU (0/1).
 """
@@ -40,6 +43,8 @@ CONNS = env_int("BENCH_H3_CONNS", 2)
 STREAMS = env_int("BENCH_H3_STREAMS", 10)
 DOWNLOAD = env_int("BENCH_H3_DOWNLOAD", 10 << 20)
 HERE = Path(__file__).resolve().parent
+COMPILED = HERE.parent / "build" / "compiled"  # scripts/build-compiled's tree
+OURS = ("l4lb", "l4lb-compiled")
 
 
 def udp_bound(port: int) -> bool:
@@ -104,7 +109,8 @@ class Bench:
 
     def start(self, target: str) -> tuple[common.Proc, int]:
         port = free_port()
-        if target == "l4lb":
+        cwd = None
+        if target in OURS:
             listener = (
                 f'\n[[listener.bench.certs]]\ncert = "{self.cert}"\nkey = "{self.key}"\n'
                 "\n[listener.bench.http]\nhttp3 = true\nmax_requests = 10000000\n"
@@ -112,7 +118,9 @@ class Bench:
             )
             cfg = self.tmp / "l4lb.toml"
             cfg.write_text(common.l4lb_config(port, self.backend, "https", 1, listener))
-            argv = [str(VENV / "l4lb"), "up", str(cfg)]
+            venv = VENV if target == "l4lb" else COMPILED / ".venv" / "bin"
+            argv = [str(venv / "l4lb"), "up", str(cfg)]
+            cwd = None if target == "l4lb" else COMPILED
         elif target == "caddy":
             cfg = self.tmp / "Caddyfile"
             cfg.write_text(caddy_config(port, self.backend, self.cert, self.key))
@@ -131,7 +139,7 @@ class Bench:
                 str(self.www),
             ]
         env = dict(os.environ, GOMAXPROCS="1") if target == "caddy" else None  # as run-h2
-        proc = self.procs.start(target, argv, PROXY_CPU, env=env)
+        proc = self.procs.start(target, argv, PROXY_CPU, env=env, cwd=cwd)
         deadline = time.monotonic() + 15
         while not udp_bound(port):
             if not proc.alive() or time.monotonic() > deadline:
@@ -222,9 +230,13 @@ def report(bench: Bench) -> str:
                 f"{r['server_cpu_share']:.0%} | {r['client_cpu_share']:.0%} | "
                 f"{common.fmt(r['server_cpu_ms_per_req'], '.3f')} |"
             )
-        l4 = got.get("l4lb", {}).get(key)
-        for other in ("direct", "caddy"):
-            lines.append(f"\nl4lb / {other}: {common.ratio(l4, got.get(other, {}).get(key))}")
+        for ours in OURS:
+            l4 = got.get(ours, {}).get(key)
+            if l4 is None:
+                continue
+            for other in ("direct", "caddy"):
+                theirs = got.get(other, {}).get(key)
+                lines.append(f"\n{ours} / {other}: {common.ratio(l4, theirs)}")
         lines.append("")
     lines += [
         "A client CPU near 100% means the client, not the server, set the rate: compare",
@@ -236,6 +248,8 @@ def report(bench: Bench) -> str:
 
 def main() -> int:
     common.check_setup("h3", __doc__, ("caddy", "taskset"))
+    if "l4lb-compiled" in TARGETS and not (COMPILED / ".venv" / "bin" / "l4lb").exists():
+        sys.exit("h3: no compiled build; run scripts/build-compiled (bench/run-h3 does)")
     settings = (
         f"{SECONDS:g}s x {ROUNDS} rounds, {PROCS} client processes x {CONNS} "
         f"connections x {STREAMS} streams; download {DOWNLOAD} B"

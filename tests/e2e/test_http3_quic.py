@@ -149,6 +149,24 @@ def test_stateless_reset_can_be_turned_off(h3):
             client.close()
 
 
+def test_responses_use_no_qpack_dynamic_table(h3):
+    """The client offers a 4 KB table (aioquic's default); l4lb's responses do not use it, so
+    nothing comes on l4lb's encoder stream and the client owes no acknowledgements."""
+    _, port, _ = h3()
+    client = H3Client(port)
+    try:
+        assert client.h3._max_table_capacity == 4096
+        for i in range(6):
+            status, fields, body = client.request("GET", f"/same-head-{i % 2}")
+            assert status == 200 and body
+            assert fields["x-server"] == "a" and fields["content-length"] == str(len(body))
+        client.step_until(lambda: False, timeout=0.3)  # anything late on the QPACK streams
+        assert client.h3._encoder_bytes_received == 0  # l4lb's encoder stream: no inserts
+        assert client.h3._decoder_bytes_sent == 0  # the client's decoder stream: no acks
+    finally:
+        client.close()
+
+
 def ticket_from(port: int):
     first = H3Client(port)
     try:
