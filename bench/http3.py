@@ -34,7 +34,9 @@ from pathlib import Path
 import common
 from common import LOAD_CPU, PROXY_CPU, VENV, Procs, env_int, env_list, free_port, log
 
-TARGETS = env_list("BENCH_TARGETS", ("direct", "l4lb", "caddy"))
+TARGETS = env_list(
+    "BENCH_TARGETS", ("direct", "l4lb", "l4lb-compiled", "caddy"), ("direct", "l4lb", "caddy")
+)
 TESTS = env_list("BENCH_TESTS", ("small", "download"))
 SECONDS = common.env_float("BENCH_SECONDS", 5.0)
 ROUNDS = env_int("BENCH_ROUNDS", 3)
