@@ -161,3 +161,16 @@ def test_screen_in_parts_never_misses_on_generated_requests(query, path, cookie,
     found = matcher.scan(request_values(request, None, "", matcher.targets))
     for _ in range(2 if again else 1):
         assert matcher.screen_request(request, None, "") or not found
+
+
+def test_a_query_value_holding_equals_signs_is_one_line():
+    # (a plain query is cut at its first "=" per piece, not at every "=")
+    matcher = CompiledRules((_rule("^1=2$", ("query",)),))
+    request = Request("GET", "/x?a=1=2&b=c", [])
+    assert "1=2" in _lines(request, None, "", matcher.targets)
+    assert matcher.screen(request_text(request, None, "", matcher.targets))
+    assert [r.id for r in matcher.scan(request_values(request, None, "", matcher.targets))] == [
+        900001
+    ]
+    plain = Request("GET", "/x?a=1&b=2", [])
+    assert _lines(plain, None, "", matcher.targets) >= {"a", "1", "b", "2"}
