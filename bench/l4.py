@@ -1,5 +1,8 @@
 """The L4 benchmark: l4lb beside HAProxy (plain and splice) and nginx `stream`, one CPU each.
 
+l4lb runs twice: `l4lb` is the pure build in .venv, `l4lb-compiled` the build `scripts/up`
+runs (build/compiled, the TCP path compiled by mypyc), which is the one to quote.
+
 Run it through `bench/run-l4`, which installs the tools first. This file only measures:
 
 - bulk: `iperf3 -c ... -t SECONDS` through each proxy to an `iperf3 -s` backend; Gbit/s
@@ -64,7 +67,11 @@ from common import (
     wrk_rate,
 )
 
-PROXIES = ("l4lb", "haproxy", "haproxy-splice", "nginx")
+PROXIES = ("l4lb", "l4lb-compiled", "haproxy", "haproxy-splice", "nginx")
+# l4lb-compiled: the build `scripts/up` runs (the TCP path compiled by mypyc, setup.py),
+# made by run-l4 with scripts/build-compiled into build/compiled.
+COMPILED = ROOT / "build" / "compiled"
+OURS = ("l4lb", "l4lb-compiled")
 TARGETS = ("direct", *PROXIES)
 TESTS = ("bulk", "conn", "idle")
 
@@ -94,10 +101,13 @@ class Bench:
     def start_proxy(self, kind: str, backend: int, tag: str) -> tuple[Proc, int]:
         port = free_port()
         name = f"{kind}-{tag}"
-        if kind == "l4lb":
+        cwd = None
+        if kind in OURS:
             cfg = self.tmp / f"{name}.toml"
             cfg.write_text(l4lb_config(port, backend, listener='idle_timeout = "10m"\n'))
-            argv = [str(VENV / "l4lb"), "up", str(cfg), "--no-access-log", "--no-tui"]
+            venv = VENV if kind == "l4lb" else COMPILED / ".venv" / "bin"
+            argv = [str(venv / "l4lb"), "up", str(cfg), "--no-access-log", "--no-tui"]
+            cwd = None if kind == "l4lb" else COMPILED
         elif kind in ("haproxy", "haproxy-splice"):
             splice = "splice-auto", "splice-request", "splice-response"
             cfg = self.tmp / f"{name}.cfg"
@@ -125,7 +135,7 @@ class Bench:
             argv = ["nginx", "-e", "stderr", "-p", str(self.tmp), "-c", str(cfg)]
         else:
             raise ValueError(kind)
-        proc = self.procs.start(name, argv, PROXY_CPU)
+        proc = self.procs.start(name, argv, PROXY_CPU, cwd=cwd)
         wait_listening(proc, port)
         return proc, port
 
@@ -199,8 +209,9 @@ class Bench:
                 targets,
                 lambda target, proc, tport: self._wrk(target, proc, backend, tport, SECONDS),
             )
-            if PROFILE and "l4lb" in targets:
-                proc, tport = targets["l4lb"]
+            profiled = next((t for t in OURS if t in targets), None)
+            if PROFILE and profiled is not None:
+                proc, tport = targets[profiled]
                 assert proc is not None
                 self.profile = self._profile(proc, backend, tport)
         finally:
@@ -371,9 +382,9 @@ def render(bench: Bench) -> str:
             f"| {fmt(kb(t), '.1f')} |"
         )
     out = ["\n".join(rows), ""]
-    if "l4lb" in RUN_TARGETS:
+    for ours in (t for t in OURS if t in RUN_TARGETS):
         out += [
-            "| l4lb / peer | bulk | bulk per core | new conn/s | conn/s per core "
+            f"| {ours} / peer | bulk | bulk per core | new conn/s | conn/s per core "
             "| KB / idle conn |",
             "|---|---:|---:|---:|---:|---:|",
         ]
@@ -381,36 +392,36 @@ def render(bench: Bench) -> str:
             if peer not in RUN_TARGETS:
                 continue
             cells = [
-                ratio(med(bulk, "l4lb"), med(bulk, peer)),
-                ratio(per_core(bulk, "l4lb"), per_core(bulk, peer)),
-                ratio(med(conn, "l4lb"), med(conn, peer)),
-                ratio(per_core(conn, "l4lb"), per_core(conn, peer)),
-                ratio(kb("l4lb"), kb(peer)),
+                ratio(med(bulk, ours), med(bulk, peer)),
+                ratio(per_core(bulk, ours), per_core(bulk, peer)),
+                ratio(med(conn, ours), med(conn, peer)),
+                ratio(per_core(conn, ours), per_core(conn, peer)),
+                ratio(kb(ours), kb(peer)),
             ]
-            out.append(f"| l4lb / {peer} | " + " | ".join(cells) + " |")
+            out.append(f"| {ours} / {peer} | " + " | ".join(cells) + " |")
         out.append("")
-        out += ["Issue 2 targets:", ""]
+        out += [f"Issue 2 targets ({ours}):", ""]
         checks: list[tuple[str, float | None, float | None, Callable[[float, float], bool]]] = [
             (
                 "bulk throughput >= HAProxy with splice-auto",
-                med(bulk, "l4lb"),
+                med(bulk, ours),
                 med(bulk, "haproxy-splice"),
                 lambda a, b: a >= b,
             ),
             (
                 "new connections/s >= 50% of HAProxy's",
-                med(conn, "l4lb"),
+                med(conn, ours),
                 med(conn, "haproxy"),
                 lambda a, b: a >= 0.5 * b,
             ),
-            ("<= 20 KB per idle proxied connection", kb("l4lb"), 20.0, lambda a, b: a <= b),
+            ("<= 20 KB per idle proxied connection", kb(ours), 20.0, lambda a, b: a <= b),
         ]
         for label, a, b, ok in checks:
             if a is None or b is None:
                 out.append(f"- {label}: not measured")
                 continue
             verdict = "MET" if ok(a, b) else "NOT MET"
-            detail = f"{a:.1f} KB" if "KB" in label else f"l4lb/peer = {a / b:.2f}"
+            detail = f"{a:.1f} KB" if "KB" in label else f"{ours}/peer = {a / b:.2f}"
             out.append(f"- {label}: {verdict} ({detail})")
         out.append("")
     if idle:
@@ -442,6 +453,8 @@ def versions() -> str:
 
 def main() -> int:
     check_setup("l4", __doc__, ("taskset", "iperf3", "wrk", "haproxy", "nginx"))
+    if "l4lb-compiled" in RUN_TARGETS and not (COMPILED / ".venv" / "bin" / "l4lb").exists():
+        sys.exit("l4: no compiled build; run scripts/build-compiled (bench/run-l4 does)")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard < 2 * IDLE_CONNS + 200:
         log(f"warning: fd limit {hard} is low for {IDLE_CONNS} idle connections")
