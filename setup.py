@@ -68,6 +68,7 @@ HOT_PATH = [
     "l7/waf/stage.py",
     "l7/jwtverify.py",
     "l7/jwtstage.py",
+    "l7/refusal.py",
     "l7/guard.py",
     "l4lb/gcra.py",
     "l4lb/shared/limits.py",

@@ -23,6 +23,7 @@ from typing import Any
 from l4lb.gcra import Decision
 from l7.redisgcra import script_args
 from l7.redislimit import RedisLimiter, redis_key
+from l7.refusal import refuse
 
 __all__ = ["GlobalLimit", "global_limit"]
 
@@ -147,6 +148,4 @@ class GlobalLimit:
 
 
 def _unavailable(guard: Any, exchange: Any) -> None:
-    from l7.guard import _answer
-
-    _answer(exchange, 503, "rate limit store unavailable", [], 1)
+    refuse(exchange, 503, "rate limit store unavailable", [], 1)

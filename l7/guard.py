@@ -37,7 +37,7 @@ from l4lb.config.schema import AccessConfig
 from l4lb.config.values import BadValue, choice, duration, integer, string
 from l4lb.gcra import KeyedGcra, Limiters
 from l4lb.iprules import IpRules
-from l7.errors_page import error_response
+from l7.refusal import refuse
 
 if TYPE_CHECKING:
     from l4lb.config.tables import Path_
@@ -186,7 +186,7 @@ class RouteGuard:
         if self.rules is not None and not self.rules.allowed(host):
             self.denied += 1
             log.info("route %s: %s denied (403)", self.route, host)
-            _answer(exchange, 403, "forbidden by the route's access rules", [])
+            refuse(exchange, 403, "forbidden by the route's access rules", [])
             return False
         return self.limits_from(exchange, 0, now)
 
@@ -242,7 +242,7 @@ class RouteGuard:
             exchange.request.client[0],
             limit.config.name,
         )
-        _answer(exchange, 429, f"rate limit {limit.config.name}", extra, retry)
+        refuse(exchange, 429, f"rate limit {limit.config.name}", extra, retry)
 
     def report(self) -> dict[str, Any]:
         """Counters for `/status` (per worker)."""
@@ -262,18 +262,3 @@ class RouteGuard:
                 for lim in self.limits
             ],
         }
-
-
-def _answer(
-    exchange: Exchange,
-    status: int,
-    message: str,
-    extra: list[tuple[bytes, bytes]],
-    retry_after: int | None = None,
-) -> None:
-    response, body = error_response(
-        status, exchange.request_id, message, retry_after=retry_after, extra_headers=extra
-    )
-    headers = response.fields()
-    headers.extend(exchange.engine.extra_response_headers)
-    exchange.simple(status, headers, body)
