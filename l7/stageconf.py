@@ -12,8 +12,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from l4lb.config.load import _REQUIRED, Fields, _Loader, _seconds_or_zero, _size, _strings
+from l4lb.config.tables import REQUIRED as _REQUIRED
+from l4lb.config.tables import Fields
+from l4lb.config.tables import TableLoader as _Loader
+from l4lb.config.tables import strings as _strings
 from l4lb.config.values import BadValue, boolean, integer, string
+from l4lb.config.values import seconds_or_zero as _seconds_or_zero
+from l4lb.config.values import size as _size
 from l7.compress import DEFAULT_TYPES, ENCODINGS, LEVEL_RANGES, CompressConfig, available
 from l7.routefields import _field_name
 

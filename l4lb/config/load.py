@@ -49,9 +49,11 @@ from l4lb.config.values import (
     duration,
     integer,
     parse_address,
+    seconds_or_zero,
     status_ranges,
     string,
 )
+from l4lb.config.values import size as _size
 from l4lb.errors import ConfigError, ConfigErrors
 
 __all__ = ["LISTENER_PROTOCOLS", "load", "load_text"]
@@ -63,10 +65,6 @@ _TLS_PROTOCOLS = ("tls", "https")
 
 def _seconds(value: Any) -> float:
     return duration(value)
-
-
-def _seconds_or_zero(value: Any) -> float:
-    return duration(value, allow_zero=True)
 
 
 def _bind_address(value: Any) -> Address:
@@ -173,7 +171,7 @@ _VERIFY_TOML = {"name": "true", "chain": '"chain"', "none": "false"}
 _SETTINGS: Fields = {
     "log_format": (choice("text", "json"), "text"),
     "access_log": (_access_log, True),
-    "drain_timeout": (_seconds_or_zero, 30.0),
+    "drain_timeout": (seconds_or_zero, 30.0),
     "workers": (integer(0, 256), 0),
     "access_log_format": (_access_log_format, ""),
     "log": (_log_target, "stderr"),
@@ -201,17 +199,6 @@ _LISTENER: Fields = {
     "compress": (lambda v: v, None),
     "waf": (lambda v: v, None),
 }
-
-
-def _size(value: Any) -> int:
-    """Bytes from `1024`, `"64k"`, `"10m"`, `"1g"` (nginx's size suffixes)."""
-    allowed = 'a size such as 1048576, "64k", "10m", "1g"'
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    m = re.fullmatch(r"\s*(\d+)\s*([kmg]?)\s*", value) if isinstance(value, str) else None
-    if not m:
-        raise BadValue(f"{value!r} is not a size", allowed)
-    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)]
 
 
 def _cidrs(value: Any) -> tuple[str, ...]:
@@ -328,7 +315,7 @@ _POOL: Fields = {
     "balance": (lambda v: v, "round_robin"),
     "connect_timeout": (_seconds, 5.0),
     "retries": (integer(0, 100), 2),
-    "slow_start": (_seconds_or_zero, 0.0),
+    "slow_start": (seconds_or_zero, 0.0),
     "health": (lambda v: v, None),
     "passive": (lambda v: v, None),
     "proxy_protocol": (choice("off", "v1", "v2"), "off"),

@@ -23,6 +23,8 @@ __all__ = [
     "host_problem",
     "integer",
     "parse_address",
+    "seconds_or_zero",
+    "size",
     "status_ranges",
     "string",
 ]
@@ -188,3 +190,19 @@ def status_ranges(value: Any) -> tuple[tuple[int, int], ...]:
     if not out:
         raise BadValue("the list is empty", allowed)
     return tuple(out)
+
+
+def size(value: Any) -> int:
+    """Bytes from `1024`, `"64k"`, `"10m"`, `"1g"` (nginx's size suffixes)."""
+    allowed = 'a size such as 1048576, "64k", "10m", "1g"'
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([kmg]?)\s*", value) if isinstance(value, str) else None
+    if not m:
+        raise BadValue(f"{value!r} is not a size", allowed)
+    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)]
+
+
+def seconds_or_zero(value: Any) -> float:
+    """Seconds from a duration where 0 means off."""
+    return duration(value, allow_zero=True)

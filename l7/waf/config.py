@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from l4lb.config.lines import LineMap
-from l4lb.config.load import _size
 from l4lb.config.tables import Fields, TableLoader
 from l4lb.config.values import BadValue, choice, integer, string
+from l4lb.config.values import size as _size
 from l7.waf.rules import Rule, builtin_rules, load_rule_file
 
 __all__ = ["MAX_BODY_LIMIT", "WafConfig", "parse_waf"]
