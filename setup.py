@@ -51,6 +51,7 @@ HOT_PATH = [
     "l7/h2.py",
     "l7/cache/hit.py",
     "l7/cache/stage.py",
+    "l7/cache/serve.py",
     "l7/cache/answer.py",
     "l7/cache/policy.py",
     # (not l7/cache/store.py: l7/cache/flight.py keys a weak dictionary by its MemoryStore,

@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from l7.cache.store import Entry
+from l7.cache.entry import Entry
 
 __all__ = ["DiskStore"]
 

@@ -30,6 +30,7 @@ from weakref import WeakKeyDictionary
 
 from l4lb.attempt import Attempt
 from l7.cache.policy import cache_status, not_modified, vary_key
+from l7.cache.serve import emit, serve
 from l7.compress import start_encoder
 from l7.forwarded import new_request_id
 from l7.model import Request, Response
@@ -99,10 +100,8 @@ class Flight:
             state.timer = None
         field = cache_status(fwd=state.fwd, collapsed=True)
         if entry.status == 200 and not_modified(state.client, entry.headers):
-            from l7.cache.stage import serve  # (a 304 needs no body: answered at once)
-
             state.flight = None
-            serve(ex, entry, field, time.time())
+            serve(ex, entry, field, time.time())  # (a 304 needs no body: answered at once)
             return
         response = Response(
             entry.status,
@@ -129,8 +128,6 @@ class Flight:
         ex.conn.send_head(ex, response)
         self.followers.append(ex)
         if ex.framing != "none":
-            from l7.cache.stage import emit
-
             for data in self.chunks:
                 emit(ex, data)
 
@@ -149,7 +146,6 @@ class Flight:
                 _go(ex, "fill")
 
     def chunk(self, data: bytes) -> None:
-        from l7.cache.stage import emit
 
         for ex in self.followers:
             if not ex.finished and ex.framing != "none":
@@ -166,7 +162,6 @@ class Flight:
     def resolve(self, entry: Entry) -> None:
         """The fetch was answered from the store (a 304, or stale-if-error): so are the
         waiters."""
-        from l7.cache.stage import serve
 
         self._close()
         waiters, self.waiters = self.waiters, []

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from l7.cache.answer import answer, encoded_variant
+from l7.cache.answer import answer
 from l7.cache.flight import Flight, Sink, flights, refresh
 from l7.cache.hit import short_hit
 from l7.cache.policy import (
@@ -43,8 +43,8 @@ from l7.cache.policy import (
     updated_fields,
     vary_key,
 )
+from l7.cache.serve import emit, serve
 from l7.cache.store import Counters, Entry, MemoryStore
-from l7.compress import start_encoder
 from l7.model import Headers, Request, Response
 
 if TYPE_CHECKING:
@@ -347,51 +347,6 @@ def cache_begin(ex: Exchange, name: str) -> bool:
         return flight.join(ex, state, config.collapse_timeout)
     state.flight = registry[key] = Flight(registry, key)
     return False
-
-
-def serve(ex: Exchange, entry: Entry, field: bytes, now: float) -> None:
-    """Answer `ex` from `entry` now (a hit, a stale answer, a waiter served from the store)."""
-    state = ex.cache
-    request = ex.request
-    client = state.client if state is not None else request.headers
-    route = ex.route
-    compress = route.compress if route is not None else None
-    if compress is None:
-        compress = ex.engine.compress
-    variant = None
-    if (
-        entry.status == 200
-        and compress is not None
-        and compress.encodings
-        and state
-        and not not_modified(client, entry.headers)  # (answered 304, not a body)
-    ):
-        variant = encoded_variant(state.store, state.key, entry, compress, request)
-    response, body = answer(entry, client, request.method, now, field, variant)
-    ex.status = response.status
-    ex.response_headers(response, [])
-    if compress is not None and variant is None:
-        ex.encoder = start_encoder(compress, request, response)
-    if request.method == "HEAD" or response.status in (204, 304):
-        ex.framing = "none"
-    ex.head_sent = True
-    conn = ex.conn
-    conn.cork()  # (head and body in one write)
-    conn.send_head(ex, response)
-    if body and ex.framing != "none":
-        emit(ex, body)
-    ex.on_response_complete()
-    conn.uncork()
-
-
-def emit(ex: Exchange, data: bytes) -> None:
-    """Body bytes to the client of `ex`, through its encoder when it has one."""
-    if ex.encoder is not None:
-        data = ex.encoder.compress(data)
-        if not data:
-            return
-    ex.bytes_out += len(data)
-    ex.conn.send_data(ex, data)
 
 
 def begin_fill(

@@ -8,9 +8,9 @@ a `DiskStore` (l7/cache/disk.py) is the tier below, shared by the workers: every
 stored here is written there, and a key missing here is looked up there (and kept here).
 
 The bound is on `bytes`: each entry counts its body, its header names and values, and a
-fixed overhead for the objects around them (`_OVERHEAD`). `put` evicts least recently used
-keys until the total is back under `max_bytes`, so `bytes <= max_bytes` holds after every
-call (tests/unit/test_l7_cache_store.py drives it with a churn of objects).
+fixed overhead for the objects around them (`Entry.size`, l7/cache/entry.py). `put` evicts
+least recently used keys until the total is back under `max_bytes`, so `bytes <= max_bytes`
+holds after every call (tests/unit/test_l7_cache_store.py drives it with a churn of objects).
 
 Tags (Fastly's and Varnish's surrogate keys): the `tag_header` field of a stored response
 (default `Surrogate-Key`), space-separated, is read at `put` and indexed, so `purge_tag`
@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from l7.cache.entry import Entry
 from l7.compress import ENCODINGS
 from l7.model import Headers
 
@@ -33,33 +33,8 @@ __all__ = ["Counters", "Entry", "MemoryStore", "both_schemes", "copy_key"]
 
 log = logging.getLogger("l4lb")
 
-_OVERHEAD = 256  # bytes counted per entry beyond its head and body
 DEFAULT_TAG_HEADER = b"surrogate-key"
 MAX_TAGS = 64  # tags kept per response (Fastly's limit is a 16 KiB header; this bounds the index)
-
-
-@dataclass(slots=True)
-class Entry:
-    """One stored response: status, end-to-end fields, whole body, the Vary key it answers,
-    and when it was requested and received (wall-clock seconds). `tags` are filled by `put`."""
-
-    status: int
-    headers: Headers
-    body: bytes
-    vary: tuple[tuple[bytes, bytes], ...]
-    request_time: float
-    response_time: float
-    lifetime: float
-    tags: tuple[str, ...] = ()
-    # (what of the compress config decides, Accept-Encoding) -> the encoding its compressed
-    # copy has ("" for none): l7/cache/answer.py decides once per kind of client, not per hit.
-    encodings: dict[tuple, str] = field(default_factory=dict, compare=False, repr=False)
-    # What its hits share (l7/cache/hit.py's HitMemo), made on the first one.
-    hit: Any = field(default=None, compare=False, repr=False)
-
-    @property
-    def size(self) -> int:
-        return len(self.body) + sum(len(n) + len(v) for n, v in self.headers) + _OVERHEAD
 
 
 def copy_key(key: str, encoding: str) -> str:
