@@ -358,6 +358,10 @@ class Exchange:
             return  # stored, not sent: the client gets a 304 or a stored body (l7/cache/)
         if self.interim or self.framing == "none" or not data:
             return  # (an empty chunk would end a chunked body early)
+        self.send_body(data)
+
+    def send_body(self, data: bytes) -> None:
+        """Body bytes to the client, through the encoder when there is one (also the cache's)."""
         if self.encoder is not None:
             data = self.encoder.compress(data)
             if not data:

@@ -30,7 +30,7 @@ from weakref import WeakKeyDictionary
 
 from l4lb.attempt import Attempt
 from l7.cache.policy import cache_status, not_modified, vary_key
-from l7.cache.serve import emit, serve
+from l7.cache.serve import serve
 from l7.compress import start_encoder
 from l7.forwarded import new_request_id
 from l7.model import Request, Response
@@ -129,7 +129,7 @@ class Flight:
         self.followers.append(ex)
         if ex.framing != "none":
             for data in self.chunks:
-                emit(ex, data)
+                ex.send_body(data)
 
     # -- what the fetch reports ----------------------------------------------------------
 
@@ -149,7 +149,7 @@ class Flight:
 
         for ex in self.followers:
             if not ex.finished and ex.framing != "none":
-                emit(ex, data)
+                ex.send_body(data)
 
     def end(self) -> None:
         self._close()

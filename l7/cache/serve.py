@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from l7.cache.entry import Entry
     from l7.exchange import Exchange
 
-__all__ = ["emit", "serve"]
+__all__ = ["serve"]
 
 
 def serve(ex: Exchange, entry: Entry, field: bytes, now: float) -> None:
@@ -48,16 +48,6 @@ def serve(ex: Exchange, entry: Entry, field: bytes, now: float) -> None:
     conn.cork()  # (head and body in one write)
     conn.send_head(ex, response)
     if body and ex.framing != "none":
-        emit(ex, body)
+        ex.send_body(body)
     ex.on_response_complete()
     conn.uncork()
-
-
-def emit(ex: Exchange, data: bytes) -> None:
-    """Body bytes to the client of `ex`, through its encoder when it has one."""
-    if ex.encoder is not None:
-        data = ex.encoder.compress(data)
-        if not data:
-            return
-    ex.bytes_out += len(data)
-    ex.conn.send_data(ex, data)

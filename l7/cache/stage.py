@@ -43,14 +43,14 @@ from l7.cache.policy import (
     updated_fields,
     vary_key,
 )
-from l7.cache.serve import emit, serve
+from l7.cache.serve import serve
 from l7.cache.store import Counters, Entry, MemoryStore
 from l7.model import Headers, Request, Response
 
 if TYPE_CHECKING:
     from l7.exchange import Exchange
 
-__all__ = ["CacheState", "Fill", "cache_begin", "cache_key", "emit", "serve"]
+__all__ = ["CacheState", "Fill", "cache_begin", "cache_key", "serve"]
 
 _UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
@@ -239,7 +239,7 @@ class CacheState:
             flight.end()
         tail, self.tail = self.tail, None
         if tail and ex.framing != "none":
-            emit(ex, tail)
+            ex.send_body(tail)
 
     def on_error(self, ex: Exchange) -> bool:
         """l4lb is about to answer with an error (no server, connect failure, timeout):
