@@ -60,6 +60,11 @@ HOT_PATH = [
     # Consulted on every request (routing, the breaker, the retry budget): interpreted, they
     # were a tenth of the compiled request's instructions (bench/http_inproc.py, callgrind).
     "l7/router.py",
+    # The validated config the request path reads (routes, the listener's and pools' http
+    # settings): interpreted, every read of one of their fields was a generic attribute
+    # lookup, about a tenth of a request's CPU (perf, bench/RESULTS.md).
+    "l7/routes.py",
+    "l4lb/config/schema.py",
     "l7/breaker.py",
     "l7/budget.py",
     # the security stages' per-request code

@@ -34,14 +34,14 @@ l7 (DESIGN.md: dependencies point down).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from l4lb.server import Server
 
 __all__ = ["Attempt", "Breaker", "Budget"]
 
-_TRIAL = 2  # l7.breaker.TRIAL: `admit` took a half-open trial slot
+_TRIAL: Final = 2  # l7.breaker.TRIAL: `admit` took a half-open trial slot
 
 
 class Breaker(Protocol):

@@ -18,7 +18,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from l4lb.accesslog import AccessLog, ConnectionRecord
 from l4lb.attempt import Attempt
@@ -40,19 +40,19 @@ from l4lb.tls.context import peer_subject
 
 __all__ = ["Listener", "Session", "open_listening_socket"]
 
-log = logging.getLogger("l4lb")
-_ACCEPT_BATCH = 64
-_PREREAD_CHUNK = 16384
-_PROXY_PEEK = 4112  # a v1 header (107) or a v2 header with up to 4096 bytes of TLVs
-_TERMINATING = ("tls", "http", "https")  # protocols whose bytes a loop transport reads
-_FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+log: Final = logging.getLogger("l4lb")
+_ACCEPT_BATCH: Final = 64
+_PREREAD_CHUNK: Final = 16384
+_PROXY_PEEK: Final = 4112  # a v1 header (107) or a v2 header with up to 4096 bytes of TLVs
+_TERMINATING: Final = ("tls", "http", "https")  # protocols whose bytes a loop transport reads
+_FD_EXHAUSTED: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # Server sockets are made non-blocking by socket() itself where the flag exists (Linux).
-_STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+_STREAM_NONBLOCK: Final = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
 # The sockets of a connection are the C type `socket.SocketType` (`_socket.socket`), not its
 # Python subclass `socket.socket`: that one's `__init__` and `close` are Python code (its
 # `_io_refs` serve `makefile`, unused here), four calls per connection. Loop transports
 # (TLS, HTTP) take either.
-_Socket = socket.SocketType
+_Socket: Final = socket.SocketType
 
 
 def bound_socket(addr: Address, kind: int, reuse_port: bool = False) -> socket.socket:

@@ -26,7 +26,7 @@ import asyncio
 import select
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "ERR",
@@ -42,13 +42,13 @@ __all__ = [
     "remove_writer",
 ]
 
-IN = getattr(select, "EPOLLIN", 1)
-OUT = getattr(select, "EPOLLOUT", 4)
-ERR = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
-RDHUP = getattr(select, "EPOLLRDHUP", 0x2000)  # the peer's FIN (with IN: read for the EOF)
-_MAX_EVENTS = 1024
+IN: Final = getattr(select, "EPOLLIN", 1)
+OUT: Final = getattr(select, "EPOLLOUT", 4)
+ERR: Final = getattr(select, "EPOLLERR", 8) | getattr(select, "EPOLLHUP", 16)
+RDHUP: Final = getattr(select, "EPOLLRDHUP", 0x2000)  # the peer's FIN (with IN: read for the EOF)
+_MAX_EVENTS: Final = 1024
 
-_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller | LoopPoller] = (
+_pollers: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller | LoopPoller]] = (
     weakref.WeakKeyDictionary()
 )
 

@@ -27,25 +27,28 @@ import errno
 import os
 import socket
 from collections.abc import Callable
+from typing import Final
 
 from l4lb.poller import ERR, IN, OUT, RDHUP, LoopPoller, Poller, poller_for
 
 __all__ = ["CHUNK", "Relay", "close_pipes", "splice_available"]
 
-CHUNK = 1 << 20  # bytes moved per splice call; the pipe is grown to match where allowed
-_FREE_PIPES_MAX = 256
-_F_SETPIPE_SZ = 1031
+CHUNK: Final = 1 << 20  # bytes moved per splice call; the pipe is grown to match where allowed
+_FREE_PIPES_MAX: Final = 256
+_F_SETPIPE_SZ: Final = 1031
 # (Given positionally, after the two offsets: a keyword argument costs `os.splice` an
 # argument-parsing pass, six times per connection.)
-_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
-_free_pipes: list[tuple[int, int]] = []
-_free_buffers: list[bytearray] = []
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ECONNABORTED})
-_EPOLLERR = 8
-_READ = IN | RDHUP  # RDHUP: a FIN that came with the data is read in the same wake-up
+_SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_free_pipes: Final[list[tuple[int, int]]] = []
+_free_buffers: Final[list[bytearray]] = []
+_RESET_ERRNOS: Final = frozenset(
+    {errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ECONNABORTED}
+)
+_EPOLLERR: Final = 8
+_READ: Final = IN | RDHUP  # RDHUP: a FIN that came with the data is read in the same wake-up
 
 
-_SPLICE = hasattr(os, "splice")
+_SPLICE: Final = hasattr(os, "splice")
 
 
 def splice_available() -> bool:

@@ -30,20 +30,20 @@ Every transition is returned by the call that caused it (`on_success`, `on_failu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = ["ADMITTED", "REFUSED", "TRIAL", "BreakerState", "CircuitBreaker", "Transition"]
 
 BreakerState = Literal["closed", "open", "half_open"]
 
-CLOSED: BreakerState = "closed"
-OPEN: BreakerState = "open"
-HALF_OPEN: BreakerState = "half_open"
+CLOSED: Final[BreakerState] = "closed"
+OPEN: Final[BreakerState] = "open"
+HALF_OPEN: Final[BreakerState] = "half_open"
 
 # What `admit` answers.
-REFUSED = 0
-ADMITTED = 1
-TRIAL = 2
+REFUSED: Final = 0
+ADMITTED: Final = 1
+TRIAL: Final = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,13 @@ Pure: no clock, no IO; counters only. One budget per pool per worker process.
 from __future__ import annotations
 
 from collections.abc import Container
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = ["IDEMPOTENT_METHODS", "Phase", "RetryBudget", "is_retryable"]
 
 # RFC 9110 §9.2.2: the safe methods (GET, HEAD, OPTIONS, TRACE) plus PUT and DELETE. Method
 # names are case-sensitive (RFC 9110 §9.1), so "get" is not GET.
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 Phase = Literal["connect", "reset", "status", "response"]
 """How far a failed attempt got:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
+from typing import Final
 
 from l4lb.errors import LocalProtocolError
 from l7.model import Response
 
 __all__ = ["error_response", "reason_phrase", "status_line"]
 
-_SAFE_ID = re.compile(r"[\x21-\x7e]{1,200}")
+_SAFE_ID: Final = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 def reason_phrase(status: int) -> str:
@@ -32,7 +33,7 @@ def reason_phrase(status: int) -> str:
         return "Error"
 
 
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES: Final[dict[int, bytes]] = {}
 
 
 def status_line(status: int) -> bytes:

@@ -18,7 +18,7 @@ connection when the pool has no idle one.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from l4lb.attempt import Attempt
 from l7.answers import error, respond, simple
@@ -55,8 +55,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Exchange"]
 
-_BODY_BUFFER = 256 * 1024  # request body held while the server connection is being made
-_NO_BODY_STATUSES = frozenset({204, 304})
+_monotonic: Final = time.monotonic  # (a static in the compiled build, no lookup)
+
+_BODY_BUFFER: Final = 256 * 1024  # request body held while the server connection is being made
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
 class Exchange:
@@ -129,7 +131,7 @@ class Exchange:
         self.body_kind = body
         self.request_id = request_id
         self.upgrade = upgrade
-        self.started = time.monotonic()
+        self.started = _monotonic()
         self.route: HttpRoute | None = None
         self.target = request.target
         # `METHOD target HTTP/1.1` as bytes, when the adapter has them (a route that rewrites
@@ -301,7 +303,7 @@ class Exchange:
             self.upstream.disarm()
         loop = self.engine.registry.loop
         if self.response_time < 0 and self.sent_at:
-            self.response_time = time.monotonic() - self.sent_at
+            self.response_time = _monotonic() - self.sent_at
         if 100 <= status < 200 and status != 101:
             self.interim = True
             self.conn.send_interim(self, response)
@@ -346,7 +348,7 @@ class Exchange:
 
     def started_wall(self) -> float:
         """When the request came, on the wall clock (Date and Age are wall-clock)."""
-        return time.time() - (time.monotonic() - self.started)
+        return time.time() - (_monotonic() - self.started)
 
     # -- stage: response headers -------------------------------------------------------------
 

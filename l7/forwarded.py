@@ -45,10 +45,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import random
 import re
 from collections.abc import Iterable, Sequence
-from random import getrandbits as _getrandbits
-from typing import Literal
+from typing import Final, Literal
 
 from l7.model import Headers
 
@@ -65,9 +65,11 @@ __all__ = [
     "valid_traceparent",
 ]
 
+_getrandbits: Final = random.getrandbits
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -79,9 +81,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Fields a Connection header may not remove (RFC 9110 §7.6.1, see the module docstring).
-_NEVER_NOMINATED = frozenset({b"host", b"content-length"})
+_NEVER_NOMINATED: Final = frozenset({b"host", b"content-length"})
 # Fields forward_headers writes itself; the client's copies are dropped or merged.
-_MANAGED = frozenset(
+_MANAGED: Final = frozenset(
     {
         b"x-forwarded-for",
         b"x-forwarded-proto",
@@ -96,18 +98,20 @@ _MANAGED = frozenset(
 # Every field forward_headers does not pass through as it is. A request without any of them
 # goes out as its own fields followed by `forwarding_lines` and the request's own ID.
 REWRITTEN = _SPECIAL = HOP_BY_HOP | _MANAGED
-_VIA = b"1.1 l4lb"
+_VIA: Final = b"1.1 l4lb"
 
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~+/=-]{1,200}")
+_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._~+/=-]{1,200}")
 # W3C Trace Context §3.2: version "00" is exactly 55 characters; a later version may append
 # "-..." fields, which a version-00 reader ignores. Hex is lower-case only; version ff is invalid.
-_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-_ZERO_TRACE = b"0" * 32
-_ZERO_SPAN = b"0" * 16
+_TRACEPARENT: Final = re.compile(
+    rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?"
+)
+_ZERO_TRACE: Final = b"0" * 32
+_ZERO_SPAN: Final = b"0" * 16
 # RFC 9110 §5.6.2 tchar: a Forwarded value made only of these needs no quotes (RFC 7239 §4).
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
-_REFERRER_POLICIES = frozenset(
+_REFERRER_POLICIES: Final = frozenset(
     {
         "no-referrer",
         "no-referrer-when-downgrade",

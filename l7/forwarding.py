@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from l7.answers import error
 from l7.budget import is_retryable
@@ -34,7 +34,9 @@ __all__ = [
     "retry_on_status",
 ]
 
-log = logging.getLogger("l4lb")
+_monotonic: Final = time.monotonic  # (a static in the compiled build, no lookup)
+
+log: Final = logging.getLogger("l4lb")
 
 
 def forward(ex: Exchange) -> None:
@@ -57,7 +59,7 @@ def forward(ex: Exchange) -> None:
     if conn is not None:
         attach(ex, conn)
     else:
-        ex.connect_started = time.monotonic()
+        ex.connect_started = _monotonic()
         up.connect(ex.connected)
 
 
@@ -68,7 +70,7 @@ def attach(ex: Exchange, conn: ServerStream, connected: bool = False) -> None:
     assert ex.server is not None and ex.pool is not None and ex.attempt is not None
     ex.attempt.connected()
     if connected:
-        ex.connect_time = time.monotonic() - ex.connect_started
+        ex.connect_time = _monotonic() - ex.connect_started
         stats = ex.engine.stats
         if stats is not None:
             stats.connect_latency(ex.pool.name, ex.server.name).observe(ex.connect_time)
@@ -118,7 +120,7 @@ def request_sent(ex: Exchange) -> None:
     starts its own)."""
     pool, conn = ex.pool, ex.upstream
     assert pool is not None and conn is not None
-    ex.sent_at = time.monotonic()
+    ex.sent_at = _monotonic()
     conn.arm(pool.config.http.response_timeout)
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from l4lb.config.schema import AccessConfig
 from l4lb.config.values import BadValue, choice, duration, integer, string
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RateLimit", "RouteGuard", "RouteSecurity", "parse_security"]
 
-log = logging.getLogger("l4lb")
+log: Final = logging.getLogger("l4lb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ def _key(value: Any) -> str:
     return "header:" + name.lower()
 
 
-_LIMIT: dict[str, Any] = {
+_LIMIT: Final[dict[str, Any]] = {
     "name": (string, ""),
     "rate": (integer(1, 1_000_000_000), None),
     "per": (duration, 1.0),

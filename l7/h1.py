@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
@@ -41,13 +41,16 @@ from l7.upgrade import allowed_upgrade
 from l7.validate import check_request_head
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from l7.engine import HttpEngine
     from l7.upstream import UpstreamConn
 
 __all__ = ["H1Server"]
 
-log = logging.getLogger("l4lb")
+log: Final = logging.getLogger("l4lb")
 
-_HOST_KEYS: dict[bytes, str] = {}  # Host value -> routing key: clients repeat a few hosts
+_HOST_KEYS: Final[dict[bytes, str]] = {}  # Host value -> routing key: clients repeat a few hosts
 
 
 def _host_key(raw: bytes) -> str:
@@ -62,7 +65,9 @@ def _host_key(raw: bytes) -> str:
 class H1Server(asyncio.Protocol):
     """One client connection. `engine_of()` returns the listener's current engine."""
 
-    def __init__(self, engine_of, client: tuple[str, int], on_close=None) -> None:
+    def __init__(
+        self, engine_of: Callable[[], HttpEngine], client: tuple[str, int], on_close=None
+    ) -> None:
         self.engine_of = engine_of
         self.client = client
         self.on_close = on_close
@@ -82,7 +87,9 @@ class H1Server(asyncio.Protocol):
         self.timer_kind = ""  # what the deadline is for; "" none
         self.timer_seconds = 0.0
         self.in_head = False  # a request head has begun and not ended
-        self.engine = engine_of()  # the engine of the request being read (set at its start)
+        self.engine: HttpEngine = (
+            engine_of()
+        )  # the engine of the request being read (set at its start)
         # (engine, Host, forwarding_lines) of the last request: a client keeps its Host.
         self.forwarding: tuple[Any, bytes, bytes] = (None, b"", b"")
         self.body_seen = False

@@ -8,7 +8,7 @@ A plain function of the `H1Server` (l7/h1.py), kept apart from the parsing it an
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from l7.errors_page import error_response
 from l7.forwarded import new_request_id
@@ -21,7 +21,7 @@ __all__ = [
     "fail",
 ]
 
-log = logging.getLogger("l4lb")
+log: Final = logging.getLogger("l4lb")
 
 
 def fail(conn: H1Server, status: int, message: str) -> None:

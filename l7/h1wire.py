@@ -11,7 +11,7 @@ test holds equal to the fast path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from l7.errors_page import status_line
 from l7.forwarded import REWRITTEN, forward_headers, forwarding_lines, new_traceparent
@@ -30,7 +30,7 @@ __all__ = [
     "simple_response",
 ]
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 def chunk(data: bytes) -> bytes:

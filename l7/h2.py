@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Final
 
 from l7 import h2events as ev
 from l7.defences import FloodGuard
@@ -51,12 +51,12 @@ from l7.h2stream import H2Stream
 
 __all__ = ["H2_PREFACE", "H2Server", "H2Stream"]
 
-log = logging.getLogger("l4lb")
+log: Final = logging.getLogger("l4lb")
 
-H2_PREFACE = PREFACE
-_CALM = ev.ENHANCE_YOUR_CALM
-_PROTOCOL_ERROR = ev.PROTOCOL_ERROR
-_COMPRESSION_ERROR = ev.COMPRESSION_ERROR
+H2_PREFACE: Final = PREFACE
+_CALM: Final = ev.ENHANCE_YOUR_CALM
+_PROTOCOL_ERROR: Final = ev.PROTOCOL_ERROR
+_COMPRESSION_ERROR: Final = ev.COMPRESSION_ERROR
 
 
 class H2Server(asyncio.Protocol):
@@ -411,7 +411,7 @@ class H2Server(asyncio.Protocol):
             self.schedule(limit / 2)
 
 
-_ON: dict[type, Any] = {
+_ON: Final[dict[type, Any]] = {
     ev.RequestReceived: H2Server.request,
     ev.DataReceived: H2Server.on_data,
     ev.StreamEnded: H2Server.on_stream_ended,

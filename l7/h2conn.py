@@ -19,6 +19,8 @@ by the adapter (`l7.defences`), from the events.
 
 from __future__ import annotations
 
+from typing import Final
+
 from jh2._hazmat import HPACKError, OversizedHeaderListError
 
 from l7.h2events import (
@@ -70,7 +72,7 @@ from l7.h2send import H2Sender
 
 __all__ = ["PREFACE", "H2Connection"]
 
-_MAX_CONTINUATIONS = 256
+_MAX_CONTINUATIONS: Final = 256
 
 
 class H2Connection(H2Sender):

@@ -6,6 +6,8 @@ event, dispatched by type in the adapter (l7/h2.py), as h11's and aioquic's even
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = [
     "CANCEL",
     "COMPRESSION_ERROR",
@@ -32,16 +34,16 @@ __all__ = [
 ]
 
 # Error codes (RFC 9113 §7).
-NO_ERROR = 0x0
-PROTOCOL_ERROR = 0x1
-INTERNAL_ERROR = 0x2
-FLOW_CONTROL_ERROR = 0x3
-STREAM_CLOSED = 0x5
-FRAME_SIZE_ERROR = 0x6
-REFUSED_STREAM = 0x7
-CANCEL = 0x8
-COMPRESSION_ERROR = 0x9
-ENHANCE_YOUR_CALM = 0xB
+NO_ERROR: Final = 0x0
+PROTOCOL_ERROR: Final = 0x1
+INTERNAL_ERROR: Final = 0x2
+FLOW_CONTROL_ERROR: Final = 0x3
+STREAM_CLOSED: Final = 0x5
+FRAME_SIZE_ERROR: Final = 0x6
+REFUSED_STREAM: Final = 0x7
+CANCEL: Final = 0x8
+COMPRESSION_ERROR: Final = 0x9
+ENHANCE_YOUR_CALM: Final = 0xB
 
 
 class H2ConnectionError(Exception):

@@ -51,7 +51,7 @@ _PATH: Final = 13
 _PROTOCOL: Final = 14
 _STATUS: Final = 15
 _UNKNOWN_PSEUDO: Final = 16
-_PSEUDO = {
+_PSEUDO: Final = {
     b":method": _METHOD,
     b":scheme": _SCHEME,
     b":authority": _AUTHORITY,
@@ -59,7 +59,7 @@ _PSEUDO = {
     b":protocol": _PROTOCOL,
     b":status": _STATUS,
 }
-_SPECIAL = {
+_SPECIAL: Final = {
     b"host": _HOST,
     b"te": _TE,
     b"connection": _CONNECTION,
@@ -69,11 +69,11 @@ _SPECIAL = {
     b"upgrade": _CONNECTION,
 }
 _MEMO_SIZE: Final = 4096
-_KINDS: dict[bytes, int] = {**_PSEUDO, **_SPECIAL}
+_KINDS: Final[dict[bytes, int]] = {**_PSEUDO, **_SPECIAL}
 
 # §8.2.1: a name is bytes 0x21-0x7e without ':' (0x3a) and without upper case (0x41-0x5a).
-_NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")
-_EDGE = (b" ", b"\t")  # §8.2.1: SP or HTAB may not start or end a value
+_NAME: Final = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")
+_EDGE: Final = (b" ", b"\t")  # §8.2.1: SP or HTAB may not start or end a value
 
 
 def _kind(name: bytes) -> int:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["PREFACE", "StreamState", "frame_header", "settings_payload"]
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-MAX_WINDOW = 2**31 - 1
-DEFAULT_WINDOW = 65535
-MAX_FRAME = 16384  # what we read: SETTINGS_MAX_FRAME_SIZE left at its default
-RESET_MEMORY = 1024  # streams we reset, whose late frames are dropped quietly (§5.4.2)
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_WINDOW: Final = 2**31 - 1
+DEFAULT_WINDOW: Final = 65535
+MAX_FRAME: Final = 16384  # what we read: SETTINGS_MAX_FRAME_SIZE left at its default
+RESET_MEMORY: Final = 1024  # streams we reset, whose late frames are dropped quietly (§5.4.2)
 
 # Frame types and flags (RFC 9113 §6).
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS = 0, 1, 2, 3, 4

@@ -19,7 +19,7 @@ is a tunnel to that HTTP/1.1 connection (`peer`), its DATA under the same flow c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from l4lb.errors import RemoteProtocolError
 from l7 import h2events as ev
@@ -34,10 +34,10 @@ __all__ = ["H2Stream"]
 
 # Connection-specific fields of an HTTP/1.1 101 that have no place on a stream (RFC 9113
 # §8.2.2), and the server's handshake answer, which an RFC 8441 client does not expect.
-_NOT_ON_A_STREAM = frozenset(
+_NOT_ON_A_STREAM: Final = frozenset(
     {b"connection", b"upgrade", b"keep-alive", b"transfer-encoding", b"sec-websocket-accept"}
 )
-_CLOSED = (ev.StreamClosedError, KeyError)
+_CLOSED: Final = (ev.StreamClosedError, KeyError)
 
 
 class H2Stream(StreamSide):

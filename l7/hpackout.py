@@ -11,22 +11,24 @@ next block start with a size update (`l7.h2send`), to 0.
 
 from __future__ import annotations
 
+from typing import Final
+
 from jh2.hpack.table import HeaderTable
 
 __all__ = ["TABLE_SIZE_ZERO", "encode_block"]
 
-TABLE_SIZE_ZERO = b"\x20"  # a dynamic table size update to 0 (§6.3)
+TABLE_SIZE_ZERO: Final = b"\x20"  # a dynamic table size update to 0 (§6.3)
 
-_STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
+_STATIC: Final[tuple[tuple[bytes, bytes], ...]] = HeaderTable.STATIC_TABLE
 # An indexed field (§6.1) for each full match, the index of a name for a literal (§6.2.2).
-_FULL: dict[tuple[bytes, bytes], bytes] = {}
-_NAME: dict[bytes, bytes] = {}
+_FULL: Final[dict[tuple[bytes, bytes], bytes]] = {}
+_NAME: Final[dict[bytes, bytes]] = {}
 for _index, _field in enumerate(_STATIC, 1):
     if _field[1]:
         _FULL.setdefault(_field, bytes([0x80 | _index]))
     # Literal without indexing, indexed name: a 4-bit prefix (§5.1).
     _NAME.setdefault(_field[0], bytes([_index]) if _index < 15 else bytes([15, _index - 15]))
-_LENGTH = [bytes([n]) for n in range(127)]  # a string's length, H = 0, 7-bit prefix
+_LENGTH: Final = [bytes([n]) for n in range(127)]  # a string's length, H = 0, 7-bit prefix
 
 
 def _length(n: int) -> bytes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from l7.errors_page import error_response
 from l7.jwtfetch import JwksSource
@@ -30,13 +30,13 @@ if TYPE_CHECKING:
 
 __all__ = ["WAITED", "JwtStage", "jwt_stages"]
 
-log = logging.getLogger("l4lb")
+log: Final = logging.getLogger("l4lb")
 
 #: Verified tokens kept per route (Envoy's `jwt_cache_config`): a client sends the same token
 #: for its whole life, and PyJWT's decoding costs several times the rest of a request. Only
 #: tokens up to `_CACHED_TOKEN` bytes, so the cache stays under a few MB per route.
-CACHE_ENTRIES = 1024
-_CACHED_TOKEN = 4096
+CACHE_ENTRIES: Final = 1024
+_CACHED_TOKEN: Final = 4096
 
 
 class JwtStage:
@@ -167,7 +167,7 @@ def _window(claims: dict[str, Any], leeway: float) -> tuple[float, float]:
 
 
 #: The claims of an exchange that has waited for a JWKS fetch once (it will not again).
-WAITED: dict[str, Any] = {}
+WAITED: Final[dict[str, Any]] = {}
 
 
 def _resume(exchange: Any) -> Any:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from jwt.api_jws import PyJWS
 from jwt.exceptions import PyJWTError
@@ -43,9 +43,9 @@ __all__ = [
     "verify",
 ]
 
-_JWS = PyJWS()
-_MAX_TOKEN = 16384  # bytes; a longer Authorization value is not a token worth decoding
-_SCOPE_CLAIMS = ("scope", "scp")  # space-separated strings (RFC 8693 §4.2)
+_JWS: Final = PyJWS()
+_MAX_TOKEN: Final = 16384  # bytes; a longer Authorization value is not a token worth decoding
+_SCOPE_CLAIMS: Final = ("scope", "scp")  # space-separated strings (RFC 8693 §4.2)
 
 
 class Failure(NamedTuple):
@@ -58,7 +58,7 @@ class Failure(NamedTuple):
     unknown_kid: bool = False
 
 
-_MISSING = Failure(401, "", "no bearer token")
+_MISSING: Final = Failure(401, "", "no bearer token")
 
 
 def find_token(headers: Headers, cookie: str) -> str | Failure:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import quote
 
 from l7.model import Headers, Request
@@ -307,7 +308,7 @@ def _apply(ops: HeaderOps, headers: Headers) -> Headers:
 # RFC 3986 characters allowed unescaped in each component; "%" is kept so escapes the client
 # sent are not escaped twice. Anything else is percent-encoded, so no value can end its
 # component early (a Host of "evil.com/x" stays in the authority) or inject CR/LF.
-_SAFE = {
+_SAFE: Final = {
     "scheme": "+.-",
     "path": "/%:@!$&'()*+,;=",
     "query": "/?%:@!$&'()*+,;=",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from l7.guard import RouteSecurity
 from l7.jwtconf import JwtConfig
@@ -45,10 +45,10 @@ __all__ = [
 ]
 
 #: What a redirect target may contain. `target` is `path` plus `?query` when there is one.
-PLACEHOLDERS = ("scheme", "host", "path", "query", "target")
-REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-ACTIONS = ("pool", "redirect", "respond")
-PATH_KINDS = ("path_prefix", "path", "path_regex")
+PLACEHOLDERS: Final = ("scheme", "host", "path", "query", "target")
+REDIRECT_STATUSES: Final = (301, 302, 303, 307, 308)
+ACTIONS: Final = ("pool", "redirect", "respond")
+PATH_KINDS: Final = ("path_prefix", "path", "path_regex")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -33,8 +33,8 @@ __all__ = [
     "status_value",
 ]
 
-log = logging.getLogger("l4lb")
-_STATUS: dict[int, bytes] = {}
+log: Final = logging.getLogger("l4lb")
+_STATUS: Final[dict[int, bytes]] = {}
 
 
 def status_value(code: int) -> bytes:

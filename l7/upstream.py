@@ -23,7 +23,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
@@ -37,14 +37,14 @@ if TYPE_CHECKING:
 
 __all__ = ["UpstreamConn", "UpstreamPool"]
 
-log = logging.getLogger("l4lb")
+log: Final = logging.getLogger("l4lb")
 
 
 # A field name as a server sent it -> the start of its line (`name: `, lower-cased), or b""
 # for a hop-by-hop field. Bounded: only short names are kept, and the table starts again
 # when full (a server that invents names costs itself the slow path, nothing more).
-_PREFIXES: dict[bytes, bytes] = {}
-_CONTENT_LENGTH = b"content-length: "
+_PREFIXES: Final[dict[bytes, bytes]] = {}
+_CONTENT_LENGTH: Final = b"content-length: "
 
 
 def _line_prefix(name: bytes) -> bytes:

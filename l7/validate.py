@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Final
 
 from l4lb.errors import RemoteProtocolError
 from l7.model import Headers
@@ -51,39 +52,39 @@ __all__ = [
 ]
 
 # RFC 9110 §5.6.2 token.
-_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
-_TOKEN_BYTES = re.compile(_TCHAR + rb"+")
-_TOKEN_STR = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TCHAR: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TOKEN_BYTES: Final = re.compile(_TCHAR + rb"+")
+_TOKEN_STR: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 9110 §5.5: CR, LF and NUL are invalid and dangerous in a field value.
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
 # RFC 9112 §3.2: request-target has no whitespace; no control characters either.
-_BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
-_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_BAD_TARGET: Final = re.compile(r"[\x00-\x20\x7f]")
+_ABSOLUTE_FORM: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ]; IP-literal or reg-name.
-_HOST = re.compile(
+_HOST: Final = re.compile(
     rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=%\-]+\]|[A-Za-z0-9._~!$&'()*+,;=%\-]*)(?::[0-9]*)?"
 )
-_OWS = b" \t"
+_OWS: Final = b" \t"
 # A Content-Length beyond 2**63 is nonsense and big enough to trip int limits elsewhere.
-_MAX_LENGTH_DIGITS = 18
+_MAX_LENGTH_DIGITS: Final = 18
 
-_UNSUPPORTED_CODINGS = 501
+_UNSUPPORTED_CODINGS: Final = 501
 
 # Memos of what passed before, so that the names, methods and hosts a client repeats on every
 # request are checked once per process instead of once per request (each holds at most
 # _MEMO_SIZE entries; it is emptied when full). A field name maps to what the head check
 # needs to know of it: one of the _KIND_* values.
-_MEMO_SIZE = 4096
+_MEMO_SIZE: Final = 4096
 _KIND_OTHER, _KIND_LENGTH, _KIND_CODING, _KIND_HOST, _KIND_EXPECT = range(5)
-_NAME_KINDS: dict[bytes, int] = {}
-_SPECIAL_KINDS = {
+_NAME_KINDS: Final[dict[bytes, int]] = {}
+_SPECIAL_KINDS: Final = {
     b"content-length": _KIND_LENGTH,
     b"transfer-encoding": _KIND_CODING,
     b"host": _KIND_HOST,
     b"expect": _KIND_EXPECT,
 }
-_GOOD_METHODS: set[str] = set()
-_GOOD_HOSTS: set[bytes] = set()
+_GOOD_METHODS: Final[set[str]] = set()
+_GOOD_HOSTS: Final[set[bytes]] = set()
 
 
 def _name_kind(name: bytes) -> int:
@@ -301,14 +302,14 @@ def check_raw_head(raw: bytes) -> None:
 
 # RFC 9112 §7.1: chunk-size [chunk-ext] CRLF; chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS
 # ( token / quoted-string ) ] ). At most 16 hex digits (2**64 - 1), like nginx's overflow check.
-_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-_CHUNK_LINE = re.compile(
+_QUOTED: Final = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_LINE: Final = re.compile(
     rb"([0-9A-Fa-f]{1,16})"
     rb"(?:[ \t]*;[ \t]*" + _TCHAR + rb"+(?:[ \t]*=[ \t]*(?:" + _TCHAR + rb"+|" + _QUOTED + rb"))?)*"
 )
 # Node.js caps chunk extensions at 16 KiB after CVE-2024-22019; a chunk-size line has no reason
 # to be anywhere near that.
-MAX_CHUNK_LINE = 4096
+MAX_CHUNK_LINE: Final = 4096
 
 
 def check_chunk_size_line(line: bytes, max_line: int = MAX_CHUNK_LINE) -> int:

@@ -31,16 +31,17 @@ import bisect
 import hashlib
 import struct
 from collections.abc import Sequence
+from typing import Final
 
 from l4lb.balance.base import Balancer, ServerLike
 from l4lb.balance.round_robin import RoundRobin
 
 __all__ = ["POINTS_PER_WEIGHT", "Hash"]
 
-POINTS_PER_WEIGHT = 160
+POINTS_PER_WEIGHT: Final = 160
 """Ring points for a server of the pool's mean weight."""
 
-_FOUR_POINTS = struct.Struct(">4Q")
+_FOUR_POINTS: Final = struct.Struct(">4Q")
 
 
 def _hash64(data: bytes) -> int:

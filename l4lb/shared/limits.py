@@ -16,14 +16,14 @@ count is never taken by another key.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from l4lb.gcra import Decision, KeyedGcra, conform
 from l4lb.shared.segment import CLIENT_SLOTS, RATE_SLOTS, Segment
 
 __all__ = ["SharedClients", "SharedGcra", "SharedRates"]
 
-_WAYS = 8
+_WAYS: Final = 8
 
 
 class _Table:

@@ -9,6 +9,8 @@ and served from there on later hits, instead of compressing the same bytes on ev
 
 from __future__ import annotations
 
+from typing import Final
+
 from l7.cache.policy import current_age, not_modified, not_modified_fields
 from l7.cache.ranges import UNSATISFIABLE, byte_range
 from l7.cache.store import Entry, MemoryStore, copy_key
@@ -17,7 +19,7 @@ from l7.model import Headers, Request, Response
 
 __all__ = ["answer", "encoded_variant"]
 
-_NO_LENGTH = frozenset({204, 304})
+_NO_LENGTH: Final = frozenset({204, 304})
 
 
 def answer(

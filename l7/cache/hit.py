@@ -21,7 +21,7 @@ holds the two equal, case by case.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from l7.cache.answer import encoding_memo
 from l7.cache.policy import cache_status, initial_age, vary_names, vary_values
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["HitMemo", "hit_memo", "short_hit"]
 
 #: Request fields that change what a hit answers (RFC 9111 §5.2.1, RFC 9110 §13, §14.2).
-_ASKS = frozenset(
+_ASKS: Final = frozenset(
     {
         b"cache-control",
         b"pragma",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+from typing import Final
 
 from l7.model import Headers
 
@@ -39,7 +40,7 @@ __all__ = [
 
 #: Heuristically cacheable statuses (RFC 9110 §15.1); l4lb stores only these, and only with
 #: explicit freshness unless `heuristic` is set.
-CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+CACHEABLE_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 
 
 def cache_control(headers: Headers) -> dict[str, str | None]:
@@ -200,7 +201,7 @@ def fresh_enough(request: Headers, lifetime: float, age: float) -> bool:
 #: The request fields a revalidation replaces: the cache asks with its own validators, for the
 #: whole representation (nginx's proxy_cache does the same), then answers the client's own
 #: conditional and Range from what it holds.
-_CLIENT_CONDITIONALS = frozenset(
+_CLIENT_CONDITIONALS: Final = frozenset(
     {
         b"if-none-match",
         b"if-modified-since",
@@ -212,7 +213,7 @@ _CLIENT_CONDITIONALS = frozenset(
 )
 #: Fields a 304 never replaces in the stored response (§3.2: Content-Length, and those the
 #: stored body depends on).
-_NOT_UPDATED = frozenset(
+_NOT_UPDATED: Final = frozenset(
     {b"content-length", b"content-encoding", b"content-range", b"transfer-encoding"}
 )
 #: What a 304 carries of the 200 it stands for (RFC 9110 §15.4.5), plus Last-Modified.

@@ -23,7 +23,7 @@ Location and Content-Location on the same authority (RFC 9111 §4.4).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from l7.cache.answer import answer
 from l7.cache.flight import Flight, Sink, flights, refresh
@@ -52,8 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CacheState", "Fill", "cache_begin", "cache_key", "serve"]
 
-_UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
-_CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
+_UNSAFE: Final = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+_CONDITIONAL: Final = frozenset({b"if-none-match", b"if-modified-since"})
 
 
 def cache_key(request: Request, authority: bytes) -> str:

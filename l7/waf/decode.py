@@ -19,16 +19,17 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from typing import Final
 from urllib.parse import unquote
 
 __all__ = ["ROUNDS", "normalise"]
 
-ROUNDS = 4
-_PERCENT_U = re.compile(r"%u([0-9a-fA-F]{4})")
+ROUNDS: Final = 4
+_PERCENT_U: Final = re.compile(r"%u([0-9a-fA-F]{4})")
 # A character reference worth decoding: numeric, or named with its ';' (html.unescape's
 # legacy names without ';' cost a prefix search at every '&' of a query-like cookie).
-_REFERENCE = re.compile(r"&(?:#[0-9xX]|[A-Za-z][A-Za-z0-9]{1,31};)")
-_JS_ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))")
+_REFERENCE: Final = re.compile(r"&(?:#[0-9xX]|[A-Za-z][A-Za-z0-9]{1,31};)")
+_JS_ESCAPE: Final = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))")
 
 
 def _chr(m: re.Match[str]) -> str:

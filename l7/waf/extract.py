@@ -31,7 +31,7 @@ and `body_text`.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from l7.model import Request
@@ -48,7 +48,7 @@ __all__ = [
     "target_text",
 ]
 
-_SKIP_HEADERS = frozenset(
+_SKIP_HEADERS: Final = frozenset(
     {
         b"accept",
         b"accept-encoding",
@@ -76,11 +76,11 @@ _SKIP_HEADERS = frozenset(
         b"tracestate",
     }
 )
-_SKIP_PREFIXES = (b"sec-fetch-", b"sec-ch-", b":")
-_JSON_ITEMS = 10_000
+_SKIP_PREFIXES: Final = (b"sec-fetch-", b"sec-ch-", b":")
+_JSON_ITEMS: Final = 10_000
 
 #: Body media types inspected, and how: "form", "json" or "text".
-BODY_TYPES = {
+BODY_TYPES: Final = {
     "application/x-www-form-urlencoded": "form",
     "application/json": "json",
     "application/xml": "text",
@@ -181,8 +181,8 @@ def _plain_bytes(data: bytes) -> bool:
 # How each header field name is screened: 0 left out, 1 cookie, 2 free text. Learnt per
 # name as requests bring them (a dict lookup instead of a set test and a prefix test per
 # field), bounded: names past `_KINDS_MAX` are worked out each time and not kept.
-_KINDS: dict[bytes, int] = {}
-_KINDS_MAX = 1024
+_KINDS: Final[dict[bytes, int]] = {}
+_KINDS_MAX: Final = 1024
 
 
 def _kind(name: bytes) -> int:
@@ -302,5 +302,5 @@ def request_text(request: Request, body: bytes | None, kind: str, wanted: frozen
     return "\n".join(out)
 
 
-_NO_HEAD = Request("GET", "", [])
-_NO_TARGETS: frozenset[str] = frozenset()
+_NO_HEAD: Final = Request("GET", "", [])
+_NO_TARGETS: Final[frozenset[str]] = frozenset()

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 import hyperscan
 
@@ -54,17 +54,17 @@ from l7.waf.rules import Rule
 
 __all__ = ["CompiledRules", "PatternError", "compile_rules"]
 
-_BASE = hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
+_BASE: Final = hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
 # What a line-at-a-time screen cannot stand for: whole-buffer anchors, multiline turned off.
-_NOT_SCREENABLE = re.compile(r"\\[AzZG]|\(\?[a-zA-Z]*-[a-zA-Z]*m")
+_NOT_SCREENABLE: Final = re.compile(r"\\[AzZG]|\(\?[a-zA-Z]*-[a-zA-Z]*m")
 # Plain values, one a line, that a screenable rule set must not match where it matches none
 # of them alone (a rule such as `[\r\n]` matches every request's line breaks: the screen
 # would never say "clean").
-_PROBES = (("a", "b"), ("a", "", "b"), ("1", "1"), ("a b", "c d"), ("-", "/"))
+_PROBES: Final = (("a", "b"), ("a", "", "b"), ("1", "1"), ("a b", "c d"), ("-", "/"))
 #: Clean request lines and clean header sets remembered per rule set (each).
-MEMO_ENTRIES = 1024
-_MEMO_TARGET = 1024  # characters of a request-target, at most, for it to be remembered
-_MEMO_HEADERS = 4096  # bytes of header values, at most
+MEMO_ENTRIES: Final = 1024
+_MEMO_TARGET: Final = 1024  # characters of a request-target, at most, for it to be remembered
+_MEMO_HEADERS: Final = 4096  # bytes of header values, at most
 
 
 class PatternError(ValueError):

@@ -22,18 +22,20 @@ the held bytes go on as they would have. `body_limit = 0` inspects heads only.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from l7.errors_page import error_response
 from l7.waf.extract import body_kind, request_values
 
 if TYPE_CHECKING:
+    from l7.exchange import Exchange
+    from l7.model import Request
     from l7.waf.config import WafConfig
     from l7.waf.matcher import CompiledRules
 
 __all__ = ["RouteWaf", "Verdict", "WafState", "waf_start"]
 
-log = logging.getLogger("l4lb")
+log: Final = logging.getLogger("l4lb")
 
 
 class Verdict:
@@ -80,7 +82,7 @@ class RouteWaf:
         self.blocked = 0
         self.clean = Verdict([], self.threshold)  # what almost every request gets: shared
 
-    def inspect(self, request: Any, body: bytes | None = None, kind: str = "") -> Verdict:
+    def inspect(self, request: Request, body: bytes | None = None, kind: str = "") -> Verdict:
         """Score `request` (and `body`, of `body_kind` `kind`)."""
         self.inspected += 1
         matcher = self.matcher
@@ -92,7 +94,7 @@ class RouteWaf:
             self.detected += 1
         return verdict
 
-    def start(self, exchange: Any) -> bool:
+    def start(self, exchange: Exchange) -> bool:
         """The head is here: False if the request was answered (blocked); True to go on.
         With a body to inspect, `exchange.waf` holds it (`WafState.holding`)."""
         request = exchange.request
@@ -104,7 +106,7 @@ class RouteWaf:
         verdict = self.inspect(request)
         return True if verdict is self.clean else self.decide(exchange, verdict)
 
-    def decide(self, exchange: Any, verdict: Verdict) -> bool:
+    def decide(self, exchange: Exchange, verdict: Verdict) -> bool:
         """Log what matched; answer 403 (False) for an attack in block mode."""
         if verdict.rules:
             state = exchange.waf
@@ -162,12 +164,12 @@ class WafState:
         self.holding = holding
         self.ids = ""
 
-    def chunk(self, exchange: Any) -> None:
+    def chunk(self, exchange: Exchange) -> None:
         """Body bytes were added to `exchange.pending`: inspect once the limit is reached."""
         if exchange.pending_size >= self.waf.body_limit:
             self.release(exchange)
 
-    def release(self, exchange: Any) -> None:
+    def release(self, exchange: Exchange) -> None:
         """The body ended or reached the limit: inspect head and body, then block or send
         the held bytes on (the Exchange's `forward`, which writes `pending`)."""
         self.holding = False
@@ -178,7 +180,7 @@ class WafState:
             exchange.forward()
 
 
-def waf_start(exchange: Any, route: str) -> bool:
+def waf_start(exchange: Exchange, route: str) -> bool:
     """The stage's entry from `Exchange.start`: False if the request was answered."""
     waf = exchange.engine.wafs.get(route)
     return True if waf is None else waf.start(exchange)
