@@ -87,9 +87,8 @@ class H1Server(asyncio.Protocol):
         self.timer_kind = ""  # what the deadline is for; "" none
         self.timer_seconds = 0.0
         self.in_head = False  # a request head has begun and not ended
-        self.engine: HttpEngine = (
-            engine_of()
-        )  # the engine of the request being read (set at its start)
+        # the engine of the request being read (set at its start)
+        self.engine: HttpEngine = engine_of()
         # (engine, Host, forwarding_lines) of the last request: a client keeps its Host.
         self.forwarding: tuple[Any, bytes, bytes] = (None, b"", b"")
         self.body_seen = False
