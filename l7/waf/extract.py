@@ -219,7 +219,9 @@ def header_parts(request: Request, wanted: frozenset[str]) -> tuple[list[bytes],
     return free, cookies
 
 
-def _add_target(request: Request, wanted: frozenset[str], out: list[str]) -> None:
+def _add_target(
+    request: Request, wanted: frozenset[str], out: list[str], raw_needs_percent: bool = False
+) -> None:
     add = out.append
     target = request.target
     # A target with no `%`, `\\` and only ASCII has plain path and query: no decoding call
@@ -227,7 +229,7 @@ def _add_target(request: Request, wanted: frozenset[str], out: list[str]) -> Non
     plain = "%" not in target and "\\" not in target and target.isascii()
     if "method" in wanted:
         add(request.method)
-    if "raw" in wanted:
+    if "raw" in wanted and not (raw_needs_percent and "%" not in target):
         add(target)
     if "path" in wanted:
         path = request.path
@@ -268,11 +270,12 @@ def _add_body(body: bytes | None, kind: str, out: list[str]) -> None:
             out.extend(texts)
 
 
-def target_text(request: Request, wanted: frozenset[str]) -> str:
+def target_text(request: Request, wanted: frozenset[str], raw_needs_percent: bool = False) -> str:
     """The lines of the method, request-target, path and query values (what `request_text`
-    holds of the request line)."""
+    holds of the request line). With `raw_needs_percent` (every `raw` rule needs a `%` to
+    match, `l7.waf.needs`), a request-target with no `%` is left out: no rule can match it."""
     out: list[str] = []
-    _add_target(request, wanted, out)
+    _add_target(request, wanted, out, raw_needs_percent)
     return "\n".join(out)
 
 

@@ -29,7 +29,11 @@ without a screen (every request goes through `scan`).
 
 `screen_request` screens a request in parts: the request line (`target_text`), the header
 values (`header_text`) and the body, each its own text. Every value is still a whole line
-of one of them, so the proof holds part by part. A part found clean is remembered by its
+of one of them, so the proof holds part by part; but for one the screen can prove no rule
+matches without scanning it: the raw request-target when it has no `%` and every `raw`
+rule needs one (`l7.waf.needs`; the built-in `raw` rules look for encodings). For a
+plain target that line is as long as the path and query lines together, and Hyperscan's
+cost grows with the bytes. A part found clean is remembered by its
 raw inputs (method and request-target; the raw Cookie and free-text header values), so a
 request that repeats a clean request line or a clean set of headers skips building that
 text and scanning it: a verdict is a pure function of those inputs and of the rule set,
@@ -50,6 +54,7 @@ import hyperscan
 
 from l7.model import Request
 from l7.waf.extract import body_text, header_parts, header_text, target_text
+from l7.waf.needs import always_contains
 from l7.waf.rules import Rule
 
 __all__ = ["CompiledRules", "PatternError", "compile_rules"]
@@ -99,6 +104,7 @@ class CompiledRules:
         "clean_lines",
         "database",
         "found",
+        "raw_needs_percent",
         "rules",
         "screener",
         "targets",
@@ -109,6 +115,10 @@ class CompiledRules:
         self.rules = rules
         self.where = [frozenset(rule.targets) for rule in rules]
         self.targets = frozenset(t for rule in rules for t in rule.targets)
+        # (the screen then leaves out a request-target with no `%`: `target_text`)
+        self.raw_needs_percent = all(
+            always_contains(rule.pattern, "%") for rule in rules if "raw" in rule.targets
+        )
         self.database = _database(rules, list(range(len(rules)))) if rules else None
         self.screener = _screener(rules, self.database) if rules else None
         self.found: list[int] = []  # the screen's hits (reused: one request at a time)
@@ -126,7 +136,7 @@ class CompiledRules:
         line = (request.method, target)
         lines = self.clean_lines
         if line not in lines:
-            if self.screen(target_text(request, wanted)):
+            if self.screen(target_text(request, wanted, self.raw_needs_percent)):
                 return True
             if len(target) <= _MEMO_TARGET:
                 _remember(lines, line)

@@ -174,3 +174,24 @@ def test_a_query_value_holding_equals_signs_is_one_line():
     ]
     plain = Request("GET", "/x?a=1&b=2", [])
     assert _lines(plain, None, "", matcher.targets) >= {"a", "1", "b", "2"}
+
+
+# `raw` rules that all need a `%`, so the screen leaves plain request-targets out
+_RAW_PERCENT = (*_P1, _rule("%[ab]", ("raw",), 900201), _rule("^/a%", ("raw",), 900202))
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=_TEXT, path=_TEXT)
+def test_screen_in_parts_never_misses_when_it_leaves_plain_targets_out(query, path):
+    matcher = compile_rules(_RAW_PERCENT)
+    assert matcher.raw_needs_percent
+    matcher.clean_lines.clear()  # (compiled once for every example: no verdict carried over)
+    request = Request("GET", "/" + path.replace("?", "") + "?" + query, [])
+    found = matcher.scan(request_values(request, None, "", matcher.targets))
+    assert matcher.screen_request(request, None, "") or not found
+
+
+def test_a_raw_rule_without_a_percent_keeps_the_target_screened():
+    matcher = CompiledRules((_rule("^/admin", ("raw",), 900203),))
+    assert not matcher.raw_needs_percent
+    assert matcher.screen_request(Request("GET", "/admin?x=1", []), None, "")
