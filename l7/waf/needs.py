@@ -11,24 +11,27 @@ rejects or may read differently from Hyperscan's PCRE syntax (POSIX classes such
 
 from __future__ import annotations
 
-from re import _constants as sre
-from re import _parser as sre_parse
 from typing import Any
 
-__all__ = ["always_contains"]
+try:  # (private modules: a Python without them gets "no" for every pattern)
+    from re import _constants as sre
+    from re import _parser as sre_parse
 
-_REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
+    _REPEATS: tuple[Any, ...] = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
+except (ImportError, AttributeError):  # pragma: no cover
+    sre_parse = None  # type: ignore[assignment]
+
+__all__ = ["always_contains"]
 
 
 def always_contains(pattern: str, char: str) -> bool:
     """True only if every string `pattern` matches (anywhere in a value) contains `char`."""
-    if "[:" in pattern or "[=" in pattern or "[." in pattern:
-        return False  # POSIX classes: PCRE and Python part the pattern differently
+    if sre_parse is None or "[:" in pattern or "[=" in pattern or "[." in pattern:
+        return False  # (POSIX classes: PCRE and Python part the pattern differently)
     try:
-        parsed = sre_parse.parse(pattern)
+        return _sequence(list(sre_parse.parse(pattern)), ord(char))
     except Exception:  # (any error: re.error, or a recursion limit on a deep pattern)
         return False
-    return _sequence(list(parsed), ord(char))
 
 
 def _sequence(items: list[tuple[Any, Any]], code: int) -> bool:
