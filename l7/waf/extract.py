@@ -226,10 +226,11 @@ def _add_target(
     target = request.target
     # A target with no `%`, `\\` and only ASCII has plain path and query: no decoding call
     # can change them (normalise's own test, written out once: a call costs more).
-    plain = "%" not in target and "\\" not in target and target.isascii()
+    no_percent = "%" not in target
+    plain = no_percent and "\\" not in target and target.isascii()
     if "method" in wanted:
         add(request.method)
-    if "raw" in wanted and not (raw_needs_percent and "%" not in target):
+    if "raw" in wanted and not (raw_needs_percent and no_percent):
         add(target)
     if "path" in wanted:
         path = request.path
